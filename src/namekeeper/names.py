@@ -1,0 +1,138 @@
+"""Project names: PyPI's rule, the PEP 503 canonical form, filenames, ultranormalisation.
+
+Every name that enters namekeeper from outside (a command line, a webhook, a
+filename on a private index) passes through `validate_name` or
+`name_from_filename` first, so the rest of the code can paste a canonical name
+into a URL, a path or a template without a second thought.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+
+# PyPI's own rule (warehouse: forms.py / models), ASCII only, case-insensitive.
+_PYPI_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
+# Longer names than this are refused by the metadata validators anyway; a bound keeps logs sane.
+MAX_NAME_LENGTH = 128
+
+_ULTRA_DELETE = str.maketrans("", "", "._-")
+_ULTRA_MAP = str.maketrans({"l": "1", "i": "1", "o": "0"})
+
+
+class InvalidName(ValueError):
+    """A name or filename that cannot be a Python project; the message says why."""
+
+
+def _shown(value: str) -> str:
+    """A hostile value, safe to print in one line of an error message."""
+    text = repr(value[:60])
+    return text + ("…" if len(value) > 60 else "")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` unchanged if PyPI would accept it as a project name, else raise."""
+    if not isinstance(name, str) or not name:
+        raise InvalidName("a project name must be a non-empty string")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"project name {_shown(name)} is longer than {MAX_NAME_LENGTH} characters")
+    if not _PYPI_NAME.match(name):
+        raise InvalidName(
+            f"{_shown(name)} is not a valid project name: use ASCII letters, digits, '.', '_' "
+            "and '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+def canonical(name: str) -> str:
+    """The PEP 503 canonical form of a validated name (``Acme_Utils`` → ``acme-utils``)."""
+    return canonicalize_name(validate_name(name))
+
+
+def ultranormalize(name: str) -> str:
+    """PyPI's "too similar" key: one registered name blocks every name with the same key."""
+    return name.lower().translate(_ULTRA_DELETE).translate(_ULTRA_MAP)
+
+
+def is_stdlib_name(name: str) -> bool:
+    """True when PyPI refuses the name as a standard-library module (any Python version).
+
+    PyPI checks the name and its dotted prefixes against the stdlib list of all
+    supported Python versions; ``sys.stdlib_module_names`` plus the modules
+    removed in recent versions is our best local copy of that list.
+    """
+    lowered = name.lower()
+    candidates = {lowered, canonicalize_name(name)}
+    if "." in lowered:
+        candidates.add(lowered.split(".", 1)[0])
+    return bool(candidates & STDLIB_NAMES)
+
+
+# Modules removed from the standard library by PEP 594 and earlier are still
+# refused by PyPI, which checks every version it has ever supported.
+_REMOVED_STDLIB = {
+    "aifc", "asynchat", "asyncore", "audioop", "binhex", "cgi", "cgitb", "chunk", "crypt",
+    "distutils", "imghdr", "imp", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev",
+    "pipes", "smtpd", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib", "lib2to3",
+    "formatter", "parser", "symbol", "macpath", "dummy_threading", "_dummy_thread",
+}
+STDLIB_NAMES: frozenset[str] = frozenset(
+    {n.lower() for n in sys.stdlib_module_names}
+    | _REMOVED_STDLIB
+    | {canonicalize_name(n) for n in sys.stdlib_module_names if not n.startswith("_")}
+)
+
+_EGG = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.]*?)-(?P<version>[^-]+)(-py\d.*)?\.egg$")
+
+
+def name_from_filename(filename: str) -> tuple[str, str, str]:
+    """(display name, canonical name, version) of a distribution filename.
+
+    Accepts wheels, sdists (``.tar.gz``, ``.zip``, and the legacy ``.tar.bz2``/``.tgz``)
+    and eggs.  Anything with a path separator or that is not a distribution is
+    refused: the name must come from the file's own name, never from a folder.
+    """
+    if not isinstance(filename, str) or not filename:
+        raise InvalidName("a distribution filename must be a non-empty string")
+    if "/" in filename or "\\" in filename or "\x00" in filename or filename in {".", ".."}:
+        raise InvalidName(f"{_shown(filename)} is not a bare filename")
+    if len(filename) > 512:
+        raise InvalidName("distribution filename is too long")
+    try:
+        if filename.endswith(".whl"):
+            name, version, _build, _tags = parse_wheel_filename(filename)
+            display = filename.split("-", 1)[0]
+        elif filename.endswith((".tar.gz", ".zip")):
+            name, version = parse_sdist_filename(filename)
+            display = filename.rsplit("-", 1)[0]
+        elif filename.endswith((".tar.bz2", ".tgz", ".tar")):
+            stem = re.sub(r"\.(tar\.bz2|tgz|tar)$", "", filename)
+            display, _, raw_version = stem.rpartition("-")
+            if not display or not raw_version:
+                raise InvalidName(f"{_shown(filename)} has no version")
+            name, version = canonicalize_name(display), raw_version  # type: ignore[assignment]
+        elif filename.endswith(".egg"):
+            m = _EGG.match(filename)
+            if not m:
+                raise InvalidName(f"{_shown(filename)} is not a valid egg filename")
+            display, version = m["name"], m["version"]  # type: ignore[assignment]
+            name = canonicalize_name(display)
+        else:
+            raise InvalidName(f"{_shown(filename)} is not a Python distribution")
+    except (InvalidWheelFilename, InvalidSdistFilename) as exc:
+        raise InvalidName(f"{_shown(filename)} is not a valid distribution filename") from exc
+    validate_name(display)
+    return display, canonical(display), str(version)
+
+
+def sdist_basename(name: str, version: str) -> str:
+    """PEP 625 sdist filename stem: ``acme-utils`` 1.0 → ``acme_utils-1.0``."""
+    return f"{canonical(name).replace('-', '_')}-{version}"

@@ -1,0 +1,26 @@
+"""What a public index lookup is."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..model import PublicProject
+
+
+class PublicIndexUnavailable(Exception):
+    """The public index could not be asked (network, 5xx after retries): try again later."""
+
+
+class PublicIndex(ABC):
+    """Answers "does this name exist on the public index, and whose is it?".
+
+    A lookup is a prediction; the answer to an upload is the final word.
+    """
+
+    @abstractmethod
+    def lookup(self, name: str) -> PublicProject:
+        """Describe the canonical ``name``; raise `PublicIndexUnavailable` on a transient failure."""
+
+    def project_url(self, name: str) -> str | None:
+        """The human page of a project, for messages; None when the index has none."""
+        return None

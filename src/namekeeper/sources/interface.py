@@ -1,0 +1,39 @@
+"""What an event source is: something that turns outside signals into `NameEvent`s.
+
+A source never talks to the public index and never decides; it hands events to
+an `EventSink`, which makes them durable before the source acknowledges them.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ..model import NameEvent
+
+# A plain WSGI application; the server mounts a source's routes under their paths.
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+class EventSink(Protocol):
+    """Where sources put events: durable once `accept` returns."""
+
+    def accept(self, event: NameEvent) -> bool:
+        """Queue ``event``; return False when it was already known (a duplicate)."""
+        ...
+
+
+class EventSource(ABC):
+    """A webhook receiver (``routes``) and/or a background loop (``run``)."""
+
+    #: Short identifier, used in logs, metrics and `NameEvent.source`.
+    name: str = "source"
+
+    def routes(self, sink: EventSink) -> dict[str, WSGIApp]:
+        """Map URL paths (e.g. ``/webhooks/artifactory``) to WSGI apps served by `namekeeper serve`."""
+        return {}
+
+    def run(self, sink: EventSink, stop: threading.Event) -> None:  # noqa: B027 - optional hook
+        """Produce events until ``stop`` is set; the default source has no loop."""
