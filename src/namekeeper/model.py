@@ -120,6 +120,8 @@ class UploadResult:
     action: Action
     message: str
     retry_after: float | None = None  # seconds, when the index said so (429)
+    # True when asking again later may succeed (network, 5xx, 429); False for a final answer.
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,5 @@ class Outcome:
     event: NameEvent | None = None
     first_seen_private: datetime | None = None
     at: datetime = field(default_factory=utcnow)
+    # Set when trying again later may succeed: seconds to wait (0 = the queue's backoff decides).
+    retry_after: float | None = None

@@ -108,23 +108,22 @@ def name_from_filename(filename: str) -> tuple[str, str, str]:
         raise InvalidName("distribution filename is too long")
     try:
         if filename.endswith(".whl"):
-            name, version, _build, _tags = parse_wheel_filename(filename)
+            _name, version, _build, _tags = parse_wheel_filename(filename)
             display = filename.split("-", 1)[0]
         elif filename.endswith((".tar.gz", ".zip")):
-            name, version = parse_sdist_filename(filename)
+            _name, version = parse_sdist_filename(filename)
             display = filename.rsplit("-", 1)[0]
         elif filename.endswith((".tar.bz2", ".tgz", ".tar")):
             stem = re.sub(r"\.(tar\.bz2|tgz|tar)$", "", filename)
             display, _, raw_version = stem.rpartition("-")
             if not display or not raw_version:
                 raise InvalidName(f"{_shown(filename)} has no version")
-            name, version = canonicalize_name(display), raw_version  # type: ignore[assignment]
+            version = raw_version  # type: ignore[assignment]
         elif filename.endswith(".egg"):
             m = _EGG.match(filename)
             if not m:
                 raise InvalidName(f"{_shown(filename)} is not a valid egg filename")
             display, version = m["name"], m["version"]  # type: ignore[assignment]
-            name = canonicalize_name(display)
         else:
             raise InvalidName(f"{_shown(filename)} is not a Python distribution")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:

@@ -3,8 +3,36 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from ..model import Outcome
+
+#: The tags an alert carries; users route with apprise's tag syntax on these words.
+TAG_TAKEN = "taken"
+TAG_CRITICAL = "critical"
+TAG_RESERVED = "reserved"
+TAG_PROTECTED = "protected"
+TAG_FAILED = "failed"
+TAG_RATE_LIMITED = "rate-limited"
+#: A test message (``namekeeper notify --test``): every target receives it.
+TAG_TEST = "test"
+#: What a target with no tags of its own receives: the alerts that need a human.
+DEFAULT_TAGS = frozenset({TAG_TAKEN, TAG_FAILED})
+
+
+@dataclass(frozen=True)
+class Message:
+    """One alert, rendered once so every notifier delivers the same content.
+
+    ``tags`` name the kind of alert (see the ``TAG_*`` constants); an empty set
+    means the outcome is not worth telling anyone.
+    """
+
+    title: str
+    text: str  # plain text
+    markdown: str  # CommonMark, every outside value escaped (Slack, Teams)
+    html: str  # an HTML fragment, every outside value escaped (e-mail)
+    tags: frozenset[str]
 
 
 class Notifier(ABC):
@@ -16,3 +44,15 @@ class Notifier(ABC):
     @abstractmethod
     def notify(self, outcome: Outcome) -> bool:
         """Deliver ``outcome``; return True when every target accepted it."""
+
+    def wants(self, tags: frozenset[str]) -> bool:
+        """Whether an alert with these tags is for this notifier; by default every alert is."""
+        return True
+
+    def deliver(self, message: Message, outcome: Outcome) -> bool:
+        """Deliver an already rendered ``message``; by default `notify` does the work.
+
+        The dispatcher calls this, so notifiers that override it send exactly
+        the content every other notifier sends.
+        """
+        return self.notify(outcome)

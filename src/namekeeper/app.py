@@ -1,0 +1,52 @@
+"""The composition root: one config → plugins → store → keeper.
+
+The CLI and the server both start here, so a third-party plugin is picked up
+the same way whichever face of namekeeper runs.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pluggy
+
+from .config import Config
+from .keeper import Keeper
+from .notify.interface import Notifier
+from .plugins import get_plugin_manager
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def _plugin_manager() -> pluggy.PluginManager:
+    pm, report = get_plugin_manager()
+    for name, error in report.broken.items():
+        log.warning("plugin %s is broken and was skipped: %s", name, error)
+    return pm
+
+
+def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
+    """Every notifier every plugin contributes, flattened."""
+    pm = pm or _plugin_manager()
+    return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
+
+
+def build_keeper(config: Config, *, with_notifiers: bool = True,
+                 store: Store | None = None) -> tuple[Keeper, Store]:
+    """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
+    pm = _plugin_manager()
+    store = store or Store(config.store.path)
+    public = pm.hook.namekeeper_public_index(config=config)
+    if public is None:
+        raise RuntimeError("no plugin provides a public index lookup")
+    builder = pm.hook.namekeeper_placeholder_builder(config=config)
+    backend = pm.hook.namekeeper_reservation_backend(config=config)
+    notify = None
+    if with_notifiers:
+        notifiers = notifiers_for(config, pm)
+        if notifiers:
+            from .notify.dispatch import Dispatcher
+
+            notify = Dispatcher(notifiers, store.delivery_log()).dispatch
+    return Keeper(config, store, public, builder, backend, notify), store

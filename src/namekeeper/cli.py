@@ -1,0 +1,252 @@
+"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`.
+
+Exit codes (scripts and CI rely on them): 0 every name is safe (ours, protected,
+excluded, or just reserved); 1 at least one name needs attention (free on
+`check`, taken, or a failed reservation); 2 usage, configuration or input
+error, with nothing uploaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from . import __version__, names
+from .config import Config, ConfigError, load
+from .model import Action, NameEvent, Outcome, Verdict
+from .public.interface import PublicIndexUnavailable
+
+log = logging.getLogger("namekeeper")
+
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+_SAFE_VERDICTS = {Verdict.OURS, Verdict.PROTECTED, Verdict.EXCLUDED}
+_FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
+
+
+class UsageError(Exception):
+    """Bad input on the command line: exit 2 with this one-line message."""
+
+
+def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    # Accepted before and after the subcommand; SUPPRESS keeps a subcommand's
+    # absent option from overwriting the value given before it.
+    default = None if top else argparse.SUPPRESS
+    parser.add_argument("--config", metavar="PATH", default=default,
+                        help="config file (TOML); default: $NAMEKEEPER_CONFIG")
+    parser.add_argument("--format", choices=("table", "json"),
+                        default="table" if top else argparse.SUPPRESS, help="output format")
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="more log output on stderr (-vv for debug)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="namekeeper",
+        description="Hold your private package names on the public index; raise the alarm "
+                    "when someone else holds one.")
+    parser.add_argument("--version", action="version", version=f"namekeeper {__version__}")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("check", help="classify names against the public index (read-only)")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    _common(p, top=False)
+
+    p = sub.add_parser("reserve", help="upload the placeholder for every free name")
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.add_argument("--dry-run", action="store_true", help="decide and report, upload nothing")
+    _common(p, top=False)
+
+    p = sub.add_parser("status", help="what the store knows about every name")
+    _common(p, top=False)
+
+    p = sub.add_parser("notify", help="notification tools")
+    p.add_argument("--test", action="store_true", required=True,
+                   help="send a test message to every configured target and report each result")
+    _common(p, top=False)
+
+    p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
+    _common(p, top=False)
+    return parser
+
+
+def _validated(raw_names: Sequence[str]) -> list[tuple[str, str]]:
+    """(canonical, display) for every name, or UsageError before any work is done."""
+    result, seen = [], set()
+    for raw in raw_names:
+        try:
+            canonical = names.canonical(raw)
+        except names.InvalidName as exc:
+            raise UsageError(str(exc)) from None
+        if canonical not in seen:
+            seen.add(canonical)
+            result.append((canonical, raw))
+    return result
+
+
+def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
+    public = outcome.public
+    data: dict[str, Any] = {
+        "name": outcome.name,
+        "display_name": outcome.display_name,
+        "verdict": outcome.verdict.value,
+        "severity": outcome.severity.value,
+        "reason": outcome.reason,
+        "owners": list(public.owners) if public else [],
+        "organization": public.organization if public else None,
+        "exists": public.exists if public else None,
+        "highest_version": public.highest_version if public else None,
+        "first_release": public.first_release.isoformat() if public and public.first_release
+        else None,
+        "first_seen_private": outcome.first_seen_private.isoformat()
+        if outcome.first_seen_private else None,
+    }
+    if with_action:
+        data["action"] = outcome.action.value
+        data["message"] = outcome.message
+    return data
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*[c.replace("_", " ") for c in columns], show_lines=False)
+    for row in rows:
+        cells = []
+        for c in columns:
+            value = row.get(c)
+            cells.append(", ".join(value) if isinstance(value, list) else
+                         "" if value is None else str(value))
+        table.add_row(*cells)
+    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def _exit_code(outcomes: list[Outcome], *, reserving: bool) -> int:
+    for o in outcomes:
+        if o.verdict is Verdict.TAKEN or o.action in _FAILED_ACTIONS:
+            return EXIT_ATTENTION
+        if o.verdict is Verdict.FREE and not (reserving and o.action is Action.DRY_RUN):
+            return EXIT_ATTENTION
+    return EXIT_OK
+
+
+def _run_names(args: argparse.Namespace, config: Config) -> int:
+    from .app import build_keeper
+
+    reserving = args.command == "reserve"
+    todo = _validated(args.names)
+    keeper, store = build_keeper(config, with_notifiers=reserving)
+    if reserving and not args.dry_run and not config.policy.dry_run:
+        missing = keeper.missing_credentials()
+        if missing:
+            raise UsageError(missing)
+    outcomes = []
+    for canonical, display in todo:
+        store.note_seen(NameEvent(name=canonical, display_name=display, source="cli",
+                                  index="command line"))
+        if reserving:
+            outcome = keeper.reserve_name(canonical, display, dry_run=args.dry_run or None,
+                                          budget=keeper.budget_spender())
+        else:
+            outcome = keeper.check(canonical, display)
+        outcomes.append(outcome)
+    rows = [outcome_json(o, with_action=reserving) for o in outcomes]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        columns = ["name", "verdict", "severity", "owners", "organization", "highest_version",
+                   "first_release", "reason"]
+        if reserving:
+            columns[2:2] = ["action", "message"]
+        _print_table(rows, columns)
+    return _exit_code(outcomes, reserving=reserving)
+
+
+def _status(args: argparse.Namespace, config: Config) -> int:
+    from .store import Store
+
+    store = Store(config.store.path)
+    queue = {item["name"]: item for item in store.queue_items()}
+    rows = []
+    attention = False
+    for rec in store.all_names():
+        q = queue.get(rec.name, {})
+        rows.append({
+            "name": rec.name, "verdict": rec.verdict, "severity": rec.severity,
+            "action": rec.action, "owners": list(rec.owners), "organization": rec.organization,
+            "reserved_at": rec.reserved_at.isoformat() if rec.reserved_at else None,
+            "first_seen_private": rec.first_seen_private.isoformat()
+            if rec.first_seen_private else None,
+            "first_source": rec.first_source, "queue": q.get("state"),
+            "attempts": q.get("attempts", rec.attempts), "last_error": q.get("last_error"),
+            "message": rec.message,
+        })
+        if rec.verdict in (Verdict.TAKEN.value, Verdict.FREE.value) or q.get("state") == "failed":
+            attention = True
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "verdict", "severity", "action", "owners", "reserved_at",
+                            "first_seen_private", "queue", "last_error"])
+    return EXIT_ATTENTION if attention else EXIT_OK
+
+
+def _notify_test(args: argparse.Namespace, config: Config) -> int:
+    from .app import notifiers_for
+    from .notify.dispatch import send_test
+
+    notifiers = notifiers_for(config)
+    if not notifiers:
+        raise UsageError("no notification targets configured: add [notify] urls or config")
+    results = send_test(config, notifiers)
+    rows = [{"target": t, "delivered": ok, "error": err} for t, ok, err in results]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["target", "delivered", "error"])
+    return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_ATTENTION
+
+
+def _serve(args: argparse.Namespace, config: Config) -> int:
+    from .server import serve
+
+    return serve(config)
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING - 10 * min(verbosity, 2)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("namekeeper")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
+    commands = {"check": _run_names, "reserve": _run_names, "status": _status,
+                "notify": _notify_test, "serve": _serve}
+    try:
+        config = load(args.config)
+        return commands[args.command](args, config)
+    except (UsageError, ConfigError) as exc:
+        print(f"namekeeper: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PublicIndexUnavailable as exc:
+        print(f"namekeeper: the public index could not be asked: {exc}", file=sys.stderr)
+        return EXIT_ATTENTION
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""The decision: classify a name, reserve it when free, tell people.
+
+Orchestration only: the keeper asks the plugins (lookup, placeholder,
+reservation backend, notifiers) and the store, and never parses a webhook or
+speaks HTTP itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from packaging.version import InvalidVersion, Version
+
+from . import names
+from .config import Config
+from .model import (
+    Action,
+    Classification,
+    NameEvent,
+    Outcome,
+    PublicProject,
+    Severity,
+    UploadResult,
+    Verdict,
+)
+from .placeholder import PlaceholderBuilder
+from .public.interface import PublicIndex
+from .reserve.interface import ReservationBackend
+from .store import NameRecord, Store
+
+log = logging.getLogger(__name__)
+
+# Actions after which the public name is held by us.
+_HELD = {Action.RESERVED, Action.ALREADY_OURS}
+
+
+def _outranks(public: str | None, private: str | None) -> bool:
+    """True when pip would prefer the public version over our private one."""
+    if not public or not private:
+        return False
+    try:
+        return Version(public) > Version(private)
+    except InvalidVersion:
+        return False
+
+
+class Keeper:
+    """Classify → reserve → notify, for one name at a time."""
+
+    def __init__(self, config: Config, store: Store, public: PublicIndex,
+                 builder: PlaceholderBuilder | None = None,
+                 backend: ReservationBackend | None = None,
+                 notify: Callable[[Outcome], object] | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.public = public
+        self.builder = builder
+        self.backend = backend
+        self._notify = notify
+
+    def missing_credentials(self) -> str | None:
+        """Why an upload cannot be attempted (no token anywhere), or None."""
+        has = getattr(self.backend, "has_credentials", None)
+        if has is not None and not has():
+            return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
+                    "twine one through .pypirc or keyring")
+        return None
+
+    def budget_spender(self) -> Callable[[str], float | None]:
+        """Spends the store's hourly budget of new public projects, shared with the service."""
+        limit = self.config.queue.new_projects_per_hour
+        return lambda name: self.store.take_budget(name, limit)
+
+    # -- classification ------------------------------------------------------------------------
+
+    def policy_excludes(self, name: str) -> bool:
+        policy = self.config.policy
+        included = any(fnmatch.fnmatchcase(name, pat.lower()) for pat in policy.include)
+        excluded = any(fnmatch.fnmatchcase(name, pat.lower()) for pat in policy.exclude)
+        return excluded or not included
+
+    def classify(self, name: str, record: NameRecord | None = None) -> Classification:
+        """The verdict for canonical ``name``; asks the public index unless policy says no."""
+        record = record if record is not None else self.store.get(name)
+        if self.policy_excludes(name):
+            return Classification(name, Verdict.EXCLUDED, Severity.NONE,
+                                  "The policy's include/exclude patterns leave this name alone.")
+        if names.is_stdlib_name(name):
+            return Classification(name, Verdict.PROTECTED, Severity.NONE,
+                                  "The public index refuses standard-library module names to "
+                                  "everyone.")
+        public = self.public.lookup(name)
+        return self.judge(name, public, record)
+
+    def judge(self, name: str, public: PublicProject, record: NameRecord | None) -> Classification:
+        """Turn what the public index says into a verdict; no I/O."""
+        ours_in_store = record is not None and record.reserved
+        if not public.exists:
+            if ours_in_store:
+                return Classification(name, Verdict.OURS, Severity.NONE,
+                                      "namekeeper reserved this name; the public index has not "
+                                      "shown it yet.", public)
+            return Classification(name, Verdict.FREE, Severity.LOW,
+                                  "Nobody holds this name on the public index; anyone could "
+                                  "register it.", public)
+        if public.ownership_known:
+            mine = {o.lower() for o in self.config.public.owners}
+            org = self.config.public.organization
+            if mine & {o.lower() for o in public.owners} or (
+                    org and public.organization and org.lower() == public.organization.lower()):
+                return Classification(name, Verdict.OURS, Severity.NONE,
+                                      "The public project belongs to one of our accounts.", public)
+        elif ours_in_store:
+            return Classification(name, Verdict.OURS, Severity.NONE,
+                                  "namekeeper reserved this name (the index does not publish "
+                                  "owners).", public)
+        return self._taken(name, public, record)
+
+    def _taken(self, name: str, public: PublicProject,
+               record: NameRecord | None) -> Classification:
+        who = ", ".join(public.owners) or "unknown owners"
+        if public.organization:
+            who += f" (organisation {public.organization})"
+        first_private = record.first_seen_private if record else None
+        private_version = record.highest_private_version if record else None
+        reasons = []
+        if (public.first_release and first_private
+                and public.first_release > first_private):
+            reasons.append(f"it appeared on the public index ({public.first_release:%Y-%m-%d}) "
+                           f"after we first saw it privately ({first_private:%Y-%m-%d})")
+        if _outranks(public.highest_version, private_version):
+            reasons.append(f"its version {public.highest_version} outranks our private "
+                           f"{private_version}, so pip with --extra-index-url would install it")
+        if reasons:
+            return Classification(name, Verdict.TAKEN, Severity.CRITICAL,
+                                  f"Held by {who}; {' and '.join(reasons)}.", public)
+        if private_version is None or not public.ownership_known:
+            return Classification(name, Verdict.TAKEN, Severity.HIGH,
+                                  f"Held by {who}; we cannot tell whether it outranks our "
+                                  "private package.", public)
+        return Classification(name, Verdict.TAKEN, Severity.MEDIUM,
+                              f"Held by {who} since before we saw it privately, with a lower "
+                              "version than ours.", public)
+
+    # -- reservation ---------------------------------------------------------------------------
+
+    def check(self, name: str, display_name: str | None = None) -> Outcome:
+        """Classify and record, without uploading."""
+        cls = self.classify(name)
+        outcome = self._outcome(cls, display_name or name, Action.SKIPPED, cls.reason)
+        self.store.record_outcome(outcome)
+        return outcome
+
+    def reserve_name(self, name: str, display_name: str | None = None, *,
+                     event: NameEvent | None = None, dry_run: bool | None = None,
+                     budget: Callable[[str], float | None] | None = None) -> Outcome:
+        """Make sure the public name is held; upload the placeholder when it is free.
+
+        ``budget`` spends one new-project slot and returns None, or the seconds to
+        wait; a name that must wait gets `Action.RATE_LIMITED` and no upload.
+        """
+        display = display_name or (event.display_name if event else name)
+        dry_run = self.config.policy.dry_run if dry_run is None else dry_run
+        record = self.store.get(name)
+        cls = self.classify(name, record)
+
+        if cls.verdict is not Verdict.FREE:
+            if (cls.verdict is Verdict.TAKEN and not (cls.public and cls.public.ownership_known)
+                    and record is not None and record.upload_started_at and not dry_run):
+                # We uploaded before a crash and the index cannot say whose it is:
+                # upload again and let its answer ("File already exists") decide.
+                return self._upload(cls, display, event, budget=None)
+            action = {Verdict.OURS: Action.ALREADY_OURS, Verdict.TAKEN: Action.TAKEN,
+                      Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
+                      }[cls.verdict]
+            return self._finish(self._outcome(cls, display, action, cls.reason, event),
+                                held=cls.verdict is Verdict.OURS)
+        if dry_run:
+            return self._finish(self._outcome(cls, display, Action.DRY_RUN,
+                                              "Dry run: the placeholder would be uploaded.",
+                                              event))
+        return self._upload(cls, display, event, budget=budget)
+
+    def _upload(self, cls: Classification, display: str, event: NameEvent | None, *,
+                budget: Callable[[str], float | None] | None) -> Outcome:
+        if self.builder is None or self.backend is None:
+            raise RuntimeError("reserving needs a placeholder builder and a reservation backend")
+        if budget is not None:
+            wait = budget(cls.name)
+            if wait is not None:
+                return replace(self._outcome(cls, display, Action.RATE_LIMITED,
+                                             f"The budget of new public projects is spent; next "
+                                             f"slot in {wait:.0f} s.", event), retry_after=wait)
+        with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
+            files = self.builder.build(cls.name, display, Path(tmp))
+            self.store.mark_upload_started(cls.name, display)
+            result = self.backend.upload(cls.name, files)
+        if result.action not in _HELD and budget is not None:
+            self.store.refund_budget(cls.name)  # no project was created
+        if result.action is Action.RATE_LIMITED:
+            self.store.pause_budget(result.retry_after or 60.0)
+        return self._finish(self._after_upload(cls, display, result, event),
+                            held=result.action in _HELD)
+
+    def _after_upload(self, cls: Classification, display: str, result: UploadResult,
+                      event: NameEvent | None) -> Outcome:
+        """The index's answer is the final word: it may overrule the lookup's prediction."""
+        if result.action in _HELD:
+            return self._outcome(Classification(cls.name, Verdict.OURS, Severity.NONE,
+                                                "The public name is held by our placeholder.",
+                                                cls.public), display, result.action,
+                                 result.message, event)
+        if result.action is Action.TAKEN:
+            public = cls.public or PublicProject(cls.name, exists=True)
+            record = self.store.get(cls.name)
+            taken = self._taken(cls.name, public, record)
+            # Registered between our lookup and our upload: exactly what an attack looks like.
+            severity = Severity.CRITICAL if not public.exists else taken.severity
+            return self._outcome(Classification(cls.name, Verdict.TAKEN, severity,
+                                                taken.reason, cls.public), display,
+                                 Action.TAKEN, result.message, event)
+        if result.action is Action.PROTECTED:
+            return self._outcome(Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
+                                                result.message, cls.public), display,
+                                 Action.PROTECTED, result.message, event)
+        severity = Severity.HIGH if result.action is Action.FAILED else Severity.LOW
+        outcome = self._outcome(Classification(cls.name, Verdict.FREE, severity, cls.reason,
+                                               cls.public), display, result.action,
+                                result.message, event)
+        retry = result.transient or result.action is Action.RATE_LIMITED
+        return replace(outcome, retry_after=(result.retry_after or 0.0) if retry else None)
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _outcome(self, cls: Classification, display: str, action: Action, message: str,
+                 event: NameEvent | None = None) -> Outcome:
+        record = self.store.get(cls.name)
+        return Outcome(name=cls.name, display_name=display, verdict=cls.verdict, action=action,
+                       severity=cls.severity, reason=cls.reason, message=message,
+                       public=cls.public, event=event,
+                       first_seen_private=record.first_seen_private if record else None)
+
+    def _finish(self, outcome: Outcome, *, held: bool = False) -> Outcome:
+        self.store.record_outcome(outcome, reserved=held)
+        log.info("%s: %s (%s) — %s", outcome.name, outcome.verdict.value, outcome.action.value,
+                 outcome.message)
+        if self._notify is not None:
+            try:
+                self._notify(outcome)
+            except Exception:  # noqa: BLE001 - a notifier never stops a reservation
+                log.exception("notifying about %s failed", outcome.name)
+        return outcome

@@ -1,0 +1,250 @@
+"""The built-in public-index lookup: the simple API for "does it exist", the JSON API for "whose".
+
+``GET <simple>/<name>/`` (PEP 691 JSON, or PEP 503 HTML from indexes that only
+speak HTML) is the cheapest existence check.  When a JSON API is configured,
+``GET <json>/<name>/json`` adds ``ownership`` (roles and organisation),
+versions and upload times.  Ownership comes only from ``ownership``: the
+``author_email`` field is free text anyone can fill in with our address.
+
+Both answers are CDN-cached predictions; the answer to an upload is the final
+word.  A 200 from the simple API with a 404 from the JSON API is a stale
+cache: the project exists and its owners are unknown.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime, timezone
+from html.parser import HTMLParser
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .. import __version__
+from ..config import Config, PublicConfig
+from ..hookspecs import hookimpl
+from ..model import PublicProject
+from ..names import InvalidName, name_from_filename
+from .interface import PublicIndex, PublicIndexUnavailable
+
+log = logging.getLogger(__name__)
+
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+ACCEPT_SIMPLE = f"{SIMPLE_JSON}, text/html;q=0.1"
+USER_AGENT = f"namekeeper/{__version__} requests/{requests.__version__}"
+RETRY_STATUSES = (429, 500, 502, 503, 504)
+
+
+class _CappedRetry(Retry):
+    """urllib3's Retry, honouring Retry-After only up to a bound so a lookup cannot hang.
+
+    Older urllib3 releases lack ``retry_after_max``; capping here works with all.
+    """
+
+    max_retry_after: float = 15.0
+
+    def parse_retry_after(self, retry_after: str) -> float:
+        return min(super().parse_retry_after(retry_after), self.max_retry_after)
+
+
+def _redacted(url: str) -> str:
+    """``url`` without any ``user:password@`` part, for messages and logs."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def build_session(*, retries: int = 3, backoff_factor: float = 0.5, backoff_max: float = 10.0,
+                  max_retry_after: float = 15.0) -> requests.Session:
+    """A session that names namekeeper and retries GETs on connection errors, 5xx and 429."""
+    retry_class = type("CappedRetry", (_CappedRetry,), {"max_retry_after": max_retry_after})
+    retry = retry_class(
+        total=retries,
+        backoff_factor=backoff_factor,
+        backoff_max=backoff_max,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=["GET"],
+        respect_retry_after_header=True,
+        raise_on_status=False,  # the last answer comes back; lookup() turns it into an error
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class _AnchorParser(HTMLParser):
+    """File names of a PEP 503 project page: the anchors' text, else their href's last segment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filenames: list[str] = []
+        self._href: str | None = None
+        self._text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._href = dict(attrs).get("href") or ""
+            self._text = []
+
+    def handle_data(self, data: str) -> None:
+        if self._href is not None:
+            self._text.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a" and self._href is not None:
+            text = "".join(self._text).strip()
+            path = urlsplit(self._href).path
+            self.filenames.append(text or unquote(path.rstrip("/").rsplit("/", 1)[-1]))
+            self._href = None
+
+
+def _versions_from_filenames(filenames: list[str]) -> tuple[str, ...]:
+    versions: list[str] = []
+    for filename in filenames:
+        try:
+            _display, _canonical, version = name_from_filename(filename)
+        except InvalidName:
+            continue  # not a distribution (signature, hostile name...): says nothing about versions
+        if version not in versions:
+            versions.append(version)
+    return tuple(versions)
+
+
+def _parse_time(raw: object) -> datetime | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+class SimplePublicIndex(PublicIndex):
+    """Lookups against a PEP 503/691 simple index, plus warehouse's JSON API when configured."""
+
+    def __init__(self, config: PublicConfig, *, session: requests.Session | None = None,
+                 retries: int = 3, backoff_factor: float = 0.5,
+                 max_retry_after: float = 15.0) -> None:
+        self.config = config
+        self.session = session or build_session(retries=retries, backoff_factor=backoff_factor,
+                                                max_retry_after=max_retry_after)
+
+    def project_url(self, name: str) -> str | None:
+        web = self.config.web_url
+        return f"{web}project/{quote(name, safe='')}/" if web and self.config.json_url else None
+
+    def lookup(self, name: str) -> PublicProject:
+        json_api = bool(self.config.json_url)
+        simple = self._get(f"{self.config.simple_url}{quote(name, safe='')}/", ACCEPT_SIMPLE)
+        if simple.status_code == 404:
+            return PublicProject(name=name, exists=False, ownership_known=json_api)
+        self._expect_ok(simple)
+        versions = self._simple_versions(simple)
+        url = self.project_url(name)
+        if not self.config.json_url:
+            return PublicProject(name=name, exists=True, versions=versions, url=url)
+
+        detail = self._get(f"{self.config.json_url}{quote(name, safe='')}/json", "application/json")
+        if detail.status_code == 404:
+            log.info("%s: the simple API lists it but the JSON API does not yet (stale cache); "
+                     "owners unknown", name)
+            return PublicProject(name=name, exists=True, versions=versions, url=url)
+        self._expect_ok(detail)
+        return self._from_json(name, self._json(detail), versions, url)
+
+    # -- HTTP ------------------------------------------------------------------------------
+
+    def _get(self, url: str, accept: str) -> requests.Response:
+        try:
+            return self.session.get(url, headers={"Accept": accept},
+                                    timeout=(self.config.timeout, self.config.timeout))
+        except requests.RequestException as exc:
+            # str(exc) can embed request details; name the failure and the redacted URL only.
+            raise PublicIndexUnavailable(
+                f"public index unreachable at {_redacted(url)} ({type(exc).__name__})"
+            ) from None
+
+    @staticmethod
+    def _expect_ok(response: requests.Response) -> None:
+        if response.status_code != 200:
+            raise PublicIndexUnavailable(
+                f"public index answered {response.status_code} for {_redacted(response.url)}"
+            )
+
+    @staticmethod
+    def _json(response: requests.Response) -> dict[str, Any]:
+        try:
+            data = response.json()
+        except (ValueError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
+            raise PublicIndexUnavailable(
+                f"public index sent an unreadable answer for {_redacted(response.url)}"
+            )
+        return data
+
+    # -- parsing ---------------------------------------------------------------------------
+
+    def _simple_versions(self, response: requests.Response) -> tuple[str, ...]:
+        content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type in (SIMPLE_JSON, "application/json"):
+            data = self._json(response)
+            raw_versions = data.get("versions")
+            if isinstance(raw_versions, list):
+                return tuple(v for v in raw_versions if isinstance(v, str))
+            files = data.get("files")
+            names = [f.get("filename") for f in files if isinstance(f, dict)] \
+                if isinstance(files, list) else []
+            return _versions_from_filenames([n for n in names if isinstance(n, str)])
+        parser = _AnchorParser()
+        parser.feed(response.text)
+        parser.close()
+        return _versions_from_filenames(parser.filenames)
+
+    @staticmethod
+    def _from_json(name: str, data: dict[str, Any], simple_versions: tuple[str, ...],
+                   url: str | None) -> PublicProject:
+        raw_ownership = data.get("ownership")
+        # A JSON API without ``ownership`` (an older warehouse, a mirror) says nothing about owners.
+        ownership_known = isinstance(raw_ownership, dict)
+        ownership = raw_ownership if isinstance(raw_ownership, dict) else {}
+        roles = ownership.get("roles")
+        owners: list[str] = []
+        for role in roles if isinstance(roles, list) else []:
+            user = role.get("user") if isinstance(role, dict) else None
+            if isinstance(user, str) and user.lower() not in owners:
+                owners.append(user.lower())
+        organization = ownership.get("organization")
+        releases = data.get("releases")
+        releases = releases if isinstance(releases, dict) else {}
+        times = [
+            t for files in releases.values() if isinstance(files, list)
+            for f in files if isinstance(f, dict)
+            if (t := _parse_time(f.get("upload_time_iso_8601"))) is not None
+        ]
+        return PublicProject(
+            name=name,
+            exists=True,
+            owners=tuple(owners),
+            organization=organization if isinstance(organization, str) and organization else None,
+            versions=tuple(str(v) for v in releases) or simple_versions,
+            first_release=min(times) if times else None,
+            ownership_known=ownership_known,
+            url=url,
+        )
+
+
+@hookimpl(trylast=True)
+def namekeeper_public_index(config: Config) -> PublicIndex:
+    """The built-in lookup; an installed plugin answering this hook takes precedence."""
+    return SimplePublicIndex(config.public)

@@ -1,0 +1,593 @@
+"""Reserve a name by uploading its placeholder with twine's Python API.
+
+The public index's answer to an upload is the final word on a name, so this
+module's job is to translate that answer faithfully into an `Action`
+(FIELD-NOTES, "The public index", has the table of statuses and texts; the
+text is in the HTTP reason phrase, with the body as fallback).
+
+Three things twine does by itself that a service must not let happen:
+
+- **Credentials from nowhere.**  With no password twine looks in the keyring,
+  then, for the public index, tries *trusted publishing over the network*,
+  then prompts.  We resolve the credentials ourselves first (the
+  ``NAMEKEEPER_PUBLIC_TOKEN`` token, then a credential in the upload URL, then
+  the ``.pypirc`` section whose ``repository`` is our upload URL, then the
+  keyring) and always hand twine an explicit password; with none, `upload`
+  fails before any request leaves the process.  `has_credentials` lets the
+  keeper and the CLI check that up front.
+- **Output on stdout.**  twine prints through ``rich`` and logs under the
+  ``twine`` logger.  Both are routed, per thread, into the
+  ``namekeeper.reserve.twine`` logger at DEBUG/INFO, with the token scrubbed.
+- **No timeout, and five immediate retries on a 5xx.**  Our settings give
+  twine's session a timeout (``[public] timeout``) and make one attempt per
+  file: retrying, with backoff and within the hourly budget, is the queue's
+  job.
+
+Transient or final?  A failure worth retrying later (5xx, 408, network error,
+timeout) and every rate-limit come back with ``UploadResult.transient`` set;
+`is_transient` says the same for any backend's result.  Any other failure is
+final: retrying cannot help until a human changes something (a token, a
+config, a name).
+"""
+
+from __future__ import annotations
+
+import base64
+import configparser
+import dataclasses
+import email.utils
+import logging
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import requests
+import twine.commands.upload
+import twine.repository
+import twine.settings
+from requests.adapters import HTTPAdapter
+from twine import exceptions as twine_exceptions
+from twine import utils as twine_utils
+
+from .. import __version__
+from ..config import ENV_PUBLIC_TOKEN, PublicConfig
+from ..hookspecs import hookimpl
+from ..model import Action, UploadResult
+from ..names import InvalidName, canonical, name_from_filename
+from .interface import ReservationBackend
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+log = logging.getLogger(__name__)
+
+_SCRUBBED = "***"
+_MAX_DETAIL = 240  # characters of the index's answer quoted in a message
+_MAX_BODY = 4000  # characters of a response body searched for the answer's text
+_TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+
+
+def is_transient(result: UploadResult) -> bool:
+    """True when retrying the same upload later may succeed (rate limit, 5xx, network)."""
+    return result.action is Action.RATE_LIMITED or bool(getattr(result, "transient", False))
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date), or None."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+        return max(0.0, seconds)
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return seconds
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+@dataclass(frozen=True)
+class _Credentials:
+    username: str
+    password: str
+    source: str  # where they came from, for messages; never the value
+
+    def secrets(self) -> tuple[str, ...]:
+        """Every form in which the password could show up in text: raw, URL-quoted, basic-auth."""
+        basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
+        forms = {self.password, quote(self.password, safe=""), basic}
+        return tuple(sorted((f for f in forms if f), key=len, reverse=True))
+
+
+def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user:password@`` part, and that user and password (unquoted)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None, None
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return clean, unquote(user) or None, unquote(password) or None
+
+
+def _same_url(a: str, b: str) -> bool:
+    def key(url: str) -> tuple[str, str, str]:
+        p = urlsplit(twine_utils.normalize_repository_url(url))
+        return p.scheme.lower(), p.netloc.lower(), p.path.rstrip("/")
+
+    return key(a) == key(b)
+
+
+# --------------------------------------------------------------------------- twine's output
+
+_capture = threading.local()
+_install_lock = threading.Lock()
+_installed = False
+
+
+def _scrub(text: str, secrets: tuple[str, ...]) -> str:
+    for secret in secrets:
+        text = text.replace(secret, _SCRUBBED)
+    return text
+
+
+def _current_secrets() -> tuple[str, ...]:
+    return getattr(_capture, "secrets", ())
+
+
+class _TwineLogBridge(logging.Handler):
+    """Re-logs twine's records under our logger, scrubbed; INFO and below become DEBUG."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = record.getMessage()
+            if record.exc_info and record.exc_info[1] is not None:
+                exc = record.exc_info[1]
+                text = f"{text} ({type(exc).__name__}: {exc})"
+            level = logging.DEBUG if record.levelno < logging.WARNING else logging.INFO
+            log.log(level, "twine: %s", _scrub(text, _current_secrets()))
+        except Exception:  # noqa: BLE001 - logging must never break an upload
+            self.handleError(record)
+
+
+def _plain(objects: tuple[Any, ...], sep: str) -> str:
+    """What ``rich.print`` would have shown, without its markup."""
+    text = sep.join(str(o) for o in objects)
+    try:
+        from rich.text import Text
+
+        return Text.from_markup(text).plain
+    except Exception:  # noqa: BLE001 - malformed markup: show it raw
+        return text
+
+
+def _make_router(original: Callable[..., None]) -> Callable[..., None]:
+    def routed_print(*objects: Any, sep: str = " ", end: str = "\n", **kwargs: Any) -> None:
+        if not getattr(_capture, "active", False):
+            original(*objects, sep=sep, end=end, **kwargs)
+            return
+        text = _plain(objects, sep).strip()
+        if text:
+            log.debug("twine: %s", _scrub(text, _current_secrets()))
+
+    routed_print.namekeeper_router = True  # type: ignore[attr-defined]
+    return routed_print
+
+
+def _install_output_capture() -> None:
+    """Route twine's rich prints and log records into our logger (once per process).
+
+    ``redirect_stdout`` would swap the process-wide ``sys.stdout`` under every
+    other thread; instead the ``print`` that twine's modules imported from
+    ``rich`` is replaced by a router that diverts only calls made inside our
+    `_capturing` block on the same thread and passes every other call through.
+    The ``twine`` logger stops propagating: its records reach the root handlers
+    through our logger, scrubbed.
+    """
+    global _installed
+    with _install_lock:
+        if _installed:
+            return
+        for module in (twine.commands.upload, twine.repository):
+            original = getattr(module, "print", None)
+            if callable(original) and not getattr(original, "namekeeper_router", False):
+                setattr(module, "print", _make_router(original))  # noqa: B010 - mypy-safe patch
+        twine_logger = logging.getLogger("twine")
+        if not any(isinstance(h, _TwineLogBridge) for h in twine_logger.handlers):
+            twine_logger.addHandler(_TwineLogBridge())
+        twine_logger.propagate = False
+        _installed = True
+
+
+@contextmanager
+def _capturing(secrets: tuple[str, ...]) -> Iterator[None]:
+    _install_output_capture()
+    previous = getattr(_capture, "active", False), _current_secrets()
+    _capture.active, _capture.secrets = True, secrets
+    try:
+        yield
+    finally:
+        _capture.active, _capture.secrets = previous
+
+
+# --------------------------------------------------------------------------- twine's session
+
+
+class _TimeoutAdapter(HTTPAdapter):
+    """twine's session sends without a timeout; a stalled index would hold a worker forever."""
+
+    def __init__(self, timeout: float, **kwargs: Any) -> None:
+        self._timeout = timeout
+        super().__init__(**kwargs)
+
+    def send(self, request: requests.PreparedRequest, stream: bool = False,
+             timeout: Any = None, verify: Any = True, cert: Any = None,
+             proxies: Any = None) -> requests.Response:
+        return super().send(request, stream=stream,
+                            timeout=self._timeout if timeout is None else timeout,
+                            verify=verify, cert=cert, proxies=proxies)
+
+
+class _OneShotRepository(twine.repository.Repository):
+    """One POST per file: twine's own loop resends five times at once on a 5xx."""
+
+    def upload(self, package: Any, max_redirects: int = 5) -> requests.Response:
+        return super().upload(package, max_redirects=1)
+
+
+class _Settings(twine.settings.Settings):
+    """twine's settings, plus a timeout, a User-Agent naming us, and a single attempt."""
+
+    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
+        self.namekeeper_timeout = timeout
+        super().__init__(**kwargs)
+
+    def create_repository(self) -> twine.repository.Repository:
+        repo = _OneShotRepository(
+            str(self.repository_config["repository"]),
+            self.username,
+            self.password,
+            self.disable_progress_bar,
+        )
+        repo.set_certificate_authority(self.cacert)
+        repo.set_client_certificate(self.client_cert)
+        retries = getattr(repo.session.get_adapter("https://"), "max_retries", 0)
+        adapter = _TimeoutAdapter(self.namekeeper_timeout, max_retries=retries)
+        for scheme in ("http://", "https://"):
+            repo.session.mount(scheme, adapter)
+        twine_agent = repo.session.headers.get("User-Agent", "")
+        if isinstance(twine_agent, bytes):
+            twine_agent = twine_agent.decode("latin-1")
+        repo.session.headers["User-Agent"] = f"namekeeper/{__version__} {twine_agent}".strip()
+        return repo
+
+
+# --------------------------------------------------------------------------- the answer
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_TAGS = re.compile(r"<[^>]{0,200}>")
+
+
+def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
+    """An untrusted server text, safe for one line of a message or a notification."""
+    text = " ".join(_CONTROL.sub(" ", _TAGS.sub(" ", text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+@dataclass(frozen=True)
+class _Answer:
+    status: int
+    reason: str
+    body: str
+    retry_after: float | None
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> _Answer:
+        try:
+            body = response.text[:_MAX_BODY]
+        except Exception:  # noqa: BLE001 - an undecodable body is no answer
+            body = ""
+        reason = response.reason
+        if isinstance(reason, bytes):
+            reason = reason.decode("latin-1")
+        return cls(
+            status=response.status_code,
+            reason=reason or "",
+            body=body,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def matches(self, *needles: str) -> bool:
+        """Whether the reason phrase — or, failing that, the body — says one of ``needles``."""
+        for text in (self.reason, self.body):
+            lowered = text.lower().replace("\u2019", "'")
+            if any(n in lowered for n in needles):
+                return True
+        return False
+
+    def detail(self, secrets: tuple[str, ...]) -> str:
+        reason = self.reason.strip()
+        if not reason or reason.lower() in _GENERIC_REASONS:
+            snippet = _one_line(self.body)
+            reason = f"{reason}: {snippet}" if reason and snippet else (reason or snippet)
+        return f"{self.status} {_one_line(_scrub(reason, secrets))}".strip()
+
+
+_GENERIC_REASONS = frozenset({
+    "bad request", "forbidden", "unauthorized", "not found", "conflict", "too many requests",
+    "internal server error", "bad gateway", "service unavailable", "gateway timeout", "ok",
+})
+
+
+def _result_for_answer(name: str, filename: str, answer: _Answer,
+                       secrets: tuple[str, ...]) -> UploadResult:
+    """Translate the index's refusal of ``filename`` into an `UploadResult` (FIELD-NOTES' table)."""
+    status, detail = answer.status, answer.detail(secrets)
+    if status in (400, 409) and answer.matches("already exist", "has already been used"):
+        return UploadResult(Action.ALREADY_OURS,
+                            f"{name} is already ours: the public index already has {filename} "
+                            f"({detail})")
+    if status == 403 and answer.matches("allowed to upload to project"):
+        return UploadResult(Action.TAKEN,
+                            f"{name} is held by another account on the public index ({detail})")
+    if status == 429:
+        wait = (f"; it asks to wait {answer.retry_after:.0f} s" if answer.retry_after is not None
+                else "")
+        return UploadResult(Action.RATE_LIMITED,
+                            f"the public index rate-limited the upload of {name} ({detail}){wait}",
+                            retry_after=answer.retry_after, transient=True)
+    if status == 400 and answer.matches("invalid value for name"):
+        return UploadResult(Action.FAILED,
+                            f"the public index says {name!r} is not a valid project name "
+                            f"({detail}); namekeeper validates names before uploading, so this "
+                            "is a bug or a new rule of the index: please report it")
+    if status == 400:
+        if answer.matches("conflict with python standard library"):
+            why = "it is the name of a Python standard-library module"
+        elif answer.matches("too similar to an existing project"):
+            why = "it is too similar to an existing project"
+        elif answer.matches("isn't allowed", "is not allowed"):
+            why = "the index's administrators prohibit it"
+        else:
+            why = None
+        if why:
+            return UploadResult(Action.PROTECTED,
+                                f"{name} is protected on the public index: {why}; nobody can "
+                                f"register it ({detail})")
+    if status == 401 or status == 403:
+        return UploadResult(Action.FAILED,
+                            f"the public index refused our credentials for {name} ({detail}): "
+                            "check that the token is valid and account-wide (project-scoped "
+                            "tokens cannot create projects) and that the account has 2FA and a "
+                            "verified email")
+    if status in _TRANSIENT_STATUSES or status >= 500:
+        return UploadResult(Action.FAILED,
+                            f"the public index answered {detail} to the upload of {name}; "
+                            "try again later", retry_after=answer.retry_after, transient=True)
+    return UploadResult(Action.FAILED,
+                        f"the public index refused {filename} for {name} ({detail})")
+
+
+# --------------------------------------------------------------------------- the backend
+
+
+class TwineReservationBackend(ReservationBackend):
+    """Uploads placeholders to ``[public] upload-url`` with twine; thread-safe.
+
+    ``config_file`` and ``use_keyring`` say where to look for a password when
+    ``NAMEKEEPER_PUBLIC_TOKEN`` is not set (twine's usual sources); tests turn
+    them off to stay hermetic.
+    """
+
+    def __init__(self, public: PublicConfig, *,
+                 config_file: str | None = twine_utils.DEFAULT_CONFIG_FILE,
+                 use_keyring: bool = True) -> None:
+        self._public = public
+        self._url, url_user, url_password = _split_userinfo(public.upload_url)
+        self._url_credentials = (
+            _Credentials(url_user or public.username, url_password, "the upload URL")
+            if url_password else None
+        )
+        self._config_file = config_file
+        self._use_keyring = use_keyring
+        self._credentials: _Credentials | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def upload_url(self) -> str:
+        """Where uploads go, without any credential that was written into the URL."""
+        return self._url
+
+    def has_credentials(self) -> bool:
+        """True when an upload would carry a password; checks the sources, sends nothing."""
+        return self._resolve_credentials() is not None
+
+    def _resolve_credentials(self) -> _Credentials | None:
+        with self._lock:
+            if self._credentials is None:
+                self._credentials = self._find_credentials()
+            return self._credentials
+
+    def _find_credentials(self) -> _Credentials | None:
+        token = self._public.token
+        if token is not None and token.reveal():
+            return _Credentials(self._public.username, token.reveal(), ENV_PUBLIC_TOKEN)
+        if self._url_credentials is not None:
+            return self._url_credentials
+        if self._config_file:
+            found = self._from_pypirc(self._config_file)
+            if found is not None:
+                return found
+        if self._use_keyring:
+            return self._from_keyring()
+        return None
+
+    def _from_pypirc(self, path: str) -> _Credentials | None:
+        """The ``.pypirc`` section whose ``repository`` is our upload URL, if it has a password."""
+        try:
+            with _capturing(()):
+                sections = twine_utils.get_config(path)
+        except (OSError, configparser.Error, twine_exceptions.TwineException) as exc:
+            log.debug("no credentials from %s: %s", path, type(exc).__name__)
+            return None
+        for section in sections.values():
+            repository, password = section.get("repository"), section.get("password")
+            if repository and password and _same_url(repository, self._url):
+                username = section.get("username") or self._public.username
+                return _Credentials(username, password, path)
+        return None
+
+    def _from_keyring(self) -> _Credentials | None:
+        try:
+            import keyring
+        except ImportError:
+            return None
+        username = self._public.username
+        try:
+            password = keyring.get_password(self._url, username)
+        except Exception as exc:  # noqa: BLE001 - no backend, locked keyring, ...
+            log.debug("no credentials from the keyring: %s", type(exc).__name__)
+            return None
+        return _Credentials(username, password, "the keyring") if password else None
+
+    def _missing_credentials(self) -> UploadResult:
+        where = f" in {self._config_file}" if self._config_file else ""
+        return UploadResult(
+            Action.FAILED,
+            f"no upload token: set {ENV_PUBLIC_TOKEN} (or give twine a password for "
+            f"{self._url}{where} or in the system keyring); nothing was uploaded",
+        )
+
+    def _check_files(self, name: str, files: list[Path]) -> UploadResult | None:
+        """A reason not to upload at all: a non-canonical name, or files that are not its own."""
+        try:
+            if canonical(name) != name:
+                return UploadResult(Action.FAILED, f"{name!r} is not a canonical project name")
+        except InvalidName as exc:
+            return UploadResult(Action.FAILED, str(exc))
+        if not files:
+            return UploadResult(Action.FAILED, f"nothing to upload for {name}")
+        for file in files:
+            try:
+                _display, file_name, _version = name_from_filename(file.name)
+            except InvalidName as exc:
+                return UploadResult(Action.FAILED, f"refusing to upload for {name}: {exc}")
+            if file_name != name:
+                return UploadResult(Action.FAILED,
+                                    f"refusing to upload {file.name!r}: it belongs to "
+                                    f"{file_name!r}, not {name!r}")
+            if not file.is_file():
+                return UploadResult(Action.FAILED, f"placeholder file {str(file)!r} does not exist")
+        return None
+
+    def upload(self, name: str, files: list[Path]) -> UploadResult:
+        """Upload ``files`` one by one; the index's answer decides the `Action`."""
+        refusal = self._check_files(name, [Path(f) for f in files])
+        if refusal is not None:
+            log.warning("%s", refusal.message)
+            return refusal
+        credentials = self._resolve_credentials()
+        if credentials is None:
+            result = self._missing_credentials()
+            log.error("%s", result.message)
+            return result
+        secrets = credentials.secrets()
+        started = time.perf_counter()
+        with _capturing(secrets):
+            result = self._upload_all(name, [Path(f) for f in files], credentials, secrets)
+        result = dataclasses.replace(result, message=_scrub(result.message, secrets))
+        log.log(logging.INFO if result.action is not Action.FAILED else logging.WARNING,
+                "%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)
+        return result
+
+    def _upload_all(self, name: str, files: list[Path], credentials: _Credentials,
+                    secrets: tuple[str, ...]) -> UploadResult:
+        try:
+            settings = _Settings(
+                timeout=self._public.timeout,
+                username=credentials.username,
+                password=credentials.password,
+                repository_url=self._url,
+                non_interactive=True,
+                disable_progress_bar=True,
+                verbose=log.isEnabledFor(logging.DEBUG),
+                config_file=self._config_file or twine_utils.DEFAULT_CONFIG_FILE,
+            )
+        except twine_exceptions.TwineException as exc:
+            return UploadResult(Action.FAILED, f"twine cannot upload to {self._url}: "
+                                               f"{_describe(exc, secrets)}")
+        uploaded: list[str] = []
+        existing: UploadResult | None = None
+        for file in files:
+            result = self._upload_one(name, file, settings, secrets)
+            if result is None:
+                uploaded.append(file.name)
+            elif result.action is Action.ALREADY_OURS:
+                existing = existing or result
+            else:
+                return result
+        if uploaded:
+            return UploadResult(Action.RESERVED,
+                                f"reserved {name}: uploaded {', '.join(uploaded)} to {self._url}")
+        assert existing is not None  # every file answered: no upload, no error
+        return existing
+
+    def _upload_one(self, name: str, file: Path, settings: _Settings,
+                    secrets: tuple[str, ...]) -> UploadResult | None:
+        """None when ``file`` was accepted, else what the index (or the network) said."""
+        try:
+            twine.commands.upload.upload(settings, [str(file)])
+        except requests.HTTPError as exc:
+            if exc.response is None:
+                return UploadResult(Action.FAILED, f"upload of {name} failed: "
+                                                   f"{_describe(exc, secrets)}", transient=True)
+            return _result_for_answer(name, file.name, _Answer.from_response(exc.response),
+                                      secrets)
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as exc:
+            return UploadResult(Action.FAILED, f"cannot upload to {self._url}: "
+                                               f"{_describe(exc, secrets)}")
+        except requests.RequestException as exc:
+            return UploadResult(Action.FAILED,
+                                f"could not complete the upload of {name} to {self._url}: "
+                                f"{_describe(exc, secrets)}", transient=True)
+        except twine_exceptions.TwineException as exc:
+            return UploadResult(Action.FAILED, f"twine refused to upload {file.name}: "
+                                               f"{_describe(exc, secrets)}")
+        except Exception as exc:  # noqa: BLE001 - a backend answers, it does not raise
+            log.debug("unexpected error uploading %s: %s", file.name, _describe(exc, secrets))
+            return UploadResult(Action.FAILED, f"unexpected error uploading {file.name}: "
+                                               f"{_describe(exc, secrets)}")
+        return None
+
+
+def _describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
+    return _one_line(_scrub(f"{type(exc).__name__}: {exc}", secrets), 400)
+
+
+@hookimpl(trylast=True)
+def namekeeper_reservation_backend(config: Config) -> ReservationBackend:
+    """The built-in backend: twine, to ``[public] upload-url``."""
+    return TwineReservationBackend(config.public)
+
+
+__all__ = ["TwineReservationBackend", "is_transient", "parse_retry_after",
+           "namekeeper_reservation_backend"]

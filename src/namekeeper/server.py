@@ -1,0 +1,214 @@
+"""`namekeeper serve`: webhook receivers, pollers and queue workers in one process.
+
+The HTTP side only accepts and journals events (sources' routes), reports
+health and metrics; the workers do the public-index work.  SIGTERM stops
+intake first, then lets each worker finish the item in its hands; anything
+not finished is still in the durable queue for the next start.
+
+``wsgi_app()`` is the same service without waitress, for gunicorn & co.:
+``gunicorn 'namekeeper.server:wsgi_app()'`` (config from ``NAMEKEEPER_CONFIG``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from .app import build_keeper
+from .config import Config, load
+from .model import NameEvent
+from .plugins import get_plugin_manager
+from .sources.interface import EventSource, WSGIApp
+from .store import Store
+from .worker import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+class WakingSink:
+    """The store as an `EventSink`, waking the workers when work arrives."""
+
+    def __init__(self, store: Store, wake: Callable[[], None]) -> None:
+        self.store = store
+        self.wake = wake
+
+    def accept(self, event: NameEvent) -> bool:
+        new = self.store.accept(event)
+        if new:
+            self.wake()
+        return new
+
+
+class Service:
+    """Everything `serve` runs, with an explicit start/stop for tests and embedding."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.keeper, self.store = build_keeper(config)
+        pm, _ = get_plugin_manager()
+        self.sources: list[EventSource] = [
+            s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
+        self.workers = WorkerPool(self.keeper, self.store, config.queue,
+                                  threads=config.serve.workers, clock=clock)
+        self.sink = WakingSink(self.store, self.workers.notify_work)
+        self.stop = threading.Event()
+        self._source_threads: list[threading.Thread] = []
+        self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
+        for source in self.sources:
+            self.routes.update(source.routes(self.sink))
+        self._notify_thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.workers.start()
+        for source in self.sources:
+            t = threading.Thread(target=self._run_source, args=(source,),
+                                 name=f"namekeeper-source-{source.name}", daemon=True)
+            t.start()
+            self._source_threads.append(t)
+        dispatcher = getattr(self.keeper._notify, "__self__", None)
+        if dispatcher is not None and hasattr(dispatcher, "retry_due"):
+            self._notify_thread = threading.Thread(target=self._retry_notifications,
+                                                   args=(dispatcher,), daemon=True,
+                                                   name="namekeeper-notify-retry")
+            self._notify_thread.start()
+
+    def _run_source(self, source: EventSource) -> None:
+        try:
+            source.run(self.sink, self.stop)
+        except Exception:  # noqa: BLE001 - a source dying must show in /healthz, not kill us
+            log.exception("event source %s stopped with an error", source.name)
+
+    def _retry_notifications(self, dispatcher: Any) -> None:
+        while not self.stop.wait(5.0):
+            try:
+                dispatcher.retry_due(time.time())
+            except Exception:  # noqa: BLE001
+                log.exception("retrying notifications failed")
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        self.stop.set()
+        self.workers.shutdown(timeout)
+        for t in self._source_threads:
+            t.join(5.0)
+
+    # -- WSGI ----------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or "/"
+        route = self.routes.get(path) or self.routes.get(path.rstrip("/"))
+        if route is None:
+            return _json(start_response, "404 Not Found", {"status": "not-found",
+                                                           "reason": "no such endpoint"})
+        return route(environ, start_response)
+
+    def healthy(self) -> tuple[bool, dict[str, Any]]:
+        detail = {"store": self.store.writable(), "workers": self.workers.alive(),
+                  "sources": all(t.is_alive() for t in self._source_threads)}
+        return all(detail.values()) and not self.stop.is_set(), detail
+
+    def _healthz(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        ok, detail = self.healthy()
+        return _json(start_response, "200 OK" if ok else "503 Service Unavailable",
+                     {"status": "ok" if ok else "unhealthy", **detail})
+
+    def _metrics(self, environ: dict[str, Any], start_response: Callable[..., Any]
+                 ) -> Iterable[bytes]:
+        body = self.metrics_text().encode()
+        start_response("200 OK", [("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]
+
+    def metrics_text(self) -> str:
+        lines = ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
+                 "# TYPE namekeeper_events_total counter"]
+        for source in self.sources:
+            counters = getattr(source, "counters", {})
+            for key, value in sorted(dict(counters).items()):
+                result, _, reason = str(key).partition(":")
+                labels = f'source="{_label(source.name)}",result="{_label(result)}"'
+                if reason:
+                    labels += f',reason="{_label(reason)}"'
+                lines.append(f"namekeeper_events_total{{{labels}}} {value}")
+        lines += ["# HELP namekeeper_queue_depth Names in the queue by state.",
+                  "# TYPE namekeeper_queue_depth gauge"]
+        for state, n in sorted(self.store.queue_counts().items()):
+            lines.append(f'namekeeper_queue_depth{{state="{state}"}} {n}')
+        lines += ["# HELP namekeeper_reservations_total Outcomes of queue work by action.",
+                  "# TYPE namekeeper_reservations_total counter"]
+        for action, n in sorted(self.workers.actions.items()):
+            lines.append(f'namekeeper_reservations_total{{action="{action}"}} {n}')
+        limit = self.config.queue.new_projects_per_hour
+        lines += ["# HELP namekeeper_budget_left New public projects still allowed this hour.",
+                  "# TYPE namekeeper_budget_left gauge",
+                  f"namekeeper_budget_left {self.store.budget_left(limit)}",
+                  "# HELP namekeeper_poll_last_timestamp_seconds When each poller last ran.",
+                  "# TYPE namekeeper_poll_last_timestamp_seconds gauge"]
+        for source in self.sources:
+            last = getattr(source, "last_poll_at", None)
+            if last is not None:
+                ident = getattr(source, "label", None) or source.name
+                lines.append(f'namekeeper_poll_last_timestamp_seconds{{poller="{_label(ident)}"}}'
+                             f" {last:.3f}")
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _json(start_response: Callable[..., Any], status: str, payload: dict[str, Any]
+          ) -> Iterable[bytes]:
+    body = json.dumps(payload).encode()
+    start_response(status, [("Content-Type", "application/json"),
+                            ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def wsgi_app(config: Config | None = None) -> Service:
+    """A started service as a WSGI callable (for gunicorn, uwsgi, ...)."""
+    service = Service(config or load(required=True))
+    service.start()
+    return service
+
+
+def serve(config: Config) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    from waitress.server import create_server
+
+    service = Service(config)
+    service.start()
+    server = create_server(service, host=config.serve.host, port=config.serve.port,
+                           threads=max(4, config.serve.workers * 2), ident="namekeeper",
+                           max_request_body_size=config.serve.max_body + 1,
+                           clear_untrusted_proxy_headers=True)
+    stopping = threading.Event()
+
+    def _stop(signum: int, _frame: object) -> None:
+        if not stopping.is_set():
+            stopping.set()
+            log.warning("signal %d: stopping intake, finishing work in hand", signum)
+            server.close()  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    host, port = server.effective_host, server.effective_port  # type: ignore[union-attr]
+    log.warning("listening on http://%s:%s/ (%d source(s), %d worker(s))", host, port,
+                len(service.sources), config.serve.workers)
+    print(f"namekeeper: serving on http://{host}:{port}/", flush=True)
+    try:
+        server.run()
+    except (OSError, ValueError):
+        if not stopping.is_set():
+            raise
+    finally:
+        service.shutdown()
+        service.store.close()
+    log.warning("namekeeper stopped cleanly")
+    return 0

@@ -1,0 +1,366 @@
+"""Pollers of any simple index (PEP 503 HTML or PEP 691 JSON), for indexes without webhooks.
+
+Nexus, GitLab, CodeArtifact, pypiserver, devpi or another Artifactory
+(``<base>/api/pypi/<repo>/simple/``, HTML only) all publish the list of their
+projects at the root of a "simple" index.  A `SimpleIndexPoller` fetches that
+list every ``interval`` seconds and emits a `NameEvent` for each project it has
+not seen before; the sink is idempotent, so a restart that re-emits every name
+costs nothing.
+
+The listing comes from a server we do not control: its size and duration are
+bounded, every name is validated before it becomes an event, and credentials
+(bearer token or basic auth) never appear in logs or error messages — those
+name the index by its URL without userinfo, query or fragment.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import logging
+import threading
+import time
+from html.parser import HTMLParser
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from .. import __version__
+from ..hookspecs import hookimpl
+from ..model import NameEvent
+from ..names import InvalidName, canonical
+from .interface import EventSink, EventSource
+
+if TYPE_CHECKING:
+    from ..config import Config, PollConfig
+
+log = logging.getLogger(__name__)
+
+#: PEP 691 content negotiation: JSON preferred, PEP 503 HTML (or plain HTML) accepted.
+ACCEPT = ("application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, "
+          "text/html;q=0.1")
+#: A listing of the whole public index is ~40 MiB of JSON; a private one far less.
+MAX_LISTING_BYTES = 200 * 1024 * 1024
+#: Wall-clock bound for one listing download (the per-read timeout alone lets a slow drip run on).
+MAX_LISTING_SECONDS = 300.0
+#: Ceiling of the retry delay after repeated failures (unless the interval itself is longer).
+MAX_BACKOFF_SECONDS = 3600.0
+#: How many distinct invalid names a poller remembers having logged.
+_MAX_LOGGED_INVALID = 1000
+_CHUNK = 64 * 1024
+
+
+class PollError(Exception):
+    """One poll failed (network, HTTP status, malformed or oversized listing); retried later.
+
+    The message names the index without credentials and is safe to log.
+    """
+
+
+def public_url(url: str) -> str:
+    """``url`` without userinfo, query and fragment: how an index is named in logs and events."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:  # a malformed port: the request will fail, the name must not
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class BearerAuth(AuthBase):
+    """``Authorization: Bearer <token>``; its repr never shows the token."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._token}"
+        return request
+
+    def __repr__(self) -> str:
+        return "BearerAuth('***')"
+
+
+def auth_for(config: PollConfig) -> AuthBase | None:
+    """The requests auth of a ``[[poll]]`` entry: bearer token wins over basic auth."""
+    if config.token is not None:
+        return BearerAuth(config.token.reveal())
+    if config.username:
+        password = config.password.reveal() if config.password is not None else ""
+        return HTTPBasicAuth(config.username, password)
+    return None
+
+
+def _shown(value: str, limit: int = 60) -> str:
+    """A hostile name, safe to print on one log line."""
+    text = repr(value[:limit])
+    return text + ("…" if len(value) > limit else "")
+
+
+def _describe(exc: Exception) -> str:
+    """One line about a failure; `PollError` texts are credential-free by construction."""
+    if isinstance(exc, PollError):
+        return str(exc)
+    return f"{type(exc).__name__}: {_shown(str(exc), 200)}"
+
+
+class _AnchorText(HTMLParser):
+    """Collects the text of every ``<a>`` element: in PEP 503 the anchor text *is* the name."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.names: list[str] = []
+        self._current: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self._finish()  # an unclosed anchor ends where the next begins
+            self._current = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "a":
+            self._finish()
+
+    def handle_data(self, data: str) -> None:
+        if self._current is not None:
+            self._current.append(data)
+
+    def close(self) -> None:
+        super().close()
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._current is not None:
+            self.names.append("".join(self._current).strip())
+            self._current = None
+
+
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset":
+            charset = value.strip().strip("\"'")
+            try:
+                return codecs.lookup(charset).name
+            except LookupError:
+                break
+    return "utf-8"
+
+
+def _raw_names(body: bytes, content_type: str, where: str) -> list[str]:
+    """The project names a listing states, unvalidated, in the listing's order."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type.endswith("json"):
+        try:
+            data: Any = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise PollError(f"{where} sent malformed JSON") from None
+        projects = data.get("projects") if isinstance(data, dict) else None
+        if not isinstance(projects, list):
+            raise PollError(f"{where} sent JSON without a 'projects' list (not a PEP 691 index?)")
+        return [p["name"] if isinstance(p, dict) and isinstance(p.get("name"), str) else ""
+                for p in projects]
+    parser = _AnchorText()
+    parser.feed(body.decode(_charset(content_type), errors="replace"))
+    parser.close()
+    return parser.names
+
+
+def _download(url: str, session: requests.Session, *, timeout: float, auth: AuthBase | None,
+              max_bytes: int, max_seconds: float) -> tuple[bytes, str]:
+    """GET ``url`` as a simple index root; (body, content type), bounded in size and time."""
+    where = public_url(url)
+    deadline = time.monotonic() + max_seconds
+    try:
+        with session.get(url, headers={"Accept": ACCEPT}, auth=auth, stream=True,
+                         timeout=(timeout, timeout)) as response:
+            if response.status_code != 200:
+                raise PollError(f"GET {where} answered {response.status_code} "
+                                f"{_shown(response.reason or '', 80)}")
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise PollError(f"{where} listing is {declared} bytes, over the {max_bytes} bytes limit")
+            chunks: list[bytes] = []
+            size = 0
+            for chunk in response.iter_content(_CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PollError(f"{where} listing is over the {max_bytes} bytes limit")
+                if time.monotonic() > deadline:
+                    raise PollError(f"{where} listing took longer than {max_seconds:.0f} s")
+                chunks.append(chunk)
+            return b"".join(chunks), response.headers.get("Content-Type", "")
+    except requests.RequestException as exc:
+        # requests' messages carry the path but never userinfo; still, name only the class.
+        raise PollError(f"GET {where} failed: {type(exc).__name__}") from None
+
+
+def fetch_projects(
+    url: str,
+    session: requests.Session,
+    *,
+    timeout: float = 10.0,
+    auth: AuthBase | None = None,
+    max_bytes: int = MAX_LISTING_BYTES,
+    max_seconds: float = MAX_LISTING_SECONDS,
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(valid (display, canonical) pairs, invalid raw names) of the simple index at ``url``.
+
+    Valid names are deduplicated on their canonical form, first spelling wins.
+    Raises `PollError` when the index cannot be read.
+    """
+    where = public_url(url)
+    body, content_type = _download(url, session, timeout=timeout, auth=auth,
+                                   max_bytes=max_bytes, max_seconds=max_seconds)
+    projects: dict[str, str] = {}
+    invalid: list[str] = []
+    for raw in _raw_names(body, content_type, where):
+        try:
+            name = canonical(raw)
+        except InvalidName:
+            invalid.append(raw)
+            continue
+        projects.setdefault(name, raw)
+    return [(display, name) for name, display in projects.items()], invalid
+
+
+def _log_invalid(where: str, invalid: list[str]) -> None:
+    if invalid:
+        shown = ", ".join(_shown(n) for n in invalid[:5])
+        more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+        log.warning("%s lists %d invalid project name(s), skipped: %s%s",
+                    where, len(invalid), shown, more)
+
+
+def list_projects(
+    url: str,
+    session: requests.Session,
+    *,
+    timeout: float = 10.0,
+    auth: AuthBase | None = None,
+    max_bytes: int = MAX_LISTING_BYTES,
+    max_seconds: float = MAX_LISTING_SECONDS,
+) -> list[tuple[str, str]]:
+    """(display name, canonical name) of every valid project at the simple index ``url``.
+
+    Invalid or hostile names are skipped and logged once per call, truncated.
+    Raises `PollError` when the index cannot be read.
+    """
+    projects, invalid = fetch_projects(url, session, timeout=timeout, auth=auth,
+                                       max_bytes=max_bytes, max_seconds=max_seconds)
+    _log_invalid(public_url(url), invalid)
+    return projects
+
+
+def new_session() -> requests.Session:
+    """A session that names namekeeper in its User-Agent."""
+    session = requests.Session()
+    session.headers["User-Agent"] = f"namekeeper/{__version__} (simple-index poller)"
+    return session
+
+
+class SimpleIndexPoller(EventSource):
+    """Polls one ``[[poll]]`` index and emits an event per project it has not seen yet.
+
+    Health for ``/metrics``: ``last_poll_at`` (wall-clock time of the last
+    successful poll), ``last_error`` (None after a success), ``polls_ok`` and
+    ``polls_failed``.
+    """
+
+    name = "poll"
+
+    def __init__(self, config: PollConfig, *, timeout: float = 10.0,
+                 session: requests.Session | None = None,
+                 max_backoff: float = MAX_BACKOFF_SECONDS) -> None:
+        self.config = config
+        self.index = public_url(config.url)
+        self.label = config.name or self.index
+        self.timeout = timeout
+        self.max_backoff = max_backoff
+        self.session = session or new_session()
+        self._auth = auth_for(config)
+        self._lock = threading.Lock()
+        self.seen: set[str] = set()
+        self._logged_invalid: set[str] = set()
+        self.last_poll_at: float | None = None
+        self.last_error: str | None = None
+        self.polls_ok = 0
+        self.polls_failed = 0
+        self.consecutive_failures = 0
+
+    def __repr__(self) -> str:
+        return f"SimpleIndexPoller({self.label!r})"
+
+    def poll_once(self, sink: EventSink) -> int:
+        """Poll once; hand each project not seen before to ``sink``; return how many were handed.
+
+        Raises `PollError` (or the sink's error) after recording the failure.
+        """
+        with self._lock:
+            try:
+                emitted = self._poll(sink)
+            except Exception as exc:
+                self.polls_failed += 1
+                self.consecutive_failures += 1
+                self.last_error = _describe(exc)
+                raise
+            self.polls_ok += 1
+            self.consecutive_failures = 0
+            self.last_error = None
+            self.last_poll_at = time.time()
+            return emitted
+
+    def _poll(self, sink: EventSink) -> int:
+        projects, invalid = fetch_projects(self.config.url, self.session, timeout=self.timeout,
+                                           auth=self._auth)
+        # Log each hostile name once per poller, not once per interval; remember a bounded prefix.
+        fresh_invalid = [n for n in invalid if n[:200] not in self._logged_invalid]
+        if fresh_invalid:
+            _log_invalid(self.label, fresh_invalid)
+            room = max(0, _MAX_LOGGED_INVALID - len(self._logged_invalid))
+            self._logged_invalid.update(n[:200] for n in fresh_invalid[:room])
+        emitted = 0
+        for display, name in projects:
+            if name in self.seen:
+                continue
+            sink.accept(NameEvent(name=name, display_name=display, source=self.name,
+                                  index=self.index, key=f"poll:{self.index}:{name}"))
+            self.seen.add(name)  # only once the sink holds it: a failing sink retries next poll
+            emitted += 1
+        if emitted:
+            log.info("%s: %d new project name(s)", self.label, emitted)
+        return emitted
+
+    def next_delay(self) -> float:
+        """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""
+        interval = self.config.interval
+        if not self.consecutive_failures:
+            return interval
+        cap = max(interval, self.max_backoff)
+        return float(min(cap, interval * 2 ** min(self.consecutive_failures - 1, 32)))
+
+    def run(self, sink: EventSink, stop: threading.Event) -> None:
+        """Poll until ``stop`` is set; a failing poll is logged and retried, never fatal."""
+        log.info("polling %s every %.0f s", self.label, self.config.interval)
+        while not stop.is_set():
+            try:
+                self.poll_once(sink)
+            except PollError as exc:
+                log.warning("poll of %s failed (retry in %.0f s): %s",
+                            self.label, self.next_delay(), exc)
+            except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
+                log.error("poll of %s failed unexpectedly (retry in %.0f s): %s",
+                          self.label, self.next_delay(), _describe(exc))
+            stop.wait(self.next_delay())
+
+
+@hookimpl(trylast=True)
+def namekeeper_event_sources(config: Config) -> list[EventSource]:
+    """One poller per ``[[poll]]`` entry of the config."""
+    return [SimpleIndexPoller(p, timeout=config.public.timeout) for p in config.polls]

@@ -1,0 +1,442 @@
+"""Durable state: what we know per name, the event journal, the work queue, the budget.
+
+SQLite in WAL mode with ``synchronous=FULL``: when `accept` returns, the event
+survives a power cut, so a webhook may be acknowledged.  One connection per
+thread; every write is a short ``BEGIN IMMEDIATE`` transaction, so the
+service's workers, its HTTP threads and a concurrent `namekeeper` command can
+share one file.
+
+Nothing secret is ever written here: names, verdicts, messages (already
+scrubbed by the reservation backend) and public facts only.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from packaging.version import InvalidVersion, Version
+
+from .model import NameEvent, Outcome
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    first_seen_private TEXT,
+    first_source TEXT,
+    first_index TEXT,
+    highest_private_version TEXT,
+    verdict TEXT,
+    severity TEXT,
+    action TEXT,
+    reason TEXT,
+    message TEXT,
+    owners TEXT,
+    organization TEXT,
+    public_versions TEXT,
+    public_first_release TEXT,
+    upload_started_at REAL,
+    reserved_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_name ON history(name);
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    idx TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,             -- pending | claimed | done | failed
+    event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    last_error TEXT,
+    enqueued_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+CREATE TABLE IF NOT EXISTS budget (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+BUDGET_WINDOW = 3600.0
+
+
+@dataclass(frozen=True)
+class NameRecord:
+    """One row of what the store knows about a name."""
+
+    name: str
+    display_name: str
+    first_seen_private: datetime | None
+    first_source: str | None
+    first_index: str | None
+    highest_private_version: str | None
+    verdict: str | None
+    severity: str | None
+    action: str | None
+    reason: str | None
+    message: str | None
+    owners: tuple[str, ...]
+    organization: str | None
+    reserved_at: datetime | None
+    upload_started_at: float | None
+    attempts: int
+    updated_at: datetime | None
+
+    @property
+    def reserved(self) -> bool:
+        return self.reserved_at is not None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A claimed unit of queue work: reserve (or re-check) one name."""
+
+    name: str
+    event: NameEvent
+    attempts: int
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def event_to_json(event: NameEvent) -> str:
+    return json.dumps({
+        "name": event.name, "display_name": event.display_name, "source": event.source,
+        "index": event.index, "version": event.version, "seen_at": event.seen_at.isoformat(),
+        "key": event.key,
+    })
+
+
+def event_from_json(text: str) -> NameEvent:
+    d = json.loads(text)
+    return NameEvent(name=d["name"], display_name=d["display_name"], source=d["source"],
+                     index=d["index"], version=d.get("version"),
+                     seen_at=datetime.fromisoformat(d["seen_at"]), key=d.get("key"))
+
+
+def _higher_version(a: str | None, b: str | None) -> str | None:
+    """The higher of two version strings; an unparsable one loses."""
+    def parsed(v: str | None) -> Version | None:
+        try:
+            return Version(v) if v else None
+        except InvalidVersion:
+            return None
+    pa, pb = parsed(a), parsed(b)
+    if pa is None:
+        return b if pb is not None else (a or b)
+    if pb is None:
+        return a
+    return a if pa >= pb else b
+
+
+class Store:
+    """The SQLite store; safe to share between threads and processes."""
+
+    def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        self._clock = clock
+        self._db().executescript(SCHEMA)  # executescript manages its own transaction
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                 check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=30000")
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def writable(self) -> bool:
+        """True when a write transaction can be committed (for /healthz)."""
+        try:
+            with self._write() as db:
+                db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('health', ?)",
+                           (str(self._clock()),))
+            return True
+        except sqlite3.Error:
+            return False
+
+    # -- names ----------------------------------------------------------------------------------
+
+    def _note_seen(self, db: sqlite3.Connection, event: NameEvent) -> None:
+        row = db.execute("SELECT first_seen_private, highest_private_version FROM names "
+                         "WHERE name = ?", (event.name,)).fetchone()
+        if row is None:
+            db.execute(
+                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
+                "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?)",
+                (event.name, event.display_name, _ts(event.seen_at), event.source, event.index,
+                 event.version, _ts(event.seen_at)))
+            self._history(db, event.name, "seen", {"source": event.source, "index": event.index,
+                                                   "version": event.version})
+            return
+        first = _dt(row["first_seen_private"])
+        if first is None or event.seen_at < first:
+            db.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
+                       "first_index = ? WHERE name = ?",
+                       (_ts(event.seen_at), event.source, event.index, event.name))
+        highest = _higher_version(row["highest_private_version"], event.version)
+        if highest != row["highest_private_version"]:
+            db.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
+                       (highest, event.name))
+
+    def note_seen(self, event: NameEvent) -> None:
+        """Remember that a private index has this name (first time seen, highest version)."""
+        with self._write() as db:
+            self._note_seen(db, event)
+
+    def get(self, name: str) -> NameRecord | None:
+        row = self._db().execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
+        return self._record(row) if row else None
+
+    def all_names(self) -> list[NameRecord]:
+        rows = self._db().execute("SELECT * FROM names ORDER BY name").fetchall()
+        return [self._record(r) for r in rows]
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> NameRecord:
+        return NameRecord(
+            name=row["name"], display_name=row["display_name"],
+            first_seen_private=_dt(row["first_seen_private"]), first_source=row["first_source"],
+            first_index=row["first_index"], highest_private_version=row["highest_private_version"],
+            verdict=row["verdict"], severity=row["severity"], action=row["action"],
+            reason=row["reason"], message=row["message"],
+            owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
+            reserved_at=_dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
+            attempts=row["attempts"], updated_at=_dt(row["updated_at"]))
+
+    def mark_upload_started(self, name: str, display_name: str) -> None:
+        """Written before every upload, so a crash mid-upload is recognised after restart."""
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
+                       (name, display_name))
+            db.execute("UPDATE names SET upload_started_at = ?, attempts = attempts + 1 "
+                       "WHERE name = ?", (self._clock(), name))
+            self._history(db, name, "upload-started", None)
+
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        """Store the latest verdict/action for a name and append it to the history."""
+        public = outcome.public
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
+                       (outcome.name, outcome.display_name))
+            db.execute(
+                "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
+                "organization=?, public_versions=?, public_first_release=?, updated_at=? "
+                "WHERE name=?",
+                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+                 outcome.reason, outcome.message,
+                 json.dumps(list(public.owners)) if public else None,
+                 public.organization if public else None,
+                 json.dumps(list(public.versions)) if public else None,
+                 _ts(public.first_release) if public else None,
+                 _ts(outcome.at), outcome.name))
+            if reserved:
+                db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
+                           (_ts(outcome.at), outcome.name))
+            self._history(db, outcome.name, "outcome", {
+                "verdict": outcome.verdict.value, "action": outcome.action.value,
+                "severity": outcome.severity.value, "message": outcome.message})
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        rows = self._db().execute("SELECT at, kind, detail FROM history WHERE name = ? "
+                                  "ORDER BY id", (name,)).fetchall()
+        return [{"at": r["at"], "kind": r["kind"],
+                 "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    def _history(self, db: sqlite3.Connection, name: str, kind: str,
+                 detail: dict[str, Any] | None) -> None:
+        db.execute("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
+                   (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
+                    json.dumps(detail) if detail is not None else None))
+
+    # -- event journal and queue ----------------------------------------------------------------
+
+    def accept(self, event: NameEvent) -> bool:
+        """Journal ``event`` and queue its name; False when the event (key) was seen before.
+
+        Durable when it returns.  A name already queued or already reserved is not
+        queued again: the same name from a webhook and a poller is one piece of work.
+        """
+        now = self._clock()
+        with self._write() as db:
+            if event.key is not None:
+                cur = db.execute("INSERT OR IGNORE INTO events(key, name, source, idx, "
+                                 "received_at) VALUES (?,?,?,?,?)",
+                                 (event.key, event.name, event.source, event.index, now))
+                if cur.rowcount == 0:
+                    return False
+            self._note_seen(db, event)
+            reserved = db.execute("SELECT reserved_at FROM names WHERE name = ?",
+                                  (event.name,)).fetchone()["reserved_at"]
+            row = db.execute("SELECT state FROM queue WHERE name = ?", (event.name,)).fetchone()
+            if row is None:
+                if reserved:
+                    return True
+                db.execute("INSERT INTO queue(name, state, event, enqueued_at, updated_at) "
+                           "VALUES (?, 'pending', ?, ?, ?)",
+                           (event.name, event_to_json(event), now, now))
+            elif row["state"] in ("done", "failed") and not reserved:
+                # A name we could not hold (taken, failed) is looked at again on new evidence.
+                db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
+                           "event=?, last_error=NULL, updated_at=? WHERE name=?",
+                           (event_to_json(event), now, event.name))
+            return True
+
+    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
+        """Take the oldest ready item, or None."""
+        now = self._clock() if now is None else now
+        with self._write() as db:
+            row = db.execute("SELECT name, event, attempts FROM queue WHERE state='pending' "
+                             "AND not_before <= ? ORDER BY not_before, enqueued_at LIMIT 1",
+                             (now,)).fetchone()
+            if row is None:
+                return None
+            db.execute("UPDATE queue SET state='claimed', claimed_by=?, updated_at=? "
+                       "WHERE name=?", (worker, now, row["name"]))
+        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"])
+
+    def next_ready_at(self) -> float | None:
+        """When the earliest pending item becomes ready (for the workers' sleep)."""
+        row = self._db().execute("SELECT MIN(not_before) AS t FROM queue "
+                                 "WHERE state='pending'").fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    def complete(self, name: str) -> None:
+        with self._write() as db:
+            db.execute("UPDATE queue SET state='done', claimed_by=NULL, last_error=NULL, "
+                       "updated_at=? WHERE name=?", (self._clock(), name))
+
+    def release(self, name: str, *, not_before: float, error: str | None = None,
+                count_attempt: bool = True, max_attempts: int | None = None) -> str:
+        """Give a claimed item back for a later try; returns the new state (pending/failed)."""
+        now = self._clock()
+        with self._write() as db:
+            row = db.execute("SELECT attempts FROM queue WHERE name=?", (name,)).fetchone()
+            attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
+            state = "failed" if max_attempts is not None and attempts >= max_attempts else "pending"
+            db.execute("UPDATE queue SET state=?, attempts=?, not_before=?, last_error=?, "
+                       "claimed_by=NULL, updated_at=? WHERE name=?",
+                       (state, attempts, not_before, error, now, name))
+            if state == "failed":
+                self._history(db, name, "failed", {"error": error, "attempts": attempts})
+        return state
+
+    def requeue_claimed(self) -> int:
+        """After a restart, work that was in flight is pending again."""
+        with self._write() as db:
+            cur = db.execute("UPDATE queue SET state='pending', claimed_by=NULL "
+                             "WHERE state='claimed'")
+            return cur.rowcount
+
+    def queue_counts(self) -> dict[str, int]:
+        rows = self._db().execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state")
+        counts = {"pending": 0, "claimed": 0, "done": 0, "failed": 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT name, state, attempts, not_before, last_error FROM queue"
+        rows = (self._db().execute(sql + " WHERE state=? ORDER BY name", (state,)) if state
+                else self._db().execute(sql + " ORDER BY name"))
+        return [dict(r) for r in rows]
+
+    # -- budget of new public projects -------------------------------------------------------------
+
+    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
+        """Spend one new-project slot; None on success, else seconds until a slot frees."""
+        now = self._clock() if now is None else now
+        with self._write() as db:
+            paused = db.execute("SELECT value FROM settings WHERE key='budget_paused_until'"
+                                ).fetchone()
+            if paused and float(paused["value"]) > now:
+                return float(paused["value"]) - now
+            rows = db.execute("SELECT at FROM budget WHERE at > ? ORDER BY at",
+                              (now - BUDGET_WINDOW,)).fetchall()
+            if len(rows) >= limit:
+                return max(0.001, rows[len(rows) - limit]["at"] + BUDGET_WINDOW - now)
+            db.execute("INSERT INTO budget(name, at) VALUES (?, ?)", (name, now))
+            db.execute("DELETE FROM budget WHERE at <= ?", (now - 2 * BUDGET_WINDOW,))
+        return None
+
+    def refund_budget(self, name: str) -> None:
+        """Give back a slot whose upload created no project (taken, protected, failed)."""
+        with self._write() as db:
+            db.execute("DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=?)",
+                       (name,))
+
+    def pause_budget(self, seconds: float) -> None:
+        """The public index said 429: spend nothing for ``seconds``."""
+        until = self._clock() + seconds
+        with self._write() as db:
+            db.execute("INSERT OR REPLACE INTO settings(key, value) "
+                       "VALUES ('budget_paused_until', ?)", (str(until),))
+
+    def budget_left(self, limit: int, *, now: float | None = None) -> int:
+        now = self._clock() if now is None else now
+        row = self._db().execute("SELECT COUNT(*) AS n FROM budget WHERE at > ?",
+                                 (now - BUDGET_WINDOW,)).fetchone()
+        return max(0, limit - row["n"])
+
+    def budget_spent_at(self) -> list[float]:
+        return [r["at"] for r in self._db().execute("SELECT at FROM budget ORDER BY at")]

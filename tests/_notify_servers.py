@@ -1,0 +1,210 @@
+"""Local stand-ins for notification targets: an HTTP receiver and an SMTP sink.
+
+Both listen on 127.0.0.1 on a free port, record what they receive, and let a
+test wait on a condition instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class HttpReceiver:
+    """Records POSTs; answers with ``status`` (change it to simulate an outage)."""
+
+    server: ThreadingHTTPServer
+    status: int = 200
+    requests: list[Received] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def url(self, path: str = "/hook", scheme: str = "json") -> str:
+        return f"{scheme}://127.0.0.1:{self.port}{path}"
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Received]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.requests) >= count, timeout)
+            return list(self.requests)
+
+
+def _start_http() -> HttpReceiver:
+    holder: dict[str, HttpReceiver] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            receiver = holder["r"]
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            with receiver.cond:
+                receiver.requests.append(Received(self.path, dict(self.headers), body))
+                receiver.cond.notify_all()
+            self.send_response(receiver.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    receiver = HttpReceiver(server)
+    holder["r"] = receiver
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return receiver
+
+
+@pytest.fixture
+def http_receiver() -> Iterator[HttpReceiver]:
+    receiver = _start_http()
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def http_receiver_factory() -> Iterator[Callable[[], HttpReceiver]]:
+    started: list[HttpReceiver] = []
+
+    def make() -> HttpReceiver:
+        started.append(_start_http())
+        return started[-1]
+
+    yield make
+    for receiver in started:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (connection refused)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    message: EmailMessage
+    auth: str | None
+
+
+@dataclass
+class SmtpSink:
+    """Just enough SMTP (EHLO, AUTH PLAIN/LOGIN, MAIL, RCPT, DATA, QUIT) to receive mail."""
+
+    server: socketserver.ThreadingTCPServer
+    mails: list[Mail] = field(default_factory=list)
+    cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Mail]:
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.mails) >= count, timeout)
+            return list(self.mails)
+
+
+def _start_smtp() -> SmtpSink:
+    holder: dict[str, SmtpSink] = {}
+
+    class Handler(socketserver.StreamRequestHandler):
+        def reply(self, line: str) -> None:
+            self.wfile.write(line.encode() + b"\r\n")
+
+        def readline(self) -> str:
+            return self.rfile.readline().decode("utf-8", "replace").rstrip("\r\n")
+
+        def handle(self) -> None:
+            sink = holder["s"]
+            sender, recipients, auth = "", [], None
+            self.reply("220 sink ESMTP ready")
+            while True:
+                line = self.readline()
+                if not line and self.rfile.closed:
+                    return
+                verb = line.split(" ", 1)[0].upper()
+                if verb in ("EHLO", "HELO"):
+                    self.wfile.write(b"250-sink\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n")
+                elif verb == "AUTH":
+                    parts = line.split()
+                    if parts[1].upper() == "PLAIN":
+                        auth = base64.b64decode(parts[2]).decode() if len(parts) > 2 else None
+                    else:  # LOGIN: two challenges
+                        self.reply("334 VXNlcm5hbWU6")
+                        user = base64.b64decode(self.readline()).decode()
+                        self.reply("334 UGFzc3dvcmQ6")
+                        auth = user + ":" + base64.b64decode(self.readline()).decode()
+                    self.reply("235 ok")
+                elif verb == "MAIL":
+                    sender, recipients = line.split(":", 1)[1].strip(" <>"), []
+                    self.reply("250 ok")
+                elif verb == "RCPT":
+                    recipients.append(line.split(":", 1)[1].strip(" <>"))
+                    self.reply("250 ok")
+                elif verb == "DATA":
+                    self.reply("354 go ahead")
+                    data = bytearray()
+                    while True:
+                        raw = self.rfile.readline()
+                        if raw in (b".\r\n", b".\n", b""):
+                            break
+                        data += raw[1:] if raw.startswith(b"..") else raw
+                    msg = message_from_bytes(bytes(data), policy=policy.default)
+                    assert isinstance(msg, EmailMessage)
+                    with sink.cond:
+                        sink.mails.append(Mail(sender, recipients, msg, auth))
+                        sink.cond.notify_all()
+                    self.reply("250 queued")
+                elif verb == "QUIT":
+                    self.reply("221 bye")
+                    return
+                elif verb in ("RSET", "NOOP"):
+                    self.reply("250 ok")
+                elif not line:
+                    return
+                else:
+                    self.reply("502 not implemented")
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    sink = SmtpSink(server)
+    holder["s"] = sink
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return sink
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    sink = _start_smtp()
+    yield sink
+    sink.server.shutdown()
+    sink.server.server_close()

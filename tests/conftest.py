@@ -1,0 +1,20 @@
+"""Shared test setup: keep every test away from the user's real state and plugins."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads the developer's config, token or data directory by accident."""
+    for var in ("NAMEKEEPER_CONFIG", "NAMEKEEPER_PUBLIC_TOKEN", "NAMEKEEPER_ARTIFACTORY_SECRET",
+                "NAMEKEEPER_ARTIFACTORY_TOKEN", "TWINE_USERNAME", "TWINE_PASSWORD",
+                "TWINE_REPOSITORY_URL"):
+        monkeypatch.delenv(var, raising=False)
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / "config"))
+    # twine falls back to ~/.pypirc and keyring for credentials; neither may leak in.
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")

@@ -1,0 +1,117 @@
+"""The config file: every documented key, secrets from the environment, clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from namekeeper import config as cfg
+
+FULL = """
+[public]
+simple-url = "http://127.0.0.1:9/simple"
+json-url = ""
+upload-url = "http://127.0.0.1:9/legacy/"
+username = "__token__"
+owners = ["Acme-Security"]
+organization = "acme"
+[placeholder]
+organization = "ACME Corp"
+contact = "security@acme.example"
+version = "0.0.0.dev0"
+template = "tpl"
+[policy]
+include = ["acme-*"]
+exclude = ["acme-fork-*"]
+dry-run = true
+[store]
+path = "state/nk.sqlite3"
+[serve]
+host = "127.0.0.1"
+port = 8480
+[artifactory]
+signing = false
+repos = ["pypi-local"]
+base-url = "https://artifactory.example.com/artifactory"
+[[poll]]
+url = "https://nexus.example.com/repository/pypi-internal/simple/"
+interval = "10m"
+token-env = "NEXUS_TOKEN"
+[queue]
+new-projects-per-hour = 5
+max-attempts = 3
+[notify]
+urls = ["json://127.0.0.1:9/hook"]
+"""
+
+
+def test_every_documented_key_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-tok")
+    monkeypatch.setenv("NAMEKEEPER_ARTIFACTORY_SECRET", "af-secret")
+    monkeypatch.setenv("NEXUS_TOKEN", "nexus-tok")
+    path = tmp_path / "nk.toml"
+    path.write_text(FULL)
+    c = cfg.load(path)
+    assert c.public.simple_url == "http://127.0.0.1:9/simple/"
+    assert c.public.json_url is None  # "" = the index has no JSON API
+    assert c.public.owners == ("acme-security",)
+    assert c.public.token is not None and c.public.token.reveal() == "pypi-tok"
+    assert c.placeholder.template == (tmp_path / "tpl").resolve()
+    assert c.placeholder.version == "0.0.0.dev0"
+    assert c.policy.include == ("acme-*",) and c.policy.dry_run
+    assert c.store.path == (tmp_path / "state/nk.sqlite3").resolve()
+    assert c.artifactory.secret is not None and c.artifactory.secret.reveal() == "af-secret"
+    assert c.artifactory.signing is False and c.artifactory.repos == ("pypi-local",)
+    assert c.polls[0].interval == 600 and c.polls[0].token.reveal() == "nexus-tok"
+    assert c.queue.new_projects_per_hour == 5 and c.queue.max_attempts == 3
+
+
+def test_secrets_never_show_in_repr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-SECRET-token")
+    monkeypatch.setenv("NAMEKEEPER_ARTIFACTORY_SECRET", "SECRET-hook")
+    monkeypatch.setenv("NEXUS_TOKEN", "SECRET-nexus")
+    path = tmp_path / "nk.toml"
+    path.write_text(FULL.replace("json://127.0.0.1:9/hook", "slack://SECRET/B/C"))
+    text = repr(cfg.load(path)) + str(cfg.load(path))
+    assert "SECRET" not in text
+
+
+def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
+    from twine import utils
+
+    c = cfg.load(None)
+    assert c.public.upload_url == utils.DEFAULT_REPOSITORY
+    assert c.public.simple_url.endswith("/simple/") and c.public.json_url.endswith("/pypi/")
+    assert c.public.token is None
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("[public\nowners = 1", "not valid TOML"),
+    ("[public]\nowners = 'acme'", "owners"),
+    ("[public]\nsimple-url = 'ftp://x'", "simple-url"),
+    ("[publik]\n", "unknown key"),
+    ("[placeholder]\nversion = 'not a version'", "version"),
+    ("[queue]\nnew-projects-per-hour = 0", "new-projects-per-hour"),
+    ("[[poll]]\nurl = 'http://127.0.0.1/simple/'\ninterval = 'soon'", "interval"),
+    ("[serve]\nport = 'x'", "port"),
+])
+def test_a_corrupt_config_is_a_clear_error(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text(text)
+    with pytest.raises(cfg.ConfigError, match=fragment):
+        cfg.load(path)
+
+
+def test_a_password_in_the_file_is_used_but_warned_about(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[public]\npassword = 'in-file-secret'\n")
+    c = cfg.load(path)
+    assert c.public.token is not None and c.public.token.reveal() == "in-file-secret"
+    assert "NAMEKEEPER_PUBLIC_TOKEN" in caplog.text and "in-file-secret" not in caplog.text
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(cfg.ConfigError, match="cannot read"):
+        cfg.load(tmp_path / "nope.toml")
