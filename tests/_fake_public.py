@@ -51,6 +51,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
+import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -187,6 +188,20 @@ def build_sdist(directory: Path, name: str, version: str, *, metadata_version: s
     path.write_bytes(make_sdist_bytes(name, version, metadata_version=metadata_version,
                                       summary=summary))
     return path
+
+
+def post_upload(fake: FakePublicIndex, name: str, version: str = "0.0.0", *, token: str | None,
+                content: bytes | None = None, filename: str | None = None,
+                metadata_version: str = "2.4", username: str = "__token__") -> requests.Response:
+    """An upload shaped like twine's (multipart form, basic auth), without twine's start-up cost."""
+    content = make_sdist_bytes(name, version) if content is None else content
+    filename = filename or f"{_sdist_stem(name)}-{version}.tar.gz"
+    data = {":action": "file_upload", "protocol_version": "1", "metadata_version": metadata_version,
+            "name": name, "version": version, "filetype": "sdist", "pyversion": "source",
+            "summary": "placeholder", "sha256_digest": hashlib.sha256(content).hexdigest()}
+    auth = (username, token) if token is not None else None
+    return requests.post(fake.upload_url, data=data, auth=auth, timeout=10,
+                         files={"content": (filename, content, "application/octet-stream")})
 
 
 def _parse_multipart(content_type: str, body: bytes) -> dict[str, list[Any]]:
@@ -551,7 +566,7 @@ class FakePublicIndex:
                 name = parts[1]
                 canon = canonicalize_name(name)
                 if name != canon or len(parts) == 2:
-                    self._redirect(h, f"/simple/{quote(canon)}/", method)
+                    self._redirect(h, f"/simple/{quote(canon, safe='')}/", method)
                 else:
                     self._simple_project(h, method, canon, query)
             else:
@@ -568,7 +583,7 @@ class FakePublicIndex:
         elif len(parts) == 3 and parts[0] == "pypi" and parts[2] == "json":
             canon = canonicalize_name(parts[1])
             if parts[1] != canon:
-                self._redirect(h, f"/pypi/{quote(canon)}/json", method)
+                self._redirect(h, f"/pypi/{quote(canon, safe='')}/json", method)
                 return
             with self._lock:
                 data = None if canon in self.json_hidden else self._json_project(canon)
@@ -912,4 +927,4 @@ def fake_public() -> Iterator[FakePublicIndex]:
 
 
 __all__ = ["FakePublicIndex", "FaultPlan", "build_sdist", "fake_public", "make_sdist_bytes",
-           "ultranormalize", "is_stdlib"]
+           "post_upload", "ultranormalize", "is_stdlib"]

@@ -115,3 +115,11 @@ def test_a_password_in_the_file_is_used_but_warned_about(tmp_path: Path,
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(cfg.ConfigError, match="cannot read"):
         cfg.load(tmp_path / "nope.toml")
+
+
+def test_credentials_in_a_poll_url_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[[poll]]\nurl = 'https://bot:hunter2@nexus.example.com/simple/'\n")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(path)
+    assert "hunter2" not in str(err.value) and "environment" in str(err.value)

@@ -19,9 +19,15 @@ from typing import Any
 import pluggy
 import pytest
 import requests
-from _devpi import devpi, make_sdist  # noqa: F401
-from _fake_public import FakePublicIndex, FaultPlan, build_sdist, fake_public, http_date_after  # noqa: F401
 
+from _devpi import devpi, make_sdist  # noqa: F401
+from _fake_public import (
+    FakePublicIndex,
+    FaultPlan,
+    build_sdist,
+    fake_public,  # noqa: F401
+    http_date_after,
+)
 from namekeeper import hookspecs
 from namekeeper.config import Config, PublicConfig, Secret
 from namekeeper.model import Action, UploadResult
@@ -31,7 +37,7 @@ from namekeeper.reserve.twine import TwineReservationBackend, is_transient, pars
 USER = "acme-bot"
 TOKEN = "pypi-AgEIcHlwaS5vcmc-sEcReT-token-value-4711"
 BAD_TOKEN = "pypi-AgEIcHlwaS5vcmc-wrong-token-value-0815"
-DEVPI_PASSWORD = "devpi-sEcReT-pw-4711"
+DEVPI_PASSWORD = "secret-pw"  # the _devpi fixture's default password of its user
 
 
 def _forms(secret: str, username: str = "__token__") -> list[str]:
@@ -82,6 +88,12 @@ def upload(backend: TwineReservationBackend, tmp_path: Path, name: str, *,
     return result
 
 
+def owners(fake: FakePublicIndex, name: str) -> list[str]:
+    project = fake.project(name)
+    assert project is not None
+    return list(project["owners"])
+
+
 @pytest.fixture(autouse=True)
 def _dist_dir(tmp_path: Path) -> None:
     (tmp_path / "dist").mkdir()
@@ -96,7 +108,7 @@ def test_a_free_name_is_reserved_for_our_account(backend: TwineReservationBacken
     assert result.action is Action.RESERVED
     assert not is_transient(result)
     assert fake.uploads["acme-utils"] == 1
-    assert fake.project("acme-utils")["owners"] == [USER]
+    assert owners(fake, "acme-utils") == [USER]
 
 
 def test_a_second_different_file_under_the_same_filename_is_already_ours(
@@ -123,7 +135,7 @@ def test_a_name_held_by_someone_else_is_taken(backend: TwineReservationBackend,
     result = upload(backend, tmp_path, "acme-utils")
     assert result.action is Action.TAKEN
     assert not is_transient(result)
-    assert fake.project("acme-utils")["owners"] == ["mallory"]
+    assert owners(fake, "acme-utils") == ["mallory"]
 
 
 @pytest.mark.parametrize(("name", "setup", "says"), [
@@ -409,15 +421,35 @@ def test_the_module_is_the_reservation_backend_plugin(fake: FakePublicIndex) -> 
 
 @pytest.mark.slow
 def test_a_placeholder_uploads_to_a_real_devpi(devpi: Any, tmp_path: Path) -> None:  # noqa: F811
+    assert devpi.password == DEVPI_PASSWORD  # so the leak check covers it
     index = devpi.new_index("reserve-twine")
-    session = devpi.session()
-    r = session.patch(f"{devpi.url}{devpi.user}", json=[f"password={DEVPI_PASSWORD}"],
-                      timeout=30)
-    assert r.status_code == 200, r.text
-    backend = backend_for(index.upload_url, DEVPI_PASSWORD, username=devpi.user)
+    backend = backend_for(index.upload_url, devpi.password, username=devpi.user)
     sdist = make_sdist(tmp_path, "acme-utils", "0.0.0")
     result = backend.upload("acme-utils", [sdist])
     assert result.action is Action.RESERVED, result.message
     page = requests.get(f"{index.simple_url}acme-utils/", timeout=30)
     assert page.status_code == 200
     assert "acme_utils-0.0.0.tar.gz" in page.text
+
+
+def test_two_workers_upload_at_once_without_mixing_output(backend: TwineReservationBackend,
+                                                          fake: FakePublicIndex, tmp_path: Path,
+                                                          capfd: pytest.CaptureFixture[str]
+                                                          ) -> None:
+    names = [f"acme-worker-{i}" for i in range(8)]
+    files = {n: build_sdist(tmp_path / "dist", n, "0.0.0") for n in names}
+    results: dict[str, UploadResult] = {}
+
+    def work(chunk: list[str]) -> None:
+        for n in chunk:
+            results[n] = backend.upload(n, [files[n]])
+
+    threads = [threading.Thread(target=work, args=(names[i::2],)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert {n: r.action for n, r in results.items()} == {n: Action.RESERVED for n in names}
+    assert all(fake.uploads[n] == 1 for n in names)
+    out, _err = capfd.readouterr()
+    assert out == ""

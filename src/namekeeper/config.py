@@ -348,6 +348,9 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         url = p.get("url", str)
         if not url:
             raise ConfigError(f"[[poll]] entry {i + 1} needs a url")
+        if urlsplit(url).username or urlsplit(url).password:
+            raise ConfigError(f"[[poll]] entry {i + 1}: put credentials in environment variables "
+                              "(token-env, username + password-env), not in the url")
         polls.append(PollConfig(
             url=_url(url, f"[[poll]] {i + 1} url"),
             interval=parse_duration(p.get("interval", (str, int, float), "10m"),

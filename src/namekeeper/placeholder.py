@@ -28,7 +28,7 @@ the config). It is copied into a fresh temporary directory, file by file:
   ``sdist_basename``, ``organization``, ``contact``, ``message``, ``summary``,
   ``readme`` (the file that becomes the description) and ``metadata`` (the
   PKG-INFO header lines, as ``[key, value]`` pairs, single-line). The bundled
-  backend (``backend/placeholder_backend.py``) reads only this file; a custom
+  backend (``build-backend/placeholder_backend.py``) reads only this file; a custom
   template can reuse it unchanged.
 * Skipped: hidden files and folders (``.*``), ``__pycache__``, ``*.pyc``,
   and the top-level ``__init__.py`` (it only makes the bundled template an

@@ -1,0 +1,394 @@
+"""Send each alert to every notifier that wants it, once, and retry what failed.
+
+The dispatcher renders an outcome once, asks each notifier whether the
+alert's tags are for it, skips targets that already received this exact
+alert (same name, same state: see `render.fingerprint`), and records every
+attempt in a `DeliveryLog`.  A failed or raising notifier is scheduled for a
+retry with exponential backoff; it never stops the other notifiers, and
+nothing it does escapes as an exception.
+
+The `DeliveryLog` protocol is small and stores only strings and numbers, so
+the SQLite store can implement it; outcomes travel as JSON
+(`outcome_to_json` / `outcome_from_json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import quote
+
+from ..model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
+from .interface import TAG_TEST, Message, Notifier
+from .render import fingerprint, redact_text, render
+
+if TYPE_CHECKING:
+    from ..config import Config, Secret
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS = 8
+DEFAULT_BACKOFF_FIRST = 30.0  # seconds before the first retry; doubles each time
+DEFAULT_BACKOFF_MAX = 3600.0
+
+
+# ---------------------------------------------------------------------------
+# Outcomes as JSON
+
+
+def _dt(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _parse_dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def outcome_to_json(outcome: Outcome) -> str:
+    """A JSON document that `outcome_from_json` turns back into an equal `Outcome`."""
+    public = outcome.public
+    event = outcome.event
+    data: dict[str, Any] = {
+        "name": outcome.name,
+        "display_name": outcome.display_name,
+        "verdict": outcome.verdict.value,
+        "action": outcome.action.value,
+        "severity": outcome.severity.value,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "first_seen_private": _dt(outcome.first_seen_private),
+        "at": _dt(outcome.at),
+        "public": None if public is None else {
+            "name": public.name,
+            "exists": public.exists,
+            "owners": list(public.owners),
+            "organization": public.organization,
+            "versions": list(public.versions),
+            "first_release": _dt(public.first_release),
+            "ownership_known": public.ownership_known,
+            "url": public.url,
+        },
+        "event": None if event is None else {
+            "name": event.name,
+            "display_name": event.display_name,
+            "source": event.source,
+            "index": event.index,
+            "version": event.version,
+            "seen_at": _dt(event.seen_at),
+            "key": event.key,
+        },
+    }
+    return json.dumps(data, sort_keys=True)
+
+
+def outcome_from_json(text: str) -> Outcome:
+    """The `Outcome` that `outcome_to_json` wrote; ValueError when ``text`` is not one."""
+    try:
+        data = json.loads(text)
+        pub = data.get("public")
+        ev = data.get("event")
+        public = None if pub is None else PublicProject(
+            name=pub["name"],
+            exists=bool(pub["exists"]),
+            owners=tuple(pub.get("owners") or ()),
+            organization=pub.get("organization"),
+            versions=tuple(pub.get("versions") or ()),
+            first_release=_parse_dt(pub.get("first_release")),
+            ownership_known=bool(pub.get("ownership_known")),
+            url=pub.get("url"),
+        )
+        event = None if ev is None else NameEvent(
+            name=ev["name"],
+            display_name=ev["display_name"],
+            source=ev["source"],
+            index=ev["index"],
+            version=ev.get("version"),
+            seen_at=_parse_dt(ev.get("seen_at")) or datetime.fromtimestamp(0, timezone.utc),
+            key=ev.get("key"),
+        )
+        at = _parse_dt(data.get("at"))
+        outcome = Outcome(
+            name=data["name"],
+            display_name=data["display_name"],
+            verdict=Verdict(data["verdict"]),
+            action=Action(data["action"]),
+            severity=Severity(data["severity"]),
+            reason=data["reason"],
+            message=data["message"],
+            public=public,
+            event=event,
+            first_seen_private=_parse_dt(data.get("first_seen_private")),
+        )
+        return replace(outcome, at=at) if at is not None else outcome
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a stored outcome: {type(exc).__name__}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------
+# The delivery record
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A delivery to send again: which target, which alert, how often tried, when next."""
+
+    target: str
+    name: str
+    fingerprint: str
+    payload: str  # outcome_to_json(outcome)
+    attempts: int
+    next_at: float  # epoch seconds
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_from_json(self.payload)
+
+
+class DeliveryLog(Protocol):
+    """Where the dispatcher remembers what was delivered and what waits for a retry.
+
+    At most one retry is pending per (target, name): a newer alert about the
+    same name replaces an older one that never got through.
+    """
+
+    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
+        """True when the last alert delivered to ``target`` about ``name`` had this fingerprint."""
+
+    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
+                        error: str | None) -> None:
+        """Record one attempt; a success becomes the last delivered alert for (target, name)."""
+
+    def schedule_retry(self, retry: Retry) -> None:
+        """Insert or replace the pending retry for (retry.target, retry.name)."""
+
+    def retry_for(self, target: str, name: str) -> Retry | None:
+        """The pending retry for (target, name), if any."""
+
+    def clear_retry(self, target: str, name: str) -> None:
+        """Forget the pending retry for (target, name)."""
+
+    def pending_retries(self, now: float) -> list[Retry]:
+        """Every retry due at ``now`` (``next_at <= now``), oldest first."""
+
+
+class MemoryDeliveryLog:
+    """A `DeliveryLog` in a few dicts: for tests and one-shot CLI runs."""
+
+    def __init__(self) -> None:
+        self.delivered: dict[tuple[str, str], str] = {}
+        self.attempts: list[tuple[str, str, str, bool, str | None]] = []
+        self.retries: dict[tuple[str, str], Retry] = {}
+
+    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
+        return self.delivered.get((target, name)) == fingerprint
+
+    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
+                        error: str | None) -> None:
+        self.attempts.append((target, name, fingerprint, ok, error))
+        if ok:
+            self.delivered[(target, name)] = fingerprint
+
+    def schedule_retry(self, retry: Retry) -> None:
+        self.retries[(retry.target, retry.name)] = retry
+
+    def retry_for(self, target: str, name: str) -> Retry | None:
+        return self.retries.get((target, name))
+
+    def clear_retry(self, target: str, name: str) -> None:
+        self.retries.pop((target, name), None)
+
+    def pending_retries(self, now: float) -> list[Retry]:
+        return sorted((r for r in self.retries.values() if r.next_at <= now),
+                      key=lambda r: r.next_at)
+
+
+# ---------------------------------------------------------------------------
+# The dispatcher
+
+
+def project_page(web_url: str | None, name: str) -> str | None:
+    """The public index's human page for ``name`` (``<root>/project/<name>/``)."""
+    if not web_url:
+        return None
+    return web_url.rstrip("/") + "/project/" + quote(name, safe="") + "/"
+
+
+def config_secrets(config: Config) -> list[str]:
+    """Every secret in ``config``, so that none can slip into a message."""
+    found: list[Secret | None] = [config.public.token, config.artifactory.secret,
+                                  config.artifactory.token, *config.notify.urls]
+    for poll in config.polls:
+        found += [poll.token, poll.password]
+    return [s.reveal() for s in found if s is not None and s.reveal()]
+
+
+class Dispatcher:
+    """Delivers alerts to notifiers, once per state, with retries for failures."""
+
+    def __init__(
+        self,
+        notifiers: Sequence[Notifier],
+        delivery_log: DeliveryLog,
+        *,
+        web_url: str | None = None,
+        secrets: Iterable[str] = (),
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        backoff_first: float = DEFAULT_BACKOFF_FIRST,
+        backoff_max: float = DEFAULT_BACKOFF_MAX,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        names = [n.name for n in notifiers]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"two notifiers share the name(s) {', '.join(duplicates)}; "
+                             "deliveries are recorded per name")
+        self.notifiers = list(notifiers)
+        self.log = delivery_log
+        self.web_url = web_url
+        self.secrets = tuple(secrets)
+        self.max_attempts = max_attempts
+        self.backoff_first = backoff_first
+        self.backoff_max = backoff_max
+        self.clock = clock
+
+    @classmethod
+    def from_config(cls, config: Config, notifiers: Sequence[Notifier],
+                    delivery_log: DeliveryLog, **kwargs: Any) -> Dispatcher:
+        return cls(notifiers, delivery_log, web_url=config.public.web_url,
+                   secrets=config_secrets(config), max_attempts=config.queue.max_attempts,
+                   **kwargs)
+
+    def render(self, outcome: Outcome) -> Message:
+        return render(outcome, project_page(self.web_url, outcome.name), self.secrets)
+
+    def backoff(self, attempts: int) -> float:
+        """Seconds to wait after ``attempts`` failed attempts: 30 s, 1 min, 2 min, ... capped."""
+        return float(min(self.backoff_max, self.backoff_first * 2 ** max(0, attempts - 1)))
+
+    def dispatch(self, outcome: Outcome) -> dict[str, bool]:
+        """Deliver ``outcome`` to each notifier that wants it and has not had it; name → ok."""
+        message = self.render(outcome)
+        if not message.tags:
+            return {}
+        fp = fingerprint(outcome)
+        payload = outcome_to_json(outcome)
+        results: dict[str, bool] = {}
+        for notifier in self.notifiers:
+            if not self._wants(notifier, message.tags):
+                continue
+            if self.log.was_delivered(notifier.name, outcome.name, fp):
+                continue
+            pending = self.log.retry_for(notifier.name, outcome.name)
+            if pending is not None and pending.fingerprint == fp:
+                continue  # the retry queue already owns this alert
+            results[notifier.name] = self._attempt(notifier, message, outcome, fp, payload, 1)
+        return results
+
+    def retry_due(self, now: float | None = None) -> int:
+        """Send every retry that is due; return how many were delivered this time."""
+        now = self.clock() if now is None else now
+        by_name = {n.name: n for n in self.notifiers}
+        delivered = 0
+        for retry in self.log.pending_retries(now):
+            notifier = by_name.get(retry.target)
+            if notifier is None:
+                log.warning("dropping retry for %s: notifier %r is no longer configured",
+                            retry.name, retry.target)
+                self.log.clear_retry(retry.target, retry.name)
+                continue
+            try:
+                outcome = retry.outcome
+            except ValueError as exc:
+                log.error("dropping unreadable retry for %s to %r: %s",
+                          retry.name, retry.target, exc)
+                self.log.clear_retry(retry.target, retry.name)
+                continue
+            if self._attempt(notifier, self.render(outcome), outcome, retry.fingerprint,
+                             retry.payload, retry.attempts + 1):
+                delivered += 1
+        return delivered
+
+    @staticmethod
+    def _wants(notifier: Notifier, tags: frozenset[str]) -> bool:
+        wants = getattr(notifier, "wants", None)
+        if wants is None:
+            return True
+        try:
+            return bool(wants(tags))
+        except Exception:  # noqa: BLE001 - a broken plugin gets the alert rather than losing it
+            log.exception("notifier %r failed to answer wants(); sending anyway", notifier.name)
+            return True
+
+    def _send(self, notifier: Notifier, message: Message, outcome: Outcome) -> str | None:
+        """None when delivered, else why not; never raises."""
+        try:
+            deliver = getattr(notifier, "deliver", None)
+            ok = deliver(message, outcome) if deliver is not None else notifier.notify(outcome)
+        except Exception as exc:  # noqa: BLE001 - a notifier's bug must not stop the others
+            return redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
+        return None if ok else "the target did not accept the notification"
+
+    def _attempt(self, notifier: Notifier, message: Message, outcome: Outcome, fp: str,
+                 payload: str, attempt: int) -> bool:
+        error = self._send(notifier, message, outcome)
+        ok = error is None
+        self.log.record_delivery(notifier.name, outcome.name, fp, ok, error)
+        if ok:
+            self.log.clear_retry(notifier.name, outcome.name)
+            return True
+        if attempt >= self.max_attempts:
+            log.error("giving up on notifying %r about %s after %d attempts: %s",
+                      notifier.name, outcome.name, attempt, error)
+            self.log.clear_retry(notifier.name, outcome.name)
+            return False
+        delay = self.backoff(attempt)
+        log.warning("notifying %r about %s failed (attempt %d of %d): %s; retrying in %.0f s",
+                    notifier.name, outcome.name, attempt, self.max_attempts, error, delay)
+        self.log.schedule_retry(Retry(notifier.name, outcome.name, fp, payload, attempt,
+                                      self.clock() + delay))
+        return False
+
+
+# ---------------------------------------------------------------------------
+# namekeeper notify --test
+
+
+def make_test_outcome() -> Outcome:
+    """The harmless outcome a test message describes."""
+    return Outcome(
+        name="namekeeper-test", display_name="namekeeper-test", verdict=Verdict.EXCLUDED,
+        action=Action.SKIPPED, severity=Severity.NONE, reason="test message",
+        message="This is a test message from namekeeper: this target is configured correctly.",
+    )
+
+
+def make_test_message() -> Message:
+    text = ("This is a test message from namekeeper (namekeeper notify --test).\n"
+            "If you can read it, alerts about your private package names reach this target.")
+    return Message(
+        title="namekeeper: test notification",
+        text=text,
+        markdown=text.replace("\n", "  \n").replace("(", "\\(").replace(")", "\\)"),
+        html="<p>" + text.replace("\n", "<br>") + "</p>",
+        tags=frozenset({TAG_TEST}),
+    )
+
+
+def send_test(config: Config, notifiers: Sequence[Notifier]) -> list[tuple[str, bool, str | None]]:
+    """Send a clearly labelled test message to every notifier: (name, ok, error) each.
+
+    Routing and deduplication do not apply: every target is tried, and one
+    failing never stops the next.
+    """
+    dispatcher = Dispatcher.from_config(config, notifiers, MemoryDeliveryLog())
+    message, outcome = make_test_message(), make_test_outcome()
+    results = []
+    for notifier in notifiers:
+        error = dispatcher._send(notifier, message, outcome)
+        results.append((notifier.name, error is None, error))
+    return results

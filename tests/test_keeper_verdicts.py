@@ -1,0 +1,106 @@
+"""The keeper's verdicts and severities, from what the public index says (no I/O)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+
+from namekeeper.config import Config, PolicyConfig, PublicConfig, StoreConfig
+from namekeeper.keeper import Keeper
+from namekeeper.model import NameEvent, PublicProject, Severity, Verdict
+from namekeeper.public.interface import PublicIndex
+from namekeeper.store import Store
+
+SEEN = datetime(2026, 3, 1, tzinfo=timezone.utc)
+
+
+class Unreachable(PublicIndex):
+    """Proves that some verdicts are reached without asking the public index."""
+
+    def lookup(self, name: str) -> PublicProject:
+        raise AssertionError(f"the public index was asked about {name}")
+
+
+@pytest.fixture
+def keeper(tmp_path: Path) -> Keeper:
+    config = Config(public=PublicConfig(owners=("acme-security",), organization="acme"),
+                    policy=PolicyConfig(include=("*",), exclude=("acme-fork-*",)),
+                    store=StoreConfig(path=tmp_path / "s.sqlite3"))
+    return Keeper(config, Store(config.store.path), Unreachable())
+
+
+def seen(keeper: Keeper, name: str, version: str | None = "1.0") -> None:
+    keeper.store.note_seen(NameEvent(name=name, display_name=name, source="poll", index="x",
+                                     version=version, seen_at=SEEN))
+
+
+def project(**kw: object) -> PublicProject:
+    base = {"name": "acme-a", "exists": True, "ownership_known": True, "owners": ("mallory",),
+            "versions": ("0.1",), "first_release": datetime(2020, 1, 1, tzinfo=timezone.utc)}
+    base.update(kw)
+    return PublicProject(**base)  # type: ignore[arg-type]
+
+
+def test_a_missing_name_is_free(keeper: Keeper) -> None:
+    cls = keeper.judge("acme-a", PublicProject("acme-a", exists=False), None)
+    assert cls.verdict is Verdict.FREE
+
+
+def test_our_account_or_organisation_makes_it_ours(keeper: Keeper) -> None:
+    assert keeper.judge("acme-a", project(owners=("Acme-Security",)), None).verdict is Verdict.OURS
+    assert keeper.judge("acme-a", project(organization="ACME"), None).verdict is Verdict.OURS
+
+
+def test_someone_else_older_and_lower_is_taken_medium(keeper: Keeper) -> None:
+    seen(keeper, "acme-a", "2.0")
+    cls = keeper.judge("acme-a", project(), keeper.store.get("acme-a"))
+    assert (cls.verdict, cls.severity) == (Verdict.TAKEN, Severity.MEDIUM)
+    assert "mallory" in cls.reason
+
+
+def test_appearing_after_we_saw_it_privately_is_critical(keeper: Keeper) -> None:
+    seen(keeper, "acme-a", "2.0")
+    cls = keeper.judge("acme-a", project(first_release=datetime(2026, 4, 1, tzinfo=timezone.utc)),
+                       keeper.store.get("acme-a"))
+    assert cls.severity is Severity.CRITICAL and "after we first saw it" in cls.reason
+
+
+def test_a_higher_public_version_is_critical(keeper: Keeper) -> None:
+    seen(keeper, "acme-a", "2.0")
+    cls = keeper.judge("acme-a", project(versions=("0.1", "99.0")), keeper.store.get("acme-a"))
+    assert cls.severity is Severity.CRITICAL and "99.0 outranks" in cls.reason
+
+
+def test_unknown_private_version_is_high(keeper: Keeper) -> None:
+    seen(keeper, "acme-a", None)
+    cls = keeper.judge("acme-a", project(), keeper.store.get("acme-a"))
+    assert (cls.verdict, cls.severity) == (Verdict.TAKEN, Severity.HIGH)
+
+
+def test_author_email_never_decides_ownership(keeper: Keeper) -> None:
+    # No JSON API (ownership unknown): existing and not reserved by us means TAKEN,
+    # whatever the metadata claims.
+    cls = keeper.judge("acme-a", project(ownership_known=False, owners=()), None)
+    assert cls.verdict is Verdict.TAKEN and "unknown owners" in cls.reason
+
+
+def test_without_json_api_our_own_reservation_is_ours(keeper: Keeper) -> None:
+    from namekeeper.model import Action, Outcome
+
+    keeper.store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
+                                        action=Action.RESERVED, severity=Severity.NONE, reason="",
+                                        message=""), reserved=True)
+    rec = keeper.store.get("acme-a")
+    assert keeper.judge("acme-a", project(ownership_known=False, owners=()), rec).verdict is Verdict.OURS
+    # ...and a stale CDN 404 right after our upload does not make it FREE again.
+    assert keeper.judge("acme-a", PublicProject("acme-a", exists=False), rec).verdict is Verdict.OURS
+
+
+def test_stdlib_names_are_protected_without_asking(keeper: Keeper) -> None:
+    assert keeper.classify("asyncio").verdict is Verdict.PROTECTED
+
+
+def test_policy_exclusions_are_not_looked_up(keeper: Keeper) -> None:
+    assert keeper.classify("acme-fork-requests").verdict is Verdict.EXCLUDED
