@@ -573,8 +573,8 @@ class FakePublicIndex:
                 self._not_found(h, method)
         elif len(parts) == 2 and parts[0] == "files":
             with self._lock:
-                canon = self._files.get(parts[1])
-                file = self._projects[canon].files[parts[1]] if canon else None
+                owner = self._files.get(parts[1])
+                file = self._projects[owner].files[parts[1]] if owner else None
             if file is None:
                 self._not_found(h, method)
             else:

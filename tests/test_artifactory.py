@@ -532,7 +532,7 @@ class FakeArtifactory:
 
     def __init__(self) -> None:
         self.listings: dict[str, Any] = {}
-        self.repositories: list[dict[str, Any]] = []
+        self.repositories: list[Any] = []
         self.failures: dict[str, list[int]] = {}  # repo → statuses to answer first, in order
         self.requests: list[tuple[str, str | None]] = []
         fake = self
@@ -705,8 +705,13 @@ def test_run_stops_even_with_a_long_interval(fake_artifactory: FakeArtifactory,
     assert not loop.is_alive()
 
 
-def test_run_without_base_url_or_token_returns_at_once(sink: MemorySink) -> None:
+def test_run_without_base_url_or_token_only_waits_for_stop(sink: MemorySink) -> None:
+    source = make_source()
     stop = threading.Event()
-    make_source().run(sink, stop)  # returns: nothing to reconcile
-    assert make_source().reconcile_once(sink) == 0
+    loop = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
+    loop.start()
+    stop.set()
+    loop.join(timeout=30)
+    assert not loop.is_alive()
+    assert source.reconcile_once(sink) == 0
     assert sink.events == []

@@ -19,7 +19,7 @@ from namekeeper.names import InvalidName, canonical, validate_name
 from namekeeper.sources.artifactory import WEBHOOK_PATH, ArtifactorySource
 
 SECRET = "whsec-fuzz-not-a-real-secret"
-FUZZ = settings(max_examples=700, deadline=None, database=None,
+FUZZ = settings(max_examples=1500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
@@ -114,7 +114,7 @@ HOSTILE_VALUES = st.one_of(
                      "pypi-staging/acme/1.0/acme-1.0.tar.gz", "pypi-local/../x"]),
     st.just(KeyError),  # marker: delete the field
 )
-VALID = [
+VALID: list[dict[str, Any]] = [
     {"domain": "artifact", "event_type": "deployed",
      "data": {"repo_key": "pypi-local", "path": "acme-utils/1.0/acme_utils-1.0-py3-none-any.whl",
               "name": "acme_utils-1.0-py3-none-any.whl", "sha256": "a" * 64, "size": 2841},
@@ -181,7 +181,7 @@ def _is_valid_name(name: str) -> bool:
     try:
         validate_name(name)
     except InvalidName:
-        return True if False else False
+        return False
     return True
 
 

@@ -369,6 +369,9 @@ def scripted() -> Iterator[_ScriptedServer]:
     (401, "Unauthorized", "", Action.FAILED, "credentials"),
     (400, "Invalid distribution file.", "", Action.FAILED, "Invalid distribution file"),
     (503, "Service Unavailable", "", Action.FAILED, "try again later"),
+    # "isn't allowed" about something other than the name is no protected name.
+    (400, "Classifier 'Private :: Do Not Upload' isn't allowed.", "", Action.FAILED,
+     "refused"),
 ])
 def test_answers_map_to_actions(scripted: _ScriptedServer, tmp_path: Path, status: int,
                                 reason: str, body: str, action: Action, says: str) -> None:
@@ -407,6 +410,17 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 
 
 # --------------------------------------------------------------------------- plugin and devpi
+
+
+def test_the_real_placeholder_is_accepted(backend: TwineReservationBackend,
+                                          fake: FakePublicIndex, tmp_path: Path) -> None:
+    from namekeeper.placeholder import TemplatePlaceholderBuilder
+
+    files = TemplatePlaceholderBuilder(Config()).build("acme-utils", "Acme_Utils",
+                                                       tmp_path / "dist")
+    result = backend.upload("acme-utils", files)
+    assert result.action is Action.RESERVED, result.message
+    assert fake.uploads["acme-utils"] == 1
 
 
 def test_the_module_is_the_reservation_backend_plugin(fake: FakePublicIndex) -> None:

@@ -28,8 +28,9 @@ the config). It is copied into a fresh temporary directory, file by file:
   ``sdist_basename``, ``organization``, ``contact``, ``message``, ``summary``,
   ``readme`` (the file that becomes the description) and ``metadata`` (the
   PKG-INFO header lines, as ``[key, value]`` pairs, single-line). The bundled
-  backend (``build-backend/placeholder_backend.py``) reads only this file; a custom
-  template can reuse it unchanged.
+  backend (``build-backend/placeholder_backend.py``) reads only this file, plus
+  the rendered ``README.md`` as the long description; a custom template can
+  reuse it unchanged (keep a ``README.md`` then).
 * Skipped: hidden files and folders (``.*``), ``__pycache__``, ``*.pyc``,
   and the top-level ``__init__.py`` (it only makes the bundled template an
   importable resource). Symbolic links are refused.
@@ -316,10 +317,9 @@ def render(template: Traversable, dest: Path, facts: PlaceholderFacts) -> None:
         payload = source.read_bytes()
         escape = ESCAPERS.get(target.suffix)
         if escape is not None:
+            escaped = {key: escape(value) for key, value in raw.items()}
             try:
-                text = payload.decode("utf-8")
-                payload = Template(text).substitute({k: escape(v) for k, v in raw.items()})\
-                    .encode("utf-8")
+                payload = Template(payload.decode("utf-8")).substitute(escaped).encode("utf-8")
             except UnicodeDecodeError:
                 raise PlaceholderError(f"template file {relative} is not UTF-8 text") from None
             except KeyError as exc:

@@ -194,11 +194,11 @@ def serve(config: Config) -> int:
         if not stopping.is_set():
             stopping.set()
             log.warning("signal %d: stopping intake, finishing work in hand", signum)
-            server.close()  # type: ignore[attr-defined]
+            server.close()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    host, port = server.effective_host, server.effective_port  # type: ignore[union-attr]
+    host, port = server.effective_host, server.effective_port
     log.warning("listening on http://%s:%s/ (%d source(s), %d worker(s))", host, port,
                 len(service.sources), config.serve.workers)
     print(f"namekeeper: serving on http://{host}:{port}/", flush=True)

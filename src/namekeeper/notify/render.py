@@ -30,9 +30,12 @@ from .interface import (
 __all__ = ["Message", "fingerprint", "redact_text", "render", "tags_for"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-# CommonMark punctuation that can start formatting, a link, an HTML tag or a
-# mention (Slack ``<!channel>``, Teams ``<at>``), escaped with a backslash.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~|#!()])")
+# CommonMark punctuation that can start emphasis, code, a link or an HTML tag
+# or mention (Slack ``<!channel>``, Teams ``<at>``), escaped with a backslash.
+# Parentheses and ``!`` only matter next to an (escaped) bracket; block markers
+# (``#``, ``-``, ``1.``) only at the start of a line: see `_BLOCK_START`.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~])")
+_BLOCK_START = re.compile(r"^(\d*)([#+=>-]|(?<=\d)[.)])")
 _MAX_VERSIONS = 10
 _REDACTED = "***"
 #: Secrets shorter than this are not searched for: replacing a 1-3 character
@@ -246,8 +249,10 @@ def _as_text(headline: str, lines: list[tuple[str, str]], url: str | None) -> st
 
 
 def _md(value: str) -> str:
-    escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", value)
-    return escaped.replace("\n", "  \n")  # a hard line break, never a new block
+    lines = [_MARKDOWN_SPECIAL.sub(r"\\\1", line).strip() for line in value.split("\n")]
+    # A continuation line must not open a block (heading, list, quote, code).
+    lines[1:] = [_BLOCK_START.sub(r"\1\\\2", line) for line in lines[1:]]
+    return "  \n".join(lines)  # hard line breaks inside one paragraph
 
 
 def _as_markdown(headline: str, lines: list[tuple[str, str]], url: str | None) -> str:

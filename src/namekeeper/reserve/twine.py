@@ -315,12 +315,15 @@ class _Answer:
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
 
-    def matches(self, *needles: str) -> bool:
+    def matches(self, *needles: str | re.Pattern[str]) -> bool:
         """Whether the reason phrase — or, failing that, the body — says one of ``needles``."""
         for text in (self.reason, self.body):
             lowered = text.lower().replace("\u2019", "'")
-            if any(n in lowered for n in needles):
-                return True
+            for needle in needles:
+                if isinstance(needle, str) and needle in lowered:
+                    return True
+                if isinstance(needle, re.Pattern) and needle.search(lowered):
+                    return True
         return False
 
     def detail(self, secrets: tuple[str, ...]) -> str:
@@ -330,6 +333,10 @@ class _Answer:
             reason = f"{reason}: {snippet}" if reason and snippet else (reason or snippet)
         return f"{self.status} {_one_line(_scrub(reason, secrets))}".strip()
 
+
+# "The name 'x' isn't allowed." — not any "isn't allowed", which metadata errors may say too:
+# mistaking one of those for a protected name would leave the name unreserved, silently.
+_PROHIBITED_NAME = re.compile(r"\bname\b.{0,300}\bis(?:n't| not) allowed")
 
 _GENERIC_REASONS = frozenset({
     "bad request", "forbidden", "unauthorized", "not found", "conflict", "too many requests",
@@ -364,7 +371,7 @@ def _result_for_answer(name: str, filename: str, answer: _Answer,
             why = "it is the name of a Python standard-library module"
         elif answer.matches("too similar to an existing project"):
             why = "it is too similar to an existing project"
-        elif answer.matches("isn't allowed", "is not allowed"):
+        elif answer.matches(_PROHIBITED_NAME):
             why = "the index's administrators prohibit it"
         else:
             why = None
@@ -424,6 +431,9 @@ class TwineReservationBackend(ReservationBackend):
         with self._lock:
             if self._credentials is None:
                 self._credentials = self._find_credentials()
+                if self._credentials is not None:
+                    log.debug("upload credentials for %s come from %s", self._url,
+                              self._credentials.source)
             return self._credentials
 
     def _find_credentials(self) -> _Credentials | None:

@@ -391,8 +391,13 @@ class ArtifactorySource(EventSource):
         return bool(self.config.base_url and self.config.token is not None)
 
     def run(self, sink: EventSink, stop: threading.Event) -> None:
-        """Reconcile now and every ``reconcile_interval`` until ``stop`` is set."""
+        """Reconcile now and every ``reconcile_interval`` until ``stop`` is set.
+
+        Without a base URL and token there is nothing to poll, but the loop still
+        lives until ``stop``: the server reports a source whose thread ended as unhealthy.
+        """
         if not self.reconciles:
+            stop.wait()
             return
         while not stop.is_set():
             try:

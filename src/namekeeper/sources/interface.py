@@ -7,7 +7,6 @@ an `EventSink`, which makes them durable before the source acknowledges them.
 from __future__ import annotations
 
 import threading
-from abc import ABC
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
@@ -25,7 +24,7 @@ class EventSink(Protocol):
         ...
 
 
-class EventSource(ABC):
+class EventSource:
     """A webhook receiver (``routes``) and/or a background loop (``run``)."""
 
     #: Short identifier, used in logs, metrics and `NameEvent.source`.
@@ -35,5 +34,5 @@ class EventSource(ABC):
         """Map URL paths (e.g. ``/webhooks/artifactory``) to WSGI apps served by `namekeeper serve`."""
         return {}
 
-    def run(self, sink: EventSink, stop: threading.Event) -> None:  # noqa: B027 - optional hook
+    def run(self, sink: EventSink, stop: threading.Event) -> None:
         """Produce events until ``stop`` is set; the default source has no loop."""

@@ -1,0 +1,231 @@
+"""`namekeeper check / reserve / status` end to end, against the fake public index and devpi."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _devpi import DevpiServer, devpi, make_sdist  # noqa: F401
+from _fake_public import FakePublicIndex, fake_public  # noqa: F401
+
+from namekeeper.cli import main
+
+TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
+
+
+def write_config(tmp_path: Path, public_toml: str, extra: str = "") -> Path:
+    path = tmp_path / "namekeeper.toml"
+    path.write_text(public_toml + 'owners = ["acme-security"]\n' + f"""
+[placeholder]
+organization = "ACME Corp"
+contact = "security@acme.example"
+[policy]
+exclude = ["acme-fork-*"]
+[store]
+path = "state.sqlite3"
+""" + extra)
+    return path
+
+
+@pytest.fixture
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
+    fake_public.add_user("acme-security", TOKEN)
+    return fake_public
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, fake: FakePublicIndex) -> Path:
+    return write_config(tmp_path, fake.config_toml())
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list | str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    try:
+        return code, json.loads(out), err
+    except json.JSONDecodeError:
+        return code, out, err
+
+
+def test_reserve_then_pip_refuses_to_install_and_a_second_reserve_uploads_nothing(
+        tmp_path: Path, fake: FakePublicIndex, cfg: Path) -> None:
+    env = {**os.environ, "NAMEKEEPER_PUBLIC_TOKEN": TOKEN}
+    cmd = [sys.executable, "-m", "namekeeper.cli", "--config", str(cfg), "--format", "json",
+           "reserve", "Acme.Billing"]
+    first = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    [row] = json.loads(first.stdout)
+    assert (row["name"], row["verdict"], row["action"]) == ("acme-billing", "ours", "reserved")
+    assert fake.uploads["acme-billing"] == 1
+    assert fake.project("acme-billing")["owners"] == ["acme-security"]
+
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "--no-cache-dir",
+                          "--disable-pip-version-check", "--isolated", "--index-url", fake.simple_url,
+                          "--target", str(target), "acme-billing"],
+                         capture_output=True, text=True, timeout=300)
+    assert pip.returncode != 0
+    assert "private package of ACME Corp" in pip.stdout + pip.stderr
+    assert "security@acme.example" in pip.stdout + pip.stderr
+    assert not target.exists() or not any(target.iterdir())
+
+    attempts = sum(fake.attempts.values())
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)[0]["action"] == "already-ours"
+    assert sum(fake.attempts.values()) == attempts  # nothing was uploaded, not even tried
+    for text in (first.stdout, first.stderr, second.stdout, second.stderr):
+        assert TOKEN not in text
+
+
+def test_check_reports_every_verdict_with_owners_and_exit_code(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path) -> None:
+    fake.add_project("acme-utils", owners=["mallory"], organization="evil-corp",
+                     versions=["99.0"])
+    fake.add_project("acme-core", owners=["acme-security"])
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "check",
+                        "acme-utils", "acme-core", "acme-new", "asyncio", "acme-fork-x")
+    by_name = {r["name"]: r for r in rows}
+    assert code == 1
+    assert by_name["acme-utils"]["verdict"] == "taken"
+    assert by_name["acme-utils"]["owners"] == ["mallory"]
+    assert by_name["acme-utils"]["organization"] == "evil-corp"
+    assert by_name["acme-utils"]["highest_version"] == "99.0"
+    assert by_name["acme-utils"]["severity"] in ("high", "critical")
+    assert by_name["acme-core"]["verdict"] == "ours"
+    assert by_name["acme-new"]["verdict"] == "free"
+    assert by_name["asyncio"]["verdict"] == "protected"
+    assert by_name["acme-fork-x"]["verdict"] == "excluded"
+    assert sum(fake.attempts.values()) == 0  # check never uploads
+    assert all(r["reason"] for r in rows)
+
+
+def test_only_safe_names_exit_zero_and_print_a_table(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path) -> None:
+    fake.add_project("acme-core", owners=["acme-security"])
+    code, out, _ = run(capsys, "check", "acme-core", "json", "--config", str(cfg))
+    assert code == 0
+    assert "acme-core" in out and "ours" in out.lower() and "protected" in out.lower()
+
+
+@pytest.mark.parametrize("hostile", ["../x", 'a"]\n[tool', "-x", "x" * 200])
+def test_invalid_names_exit_2_and_touch_nothing(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path,
+        monkeypatch: pytest.MonkeyPatch, hostile: str) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    code, out, err = run(capsys, "--config", str(cfg), "reserve", "--", "acme-ok", hostile)
+    assert code == 2
+    assert err.startswith("namekeeper: error:") and err.count("\n") == 1
+    assert fake.requests == []  # validated before anything was asked or uploaded
+
+
+def test_missing_token_is_a_clear_error_and_nothing_is_uploaded(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path) -> None:
+    code, _, err = run(capsys, "--config", str(cfg), "reserve", "acme-billing")
+    assert code == 2
+    assert "NAMEKEEPER_PUBLIC_TOKEN" in err
+    assert sum(fake.attempts.values()) == 0
+
+
+def test_dry_run_uploads_nothing(capsys: pytest.CaptureFixture[str], fake: FakePublicIndex,
+                                 cfg: Path) -> None:
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                        "acme-billing", "--dry-run")
+    assert code == 0 and rows[0]["action"] == "dry-run" and rows[0]["verdict"] == "free"
+    assert sum(fake.attempts.values()) == 0
+
+
+def test_every_upload_answer_is_reported(capsys: pytest.CaptureFixture[str],
+                                         fake: FakePublicIndex, cfg: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    fake.add_project("acme-utils", owners=["mallory"])
+    fake.prohibit("acme-banned")
+    code, rows, err = run(capsys, "--config", str(cfg), "--format", "json", "-vv", "reserve",
+                          "acme-new", "acme-banned", "acme_uti1s", "acme-utils")
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["acme-new"]["action"] == "reserved"
+    assert by_name["acme-banned"]["action"] == "protected"
+    assert by_name["acme-uti1s"]["action"] == "protected"  # too similar to acme-utils
+    assert "similar" in by_name["acme-uti1s"]["message"]
+    assert by_name["acme-utils"]["action"] == "taken"
+    assert code == 1
+    assert TOKEN not in err and TOKEN not in json.dumps(rows)
+    state = (Path(cfg).parent / "state.sqlite3").read_bytes()
+    assert TOKEN.encode() not in state
+
+
+def test_the_public_index_rate_limit_is_reported(capsys: pytest.CaptureFixture[str],
+                                                 tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakePublicIndex(new_projects_per_hour=1) as fake:
+        fake.add_user("acme-security", TOKEN)
+        cfg = write_config(tmp_path, fake.config_toml())
+        monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+        code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                            "acme-one", "acme-two")
+    assert [r["action"] for r in rows] == ["reserved", "rate-limited"]
+    assert code == 1
+
+
+def test_our_own_budget_is_never_exceeded(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                          fake: FakePublicIndex,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    cfg = write_config(tmp_path, fake.config_toml(), "[queue]\nnew-projects-per-hour = 2\n")
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                        "acme-a", "acme-b", "acme-c")
+    assert [r["action"] for r in rows] == ["reserved", "reserved", "rate-limited"]
+    assert sum(fake.uploads.values()) == 2 and code == 1
+
+
+def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
+                                           fake: FakePublicIndex, cfg: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    fake.add_project("acme-utils", owners=["mallory"])
+    run(capsys, "--config", str(cfg), "reserve", "acme-billing", "acme-utils")
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "status")
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["acme-billing"]["verdict"] == "ours" and by_name["acme-billing"]["reserved_at"]
+    assert by_name["acme-utils"]["verdict"] == "taken"
+    assert code == 1
+
+
+def test_a_corrupt_config_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[public\n")
+    code, _, err = run(capsys, "--config", str(bad), "check", "acme-a")
+    assert code == 2 and "not valid TOML" in err
+
+
+def test_version_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and "namekeeper" in capsys.readouterr().out
+
+
+def test_devpi_as_a_public_index_without_json_api(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path, devpi: DevpiServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    index = devpi.new_index("public-standin")
+    someone = tmp_path / "dists"
+    someone.mkdir()
+    index.upload(make_sdist(someone, "acme-theirs", "5.0"))
+    public = (f'[public]\nsimple-url = "{index.simple_url}"\njson-url = ""\n'
+              f'upload-url = "{index.upload_url}"\nusername = "{index.user}"\n')
+    cfg = write_config(tmp_path, public)
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", index.password)
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                        "acme-mine", "acme-theirs")
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["acme-mine"]["action"] == "reserved"
+    assert by_name["acme-theirs"]["verdict"] == "taken"
+    assert by_name["acme-theirs"]["owners"] == []  # devpi publishes no owners
+    # The placeholder is really on devpi, and the store remembers it is ours.
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "check", "acme-mine")
+    assert rows[0]["verdict"] == "ours" and code == 0

@@ -1,0 +1,110 @@
+"""Queue workers: the budget of new public projects is spent fully and never exceeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from _fake_public import FakePublicIndex, fake_public  # noqa: F401
+
+from namekeeper import config as cfg
+from namekeeper.app import build_keeper
+from namekeeper.model import NameEvent
+from namekeeper.store import BUDGET_WINDOW, Store
+from namekeeper.worker import WorkerPool
+
+TOKEN = "pypi-worker-test-token"  # noqa: S105
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make_pool(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+              clock: Clock, extra: str = "") -> WorkerPool:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    fake.add_user("acme-security", TOKEN)
+    path = tmp_path / "nk.toml"
+    path.write_text(fake.config_toml(owners=["acme-security"]) + extra)
+    config = cfg.load(path)
+    store = Store(tmp_path / "s.sqlite3", clock=clock)
+    keeper, _ = build_keeper(config, with_notifiers=False, store=store)
+    return WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
+
+
+def test_budget_is_spent_fully_and_never_exceeded(tmp_path: Path, fake_public: FakePublicIndex,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    budget = 3
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock,
+                     f"[queue]\nnew-projects-per-hour = {budget}\n")
+    names = [f"acme-pkg-{i}" for i in range(8)]
+    for name in names:
+        pool.store.accept(NameEvent(name=name, display_name=name, source="test", index="x",
+                                    key=name))
+    upload_times: list[float] = []
+    for _ in range(200):  # bounded: each step either uploads, waits for budget, or ends
+        before = sum(fake_public.uploads.values())
+        if not pool.run_once():
+            ready = pool.store.next_ready_at()
+            if ready is None:
+                break
+            clock.t = max(clock.t, ready)  # jump straight to the moment work may go on
+            continue
+        if sum(fake_public.uploads.values()) > before:
+            upload_times.append(clock.t)
+    assert sorted(fake_public.uploads) == sorted(names)
+    assert all(n == 1 for n in fake_public.uploads.values())
+    # Never more than `budget` uploads in any window of an hour...
+    for i, start in enumerate(upload_times):
+        assert sum(1 for t in upload_times[i:] if t < start + BUDGET_WINDOW) <= budget
+    # ...and no idle window: each upload beyond the budget happens as soon as a slot frees.
+    for k in range(budget, len(upload_times)):
+        assert upload_times[k] == pytest.approx(upload_times[k - budget] + BUDGET_WINDOW, abs=1)
+
+
+def test_a_rate_limit_answer_pauses_spending(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    with FakePublicIndex(new_projects_per_hour=1, clock=clock) as fake:
+        pool = make_pool(tmp_path, fake, monkeypatch, clock)
+        for name in ("acme-a", "acme-b"):
+            pool.store.accept(NameEvent(name=name, display_name=name, source="t", index="x",
+                                        key=name))
+        assert pool.run_once() and pool.run_once()
+        assert sum(fake.uploads.values()) == 1
+        items = {i["name"]: i for i in pool.store.queue_items()}
+        waiting = [i for i in items.values() if i["state"] == "pending"]
+        assert len(waiting) == 1 and waiting[0]["attempts"] == 0  # waiting is not failing
+        assert waiting[0]["not_before"] > clock.t
+        attempts_before = sum(fake.attempts.values())
+        assert not pool.run_once()  # nothing is tried while the index asks us to wait
+        assert sum(fake.attempts.values()) == attempts_before
+        clock.t = pool.store.next_ready_at() + 3600
+        assert pool.run_once()
+        assert sum(fake.uploads.values()) == 2
+
+
+def test_after_max_attempts_a_name_is_visibly_failed(tmp_path: Path, fake_public: FakePublicIndex,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from _fake_public import FaultPlan
+
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock,
+                     "[queue]\nmax-attempts = 3\n")
+    fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/",))
+    pool.store.accept(NameEvent(name="acme-a", display_name="acme-a", source="t", index="x",
+                                key="a"))
+    for _ in range(10):
+        if not pool.run_once():
+            ready = pool.store.next_ready_at()
+            if ready is None:
+                break
+            clock.t = ready
+    [item] = pool.store.queue_items()
+    assert item["state"] == "failed" and item["attempts"] == 3
+    assert item["last_error"]
+    assert sum(fake_public.uploads.values()) == 0
