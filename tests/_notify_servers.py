@@ -11,14 +11,13 @@ import json
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-
-import pytest
 
 
 @dataclass
@@ -78,24 +77,13 @@ def _start_http() -> HttpReceiver:
     return receiver
 
 
-@pytest.fixture
-def http_receiver() -> Iterator[HttpReceiver]:
+@contextmanager
+def serving_http() -> Iterator[HttpReceiver]:
+    """An `HttpReceiver` for the duration of the block."""
     receiver = _start_http()
-    yield receiver
-    receiver.server.shutdown()
-    receiver.server.server_close()
-
-
-@pytest.fixture
-def http_receiver_factory() -> Iterator[Callable[[], HttpReceiver]]:
-    started: list[HttpReceiver] = []
-
-    def make() -> HttpReceiver:
-        started.append(_start_http())
-        return started[-1]
-
-    yield make
-    for receiver in started:
+    try:
+        yield receiver
+    finally:
         receiver.server.shutdown()
         receiver.server.server_close()
 
@@ -202,9 +190,12 @@ def _start_smtp() -> SmtpSink:
     return sink
 
 
-@pytest.fixture
-def smtp_sink() -> Iterator[SmtpSink]:
+@contextmanager
+def serving_smtp() -> Iterator[SmtpSink]:
+    """An `SmtpSink` for the duration of the block."""
     sink = _start_smtp()
-    yield sink
-    sink.server.shutdown()
-    sink.server.server_close()
+    try:
+        yield sink
+    finally:
+        sink.server.shutdown()
+        sink.server.server_close()

@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from _notify_helpers import PAGE, simple, taken, with_public
-from _notify_servers import closed_port, http_receiver, http_receiver_factory, smtp_sink  # noqa: F401
 from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
+from _notify_helpers import PAGE, simple, taken, with_public
+from _notify_servers import closed_port, serving_http, serving_smtp
 from namekeeper import config as nk_config
 from namekeeper.config import ConfigError
 from namekeeper.model import Action, Severity, Verdict
@@ -29,6 +29,18 @@ TEAMS_SIGNATURE = "sIgNaTuRe-0123456789abcdef"
 def _config(urls: list[str], config_file: Path | None = None) -> nk_config.Config:
     return nk_config.from_dict({"notify": {"urls": urls, **(
         {"config": str(config_file)} if config_file else {})}})
+
+
+@pytest.fixture
+def http_receiver():
+    with serving_http() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def smtp_sink():
+    with serving_smtp() as sink:
+        yield sink
 
 
 @pytest.fixture
@@ -181,10 +193,13 @@ def test_a_bad_url_is_refused_without_echoing_its_credentials(caplog):
     assert PASSWORD not in caplog.text
 
 
-def test_failing_targets_are_logged_retried_and_never_stop_the_others(
-        http_receiver_factory, caplog):
+def test_failing_targets_are_logged_retried_and_never_stop_the_others(caplog):
+    with serving_http() as good, serving_http() as broken:
+        _failing_targets(good, broken, caplog)
+
+
+def _failing_targets(good, broken, caplog) -> None:
     caplog.set_level(logging.DEBUG)
-    good, broken = http_receiver_factory(), http_receiver_factory()
     broken.status = 500
     notifiers = notifiers_from_urls([
         f"json://nk:{PASSWORD}@127.0.0.1:{broken.port}/hook",

@@ -6,10 +6,10 @@ import re
 from html.parser import HTMLParser
 
 import pytest
-from _notify_helpers import FIRST_RELEASE, PAGE, simple, taken, with_public
 from apprise.plugins.slack import NotifySlack
 from apprise.plugins.workflows import WORKFLOWS_MENTION_RE
 
+from _notify_helpers import FIRST_RELEASE, PAGE, simple, taken, with_public
 from namekeeper.model import Action, Severity, Verdict
 from namekeeper.notify.render import fingerprint, render, tags_for
 

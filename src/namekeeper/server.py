@@ -66,6 +66,8 @@ class Service:
     def start(self) -> None:
         self.workers.start()
         for source in self.sources:
+            if type(source).run is EventSource.run:
+                continue  # a webhook-only source has no loop to run
             t = threading.Thread(target=self._run_source, args=(source,),
                                  name=f"namekeeper-source-{source.name}", daemon=True)
             t.start()
@@ -91,10 +93,14 @@ class Service:
                 log.exception("retrying notifications failed")
 
     def shutdown(self, timeout: float = 30.0) -> None:
+        """Stop intake, let workers finish the item in hand; what is left stays queued."""
         self.stop.set()
         self.workers.shutdown(timeout)
         for t in self._source_threads:
             t.join(5.0)
+        if self.workers.alive_count():
+            # Still blocked on the network: hand the items back for the next start.
+            self.store.requeue_claimed()
 
     # -- WSGI ----------------------------------------------------------------------------------
 
@@ -102,6 +108,9 @@ class Service:
                  ) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
         route = self.routes.get(path) or self.routes.get(path.rstrip("/"))
+        if self.stop.is_set() and route not in (self._healthz, self._metrics):
+            return _json(start_response, "503 Service Unavailable",
+                         {"status": "stopping", "reason": "namekeeper is shutting down"})
         if route is None:
             return _json(start_response, "404 Not Found", {"status": "not-found",
                                                            "reason": "no such endpoint"})
@@ -179,7 +188,13 @@ def wsgi_app(config: Config | None = None) -> Service:
 
 
 def serve(config: Config) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    waitress runs in a daemon thread.  On a signal, intake stops at once (new
+    webhooks get 503, which Artifactory retries), the workers finish or release
+    the item in their hands, and the process exits; an open keep-alive
+    connection cannot hold the shutdown hostage.
+    """
     from waitress.server import create_server
 
     service = Service(config)
@@ -192,23 +207,22 @@ def serve(config: Config) -> int:
 
     def _stop(signum: int, _frame: object) -> None:
         if not stopping.is_set():
-            stopping.set()
             log.warning("signal %d: stopping intake, finishing work in hand", signum)
-            server.close()
+        stopping.set()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     host, port = server.effective_host, server.effective_port
+    http = threading.Thread(target=server.run, name="namekeeper-http", daemon=True)
+    http.start()
     log.warning("listening on http://%s:%s/ (%d source(s), %d worker(s))", host, port,
                 len(service.sources), config.serve.workers)
     print(f"namekeeper: serving on http://{host}:{port}/", flush=True)
-    try:
-        server.run()
-    except (OSError, ValueError):
-        if not stopping.is_set():
-            raise
-    finally:
-        service.shutdown()
-        service.store.close()
+    while not stopping.wait(0.5):
+        if not http.is_alive():
+            log.error("the HTTP server stopped unexpectedly")
+            break
+    service.shutdown(timeout=20.0)
+    service.store.close()
     log.warning("namekeeper stopped cleanly")
     return 0

@@ -62,6 +62,9 @@ class WorkerPool:
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
+    def alive_count(self) -> int:
+        return sum(t.is_alive() for t in self._threads)
+
     def notify_work(self) -> None:
         self.wake.set()
 

@@ -1,0 +1,244 @@
+"""`namekeeper serve` as a real process: webhooks in, placeholders out, through crashes and faults."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from _devpi import DevpiServer, devpi, make_sdist  # noqa: F401
+from _fake_public import FakePublicIndex, FaultPlan, fake_public  # noqa: F401
+
+from namekeeper.store import Store
+
+TOKEN = "pypi-serve-test-token-SECRET"  # noqa: S105
+HOOK_SECRET = "webhook-SECRET-value"  # noqa: S105
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def payload(name: str, *, repo: str = "pypi-local", kind: str = "whl", version: str = "1.0",
+            as_string: bool = False, event_type: str = "deployed") -> bytes:
+    stem = name.replace("-", "_")
+    filename = (f"{stem}-{version}-py3-none-any.whl" if kind == "whl"
+                else f"{stem}-{version}.tar.gz")
+    data: Any = {"repo_key": repo, "path": f"{name}/{version}/{filename}", "name": filename,
+                 "sha256": hashlib.sha256(filename.encode()).hexdigest(), "size": 2841}
+    if as_string:
+        data = json.dumps(data)
+    return json.dumps({"domain": "artifact", "event_type": event_type, "data": data,
+                       "subscription_key": "nk", "jpd_origin": "https://artifactory.example.com",
+                       "source": "jfrog/jfrt@01"}).encode()
+
+
+def sign(body: bytes, secret: str = HOOK_SECRET) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+class Service:
+    def __init__(self, tmp_path: Path, public_toml: str, extra: str = "") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.config = tmp_path / "namekeeper.toml"
+        self.config.write_text(public_toml + 'owners = ["acme-security"]\n' + f"""
+[placeholder]
+organization = "ACME Corp"
+contact = "security@acme.example"
+[store]
+path = "state.sqlite3"
+[serve]
+port = {self.port}
+[artifactory]
+signing = true
+repos = ["pypi-local"]
+""" + extra)
+        self.store_path = tmp_path / "state.sqlite3"
+        self.log = tmp_path / "serve.log"
+        self.env = {**os.environ, "NAMEKEEPER_PUBLIC_TOKEN": TOKEN,
+                    "NAMEKEEPER_ARTIFACTORY_SECRET": HOOK_SECRET}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.http = requests.Session()
+
+    def start(self) -> Service:
+        self._log = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "namekeeper.cli", "--config", str(self.config), "serve"],
+            env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
+        wait_for(self._healthy, 60, "namekeeper serve to become healthy")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"serve exited early:\n{self.log.read_text()[-3000:]}")
+        try:
+            return requests.get(self.url + "healthz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    def post(self, body: bytes, *, auth: str | None = None, **headers: str) -> requests.Response:
+        hdrs = {"Content-Type": "application/json",
+                "X-JFrog-Event-Auth": sign(body) if auth is None else auth, **headers}
+        return self.http.post(self.url + "webhooks/artifactory", data=body, headers=hdrs,
+                              timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=60)
+        self._log.close()
+        return code
+
+
+@pytest.fixture
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
+    fake_public.add_user("acme-security", TOKEN)
+    return fake_public
+
+
+@pytest.fixture
+def service(tmp_path: Path, fake: FakePublicIndex) -> Iterator[Service]:
+    svc = Service(tmp_path, fake.config_toml()).start()
+    yield svc
+    if svc.proc and svc.proc.poll() is None:
+        svc.stop()
+
+
+def test_webhooks_become_placeholders(service: Service, fake: FakePublicIndex) -> None:
+    answers = [
+        service.post(payload("acme-wheel")),
+        service.post(payload("acme-sdist", kind="sdist")),
+        service.post(payload("acme-as-string", as_string=True)),
+    ]
+    assert [r.status_code for r in answers] == [202, 202, 202]
+    prop = json.dumps({"domain": "artifact_property", "event_type": "added",
+                       "data": {"repo_key": "pypi-local", "path": "acme-prop/1.0/x.whl",
+                                "name": "acme_prop-1.0-py3-none-any.whl",
+                                "property_key": "pypi.name", "property_values": ["acme-prop"]}}
+                      ).encode()
+    assert service.post(prop).status_code == 202
+    names = ["acme-wheel", "acme-sdist", "acme-as-string", "acme-prop"]
+    wait_for(lambda: all(fake.uploads[n] == 1 for n in names), 60, "the placeholders")
+    # The same delivery again is acknowledged and changes nothing.
+    assert service.post(payload("acme-wheel")).status_code == 202
+    metrics = requests.get(service.url + "metrics", timeout=5).text
+    assert 'namekeeper_reservations_total{action="reserved"} 4' in metrics
+    assert "namekeeper_budget_left 16" in metrics
+    assert 'namekeeper_queue_depth{state="done"} 4' in metrics
+    assert service.stop() == 0
+    assert all(fake.uploads[n] == 1 for n in names)
+    log = service.log.read_text()
+    assert TOKEN not in log and HOOK_SECRET not in log
+
+
+def test_rejections_are_4xx_and_change_nothing(service: Service, fake: FakePublicIndex) -> None:
+    body = payload("acme-x")
+    assert service.post(body, auth="").status_code == 401
+    assert service.post(body, auth=sign(body, "wrong")).status_code == 401
+    assert service.post(body, auth=HOOK_SECRET).status_code == 401  # signing is on
+    assert service.post(b"x" * (1024 * 1024 + 10)).status_code == 413
+    r = service.post(b"{not json")
+    assert r.status_code == 400 and r.json()["reason"]
+    assert service.post(json.dumps({"domain": "artifact"}).encode()).status_code == 400
+    assert service.post(payload("acme-x", repo="other-repo")).status_code == 200
+    assert service.post(payload("acme-x", event_type="deleted")).status_code == 200
+    hostile = payload("acme-x").replace(b"acme_x-1.0-py3", b"..%2F_x-1.0-py3")
+    assert service.post(hostile).status_code in (200, 400)
+    assert requests.get(service.url + "nope", timeout=5).status_code == 404
+    time.sleep(0.5)  # give a (wrongly) queued event the chance to show
+    assert sum(fake.attempts.values()) == 0
+    assert not Store(service.store_path).all_names()
+
+
+def test_a_crash_loses_nothing_and_does_nothing_twice(tmp_path: Path) -> None:
+    with FakePublicIndex(new_projects_per_hour=10_000) as fake:
+        fake.add_user("acme-security", TOKEN)
+        svc = Service(tmp_path, fake.config_toml(),
+                      "[queue]\nnew-projects-per-hour = 10000\n").start()
+        names = [f"acme-crash-{i}" for i in range(200)]
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda n: svc.post(payload(n)).status_code, names))
+        assert codes == [202] * 200
+        assert svc.stop(signal.SIGKILL) == -signal.SIGKILL
+        in_flight = sum(fake.uploads.values())
+        assert in_flight < 200, "the crash came too late to prove anything"
+        svc.start()
+        wait_for(lambda: all(fake.uploads[n] >= 1 for n in names), 240, "every name reserved")
+        assert svc.stop() == 0
+        assert {n: fake.uploads[n] for n in names} == dict.fromkeys(names, 1)
+        store = Store(svc.store_path)
+        assert all(store.get(n).reserved for n in names)
+
+
+def test_faults_end_in_reserved_or_failed_without_busy_looping(tmp_path: Path) -> None:
+    with FakePublicIndex(new_projects_per_hour=10_000) as fake:
+        fake.add_user("acme-security", TOKEN)
+        fake.faults = FaultPlan(rate=0.3, seed=7, stall_seconds=3.0)
+        svc = Service(tmp_path, fake.config_toml(timeout=1),
+                      "[queue]\nnew-projects-per-hour = 10000\nmax-attempts = 6\n"
+                      "backoff-base = 1.3\nbackoff-max = 2\n").start()
+        names = [f"acme-fault-{i}" for i in range(30)]
+        for n in names:
+            assert svc.post(payload(n)).status_code == 202
+        store = Store(svc.store_path)
+
+        def settled() -> bool:
+            items = store.queue_items()
+            return len(items) == len(names) and all(i["state"] in ("done", "failed")
+                                                    for i in items)
+
+        wait_for(settled, 240, "every name to be reserved or failed")
+        assert svc._healthy()
+        assert svc.stop() == 0
+        done = {i["name"] for i in store.queue_items("done")}
+        for n in names:
+            assert fake.uploads[n] <= 1
+            if n in done:
+                assert store.get(n).reserved
+        assert len(done) > len(names) // 2
+        # No busy loop: a bounded number of requests per name and attempt.
+        assert len(fake.requests) <= len(names) * 6 * 12
+
+
+def test_a_poller_finds_names_on_a_devpi_index(tmp_path: Path, fake: FakePublicIndex,
+                                               devpi: DevpiServer) -> None:
+    private = devpi.new_index("private-for-serve")
+    dists = tmp_path / "dists"
+    dists.mkdir()
+    private.upload(make_sdist(dists, "acme-polled", "1.0"))
+    svc = Service(tmp_path, fake.config_toml(),
+                  f'[[poll]]\nurl = "{private.simple_url}"\ninterval = "1s"\n').start()
+    try:
+        wait_for(lambda: fake.uploads["acme-polled"] == 1, 60, "the polled name reserved")
+        private.upload(make_sdist(dists, "acme-later", "2.0"))
+        wait_for(lambda: fake.uploads["acme-later"] == 1, 60, "a later upload reserved")
+        metrics = requests.get(svc.url + "metrics", timeout=5).text
+        assert "namekeeper_poll_last_timestamp_seconds" in metrics
+    finally:
+        assert svc.stop() == 0
