@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+# Fixtures of the fakes and servers the tests start: the fake public index, devpi-server.
+pytest_plugins = ["_fake_public", "_devpi"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -18,3 +21,15 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pyt
     # twine falls back to ~/.pypirc and keyring for credentials; neither may leak in.
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.null.Keyring")
+
+
+@pytest.fixture(autouse=True)
+def _reset_cli_logging() -> object:
+    """`namekeeper.cli.main` configures the "namekeeper" logger for a process; undo it per test."""
+    import logging
+
+    yield
+    logger = logging.getLogger("namekeeper")
+    logger.handlers[:] = []
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)

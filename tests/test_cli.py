@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from _devpi import DevpiServer, devpi, make_sdist  # noqa: F401
-from _fake_public import FakePublicIndex, fake_public  # noqa: F401
 
+from _devpi import DevpiServer, make_sdist
+from _fake_public import FakePublicIndex
 from namekeeper.cli import main
 
 TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
@@ -19,7 +19,7 @@ TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
 
 def write_config(tmp_path: Path, public_toml: str, extra: str = "") -> Path:
     path = tmp_path / "namekeeper.toml"
-    path.write_text(public_toml + 'owners = ["acme-security"]\n' + f"""
+    path.write_text(public_toml + 'owners = ["acme-security"]\n' + """
 [placeholder]
 organization = "ACME Corp"
 contact = "security@acme.example"

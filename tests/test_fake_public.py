@@ -15,11 +15,10 @@ import pytest
 import requests
 import tomllib
 
-from _fake_public import (  # noqa: F401
+from _fake_public import (
     FakePublicIndex,
     FaultPlan,
     build_sdist,
-    fake_public,
     make_sdist_bytes,
 )
 from _fake_public import post_upload as upload

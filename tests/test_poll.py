@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from _devpi import DevpiServer, devpi, make_sdist  # noqa: F401
+from _devpi import DevpiServer, make_sdist
 from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from _fake_public import FakePublicIndex, FaultPlan, fake_public, post_upload  # noqa: F401
+from _fake_public import FakePublicIndex, FaultPlan, post_upload
 from namekeeper import __version__
 from namekeeper.config import Config, PublicConfig, Secret
 from namekeeper.plugins import get_plugin_manager

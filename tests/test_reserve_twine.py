@@ -20,12 +20,11 @@ import pluggy
 import pytest
 import requests
 
-from _devpi import devpi, make_sdist  # noqa: F401
+from _devpi import make_sdist
 from _fake_public import (
     FakePublicIndex,
     FaultPlan,
     build_sdist,
-    fake_public,  # noqa: F401
     http_date_after,
 )
 from namekeeper import hookspecs

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import requests
-from _devpi import DevpiServer, devpi, make_sdist  # noqa: F401
-from _fake_public import FakePublicIndex, FaultPlan, fake_public  # noqa: F401
 
+from _devpi import DevpiServer, make_sdist
+from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.store import Store
 
 TOKEN = "pypi-serve-test-token-SECRET"  # noqa: S105

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _fake_public import FakePublicIndex, fake_public  # noqa: F401
 
+from _fake_public import FakePublicIndex
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
 from namekeeper.model import NameEvent

@@ -48,5 +48,5 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
         if notifiers:
             from .notify.dispatch import Dispatcher
 
-            notify = Dispatcher(notifiers, store.delivery_log()).dispatch
+            notify = Dispatcher.from_config(config, notifiers, store.delivery_log()).dispatch
     return Keeper(config, store, public, builder, backend, notify), store

@@ -62,6 +62,8 @@ class Keeper:
         self.builder = builder
         self.backend = backend
         self._notify = notify
+        #: False under the queue: a failure it will retry is not worth an alert yet.
+        self.notify_transient = True
 
     def missing_credentials(self) -> str | None:
         """Why an upload cannot be attempted (no token anywhere), or None."""
@@ -249,9 +251,15 @@ class Keeper:
         self.store.record_outcome(outcome, reserved=held)
         log.info("%s: %s (%s) — %s", outcome.name, outcome.verdict.value, outcome.action.value,
                  outcome.message)
-        if self._notify is not None:
-            try:
-                self._notify(outcome)
-            except Exception:  # noqa: BLE001 - a notifier never stops a reservation
-                log.exception("notifying about %s failed", outcome.name)
+        if outcome.retry_after is None or self.notify_transient:
+            self.notify(outcome)
         return outcome
+
+    def notify(self, outcome: Outcome) -> None:
+        """Hand an outcome to the notifiers; their failure never stops a reservation."""
+        if self._notify is None:
+            return
+        try:
+            self._notify(outcome)
+        except Exception:  # noqa: BLE001
+            log.exception("notifying about %s failed", outcome.name)

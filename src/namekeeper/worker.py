@@ -12,6 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 
 from .config import QueueConfig
 from .keeper import Keeper
@@ -28,6 +29,7 @@ class WorkerPool:
     def __init__(self, keeper: Keeper, store: Store, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time) -> None:
         self.keeper = keeper
+        keeper.notify_transient = False  # the pool retries; it alerts when it gives up
         self.store = store
         self.queue = queue
         self.threads_wanted = threads
@@ -119,9 +121,10 @@ class WorkerPool:
             self.store.release(item.name, not_before=self.clock() + max(outcome.retry_after, 0.05),
                                error=outcome.message, count_attempt=False)
             return
-        self._retry(item, outcome.message, outcome.retry_after)
+        if self._retry(item, outcome.message, outcome.retry_after) == "failed":
+            self.keeper.notify(replace(outcome, retry_after=None))
 
-    def _retry(self, item: WorkItem, error: str, retry_after: float | None) -> None:
+    def _retry(self, item: WorkItem, error: str, retry_after: float | None) -> str:
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
         state = self.store.release(item.name, not_before=self.clock() + delay, error=error,
@@ -131,3 +134,4 @@ class WorkerPool:
                       self.queue.max_attempts, error)
         else:
             log.warning("%s will be tried again in %.1f s: %s", item.name, delay, error)
+        return state

@@ -1,0 +1,438 @@
+"""Webhook intake under load: sustained accepted events/s and latency, with durable enqueue.
+
+    /work/venv/bin/python benchmarks/bench_webhooks.py [--count 5000] [--threads 8] [--json]
+
+Starts ``namekeeper serve`` as a subprocess on a free port of 127.0.0.1, with
+the Artifactory webhook source (signing on) and its public side pointed at a
+fake public index (tests/_fake_public.py, in a subprocess of its own so it
+shares no interpreter lock with the load generator).  The queue workers run as
+in production and drain the queue meanwhile; by default with ``[policy]
+dry-run = true`` (they look names up on the fake but upload nothing;
+``--upload`` lets them upload to the fake too).
+
+K client threads (``--threads``), each on one keep-alive connection, post
+Artifactory ``deployed`` webhooks for distinct names, signed with
+``X-JFrog-Event-Auth`` = hex HMAC-SHA256 of the raw body, until ``--count``
+events are sent or ``--max-seconds`` have passed.  By default each thread sends
+as fast as it is answered (closed loop: the throughput the service can
+sustain); ``--rate N`` paces the whole load to N events/s instead (open loop,
+latency counted from each request's scheduled time).  Every answer must be 202.
+
+Then: the service gets SIGTERM and must exit 0 within 30 s, and the store is
+opened to check that every accepted event is in the events journal.
+
+Baseline: the goal itself — 500 events/s with p99 <= 50 ms on this 2-core
+machine; the ratios printed are measured/500 and p99/50 ms.
+
+Exit code: 0 when every answer was 202, every accepted event is journaled and
+the service stopped cleanly (goals met or not: this is a measurement); 1
+otherwise; 2 when the service could not be started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import secrets
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN  # noqa: E402
+from namekeeper.store import Store  # noqa: E402
+
+GOAL_EVENTS_PER_S = 500.0
+GOAL_P99_MS = 50.0
+WEBHOOK_PATH = "/webhooks/artifactory"
+REPO_KEY = "pypi-local"
+USER = "bench-user"
+STOP_TIMEOUT = 30.0
+
+# The fake public index, run in its own process; stops when stdin closes (or after a cap).
+FAKE_SCRIPT = textwrap.dedent("""
+    import json, sys, threading
+    sys.path.insert(0, sys.argv[1])
+    from _fake_public import FakePublicIndex
+    fake = FakePublicIndex(new_projects_per_hour=1_000_000).start()
+    fake.add_user(sys.argv[2], sys.argv[3])
+    print(json.dumps({"config": fake.config_toml(owners=[sys.argv[2]])}), flush=True)
+    closed = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
+    closed.wait(float(sys.argv[4]))
+    fake.stop()
+""")
+
+
+class BenchError(Exception):
+    """The benchmark cannot run (setup problem); exit 2 with this message."""
+
+
+@dataclass
+class LoadResult:
+    latencies_ms: list[float] = field(default_factory=list)  # of 202 answers
+    statuses: Counter[str] = field(default_factory=Counter)
+    accepted_names: set[str] = field(default_factory=set)
+    sent: int = 0
+    wall_s: float = 0.0
+    stopped_by_time: bool = False
+
+
+def webhook(i: int, run_id: str, secret: bytes) -> tuple[str, bytes, str]:
+    """(canonical name, raw body, signature) of the ``i``-th distinct deploy."""
+    name = f"nkbench-{run_id}-w{i:06d}"
+    dist = name.replace("-", "_")
+    filename = f"{dist}-1.0-py3-none-any.whl"
+    payload = {
+        "domain": "artifact",
+        "event_type": "deployed",
+        "data": {"repo_key": REPO_KEY, "path": f"{name}/1.0/{filename}", "name": filename,
+                 "sha256": hashlib.sha256(filename.encode()).hexdigest(), "size": 2841},
+        "subscription_key": "bench",
+        "jpd_origin": "",
+        "source": "jfrog/jfrt@bench",
+    }
+    body = json.dumps(payload).encode()
+    return name, body, hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def start_fake(token: str, lifetime: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-c", FAKE_SCRIPT, str(REPO / "tests"), USER, token,
+                             str(lifetime)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.kill()
+        raise BenchError("the fake public index did not start")
+    return proc, json.loads(line)["config"]
+
+
+def stop_fake(proc: subprocess.Popen[str]) -> None:
+    try:
+        if proc.stdin is not None:
+            proc.stdin.close()
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def write_config(workdir: Path, public_toml: str, *, workers: int, dry_run: bool) -> Path:
+    config = workdir / "namekeeper.toml"
+    config.write_text(public_toml + textwrap.dedent(f"""
+        [placeholder]
+        organization = "Bench Org"
+        contact = "security@bench.invalid"
+
+        [policy]
+        dry-run = {"true" if dry_run else "false"}
+
+        [store]
+        path = "{(workdir / 'state.sqlite3').as_posix()}"
+
+        [serve]
+        host = "127.0.0.1"
+        port = 0
+        workers = {workers}
+
+        [artifactory]
+        signing = true
+        repos = ["{REPO_KEY}"]
+
+        [queue]
+        new-projects-per-hour = 1000000
+        """), encoding="utf-8")
+    return config
+
+
+def start_service(config: Path, env: dict[str, str], logdir: Path
+                  ) -> tuple[subprocess.Popen[bytes], int]:
+    """``namekeeper serve`` on port 0; returns once /healthz answers 200."""
+    out, err = (logdir / "serve.stdout").open("wb"), (logdir / "serve.stderr").open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "namekeeper.cli", "--config", str(config),
+                             "serve"], env=env, stdout=out, stderr=err)
+    deadline = time.monotonic() + 30
+    port = None
+    while time.monotonic() < deadline and proc.poll() is None:
+        text = (logdir / "serve.stdout").read_text(errors="replace")
+        if "serving on http://" in text:
+            port = int(text.split("serving on http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+            break
+        time.sleep(0.05)
+    while port is not None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+            conn.close()
+        except OSError:
+            pass
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    tail = (logdir / "serve.stderr").read_text(errors="replace")[-1500:]
+    raise BenchError(f"namekeeper serve did not become healthy within 30 s:\n{tail}")
+
+
+def stop_service(proc: subprocess.Popen[bytes]) -> tuple[int | None, float]:
+    """SIGTERM; (exit code or None if it had to be killed, seconds to exit)."""
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code: int | None = proc.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    return code, time.perf_counter() - t0
+
+
+def get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode(errors="replace")
+    finally:
+        conn.close()
+
+
+# --------------------------------------------------------------------------- load
+
+
+def run_load(port: int, bodies: list[tuple[str, bytes, str]], *, threads: int,
+             max_seconds: float, rate: float) -> LoadResult:
+    """Post every body once from ``threads`` keep-alive connections; bounded in time."""
+    result = LoadResult()
+    lock = threading.Lock()
+    next_index = iter(range(len(bodies)))
+    start = time.perf_counter() + 0.05  # every thread starts from the same instant
+    deadline = start + max_seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        latencies, statuses, accepted, sent = [], Counter[str](), [], 0
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                break
+            scheduled = start + i / rate if rate else None
+            now = time.perf_counter()
+            if now >= deadline:
+                with lock:
+                    result.stopped_by_time = True
+                break
+            if scheduled is not None and scheduled > now:
+                time.sleep(scheduled - now)
+            name, body, signature = bodies[i]
+            t0 = time.perf_counter() if scheduled is None else scheduled
+            try:
+                conn.request("POST", WEBHOOK_PATH, body=body, headers={
+                    "Content-Type": "application/json", "X-JFrog-Event-Auth": signature})
+                resp = conn.getresponse()
+                resp.read()
+                status = str(resp.status)
+            except (OSError, http.client.HTTPException) as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            elapsed = (time.perf_counter() - t0) * 1000
+            sent += 1
+            statuses[status] += 1
+            if status == "202":
+                latencies.append(elapsed)
+                accepted.append(name)
+        conn.close()
+        with lock:
+            result.latencies_ms += latencies
+            result.statuses.update(statuses)
+            result.accepted_names.update(accepted)
+            result.sent += sent
+
+    workers = [threading.Thread(target=client, name=f"load-{k}") for k in range(threads)]
+    while time.perf_counter() < start:
+        pass
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    result.wall_s = time.perf_counter() - start
+    return result
+
+
+def _percentile(sorted_values: list[float], pct: float) -> float:
+    rank = max(1, -(-len(sorted_values) * pct // 100))
+    return sorted_values[int(rank) - 1]
+
+
+def journaled_names(store_path: Path) -> set[str]:
+    """Names of every Artifactory event in the store's journal."""
+    Store(store_path).close()  # opens it the way the service does (schema, WAL)
+    with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
+        return {row[0] for row in db.execute("SELECT name FROM events WHERE source = ?",
+                                             ("artifactory",))}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=5000, help="events to send (default 5000)")
+    parser.add_argument("--threads", type=int, default=8, help="client threads (default 8)")
+    parser.add_argument("--max-seconds", type=float, default=60.0,
+                        help="time cap for the load (default 60)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="pace the load to this many events/s (default: unpaced)")
+    parser.add_argument("--warmup", type=int, default=100,
+                        help="events sent before the measurement (not counted in figures, "
+                             "checked in the journal; default 100)")
+    parser.add_argument("--workers", type=int, default=2, help="[serve] workers (default 2)")
+    parser.add_argument("--upload", action="store_true",
+                        help="let the workers upload placeholders to the fake (default dry run)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    if not (1 <= args.count <= 200_000 and 1 <= args.threads <= 64
+            and 0 < args.max_seconds <= 600 and 0 <= args.warmup <= 10_000):
+        parser.error("--count 1..200000, --threads 1..64, --max-seconds up to 600, "
+                     "--warmup up to 10000")
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
+
+    run_id = secrets.token_hex(3)
+    secret = secrets.token_hex(32)
+    token = "bench-" + secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NAMEKEEPER_")}
+    env.update({ENV_ARTIFACTORY_SECRET: secret, ENV_PUBLIC_TOKEN: token})
+    bodies = [webhook(i, run_id, secret.encode()) for i in range(args.warmup + args.count)]
+    warmup, measured = bodies[:args.warmup], bodies[args.warmup:]
+
+    report: dict[str, Any] = {
+        "machine_cores": os.cpu_count(), "python": sys.version.split()[0],
+        "threads": args.threads, "rate_target": args.rate or None,
+        "workers": args.workers, "worker_mode": "upload" if args.upload else "dry-run",
+    }
+    fake, public_toml = start_fake(token, lifetime=args.max_seconds + 300)
+    service = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="nk-bench-webhooks-") as tmp:
+            workdir = Path(tmp)
+            config = write_config(workdir, public_toml, workers=args.workers,
+                                  dry_run=not args.upload)
+            try:
+                service, port = start_service(config, env, workdir)
+            except BenchError as exc:
+                print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
+                return 2
+            log(f"namekeeper serve on 127.0.0.1:{port}; {len(warmup)} warm-up events ...")
+            warm = run_load(port, warmup, threads=args.threads, max_seconds=args.max_seconds,
+                            rate=0.0) if warmup else LoadResult()
+            log(f"{len(measured)} events from {args.threads} threads"
+                f"{f' at {args.rate:g}/s' if args.rate else ''} (cap {args.max_seconds:g} s) ...")
+            load = run_load(port, measured, threads=args.threads, max_seconds=args.max_seconds,
+                            rate=args.rate)
+            _, metrics = get(port, "/metrics")
+            code, stop_s = stop_service(service)
+            service = None
+            journal = journaled_names(workdir / "state.sqlite3")
+            queue = Store(workdir / "state.sqlite3").queue_counts()
+            stderr_tail = (workdir / "serve.stderr").read_text(errors="replace")
+            report["service_errors_logged"] = sum(
+                1 for line in stderr_tail.splitlines() if " ERROR " in line)
+    finally:
+        if service is not None:
+            service.kill()
+            service.wait()
+        stop_fake(fake)
+
+    lat = sorted(load.latencies_ms)
+    accepted = len(load.accepted_names)
+    events_s = accepted / load.wall_s if load.wall_s else 0.0
+    all_accepted = load.accepted_names | warm.accepted_names
+    lost = sorted(all_accepted - journal)
+    p99 = _percentile(lat, 99) if lat else None
+    report.update({
+        "sent": load.sent,
+        "accepted": accepted,
+        "answers": dict(load.statuses),
+        "stopped_by_time_cap": load.stopped_by_time,
+        "wall_s": round(load.wall_s, 2),
+        "events_per_s": round(events_s, 1),
+        "p50_ms": round(_percentile(lat, 50), 2) if lat else None,
+        "p90_ms": round(_percentile(lat, 90), 2) if lat else None,
+        "p99_ms": round(p99, 2) if p99 is not None else None,
+        "max_ms": round(lat[-1], 2) if lat else None,
+        "mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+        "ratio_events_per_s_over_goal": round(events_s / GOAL_EVENTS_PER_S, 2),
+        "ratio_p99_over_goal": round(p99 / GOAL_P99_MS, 2) if p99 is not None else None,
+        "warmup_answers": dict(warm.statuses),
+        "journal": {"accepted_including_warmup": len(all_accepted),
+                    "journaled": len(journal & all_accepted), "lost": lost[:20],
+                    "lost_count": len(lost)},
+        "queue_after_stop": queue,
+        "metrics_events": [line for line in metrics.splitlines()
+                           if line.startswith("namekeeper_events_total")],
+        "shutdown": {"exit_code": code, "seconds": round(stop_s, 2)},
+    })
+    report["goals"] = {
+        f">= {GOAL_EVENTS_PER_S:.0f} events/s": events_s >= GOAL_EVENTS_PER_S,
+        f"p99 <= {GOAL_P99_MS:.0f} ms": p99 is not None and p99 <= GOAL_P99_MS,
+    }
+    non_202 = (load.sent - accepted) + (warm.sent - len(warm.accepted_names))
+    report["correct"] = {"every_answer_202": non_202 == 0, "every_accepted_event_journaled":
+                         not lost, "clean_shutdown": code == 0}
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0 if all(report["correct"].values()) else 1
+
+
+def print_report(r: dict[str, Any]) -> None:
+    mode = f"paced at {r['rate_target']:g}/s" if r["rate_target"] else "unpaced (closed loop)"
+    print(f"\nArtifactory webhook intake — {r['machine_cores']} cores, Python {r['python']}, "
+          f"{r['threads']} client threads, {mode}, {r['workers']} worker(s) in {r['worker_mode']}")
+    print(f"sent {r['sent']}, accepted (202) {r['accepted']} in {r['wall_s']} s"
+          f"{' (stopped by the time cap)' if r['stopped_by_time_cap'] else ''}; answers "
+          f"{r['answers']}")
+    print(f"sustained: {r['events_per_s']} events/s  (goal {GOAL_EVENTS_PER_S:.0f}: ratio "
+          f"{r['ratio_events_per_s_over_goal']}x)")
+    print(f"latency:   p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, "
+          f"max {r['max_ms']} ms  (goal p99 <= {GOAL_P99_MS:.0f} ms: ratio "
+          f"{r['ratio_p99_over_goal']})")
+    for goal, met in r["goals"].items():
+        print(f"  goal {goal}: {'met' if met else 'NOT met'}")
+    j = r["journal"]
+    print(f"durability: {j['journaled']}/{j['accepted_including_warmup']} accepted events in the "
+          f"store's journal (warm-up included){'' if not j['lost_count'] else '; LOST: ' + str(j['lost'])}")
+    print(f"queue after stop: {r['queue_after_stop']} (workers drained some meanwhile)")
+    sd = r["shutdown"]
+    print(f"SIGTERM: exit {sd['exit_code']} after {sd['seconds']} s; errors in the service log: "
+          f"{r['service_errors_logged']}")
+    print("correct: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["correct"].items()),
+          flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
