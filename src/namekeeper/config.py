@@ -157,6 +157,7 @@ class QueueConfig:
 class NotifyConfig:
     urls: tuple[Secret, ...] = field(default=(), repr=False)  # apprise URLs embed credentials
     config: Path | None = None
+    retry_first: float = 30.0  # first wait before a failed delivery is tried again; then doubling
 
 
 @dataclass(frozen=True)
@@ -372,13 +373,15 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         raise ConfigError("[queue] new-projects-per-hour and max-attempts must be at least 1")
 
-    nt = _Table(top.get("notify", dict, {}), "notify", {"urls", "config"})
+    nt = _Table(top.get("notify", dict, {}), "notify", {"urls", "config", "retry-first"})
     notify_config = nt.get("config", str)
     if notify_config and source is not None:
         notify_config = str((source.parent / notify_config).resolve())
     notify = NotifyConfig(
         urls=tuple(Secret(u) for u in nt.strings("urls")),
         config=Path(notify_config) if notify_config else None,
+        retry_first=parse_duration(nt.get("retry-first", (str, int, float), "30s"),
+                                   "[notify] retry-first"),
     )
 
     return Config(public=public, placeholder=placeholder, policy=policy, store=store,

@@ -86,7 +86,7 @@ class Service:
             log.exception("event source %s stopped with an error", source.name)
 
     def _retry_notifications(self, dispatcher: Any) -> None:
-        while not self.stop.wait(5.0):
+        while not self.stop.wait(1.0):
             try:
                 dispatcher.retry_due(time.time())
             except Exception:  # noqa: BLE001

@@ -259,6 +259,7 @@ class Dispatcher:
     @classmethod
     def from_config(cls, config: Config, notifiers: Sequence[Notifier],
                     delivery_log: DeliveryLog, **kwargs: Any) -> Dispatcher:
+        kwargs.setdefault("backoff_first", config.notify.retry_first)
         return cls(notifiers, delivery_log, web_url=config.public.web_url,
                    secrets=config_secrets(config), max_attempts=config.queue.max_attempts,
                    **kwargs)

@@ -1,0 +1,133 @@
+"""Alerts end to end: `namekeeper serve` and `namekeeper notify --test` through real apprise."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+from _fake_public import FakePublicIndex
+from _notify_servers import HttpReceiver, Received, closed_port, serving_http
+from test_serve import TOKEN, Service, payload, wait_for
+
+from namekeeper.cli import main
+
+
+def test_notify_test_reports_each_target(capsys: pytest.CaptureFixture[str],
+                                         tmp_path: Path) -> None:
+    with serving_http() as receiver:
+        dead = closed_port()
+        cfg = tmp_path / "nk.toml"
+        cfg.write_text(f'[notify]\nurls = ["{receiver.url()}", "json://127.0.0.1:{dead}/x"]\n'
+                       f'[store]\npath = "s.sqlite3"\n')
+        code = main(["--config", str(cfg), "--format", "json", "notify", "--test"])
+        rows = json.loads(capsys.readouterr().out)
+        assert code == 1  # one target failed
+        assert [r["delivered"] for r in rows] == [True, False]
+        assert rows[1]["error"]
+        [got] = receiver.wait_for(1)
+        assert "test" in json.dumps(got.json()).lower()
+
+
+def test_notify_test_without_targets_is_a_usage_error(capsys: pytest.CaptureFixture[str],
+                                                       tmp_path: Path) -> None:
+    cfg = tmp_path / "nk.toml"
+    cfg.write_text("")
+    assert main(["--config", str(cfg), "notify", "--test"]) == 2
+    assert "no notification targets" in capsys.readouterr().err
+
+
+def test_service_alerts_once_per_state_routes_by_tag_and_retries(tmp_path: Path,
+                                                                 fake_public: FakePublicIndex
+                                                                 ) -> None:
+    fake = fake_public
+    fake.add_user("acme-security", TOKEN)
+    fake.add_project("acme-taken", owners=["mallory"], versions=["1.0"])
+    with serving_http() as alerts, serving_http() as reserved_channel:
+        late_port = closed_port()
+        notify = (f'[notify]\nretry-first = "1s"\nurls = ["{alerts.url("/alerts")}", '
+                  f'"reserved={reserved_channel.url("/reserved")}", '
+                  f'"json://127.0.0.1:{late_port}/late"]\n')
+        svc = Service(tmp_path, fake.config_toml(), notify).start()
+        try:
+            assert svc.post(payload("acme-taken")).status_code == 202
+            assert svc.post(payload("acme-free")).status_code == 202
+            wait_for(lambda: fake.uploads["acme-free"] == 1, 60, "acme-free reserved")
+            [taken] = alerts.wait_for(1, timeout=30)
+            text = json.dumps(taken.json())
+            assert "acme-taken" in text and "mallory" in text
+            assert "/project/acme-taken/" in text  # a link to the public project page
+            [reserved] = reserved_channel.wait_for(1, timeout=30)
+            assert "acme-free" in json.dumps(reserved.json())
+            # Untagged targets get `taken` and `failed` only; the reserved channel no taken.
+            assert all("acme-free" not in json.dumps(r.json()) for r in alerts.requests)
+            assert all("acme-taken" not in json.dumps(r.json())
+                       for r in reserved_channel.requests)
+
+            # The target that refused connections gets the alert once it is up: the failed
+            # delivery was kept in the store and retried.
+            late = bind_receiver(late_port)
+            try:
+                with late.cond:
+                    assert late.cond.wait_for(lambda: len(late.requests) >= 1, 30)
+                assert "acme-taken" in late.requests[0].body.decode()
+            finally:
+                late.server.shutdown()
+                late.server.server_close()
+
+            # The same state again (another file of the same project): no second alert.
+            assert svc.post(payload("acme-taken", kind="sdist")).status_code == 202
+            wait_for(lambda: svc_queue_settled(svc), 30, "the queue to settle")
+        finally:
+            assert svc.stop() == 0
+
+        # After a restart the alert is still not repeated...
+        svc.start()
+        try:
+            assert svc.post(payload("acme-taken", version="1.1")).status_code == 202
+            wait_for(lambda: svc_queue_settled(svc), 30, "the queue to settle")
+            assert len([r for r in alerts.requests if "acme-taken" in r.body.decode()]) == 1
+            # ...but a change (a new public version) is news.
+            fake.add_project("acme-taken", owners=["mallory"], versions=["1.0", "66.0"])
+            assert svc.post(payload("acme-taken", version="1.2")).status_code == 202
+            alerts.wait_for(2, timeout=30)
+            assert "66.0" in alerts.requests[-1].body.decode()
+        finally:
+            assert svc.stop() == 0
+        log = svc.log.read_text()
+        assert TOKEN not in log
+        assert "acme-taken" in log and "json" in log  # the failed delivery was logged
+
+
+def bind_receiver(port: int) -> HttpReceiver:
+    """An `HttpReceiver` on a given port (the one a target was refused on)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    holder: dict[str, HttpReceiver] = {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            r = holder["r"]
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with r.cond:
+                r.requests.append(Received(self.path, dict(self.headers), body))
+                r.cond.notify_all()
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    holder["r"] = HttpReceiver(server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return holder["r"]
+
+
+def svc_queue_settled(svc: Service) -> bool:
+    from namekeeper.store import Store
+
+    counts = Store(svc.store_path).queue_counts()
+    return counts["pending"] == 0 and counts["claimed"] == 0
