@@ -21,11 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import InvalidVersion, Version
 
 from .model import NameEvent, Outcome
+
+if TYPE_CHECKING:
+    from .notify.delivery_log import StoreDeliveryLog
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS names (
@@ -457,56 +460,10 @@ class Store:
     def budget_spent_at(self) -> list[float]:
         return [r["at"] for r in self._db().execute("SELECT at FROM budget ORDER BY at")]
 
-    # -- notification deliveries (the notify.dispatch.DeliveryLog protocol) ---------------------
+    # -- notification deliveries ------------------------------------------------------------------
 
     def delivery_log(self) -> StoreDeliveryLog:
-        """The dispatcher's memory: what was sent where, and what waits for a retry."""
+        """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""
+        from .notify.delivery_log import StoreDeliveryLog
+
         return StoreDeliveryLog(self)
-
-
-class StoreDeliveryLog:
-    """`notify.dispatch.DeliveryLog` on the store, so dedup and retries survive restarts."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        row = self.store._db().execute("SELECT fingerprint FROM delivered WHERE target=? AND "
-                                       "name=?", (target, name)).fetchone()
-        return row is not None and row["fingerprint"] == fingerprint
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        with self.store._write() as db:
-            if ok:
-                db.execute("INSERT OR REPLACE INTO delivered VALUES (?, ?, ?, ?)",
-                           (target, name, fingerprint, self.store._clock()))
-            self.store._history(db, name, "notified" if ok else "notify-failed",
-                                {"target": target, "error": error})
-
-    def schedule_retry(self, retry: Any) -> None:
-        with self.store._write() as db:
-            db.execute("INSERT OR REPLACE INTO delivery_retries VALUES (?, ?, ?, ?, ?, ?)",
-                       (retry.target, retry.name, retry.fingerprint, retry.payload,
-                        retry.attempts, retry.next_at))
-
-    def retry_for(self, target: str, name: str) -> Any:
-        row = self.store._db().execute("SELECT * FROM delivery_retries WHERE target=? AND name=?",
-                                       (target, name)).fetchone()
-        return self._retry(row) if row else None
-
-    def clear_retry(self, target: str, name: str) -> None:
-        with self.store._write() as db:
-            db.execute("DELETE FROM delivery_retries WHERE target=? AND name=?", (target, name))
-
-    def pending_retries(self, now: float) -> list[Any]:
-        rows = self.store._db().execute("SELECT * FROM delivery_retries WHERE next_at <= ? "
-                                        "ORDER BY next_at", (now,)).fetchall()
-        return [self._retry(r) for r in rows]
-
-    @staticmethod
-    def _retry(row: sqlite3.Row) -> Any:
-        from .notify.dispatch import Retry
-
-        return Retry(target=row["target"], name=row["name"], fingerprint=row["fingerprint"],
-                     payload=row["payload"], attempts=row["attempts"], next_at=row["next_at"])
