@@ -242,3 +242,30 @@ def test_a_poller_finds_names_on_a_devpi_index(tmp_path: Path, fake: FakePublicI
         assert "namekeeper_poll_last_timestamp_seconds" in metrics
     finally:
         assert svc.stop() == 0
+
+
+def test_the_service_is_a_wsgi_callable_for_any_wsgi_server(tmp_path: Path, fake: FakePublicIndex,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    import webtest
+
+    from namekeeper import config as cfg
+    from namekeeper.server import wsgi_app
+
+    svc = Service(tmp_path, fake.config_toml())  # writes the config; not started as a process
+    monkeypatch.setenv("NAMEKEEPER_CONFIG", str(svc.config))
+    for key in ("NAMEKEEPER_PUBLIC_TOKEN", "NAMEKEEPER_ARTIFACTORY_SECRET"):
+        monkeypatch.setenv(key, svc.env[key])
+    app = wsgi_app()
+    try:
+        client = webtest.TestApp(app)
+        assert client.get("/healthz").status_int == 200
+        body = payload("acme-gunicorn")
+        answer = client.post("/webhooks/artifactory", body,
+                             headers={"X-JFrog-Event-Auth": sign(body),
+                                      "Content-Type": "application/json"})
+        assert answer.status_int == 202
+        wait_for(lambda: fake.uploads["acme-gunicorn"] == 1, 60, "the placeholder")
+    finally:
+        app.shutdown()
+    assert cfg.load().serve.port == svc.port
