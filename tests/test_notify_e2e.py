@@ -7,11 +7,11 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from _fake_public import FakePublicIndex
 from _notify_servers import HttpReceiver, Received, closed_port, serving_http
-from test_serve import TOKEN, Service, payload, wait_for
-
 from namekeeper.cli import main
+from test_serve import TOKEN, Service, payload, wait_for
 
 
 def test_notify_test_reports_each_target(capsys: pytest.CaptureFixture[str],

@@ -14,14 +14,15 @@ Three things twine does by itself that a service must not let happen:
   the ``.pypirc`` section whose ``repository`` is our upload URL, then the
   keyring) and always hand twine an explicit password; with none, `upload`
   fails before any request leaves the process.  `has_credentials` lets the
-  keeper and the CLI check that up front.
+  keeper and the CLI check that up front.  (`._twine_credentials`)
 - **Output on stdout.**  twine prints through ``rich`` and logs under the
   ``twine`` logger.  Both are routed, per thread, into the
   ``namekeeper.reserve.twine`` logger at DEBUG/INFO, with the token scrubbed.
+  (`._twine_output`)
 - **No timeout, and five immediate retries on a 5xx.**  Our settings give
   twine's session a timeout (``[public] timeout``) and make one attempt per
   file: retrying, with backoff and within the hourly budget, is the queue's
-  job.
+  job.  (`._twine_session`)
 
 Transient or final?  A failure worth retrying later (5xx, 408, network error,
 timeout) and every rate-limit come back with ``UploadResult.transient`` set;
@@ -32,8 +33,6 @@ config, a name).
 
 from __future__ import annotations
 
-import base64
-import configparser
 import dataclasses
 import email.utils
 import logging
@@ -41,27 +40,23 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from typing import TYPE_CHECKING
 
 import requests
 import twine.commands.upload
-import twine.repository
-import twine.settings
-from requests.adapters import HTTPAdapter
 from twine import exceptions as twine_exceptions
 from twine import utils as twine_utils
 
-from .. import __version__
 from ..config import ENV_PUBLIC_TOKEN, PublicConfig
 from ..hookspecs import hookimpl
 from ..model import Action, UploadResult
 from ..names import InvalidName, canonical, name_from_filename
+from ._twine_credentials import Credentials, find_credentials, split_userinfo
+from ._twine_output import capturing, scrub
+from ._twine_session import UploadSettings
 from .interface import ReservationBackend
 
 if TYPE_CHECKING:
@@ -69,7 +64,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_SCRUBBED = "***"
 _MAX_DETAIL = 240  # characters of the index's answer quoted in a message
 _MAX_BODY = 4000  # characters of a response body searched for the answer's text
 _TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
@@ -99,185 +93,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return seconds
-
-
-# --------------------------------------------------------------------------- credentials
-
-
-@dataclass(frozen=True)
-class _Credentials:
-    username: str
-    password: str
-    source: str  # where they came from, for messages; never the value
-
-    def secrets(self) -> tuple[str, ...]:
-        """Every form in which the password could show up in text: raw, URL-quoted, basic-auth."""
-        basic = base64.b64encode(f"{self.username}:{self.password}".encode()).decode("ascii")
-        forms = {self.password, quote(self.password, safe=""), basic}
-        return tuple(sorted((f for f in forms if f), key=len, reverse=True))
-
-
-def _split_userinfo(url: str) -> tuple[str, str | None, str | None]:
-    """``url`` without its ``user:password@`` part, and that user and password (unquoted)."""
-    parts = urlsplit(url)
-    if "@" not in parts.netloc:
-        return url, None, None
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user, _, password = userinfo.partition(":")
-    clean = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    return clean, unquote(user) or None, unquote(password) or None
-
-
-def _same_url(a: str, b: str) -> bool:
-    def key(url: str) -> tuple[str, str, str]:
-        p = urlsplit(twine_utils.normalize_repository_url(url))
-        return p.scheme.lower(), p.netloc.lower(), p.path.rstrip("/")
-
-    return key(a) == key(b)
-
-
-# --------------------------------------------------------------------------- twine's output
-
-_capture = threading.local()
-_install_lock = threading.Lock()
-_installed = False
-
-
-def _scrub(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, _SCRUBBED)
-    return text
-
-
-def _current_secrets() -> tuple[str, ...]:
-    return getattr(_capture, "secrets", ())
-
-
-class _TwineLogBridge(logging.Handler):
-    """Re-logs twine's records under our logger, scrubbed; INFO and below become DEBUG."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = record.getMessage()
-            if record.exc_info and record.exc_info[1] is not None:
-                exc = record.exc_info[1]
-                text = f"{text} ({type(exc).__name__}: {exc})"
-            level = logging.DEBUG if record.levelno < logging.WARNING else logging.INFO
-            log.log(level, "twine: %s", _scrub(text, _current_secrets()))
-        except Exception:  # noqa: BLE001 - logging must never break an upload
-            self.handleError(record)
-
-
-def _plain(objects: tuple[Any, ...], sep: str) -> str:
-    """What ``rich.print`` would have shown, without its markup."""
-    text = sep.join(str(o) for o in objects)
-    try:
-        from rich.text import Text
-
-        return Text.from_markup(text).plain
-    except Exception:  # noqa: BLE001 - malformed markup: show it raw
-        return text
-
-
-def _make_router(original: Callable[..., None]) -> Callable[..., None]:
-    def routed_print(*objects: Any, sep: str = " ", end: str = "\n", **kwargs: Any) -> None:
-        if not getattr(_capture, "active", False):
-            original(*objects, sep=sep, end=end, **kwargs)
-            return
-        text = _plain(objects, sep).strip()
-        if text:
-            log.debug("twine: %s", _scrub(text, _current_secrets()))
-
-    routed_print.namekeeper_router = True  # type: ignore[attr-defined]
-    return routed_print
-
-
-def _install_output_capture() -> None:
-    """Route twine's rich prints and log records into our logger (once per process).
-
-    ``redirect_stdout`` would swap the process-wide ``sys.stdout`` under every
-    other thread; instead the ``print`` that twine's modules imported from
-    ``rich`` is replaced by a router that diverts only calls made inside our
-    `_capturing` block on the same thread and passes every other call through.
-    The ``twine`` logger stops propagating: its records reach the root handlers
-    through our logger, scrubbed.
-    """
-    global _installed
-    with _install_lock:
-        if _installed:
-            return
-        for module in (twine.commands.upload, twine.repository):
-            original = getattr(module, "print", None)
-            if callable(original) and not getattr(original, "namekeeper_router", False):
-                setattr(module, "print", _make_router(original))  # noqa: B010 - mypy-safe patch
-        twine_logger = logging.getLogger("twine")
-        if not any(isinstance(h, _TwineLogBridge) for h in twine_logger.handlers):
-            twine_logger.addHandler(_TwineLogBridge())
-        twine_logger.propagate = False
-        _installed = True
-
-
-@contextmanager
-def _capturing(secrets: tuple[str, ...]) -> Iterator[None]:
-    _install_output_capture()
-    previous = getattr(_capture, "active", False), _current_secrets()
-    _capture.active, _capture.secrets = True, secrets
-    try:
-        yield
-    finally:
-        _capture.active, _capture.secrets = previous
-
-
-# --------------------------------------------------------------------------- twine's session
-
-
-class _TimeoutAdapter(HTTPAdapter):
-    """twine's session sends without a timeout; a stalled index would hold a worker forever."""
-
-    def __init__(self, timeout: float, **kwargs: Any) -> None:
-        self._timeout = timeout
-        super().__init__(**kwargs)
-
-    def send(self, request: requests.PreparedRequest, stream: bool = False,
-             timeout: Any = None, verify: Any = True, cert: Any = None,
-             proxies: Any = None) -> requests.Response:
-        return super().send(request, stream=stream,
-                            timeout=self._timeout if timeout is None else timeout,
-                            verify=verify, cert=cert, proxies=proxies)
-
-
-class _OneShotRepository(twine.repository.Repository):
-    """One POST per file: twine's own loop resends five times at once on a 5xx."""
-
-    def upload(self, package: Any, max_redirects: int = 5) -> requests.Response:
-        return super().upload(package, max_redirects=1)
-
-
-class _Settings(twine.settings.Settings):
-    """twine's settings, plus a timeout, a User-Agent naming us, and a single attempt."""
-
-    def __init__(self, *, timeout: float, **kwargs: Any) -> None:
-        self.namekeeper_timeout = timeout
-        super().__init__(**kwargs)
-
-    def create_repository(self) -> twine.repository.Repository:
-        repo = _OneShotRepository(
-            str(self.repository_config["repository"]),
-            self.username,
-            self.password,
-            self.disable_progress_bar,
-        )
-        repo.set_certificate_authority(self.cacert)
-        repo.set_client_certificate(self.client_cert)
-        retries = getattr(repo.session.get_adapter("https://"), "max_retries", 0)
-        adapter = _TimeoutAdapter(self.namekeeper_timeout, max_retries=retries)
-        for scheme in ("http://", "https://"):
-            repo.session.mount(scheme, adapter)
-        twine_agent = repo.session.headers.get("User-Agent", "")
-        if isinstance(twine_agent, bytes):
-            twine_agent = twine_agent.decode("latin-1")
-        repo.session.headers["User-Agent"] = f"namekeeper/{__version__} {twine_agent}".strip()
-        return repo
 
 
 # --------------------------------------------------------------------------- the answer
@@ -331,7 +146,7 @@ class _Answer:
         if not reason or reason.lower() in _GENERIC_REASONS:
             snippet = _one_line(self.body)
             reason = f"{reason}: {snippet}" if reason and snippet else (reason or snippet)
-        return f"{self.status} {_one_line(_scrub(reason, secrets))}".strip()
+        return f"{self.status} {_one_line(scrub(reason, secrets))}".strip()
 
 
 # "The name 'x' isn't allowed." — not any "isn't allowed", which metadata errors may say too:
@@ -408,14 +223,14 @@ class TwineReservationBackend(ReservationBackend):
                  config_file: str | None = twine_utils.DEFAULT_CONFIG_FILE,
                  use_keyring: bool = True) -> None:
         self._public = public
-        self._url, url_user, url_password = _split_userinfo(public.upload_url)
+        self._url, url_user, url_password = split_userinfo(public.upload_url)
         self._url_credentials = (
-            _Credentials(url_user or public.username, url_password, "the upload URL")
+            Credentials(url_user or public.username, url_password, "the upload URL")
             if url_password else None
         )
         self._config_file = config_file
         self._use_keyring = use_keyring
-        self._credentials: _Credentials | None = None
+        self._credentials: Credentials | None = None
         self._lock = threading.Lock()
 
     @property
@@ -427,56 +242,16 @@ class TwineReservationBackend(ReservationBackend):
         """True when an upload would carry a password; checks the sources, sends nothing."""
         return self._resolve_credentials() is not None
 
-    def _resolve_credentials(self) -> _Credentials | None:
+    def _resolve_credentials(self) -> Credentials | None:
         with self._lock:
             if self._credentials is None:
-                self._credentials = self._find_credentials()
+                self._credentials = find_credentials(
+                    self._public, self._url, self._url_credentials,
+                    config_file=self._config_file, use_keyring=self._use_keyring)
                 if self._credentials is not None:
                     log.debug("upload credentials for %s come from %s", self._url,
                               self._credentials.source)
             return self._credentials
-
-    def _find_credentials(self) -> _Credentials | None:
-        token = self._public.token
-        if token is not None and token.reveal():
-            return _Credentials(self._public.username, token.reveal(), ENV_PUBLIC_TOKEN)
-        if self._url_credentials is not None:
-            return self._url_credentials
-        if self._config_file:
-            found = self._from_pypirc(self._config_file)
-            if found is not None:
-                return found
-        if self._use_keyring:
-            return self._from_keyring()
-        return None
-
-    def _from_pypirc(self, path: str) -> _Credentials | None:
-        """The ``.pypirc`` section whose ``repository`` is our upload URL, if it has a password."""
-        try:
-            with _capturing(()):
-                sections = twine_utils.get_config(path)
-        except (OSError, configparser.Error, twine_exceptions.TwineException) as exc:
-            log.debug("no credentials from %s: %s", path, type(exc).__name__)
-            return None
-        for section in sections.values():
-            repository, password = section.get("repository"), section.get("password")
-            if repository and password and _same_url(repository, self._url):
-                username = section.get("username") or self._public.username
-                return _Credentials(username, password, path)
-        return None
-
-    def _from_keyring(self) -> _Credentials | None:
-        try:
-            import keyring
-        except ImportError:
-            return None
-        username = self._public.username
-        try:
-            password = keyring.get_password(self._url, username)
-        except Exception as exc:  # noqa: BLE001 - no backend, locked keyring, ...
-            log.debug("no credentials from the keyring: %s", type(exc).__name__)
-            return None
-        return _Credentials(username, password, "the keyring") if password else None
 
     def _missing_credentials(self) -> UploadResult:
         where = f" in {self._config_file}" if self._config_file else ""
@@ -521,17 +296,17 @@ class TwineReservationBackend(ReservationBackend):
             return result
         secrets = credentials.secrets()
         started = time.perf_counter()
-        with _capturing(secrets):
+        with capturing(secrets):
             result = self._upload_all(name, [Path(f) for f in files], credentials, secrets)
-        result = dataclasses.replace(result, message=_scrub(result.message, secrets))
+        result = dataclasses.replace(result, message=scrub(result.message, secrets))
         log.log(logging.INFO if result.action is not Action.FAILED else logging.WARNING,
                 "%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)
         return result
 
-    def _upload_all(self, name: str, files: list[Path], credentials: _Credentials,
+    def _upload_all(self, name: str, files: list[Path], credentials: Credentials,
                     secrets: tuple[str, ...]) -> UploadResult:
         try:
-            settings = _Settings(
+            settings = UploadSettings(
                 timeout=self._public.timeout,
                 username=credentials.username,
                 password=credentials.password,
@@ -560,7 +335,7 @@ class TwineReservationBackend(ReservationBackend):
         assert existing is not None  # every file answered: no upload, no error
         return existing
 
-    def _upload_one(self, name: str, file: Path, settings: _Settings,
+    def _upload_one(self, name: str, file: Path, settings: UploadSettings,
                     secrets: tuple[str, ...]) -> UploadResult | None:
         """None when ``file`` was accepted, else what the index (or the network) said."""
         try:
@@ -590,7 +365,7 @@ class TwineReservationBackend(ReservationBackend):
 
 
 def _describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
-    return _one_line(_scrub(f"{type(exc).__name__}: {exc}", secrets), 400)
+    return _one_line(scrub(f"{type(exc).__name__}: {exc}", secrets), 400)
 
 
 @hookimpl(trylast=True)

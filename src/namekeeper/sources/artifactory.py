@@ -17,6 +17,11 @@ Answers (small JSON bodies ``{"status": ..., "reason": ...}``):
   405 — not a POST; 503 — the event store failed, so Artifactory should retry.
 
 Bad input never produces a 5xx: only a failing sink does.
+
+Parsing a delivery into a `NameEvent` is in `.artifactory_events`; listing
+the repositories for the reconciliation is in `.artifactory_reconcile`.  This
+module is the receiver (authentication, body limits, answers) and the
+`EventSource` that joins the two.
 """
 
 from __future__ import annotations
@@ -28,16 +33,25 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
-
-import requests
 
 from ..config import ENV_ARTIFACTORY_SECRET, ENV_ARTIFACTORY_TOKEN, ArtifactoryConfig
 from ..hookspecs import hookimpl
 from ..model import NameEvent
-from ..names import InvalidName, canonical, name_from_filename, validate_name
+from . import artifactory_reconcile
+from .artifactory_events import (
+    DIST_SUFFIXES,
+    MAX_PATH_LENGTH,
+    MAX_PROPERTY_VALUES,
+    MAX_WORD_LENGTH,
+    PYPI_NAME_PROPERTIES,
+    SOURCE_NAME,
+    DeliveryIgnored,
+    DeliveryRejected,
+    artifact_event,
+    event_from_payload,
+)
 from .interface import EventSink, EventSource, WSGIApp
 
 if TYPE_CHECKING:
@@ -49,189 +63,7 @@ WEBHOOK_PATH = "/webhooks/artifactory"
 AUTH_HEADER = "X-JFrog-Event-Auth"
 _AUTH_ENVIRON = "HTTP_X_JFROG_EVENT_AUTH"
 DEFAULT_MAX_BODY = 1024 * 1024
-SOURCE_NAME = "artifactory"
-
-#: Properties Artifactory sets on a PyPI package about a minute after upload.
-PYPI_NAME_PROPERTIES = frozenset({"pypi.name", "pypi.normalized.name"})
-#: Suffixes `name_from_filename` understands; anything else is not a Python distribution.
-DIST_SUFFIXES = (".whl", ".tar.gz", ".zip", ".tar.bz2", ".tgz", ".tar", ".egg")
-
-MAX_PATH_LENGTH = 1024
-MAX_WORD_LENGTH = 128  # domain, event type, property key, checksum
-MAX_PROPERTY_VALUES = 64
-# Artifactory repository keys: letters, digits, '-', '_' and '.'; bounded like a name.
-_REPO_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", re.ASCII)
-_CHECKSUM = re.compile(r"[0-9a-fA-F]*", re.ASCII)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}", re.ASCII)
-
-
-class DeliveryIgnored(Exception):
-    """Understood, but nothing to act on: answered 200 with the reason."""
-
-    def __init__(self, slug: str, reason: str) -> None:
-        super().__init__(reason)
-        self.slug, self.reason = slug, reason
-
-
-class DeliveryRejected(Exception):
-    """The delivery cannot be used: answered with a 4xx and the reason."""
-
-    def __init__(self, slug: str, reason: str, http_status: int = 400) -> None:
-        super().__init__(reason)
-        self.slug, self.reason, self.http_status = slug, reason, http_status
-
-
-def _shown(value: str) -> str:
-    """A hostile value, safe to print in one line of a reason."""
-    return repr(value[:60]) + ("…" if len(value) > 60 else "")
-
-
-def _bad_shape(reason: str) -> DeliveryRejected:
-    return DeliveryRejected("bad_shape", reason)
-
-
-def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
-            max_length: int = MAX_WORD_LENGTH) -> str | None:
-    """``obj[key]`` as a bounded string; a wrong type is a 400 that names the field."""
-    value = obj.get(key)
-    if value is None:
-        if required:
-            raise _bad_shape(f"{where}{key} is missing")
-        return None
-    if not isinstance(value, str):
-        raise _bad_shape(f"{where}{key} must be a string, not {type(value).__name__}")
-    if len(value) > max_length:
-        raise _bad_shape(f"{where}{key} is longer than {max_length} characters")
-    return value
-
-
-def _repo_key(value: str, field_name: str) -> str:
-    if not _REPO_KEY.fullmatch(value):
-        raise _bad_shape(f"{field_name} {_shown(value)} is not a repository key")
-    return value
-
-
-def _clean_path(path: str, field_name: str) -> str:
-    """A repository path without the tricks (``..``, control characters, backslashes)."""
-    path = path.lstrip("/")
-    segments = path.split("/")
-    if (_CONTROL.search(path) or "\\" in path
-            or any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", "..")):
-        raise _bad_shape(f"{field_name} {_shown(path)} is not a clean repository path")
-    return path
-
-
-def _checksum(obj: dict[str, Any], key: str, where: str) -> str:
-    value = _string(obj, key, where, required=False) or ""
-    if not _CHECKSUM.fullmatch(value):
-        raise _bad_shape(f"{where}{key} must be a hexadecimal checksum")
-    return value.lower()
-
-
-def _watched(repo: str, repos: tuple[str, ...]) -> None:
-    if repos and repo not in repos:
-        raise DeliveryIgnored("repo_not_watched", f"repository {repo!r} is not watched")
-
-
-def artifact_event(repo: str, path: str, name: str | None, sha256: str) -> NameEvent:
-    """The event for a file at ``repo``/``path``; the project name comes from the filename.
-
-    Shared by the webhook and the reconciliation so both produce the same key
-    for the same file, and a file seen both ways is one event.
-    """
-    filename = name if name else path.rsplit("/", 1)[-1]
-    if name and ("/" in name or "\\" in name):
-        raise DeliveryRejected("invalid_name", f"data.name {_shown(name)} is not a bare filename")
-    if name and path and path.rsplit("/", 1)[-1] != name:
-        raise _bad_shape(f"data.name {_shown(name)} does not match the last segment of the path")
-    if not filename.endswith(DIST_SUFFIXES):
-        raise DeliveryIgnored("not_distribution",
-                              f"{_shown(filename or path or '/')} is not a Python distribution")
-    try:
-        display, canonical_name, version = name_from_filename(filename)
-    except InvalidName as exc:
-        raise DeliveryRejected("invalid_name", str(exc)) from None
-    path = _clean_path(path or filename, "path")
-    return NameEvent(name=canonical_name, display_name=display, source=SOURCE_NAME, index=repo,
-                     version=version, key=f"artifactory:{repo}:{path}:{sha256}")
-
-
-def _data(payload: dict[str, Any]) -> dict[str, Any]:
-    """``data`` as an object: Artifactory sends it either inline or as a JSON string."""
-    data = payload.get("data")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError):
-            raise DeliveryRejected("malformed_json", "data is a string but not valid JSON") from None
-    if data is None:
-        raise _bad_shape("data is missing")
-    if not isinstance(data, dict):
-        raise _bad_shape(f"data must be an object, not {type(data).__name__}")
-    return data
-
-
-def event_from_payload(payload: Any, repos: tuple[str, ...]) -> NameEvent:
-    """The `NameEvent` a parsed webhook body asks for, or `DeliveryIgnored`/`DeliveryRejected`."""
-    if not isinstance(payload, dict):
-        raise _bad_shape(f"the body must be a JSON object, not {type(payload).__name__}")
-    if "domain" not in payload and isinstance(payload.get("event"), dict):
-        payload = payload["event"]  # some documented samples wrap the delivery in "event"
-    domain = _string(payload, "domain", "")
-    if domain not in ("artifact", "artifact_property"):
-        raise DeliveryIgnored("other_domain", f"domain {_shown(str(domain))} is not handled")
-    event_type = _string(payload, "event_type", "")
-    if event_type == "deleted":
-        raise DeliveryIgnored("deleted", "deletions do not release a name")
-    if domain == "artifact":
-        if event_type not in ("deployed", "moved", "copied"):
-            raise DeliveryIgnored("other_event", f"event type {_shown(str(event_type))} "
-                                                 "is not handled")
-        return _artifact_payload(str(event_type), _data(payload), repos)
-    if event_type != "added":
-        raise DeliveryIgnored("other_event", f"event type {_shown(str(event_type))} is not handled")
-    return _property_payload(_data(payload), repos)
-
-
-def _artifact_payload(event_type: str, data: dict[str, Any], repos: tuple[str, ...]) -> NameEvent:
-    repo = _repo_key(str(_string(data, "repo_key", "data.")), "data.repo_key")
-    path = str(_string(data, "path", "data.", max_length=MAX_PATH_LENGTH)).lstrip("/")
-    name = _string(data, "name", "data.", required=False, max_length=MAX_PATH_LENGTH)
-    sha256 = _checksum(data, "sha256", "data.")
-    if event_type in ("moved", "copied"):
-        # The file now lives at the target; a move into a repository produces no
-        # "deployed" there, so this is the only signal the target ever gets.
-        target = str(_string(data, "target_repo_path", "data.", max_length=MAX_PATH_LENGTH))
-        target_repo, slash, target_path = target.lstrip("/").partition("/")
-        repo = _repo_key(target_repo, "data.target_repo_path")
-        if slash:
-            path = target_path
-            name = None  # data.name describes the source, which a move may rename
-    _watched(repo, repos)
-    return artifact_event(repo, path, name, sha256)
-
-
-def _property_payload(data: dict[str, Any], repos: tuple[str, ...]) -> NameEvent:
-    repo = _repo_key(str(_string(data, "repo_key", "data.")), "data.repo_key")
-    path = _clean_path(str(_string(data, "path", "data.", max_length=MAX_PATH_LENGTH)), "data.path")
-    key = _string(data, "property_key", "data.")
-    if key not in PYPI_NAME_PROPERTIES:
-        raise DeliveryIgnored("other_property", f"property {_shown(str(key))} does not name a "
-                                                "project")
-    values = data.get("property_values")
-    if not isinstance(values, list) or not values:
-        raise _bad_shape("data.property_values must be a non-empty list of strings")
-    if len(values) > MAX_PROPERTY_VALUES or not all(isinstance(v, str) for v in values):
-        raise _bad_shape("data.property_values must be a short list of strings")
-    _watched(repo, repos)
-    try:
-        display = validate_name(values[0])
-    except InvalidName as exc:
-        raise DeliveryRejected("invalid_name", f"data.property_values: {exc}") from None
-    canonical_name = canonical(display)
-    return NameEvent(name=canonical_name, display_name=display, source=SOURCE_NAME, index=repo,
-                     key=f"artifactory-prop:{repo}:{path}:{canonical_name}")
 
 
 def _json_response(start_response: Callable[..., Any], http_status: int, status: str,
@@ -418,84 +250,8 @@ class ArtifactorySource(EventSource):
             log.warning("Artifactory reconciliation needs [artifactory] base-url and %s",
                         ENV_ARTIFACTORY_TOKEN)
             return 0
-        assert self.config.token is not None
-        new = 0
-        with requests.Session() as session:
-            session.headers["Authorization"] = f"Bearer {self.config.token.reveal()}"
-            session.headers["User-Agent"] = "namekeeper (artifactory reconciliation)"
-            try:
-                repos = self.config.repos or tuple(self._local_pypi_repos(session))
-            except _ListingError as exc:
-                log.warning("Artifactory reconciliation: cannot list repositories: %s", exc)
-                return 0
-            for repo in repos:
-                if stop is not None and stop.is_set():
-                    break
-                try:
-                    files = list(self._repo_files(session, repo))
-                except _ListingError as exc:
-                    log.warning("Artifactory reconciliation: cannot list %r: %s", repo, exc)
-                    continue
-                for path, sha256 in files:
-                    try:
-                        event = artifact_event(repo, path, None, sha256)
-                    except DeliveryIgnored:
-                        continue
-                    except DeliveryRejected as exc:
-                        log.warning("Artifactory reconciliation: skipping %r in %r: %s",
-                                    path[:200], repo, exc.reason)
-                        continue
-                    if sink.accept(event):
-                        new += 1
-        return new
-
-    def _get_json(self, session: requests.Session, url: str) -> Any:
-        try:
-            response = session.get(url, timeout=self.timeout)
-        except requests.RequestException as exc:
-            # Only the class name: exception texts may repeat URLs with credentials in them.
-            raise _ListingError(type(exc).__name__) from None
-        if response.status_code != 200:
-            hint = f" (check {ENV_ARTIFACTORY_TOKEN})" if response.status_code in (401, 403) else ""
-            raise _ListingError(f"HTTP {response.status_code}{hint}")
-        try:
-            return response.json()
-        except ValueError:
-            raise _ListingError("the answer is not JSON") from None
-
-    def _local_pypi_repos(self, session: requests.Session) -> Iterator[str]:
-        answer = self._get_json(session, f"{self.config.base_url}api/repositories"
-                                         "?packageType=pypi&type=local")
-        if not isinstance(answer, list):
-            raise _ListingError("the repository list is not a JSON list")
-        for entry in answer:
-            key = entry.get("key") if isinstance(entry, dict) else None
-            if isinstance(key, str) and _REPO_KEY.fullmatch(key):
-                yield key
-            else:
-                log.warning("Artifactory reconciliation: skipping odd repository entry")
-
-    def _repo_files(self, session: requests.Session, repo: str) -> Iterator[tuple[str, str]]:
-        """(path, sha256) of every file in ``repo``, from the storage API's deep listing."""
-        answer = self._get_json(session, f"{self.config.base_url}api/storage/"
-                                         f"{quote(repo, safe='')}/?list&deep=1")
-        files = answer.get("files") if isinstance(answer, dict) else None
-        if not isinstance(files, list):
-            raise _ListingError("the listing has no 'files' list")
-        for entry in files:
-            if not isinstance(entry, dict) or entry.get("folder") is True:
-                continue
-            uri, sha2 = entry.get("uri"), entry.get("sha2")
-            if not isinstance(uri, str) or not uri.strip("/") or len(uri) > MAX_PATH_LENGTH:
-                continue
-            if not isinstance(sha2, str) or len(sha2) > MAX_WORD_LENGTH \
-                    or not _CHECKSUM.fullmatch(sha2):
-                sha2 = ""
-            yield uri.lstrip("/"), sha2.lower()
-
-
-class _ListingError(Exception):
-    """Artifactory could not be listed this round; the message is safe to log."""
+        return artifactory_reconcile.reconcile_once(self.config, sink, timeout=self.timeout,
+                                                    stop=stop)
 
 
 @hookimpl(trylast=True)
@@ -505,3 +261,11 @@ def namekeeper_event_sources(config: Config) -> list[EventSource]:
     if af.secret is None and not af.base_url:
         return []
     return [ArtifactorySource(af, max_body=config.serve.max_body, timeout=config.public.timeout)]
+
+
+__all__ = [
+    "AUTH_HEADER", "DEFAULT_MAX_BODY", "DIST_SUFFIXES", "MAX_PATH_LENGTH", "MAX_PROPERTY_VALUES",
+    "MAX_WORD_LENGTH", "PYPI_NAME_PROPERTIES", "SOURCE_NAME", "WEBHOOK_PATH", "ArtifactorySource",
+    "DeliveryIgnored", "DeliveryRejected", "artifact_event", "event_from_payload",
+    "namekeeper_event_sources",
+]
