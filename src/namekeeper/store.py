@@ -18,169 +18,27 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.version import InvalidVersion, Version
-
 from .model import NameEvent, Outcome
+from .store_schema import (
+    BUDGET_WINDOW,
+    SCHEMA,
+    NameRecord,
+    WorkItem,
+    dt,
+    event_from_json,
+    event_to_json,
+    higher_version,
+    ts,
+)
 
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
-    display_name TEXT NOT NULL,
-    first_seen_private TEXT,
-    first_source TEXT,
-    first_index TEXT,
-    highest_private_version TEXT,
-    verdict TEXT,
-    severity TEXT,
-    action TEXT,
-    reason TEXT,
-    message TEXT,
-    owners TEXT,
-    organization TEXT,
-    public_versions TEXT,
-    public_first_release TEXT,
-    upload_started_at REAL,
-    reserved_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT
-);
-CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS history_name ON history(name);
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    source TEXT NOT NULL,
-    idx TEXT NOT NULL,
-    received_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,             -- pending | claimed | done | failed
-    event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
-    claimed_by TEXT,
-    last_error TEXT,
-    enqueued_at REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
-CREATE TABLE IF NOT EXISTS budget (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS delivered (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS delivery_retries (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT
-);
-"""
-
-BUDGET_WINDOW = 3600.0
-
-
-@dataclass(frozen=True)
-class NameRecord:
-    """One row of what the store knows about a name."""
-
-    name: str
-    display_name: str
-    first_seen_private: datetime | None
-    first_source: str | None
-    first_index: str | None
-    highest_private_version: str | None
-    verdict: str | None
-    severity: str | None
-    action: str | None
-    reason: str | None
-    message: str | None
-    owners: tuple[str, ...]
-    organization: str | None
-    reserved_at: datetime | None
-    upload_started_at: float | None
-    attempts: int
-    updated_at: datetime | None
-
-    @property
-    def reserved(self) -> bool:
-        return self.reserved_at is not None
-
-
-@dataclass(frozen=True)
-class WorkItem:
-    """A claimed unit of queue work: reserve (or re-check) one name."""
-
-    name: str
-    event: NameEvent
-    attempts: int
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
-def event_to_json(event: NameEvent) -> str:
-    return json.dumps({
-        "name": event.name, "display_name": event.display_name, "source": event.source,
-        "index": event.index, "version": event.version, "seen_at": event.seen_at.isoformat(),
-        "key": event.key,
-    })
-
-
-def event_from_json(text: str) -> NameEvent:
-    d = json.loads(text)
-    return NameEvent(name=d["name"], display_name=d["display_name"], source=d["source"],
-                     index=d["index"], version=d.get("version"),
-                     seen_at=datetime.fromisoformat(d["seen_at"]), key=d.get("key"))
-
-
-def _higher_version(a: str | None, b: str | None) -> str | None:
-    """The higher of two version strings; an unparsable one loses."""
-    def parsed(v: str | None) -> Version | None:
-        try:
-            return Version(v) if v else None
-        except InvalidVersion:
-            return None
-    pa, pb = parsed(a), parsed(b)
-    if pa is None:
-        return b if pb is not None else (a or b)
-    if pb is None:
-        return a
-    return a if pa >= pb else b
+__all__ = ["BUDGET_WINDOW", "NameRecord", "Store", "WorkItem", "event_from_json", "event_to_json"]
 
 
 class Store:
@@ -244,17 +102,17 @@ class Store:
             db.execute(
                 "INSERT INTO names(name, display_name, first_seen_private, first_source, "
                 "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?)",
-                (event.name, event.display_name, _ts(event.seen_at), event.source, event.index,
-                 event.version, _ts(event.seen_at)))
+                (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
+                 event.version, ts(event.seen_at)))
             self._history(db, event.name, "seen", {"source": event.source, "index": event.index,
                                                    "version": event.version})
             return
-        first = _dt(row["first_seen_private"])
+        first = dt(row["first_seen_private"])
         if first is None or event.seen_at < first:
             db.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
                        "first_index = ? WHERE name = ?",
-                       (_ts(event.seen_at), event.source, event.index, event.name))
-        highest = _higher_version(row["highest_private_version"], event.version)
+                       (ts(event.seen_at), event.source, event.index, event.name))
+        highest = higher_version(row["highest_private_version"], event.version)
         if highest != row["highest_private_version"]:
             db.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
                        (highest, event.name))
@@ -276,13 +134,13 @@ class Store:
     def _record(row: sqlite3.Row) -> NameRecord:
         return NameRecord(
             name=row["name"], display_name=row["display_name"],
-            first_seen_private=_dt(row["first_seen_private"]), first_source=row["first_source"],
+            first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
             first_index=row["first_index"], highest_private_version=row["highest_private_version"],
             verdict=row["verdict"], severity=row["severity"], action=row["action"],
             reason=row["reason"], message=row["message"],
             owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
-            reserved_at=_dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
-            attempts=row["attempts"], updated_at=_dt(row["updated_at"]))
+            reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
+            attempts=row["attempts"], updated_at=dt(row["updated_at"]))
 
     def mark_upload_started(self, name: str, display_name: str) -> None:
         """Written before every upload, so a crash mid-upload is recognised after restart."""
@@ -308,11 +166,11 @@ class Store:
                  json.dumps(list(public.owners)) if public else None,
                  public.organization if public else None,
                  json.dumps(list(public.versions)) if public else None,
-                 _ts(public.first_release) if public else None,
-                 _ts(outcome.at), outcome.name))
+                 ts(public.first_release) if public else None,
+                 ts(outcome.at), outcome.name))
             if reserved:
                 db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                           (_ts(outcome.at), outcome.name))
+                           (ts(outcome.at), outcome.name))
             self._history(db, outcome.name, "outcome", {
                 "verdict": outcome.verdict.value, "action": outcome.action.value,
                 "severity": outcome.severity.value, "message": outcome.message})

@@ -1,0 +1,167 @@
+"""The store's on-disk format: tables, row types and the JSON form of an event.
+
+Kept apart from `store.Store`'s behaviour so that the format — what a
+migration would have to change — is readable in one place.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from packaging.version import InvalidVersion, Version
+
+from .model import NameEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    first_seen_private TEXT,
+    first_source TEXT,
+    first_index TEXT,
+    highest_private_version TEXT,
+    verdict TEXT,
+    severity TEXT,
+    action TEXT,
+    reason TEXT,
+    message TEXT,
+    owners TEXT,
+    organization TEXT,
+    public_versions TEXT,
+    public_first_release TEXT,
+    upload_started_at REAL,
+    reserved_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_name ON history(name);
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    idx TEXT NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,             -- pending | claimed | done | failed
+    event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    last_error TEXT,
+    enqueued_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+CREATE TABLE IF NOT EXISTS budget (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS delivered (
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS delivery_retries (
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at REAL NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+BUDGET_WINDOW = 3600.0
+
+
+@dataclass(frozen=True)
+class NameRecord:
+    """One row of what the store knows about a name."""
+
+    name: str
+    display_name: str
+    first_seen_private: datetime | None
+    first_source: str | None
+    first_index: str | None
+    highest_private_version: str | None
+    verdict: str | None
+    severity: str | None
+    action: str | None
+    reason: str | None
+    message: str | None
+    owners: tuple[str, ...]
+    organization: str | None
+    reserved_at: datetime | None
+    upload_started_at: float | None
+    attempts: int
+    updated_at: datetime | None
+
+    @property
+    def reserved(self) -> bool:
+        return self.reserved_at is not None
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """A claimed unit of queue work: reserve (or re-check) one name."""
+
+    name: str
+    event: NameEvent
+    attempts: int
+
+
+def ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def event_to_json(event: NameEvent) -> str:
+    return json.dumps({
+        "name": event.name, "display_name": event.display_name, "source": event.source,
+        "index": event.index, "version": event.version, "seen_at": event.seen_at.isoformat(),
+        "key": event.key,
+    })
+
+
+def event_from_json(text: str) -> NameEvent:
+    d = json.loads(text)
+    return NameEvent(name=d["name"], display_name=d["display_name"], source=d["source"],
+                     index=d["index"], version=d.get("version"),
+                     seen_at=datetime.fromisoformat(d["seen_at"]), key=d.get("key"))
+
+
+def higher_version(a: str | None, b: str | None) -> str | None:
+    """The higher of two version strings; an unparsable one loses."""
+    def parsed(v: str | None) -> Version | None:
+        try:
+            return Version(v) if v else None
+        except InvalidVersion:
+            return None
+    pa, pb = parsed(a), parsed(b)
+    if pa is None:
+        return b if pb is not None else (a or b)
+    if pb is None:
+        return a
+    return a if pa >= pb else b
