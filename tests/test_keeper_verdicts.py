@@ -98,6 +98,23 @@ def test_without_json_api_our_own_reservation_is_ours(keeper: Keeper) -> None:
     assert keeper.judge("acme-a", PublicProject("acme-a", exists=False), rec).verdict is Verdict.OURS
 
 
+def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Keeper) -> None:
+    from dataclasses import replace
+
+    from namekeeper.keeper import CDN_GRACE
+    from namekeeper.model import Action, Outcome, utcnow
+
+    keeper.store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
+                                        action=Action.RESERVED, severity=Severity.NONE, reason="",
+                                        message="", at=utcnow() - 2 * CDN_GRACE), reserved=True)
+    rec = keeper.store.get("acme-a")
+    cls = keeper.judge("acme-a", PublicProject("acme-a", exists=False), rec)
+    assert (cls.verdict, cls.severity) == (Verdict.FREE, Severity.HIGH)
+    assert "no longer has it" in cls.reason
+    fresh = replace(rec, reserved_at=utcnow())
+    assert keeper.judge("acme-a", PublicProject("acme-a", exists=False), fresh).verdict is Verdict.OURS
+
+
 def test_stdlib_names_are_protected_without_asking(keeper: Keeper) -> None:
     assert keeper.classify("asyncio").verdict is Verdict.PROTECTED
 

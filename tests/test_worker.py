@@ -108,3 +108,29 @@ def test_after_max_attempts_a_name_is_visibly_failed(tmp_path: Path, fake_public
     assert item["state"] == "failed" and item["attempts"] == 3
     assert item["last_error"]
     assert sum(fake_public.uploads.values()) == 0
+
+
+def test_the_periodic_recheck_sees_changes_without_uploading_twice(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock)
+    told: list = []
+    pool.keeper._notify = told.append
+    fake_public.add_project("acme-theirs", owners=["mallory"], versions=["1.0"])
+    for name in ("acme-mine", "acme-theirs"):
+        pool.store.accept(NameEvent(name=name, display_name=name, source="t", index="x", key=name))
+    while pool.run_once():
+        pass
+    assert fake_public.uploads["acme-mine"] == 1
+    assert [o.public.versions for o in told if o.name == "acme-theirs"] == [("1.0",)]
+
+    assert pool.store.schedule_recheck(3600) == 0  # nothing is due yet
+    fake_public.add_project("acme-theirs", owners=["mallory"], versions=["1.0", "42.0"])
+    clock.t += 3601
+    assert pool.store.schedule_recheck(3600) == 2
+    attempts = sum(fake_public.attempts.values())
+    while pool.run_once():
+        pass
+    assert sum(fake_public.attempts.values()) == attempts  # our held name: looked at, not re-uploaded
+    latest = [o for o in told if o.name == "acme-theirs"][-1]
+    assert "42.0" in latest.public.versions and latest.verdict.value == "taken"

@@ -112,6 +112,9 @@ def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
     return data
 
 
+_TIME_COLUMNS = {"first_release", "reserved_at", "first_seen_private"}
+
+
 def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -121,8 +124,11 @@ def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
         cells = []
         for c in columns:
             value = row.get(c)
-            cells.append(", ".join(value) if isinstance(value, list) else
-                         "" if value is None else str(value))
+            if isinstance(value, list):
+                value = ", ".join(value)
+            elif isinstance(value, str) and c in _TIME_COLUMNS:
+                value = value[:16].replace("T", " ")  # minutes are enough on screen; JSON has all
+            cells.append("" if value is None else str(value))
         table.add_row(*cells)
     Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
 
@@ -162,8 +168,9 @@ def _run_names(args: argparse.Namespace, config: Config) -> int:
     else:
         columns = ["name", "verdict", "severity", "owners", "organization", "highest_version",
                    "first_release", "reason"]
-        if reserving:
-            columns[2:2] = ["action", "message"]
+        if reserving:  # the index's answer says more than the prediction's reason
+            columns[2:2] = ["action"]
+            columns[-1] = "message"
         _print_table(rows, columns)
     return _exit_code(outcomes, reserving=reserving)
 

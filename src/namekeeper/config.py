@@ -151,6 +151,7 @@ class QueueConfig:
     max_attempts: int = 8
     backoff_base: float = 2.0
     backoff_max: float = 600.0
+    recheck_interval: float = 6 * 3600.0  # how often `serve` looks at every known name again
 
 
 @dataclass(frozen=True)
@@ -363,12 +364,15 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         ))
 
     q = _Table(top.get("queue", dict, {}), "queue",
-               {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max"})
+               {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
+                "recheck-interval"})
     queue = QueueConfig(
         new_projects_per_hour=q.get("new-projects-per-hour", int, 20),
         max_attempts=q.get("max-attempts", int, 8),
         backoff_base=float(q.get("backoff-base", (int, float), 2.0)),
         backoff_max=float(q.get("backoff-max", (int, float), 600.0)),
+        recheck_interval=parse_duration(q.get("recheck-interval", (str, int, float), "6h"),
+                                        "[queue] recheck-interval"),
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         raise ConfigError("[queue] new-projects-per-hour and max-attempts must be at least 1")

@@ -12,6 +12,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
@@ -27,6 +28,7 @@ from .model import (
     Severity,
     UploadResult,
     Verdict,
+    utcnow,
 )
 from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
@@ -34,6 +36,10 @@ from .reserve.interface import ReservationBackend
 from .store import NameRecord, Store
 
 log = logging.getLogger(__name__)
+
+# How long the public index may keep answering 404 for a project we just uploaded
+# (its responses are CDN-cached) before we believe the placeholder is gone.
+CDN_GRACE = timedelta(hours=1)
 
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
@@ -103,10 +109,16 @@ class Keeper:
         """Turn what the public index says into a verdict; no I/O."""
         ours_in_store = record is not None and record.reserved
         if not public.exists:
-            if ours_in_store:
-                return Classification(name, Verdict.OURS, Severity.NONE,
-                                      "namekeeper reserved this name; the public index has not "
-                                      "shown it yet.", public)
+            if ours_in_store and record is not None and record.reserved_at is not None:
+                if utcnow() - record.reserved_at < CDN_GRACE:
+                    return Classification(name, Verdict.OURS, Severity.NONE,
+                                          "namekeeper reserved this name; the public index has "
+                                          "not shown it yet.", public)
+                return Classification(name, Verdict.FREE, Severity.HIGH,
+                                      f"namekeeper reserved this name on "
+                                      f"{record.reserved_at:%Y-%m-%d}, but the public index no "
+                                      "longer has it (removed, e.g. under PEP 541?); anyone "
+                                      "could register it now.", public)
             return Classification(name, Verdict.FREE, Severity.LOW,
                                   "Nobody holds this name on the public index; anyone could "
                                   "register it.", public)

@@ -72,6 +72,9 @@ class Service:
                                  name=f"namekeeper-source-{source.name}", daemon=True)
             t.start()
             self._source_threads.append(t)
+        self._recheck_thread = threading.Thread(target=self._recheck, daemon=True,
+                                                name="namekeeper-recheck")
+        self._recheck_thread.start()
         dispatcher = getattr(self.keeper._notify, "__self__", None)
         if dispatcher is not None and hasattr(dispatcher, "retry_due"):
             self._notify_thread = threading.Thread(target=self._retry_notifications,
@@ -84,6 +87,16 @@ class Service:
             source.run(self.sink, self.stop)
         except Exception:  # noqa: BLE001 - a source dying must show in /healthz, not kill us
             log.exception("event source %s stopped with an error", source.name)
+
+    def _recheck(self) -> None:
+        """Every known name is looked at again each ``recheck-interval``."""
+        interval = self.config.queue.recheck_interval
+        while not self.stop.wait(min(interval / 4, 60.0)):
+            try:
+                if self.store.schedule_recheck(interval):
+                    self.workers.notify_work()
+            except Exception:  # noqa: BLE001 - try again next round
+                log.exception("scheduling the periodic re-check failed")
 
     def _retry_notifications(self, dispatcher: Any) -> None:
         while not self.stop.wait(1.0):

@@ -209,7 +209,7 @@ class Store:
             row = db.execute("SELECT state FROM queue WHERE name = ?", (event.name,)).fetchone()
             if row is None:
                 if reserved:
-                    return True
+                    return True  # held already; the periodic re-check keeps an eye on it
                 db.execute("INSERT INTO queue(name, state, event, enqueued_at, updated_at) "
                            "VALUES (?, 'pending', ?, ?, ?)",
                            (event.name, event_to_json(event), now, now))
@@ -258,6 +258,21 @@ class Store:
             if state == "failed":
                 self._history(db, name, "failed", {"error": error, "attempts": attempts})
         return state
+
+    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
+        """Queue again every settled name last looked at more than ``older_than`` s ago.
+
+        The public index changes without telling us (a placeholder removed under
+        PEP 541, a taken name gaining a release or an owner): re-checking is how
+        we would know.  A re-check costs lookups, never budget, unless the name
+        turned out to be free again.
+        """
+        now = self._clock() if now is None else now
+        with self._write() as db:
+            cur = db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
+                             "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
+                             "AND updated_at <= ?", (now, now - older_than))
+            return cur.rowcount
 
     def requeue_claimed(self) -> int:
         """After a restart, work that was in flight is pending again."""
