@@ -52,10 +52,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN
+from namekeeper.store import Store
 
-from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN  # noqa: E402
-from namekeeper.store import Store  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 GOAL_EVENTS_PER_S = 500.0
 GOAL_P99_MS = 50.0
@@ -68,9 +68,14 @@ STOP_TIMEOUT = 30.0
 FAKE_SCRIPT = textwrap.dedent("""
     import json, sys, threading
     sys.path.insert(0, sys.argv[1])
-    from _fake_public import FakePublicIndex
+    import _fake_public
+    from _fake_public import FakePublicIndex, FaultPlan
+    _fake_public._Handler.disable_nagle_algorithm = True  # see bench_reserve.py
     fake = FakePublicIndex(new_projects_per_hour=1_000_000).start()
     fake.add_user(sys.argv[2], sys.argv[3])
+    if float(sys.argv[5]) > 0:  # every lookup takes as long as a round trip to a real index
+        fake.faults = FaultPlan(rate=1.0, kinds=("stall",), stall_seconds=float(sys.argv[5]),
+                                paths=("/simple/", "/pypi/"))
     print(json.dumps({"config": fake.config_toml(owners=[sys.argv[2]])}), flush=True)
     closed = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), closed.set()), daemon=True).start()
@@ -114,9 +119,10 @@ def webhook(i: int, run_id: str, secret: bytes) -> tuple[str, bytes, str]:
 # --------------------------------------------------------------------------- processes
 
 
-def start_fake(token: str, lifetime: float) -> tuple[subprocess.Popen[str], str]:
+def start_fake(token: str, lifetime: float, lookup_latency: float
+               ) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen([sys.executable, "-c", FAKE_SCRIPT, str(REPO / "tests"), USER, token,
-                             str(lifetime)],
+                             str(lifetime), str(lookup_latency)],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -312,12 +318,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="[serve] workers (default 2)")
     parser.add_argument("--upload", action="store_true",
                         help="let the workers upload placeholders to the fake (default dry run)")
+    parser.add_argument("--index-latency-ms", type=float, default=50.0,
+                        help="how long the fake public index takes to answer a lookup, like a "
+                             "real one far away (default 50; 0 = instant, so the workers hammer "
+                             "the store as fast as they can)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 200_000 and 1 <= args.threads <= 64
-            and 0 < args.max_seconds <= 600 and 0 <= args.warmup <= 10_000):
+            and 0 < args.max_seconds <= 600 and 0 <= args.warmup <= 10_000
+            and 0 <= args.index_latency_ms <= 10_000):
         parser.error("--count 1..200000, --threads 1..64, --max-seconds up to 600, "
-                     "--warmup up to 10000")
+                     "--warmup up to 10000, --index-latency-ms up to 10000")
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     run_id = secrets.token_hex(3)
@@ -332,8 +343,10 @@ def main(argv: list[str] | None = None) -> int:
         "machine_cores": os.cpu_count(), "python": sys.version.split()[0],
         "threads": args.threads, "rate_target": args.rate or None,
         "workers": args.workers, "worker_mode": "upload" if args.upload else "dry-run",
+        "index_latency_ms": args.index_latency_ms,
     }
-    fake, public_toml = start_fake(token, lifetime=args.max_seconds + 300)
+    fake, public_toml = start_fake(token, lifetime=args.max_seconds + 300,
+                                   lookup_latency=args.index_latency_ms / 1000)
     service = None
     try:
         with tempfile.TemporaryDirectory(prefix="nk-bench-webhooks-") as tmp:
@@ -395,8 +408,13 @@ def main(argv: list[str] | None = None) -> int:
                            if line.startswith("namekeeper_events_total")],
         "shutdown": {"exit_code": code, "seconds": round(stop_s, 2)},
     })
+    # Paced, the throughput can only approach the offered rate (the last answer comes
+    # after the last scheduled send): keeping pace within 1% with >= 500/s offered counts.
+    throughput_ok = (events_s >= GOAL_EVENTS_PER_S if not args.rate else
+                     args.rate >= GOAL_EVENTS_PER_S and events_s >= 0.99 * args.rate)
     report["goals"] = {
-        f">= {GOAL_EVENTS_PER_S:.0f} events/s": events_s >= GOAL_EVENTS_PER_S,
+        f">= {GOAL_EVENTS_PER_S:.0f} events/s" + (" (kept pace with the offered rate)"
+                                                   if args.rate else ""): throughput_ok,
         f"p99 <= {GOAL_P99_MS:.0f} ms": p99 is not None and p99 <= GOAL_P99_MS,
     }
     non_202 = (load.sent - accepted) + (warm.sent - len(warm.accepted_names))
@@ -412,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
 def print_report(r: dict[str, Any]) -> None:
     mode = f"paced at {r['rate_target']:g}/s" if r["rate_target"] else "unpaced (closed loop)"
     print(f"\nArtifactory webhook intake — {r['machine_cores']} cores, Python {r['python']}, "
-          f"{r['threads']} client threads, {mode}, {r['workers']} worker(s) in {r['worker_mode']}")
+          f"{r['threads']} client threads, {mode}, {r['workers']} worker(s) in {r['worker_mode']} "
+          f"(lookups take {r['index_latency_ms']:g} ms)")
     print(f"sent {r['sent']}, accepted (202) {r['accepted']} in {r['wall_s']} s"
           f"{' (stopped by the time cap)' if r['stopped_by_time_cap'] else ''}; answers "
           f"{r['answers']}")

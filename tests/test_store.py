@@ -124,3 +124,37 @@ def test_refund_and_pause(tmp_path: Path) -> None:
     assert store.take_budget("b", 1) == 120
     clock.t += 121
     assert store.take_budget("b", 1) is None
+
+
+def test_group_commit_answers_each_event_as_accept_would(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from namekeeper.server import GroupCommitSink
+
+    store = Store(tmp_path / "s.sqlite3")
+    woken = []
+    sink = GroupCommitSink(store, lambda: woken.append(1), max_batch=7)
+    events = [ev(f"acme-{i % 50}", key=f"k{i % 150}") for i in range(300)]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(sink.accept, events))
+    assert answers.count(True) == 150  # every key once, whatever the interleaving
+    assert store.queue_counts()["pending"] == 50
+    assert woken
+    fresh = Store(tmp_path / "s.sqlite3")  # all of it is on disk
+    assert len(fresh.all_names()) == 50
+
+
+def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
+    import pytest
+
+    from namekeeper.server import GroupCommitSink
+
+    class Broken(Store):
+        def accept_many(self, events):  # type: ignore[no-untyped-def]
+            raise OSError("disk full")
+
+    sink = GroupCommitSink(Broken(tmp_path / "s.sqlite3"), lambda: None)
+    with pytest.raises(OSError, match="disk full"):
+        sink.accept(ev("acme-a", key="1"))
+    with pytest.raises(OSError):  # and the next caller is not stuck behind a dead leader
+        sink.accept(ev("acme-b", key="2"))

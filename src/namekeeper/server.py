@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from typing import Any
 
 from .app import build_keeper
@@ -30,18 +31,51 @@ from .worker import WorkerPool
 log = logging.getLogger(__name__)
 
 
-class WakingSink:
-    """The store as an `EventSink`, waking the workers when work arrives."""
+class GroupCommitSink:
+    """The store as an `EventSink`: concurrent webhooks share one durable commit.
 
-    def __init__(self, store: Store, wake: Callable[[], None]) -> None:
+    Each event still waits for its own fsync before it is acknowledged, but
+    the requests that arrive while a commit is in progress are committed
+    together by whichever thread got there first (leader/follower group
+    commit), so under load the disk is asked once per batch, not per event.
+    """
+
+    def __init__(self, store: Store, wake: Callable[[], None], max_batch: int = 256) -> None:
         self.store = store
         self.wake = wake
+        self.max_batch = max_batch
+        self._pending: list[tuple[NameEvent, Future[bool]]] = []
+        self._lock = threading.Lock()
+        self._committing = False
 
     def accept(self, event: NameEvent) -> bool:
-        new = self.store.accept(event)
-        if new:
-            self.wake()
-        return new
+        done: Future[bool] = Future()
+        with self._lock:
+            self._pending.append((event, done))
+            lead = not self._committing
+            self._committing = True
+        if lead:
+            self._commit_pending()
+        return done.result()
+
+    def _commit_pending(self) -> None:
+        while True:
+            with self._lock:
+                batch = self._pending[:self.max_batch]
+                del self._pending[:self.max_batch]
+                if not batch:
+                    self._committing = False
+                    return
+            try:
+                results = self.store.accept_many([event for event, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
+                for _, done in batch:
+                    done.set_exception(exc)
+                continue
+            for (_, done), new in zip(batch, results, strict=True):
+                done.set_result(new)
+            if any(results):
+                self.wake()
 
 
 class Service:
@@ -55,7 +89,7 @@ class Service:
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
                                   threads=config.serve.workers, clock=clock)
-        self.sink = WakingSink(self.store, self.workers.notify_work)
+        self.sink = GroupCommitSink(self.store, self.workers.notify_work)
         self.stop = threading.Event()
         self._source_threads: list[threading.Thread] = []
         self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
@@ -64,6 +98,7 @@ class Service:
         self._notify_thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._checkpointer = self.store.checkpoint_in_background(self.stop)
         self.workers.start()
         for source in self.sources:
             if type(source).run is EventSource.run:
