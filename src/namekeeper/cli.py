@@ -23,7 +23,6 @@ from .public.interface import PublicIndexUnavailable
 log = logging.getLogger("namekeeper")
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
-_SAFE_VERDICTS = {Verdict.OURS, Verdict.PROTECTED, Verdict.EXCLUDED}
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
 
 
