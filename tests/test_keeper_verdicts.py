@@ -116,8 +116,8 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
 
 
 def test_stdlib_names_are_protected_without_asking(keeper: Keeper) -> None:
-    assert keeper.classify("asyncio").verdict is Verdict.PROTECTED
+    assert keeper.classify("asyncio", None).verdict is Verdict.PROTECTED
 
 
 def test_policy_exclusions_are_not_looked_up(keeper: Keeper) -> None:
-    assert keeper.classify("acme-fork-requests").verdict is Verdict.EXCLUDED
+    assert keeper.classify("acme-fork-requests", None).verdict is Verdict.EXCLUDED

@@ -92,9 +92,11 @@ class Keeper:
         excluded = any(fnmatch.fnmatchcase(name, pat.lower()) for pat in policy.exclude)
         return excluded or not included
 
-    def classify(self, name: str, record: NameRecord | None = None) -> Classification:
-        """The verdict for canonical ``name``; asks the public index unless policy says no."""
-        record = record if record is not None else self.store.get(name)
+    def classify(self, name: str, record: NameRecord | None) -> Classification:
+        """The verdict for canonical ``name``; asks the public index unless policy says no.
+
+        ``record`` is what the store knows of the name (None: nothing), read once by the caller.
+        """
         if self.policy_excludes(name):
             return Classification(name, Verdict.EXCLUDED, Severity.NONE,
                                   "The policy's include/exclude patterns leave this name alone.")
@@ -165,8 +167,9 @@ class Keeper:
 
     def check(self, name: str, display_name: str | None = None) -> Outcome:
         """Classify and record, without uploading."""
-        cls = self.classify(name)
-        outcome = self._outcome(cls, display_name or name, Action.SKIPPED, cls.reason)
+        record = self.store.get(name)
+        cls = self.classify(name, record)
+        outcome = self._outcome(cls, record, display_name or name, Action.SKIPPED, cls.reason)
         self.store.record_outcome(outcome)
         return outcome
 
@@ -188,26 +191,27 @@ class Keeper:
                     and record is not None and record.upload_started_at and not dry_run):
                 # We uploaded before a crash and the index cannot say whose it is:
                 # upload again and let its answer ("File already exists") decide.
-                return self._upload(cls, display, event, budget=None)
+                return self._upload(cls, record, display, event, budget=None)
             action = {Verdict.OURS: Action.ALREADY_OURS, Verdict.TAKEN: Action.TAKEN,
                       Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
                       }[cls.verdict]
-            return self._finish(self._outcome(cls, display, action, cls.reason, event),
+            return self._finish(self._outcome(cls, record, display, action, cls.reason, event),
                                 held=cls.verdict is Verdict.OURS)
         if dry_run:
-            return self._finish(self._outcome(cls, display, Action.DRY_RUN,
+            return self._finish(self._outcome(cls, record, display, Action.DRY_RUN,
                                               "Dry run: the placeholder would be uploaded.",
                                               event))
-        return self._upload(cls, display, event, budget=budget)
+        return self._upload(cls, record, display, event, budget=budget)
 
-    def _upload(self, cls: Classification, display: str, event: NameEvent | None, *,
+    def _upload(self, cls: Classification, record: NameRecord | None, display: str,
+                event: NameEvent | None, *,
                 budget: Callable[[str], float | None] | None) -> Outcome:
         if self.builder is None or self.backend is None:
             raise RuntimeError("reserving needs a placeholder builder and a reservation backend")
         if budget is not None:
             wait = budget(cls.name)
             if wait is not None:
-                return replace(self._outcome(cls, display, Action.RATE_LIMITED,
+                return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
                                              f"The budget of new public projects is spent; next "
                                              f"slot in {wait:.0f} s.", event), retry_after=wait)
         with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
@@ -218,42 +222,41 @@ class Keeper:
             self.store.refund_budget(cls.name)  # no project was created
         if result.action is Action.RATE_LIMITED:
             self.store.pause_budget(result.retry_after or 60.0)
-        return self._finish(self._after_upload(cls, display, result, event),
+        return self._finish(self._after_upload(cls, record, display, result, event),
                             held=result.action in _HELD)
 
-    def _after_upload(self, cls: Classification, display: str, result: UploadResult,
-                      event: NameEvent | None) -> Outcome:
+    def _after_upload(self, cls: Classification, record: NameRecord | None, display: str,
+                      result: UploadResult, event: NameEvent | None) -> Outcome:
         """The index's answer is the final word: it may overrule the lookup's prediction."""
         if result.action in _HELD:
             return self._outcome(Classification(cls.name, Verdict.OURS, Severity.NONE,
                                                 "The public name is held by our placeholder.",
-                                                cls.public), display, result.action,
+                                                cls.public), record, display, result.action,
                                  result.message, event)
         if result.action is Action.TAKEN:
             public = cls.public or PublicProject(cls.name, exists=True)
-            record = self.store.get(cls.name)
             taken = self._taken(cls.name, public, record)
             # Registered between our lookup and our upload: exactly what an attack looks like.
             severity = Severity.CRITICAL if not public.exists else taken.severity
             return self._outcome(Classification(cls.name, Verdict.TAKEN, severity,
-                                                taken.reason, cls.public), display,
+                                                taken.reason, cls.public), record, display,
                                  Action.TAKEN, result.message, event)
         if result.action is Action.PROTECTED:
             return self._outcome(Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
-                                                result.message, cls.public), display,
+                                                result.message, cls.public), record, display,
                                  Action.PROTECTED, result.message, event)
         severity = Severity.HIGH if result.action is Action.FAILED else Severity.LOW
         outcome = self._outcome(Classification(cls.name, Verdict.FREE, severity, cls.reason,
-                                               cls.public), display, result.action,
+                                               cls.public), record, display, result.action,
                                 result.message, event)
         retry = result.transient or result.action is Action.RATE_LIMITED
         return replace(outcome, retry_after=(result.retry_after or 0.0) if retry else None)
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _outcome(self, cls: Classification, display: str, action: Action, message: str,
-                 event: NameEvent | None = None) -> Outcome:
-        record = self.store.get(cls.name)
+    def _outcome(self, cls: Classification, record: NameRecord | None, display: str,
+                 action: Action, message: str, event: NameEvent | None = None) -> Outcome:
+        """``record`` is the store's row read once per request (first seen privately)."""
         return Outcome(name=cls.name, display_name=display, verdict=cls.verdict, action=action,
                        severity=cls.severity, reason=cls.reason, message=message,
                        public=cls.public, event=event,
