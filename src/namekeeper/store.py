@@ -137,9 +137,10 @@ class Store:
 
     # -- names ----------------------------------------------------------------------------------
 
-    def _note_seen(self, db: sqlite3.Connection, event: NameEvent) -> None:
-        row = db.execute("SELECT first_seen_private, highest_private_version FROM names "
-                         "WHERE name = ?", (event.name,)).fetchone()
+    def _note_seen(self, db: sqlite3.Connection, event: NameEvent) -> str | None:
+        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
+        row = db.execute("SELECT first_seen_private, highest_private_version, reserved_at "
+                         "FROM names WHERE name = ?", (event.name,)).fetchone()
         if row is None:
             db.execute(
                 "INSERT INTO names(name, display_name, first_seen_private, first_source, "
@@ -148,7 +149,7 @@ class Store:
                  event.version, ts(event.seen_at)))
             self._history(db, event.name, "seen", {"source": event.source, "index": event.index,
                                                    "version": event.version})
-            return
+            return None
         first = dt(row["first_seen_private"])
         if first is None or event.seen_at < first:
             db.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
@@ -158,6 +159,8 @@ class Store:
         if highest != row["highest_private_version"]:
             db.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
                        (highest, event.name))
+        reserved_at: str | None = row["reserved_at"]
+        return reserved_at
 
     def note_seen(self, event: NameEvent) -> None:
         """Remember that a private index has this name (first time seen, highest version)."""
@@ -252,9 +255,7 @@ class Store:
                              (event.key, event.name, event.source, event.index, now))
             if cur.rowcount == 0:
                 return False
-        self._note_seen(db, event)
-        reserved = db.execute("SELECT reserved_at FROM names WHERE name = ?",
-                              (event.name,)).fetchone()["reserved_at"]
+        reserved = self._note_seen(db, event)
         row = db.execute("SELECT state FROM queue WHERE name = ?", (event.name,)).fetchone()
         if row is None:
             if reserved:
