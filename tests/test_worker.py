@@ -115,7 +115,11 @@ def test_the_periodic_recheck_sees_changes_without_uploading_twice(
     clock = Clock()
     pool = make_pool(tmp_path, fake_public, monkeypatch, clock)
     told: list = []
-    pool.keeper._notify = told.append
+
+    class Recording:
+        dispatch = staticmethod(told.append)
+
+    pool.keeper.alerts = Recording()  # type: ignore[assignment]
     fake_public.add_project("acme-theirs", owners=["mallory"], versions=["1.0"])
     for name in ("acme-mine", "acme-theirs"):
         pool.store.accept(NameEvent(name=name, display_name=name, source="t", index="x", key=name))

@@ -42,11 +42,11 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
         raise RuntimeError("no plugin provides a public index lookup")
     builder = pm.hook.namekeeper_placeholder_builder(config=config)
     backend = pm.hook.namekeeper_reservation_backend(config=config)
-    notify = None
+    alerts = None
     if with_notifiers:
         notifiers = notifiers_for(config, pm)
         if notifiers:
             from .notify.dispatch import Dispatcher
 
-            notify = Dispatcher.from_config(config, notifiers, store.delivery_log()).dispatch
-    return Keeper(config, store, public, builder, backend, notify), store
+            alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
+    return Keeper(config, store, public, builder, backend, alerts), store

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.version import InvalidVersion, Version
 
@@ -34,6 +35,9 @@ from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .reserve.interface import ReservationBackend
 from .store import NameRecord, Store
+
+if TYPE_CHECKING:
+    from .notify.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -61,13 +65,13 @@ class Keeper:
     def __init__(self, config: Config, store: Store, public: PublicIndex,
                  builder: PlaceholderBuilder | None = None,
                  backend: ReservationBackend | None = None,
-                 notify: Callable[[Outcome], object] | None = None) -> None:
+                 alerts: Dispatcher | None = None) -> None:
         self.config = config
         self.store = store
         self.public = public
         self.builder = builder
         self.backend = backend
-        self._notify = notify
+        self.alerts = alerts
         #: False under the queue: a failure it will retry is not worth an alert yet.
         self.notify_transient = True
 
@@ -272,9 +276,9 @@ class Keeper:
 
     def notify(self, outcome: Outcome) -> None:
         """Hand an outcome to the notifiers; their failure never stops a reservation."""
-        if self._notify is None:
+        if self.alerts is None:
             return
         try:
-            self._notify(outcome)
+            self.alerts.dispatch(outcome)
         except Exception:  # noqa: BLE001
             log.exception("notifying about %s failed", outcome.name)

@@ -23,6 +23,7 @@ from typing import Any
 from .app import build_keeper
 from .config import Config, load
 from .model import NameEvent
+from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
 from .store import Store
@@ -110,10 +111,9 @@ class Service:
         self._recheck_thread = threading.Thread(target=self._recheck, daemon=True,
                                                 name="namekeeper-recheck")
         self._recheck_thread.start()
-        dispatcher = getattr(self.keeper._notify, "__self__", None)
-        if dispatcher is not None and hasattr(dispatcher, "retry_due"):
+        if self.keeper.alerts is not None:
             self._notify_thread = threading.Thread(target=self._retry_notifications,
-                                                   args=(dispatcher,), daemon=True,
+                                                   args=(self.keeper.alerts,), daemon=True,
                                                    name="namekeeper-notify-retry")
             self._notify_thread.start()
 
@@ -133,7 +133,7 @@ class Service:
             except Exception:  # noqa: BLE001 - try again next round
                 log.exception("scheduling the periodic re-check failed")
 
-    def _retry_notifications(self, dispatcher: Any) -> None:
+    def _retry_notifications(self, dispatcher: Dispatcher) -> None:
         while not self.stop.wait(1.0):
             try:
                 dispatcher.retry_due(time.time())
