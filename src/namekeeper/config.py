@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,17 @@ class Secret:
 
     def __hash__(self) -> int:
         return hash(self._value)
+
+
+def redact(text: str, secrets: Iterable[str], *, min_length: int = 1) -> str:
+    """``text`` with every secret at least ``min_length`` long replaced by ``***``.
+
+    Longest first, so a secret that contains another is never half-replaced.
+    """
+    for secret in sorted(set(secrets), key=len, reverse=True):
+        if len(secret) >= min_length:
+            text = text.replace(secret, "***")
+    return text
 
 
 def _public_base(upload_url: str) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from urllib.parse import quote, urlsplit
 
+from ..config import redact
 from ..model import Action, Outcome, Severity, Verdict
 from .interface import (
     TAG_CRITICAL,
@@ -37,7 +38,6 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>~])")
 _BLOCK_START = re.compile(r"^(\d*)([#+=>-]|(?<=\d)[.)])")
 _MAX_VERSIONS = 10
-_REDACTED = "***"
 #: Secrets shorter than this are not searched for: replacing a 1-3 character
 #: string everywhere would garble every message while protecting nothing.
 _MIN_SECRET = 4
@@ -107,11 +107,8 @@ def fingerprint(outcome: Outcome) -> str:
 
 
 def redact_text(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of each secret replaced by ``***``."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if len(secret) >= _MIN_SECRET:
-            text = text.replace(secret, _REDACTED)
-    return text
+    """``text`` with every secret long enough to be one replaced by ``***``."""
+    return redact(text, secrets, min_length=_MIN_SECRET)
 
 
 def _when(moment: datetime | None) -> str | None:

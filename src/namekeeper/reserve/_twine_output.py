@@ -22,21 +22,15 @@ from typing import Any
 import twine.commands.upload
 import twine.repository
 
+from ..config import redact
+
 #: The backend's logger (`namekeeper.reserve.twine`): twine's output is part of its story.
 log = logging.getLogger("namekeeper.reserve.twine")
 
-SCRUBBED = "***"
 
 _capture = threading.local()
 _install_lock = threading.Lock()
 _installed = False
-
-
-def scrub(text: str, secrets: tuple[str, ...]) -> str:
-    """``text`` with every one of ``secrets`` replaced by ``***``."""
-    for secret in secrets:
-        text = text.replace(secret, SCRUBBED)
-    return text
 
 
 def _current_secrets() -> tuple[str, ...]:
@@ -53,7 +47,7 @@ class _TwineLogBridge(logging.Handler):
                 exc = record.exc_info[1]
                 text = f"{text} ({type(exc).__name__}: {exc})"
             level = logging.DEBUG if record.levelno < logging.WARNING else logging.INFO
-            log.log(level, "twine: %s", scrub(text, _current_secrets()))
+            log.log(level, "twine: %s", redact(text, _current_secrets()))
         except Exception:  # noqa: BLE001 - logging must never break an upload
             self.handleError(record)
 
@@ -76,7 +70,7 @@ def _make_router(original: Callable[..., None]) -> Callable[..., None]:
             return
         text = _plain(objects, sep).strip()
         if text:
-            log.debug("twine: %s", scrub(text, _current_secrets()))
+            log.debug("twine: %s", redact(text, _current_secrets()))
 
     routed_print.namekeeper_router = True  # type: ignore[attr-defined]
     return routed_print

@@ -50,12 +50,12 @@ import twine.commands.upload
 from twine import exceptions as twine_exceptions
 from twine import utils as twine_utils
 
-from ..config import ENV_PUBLIC_TOKEN, PublicConfig
+from ..config import ENV_PUBLIC_TOKEN, PublicConfig, redact
 from ..hookspecs import hookimpl
 from ..model import Action, UploadResult
 from ..names import InvalidName, canonical, name_from_filename
 from ._twine_credentials import Credentials, find_credentials, split_userinfo
-from ._twine_output import capturing, scrub
+from ._twine_output import capturing
 from ._twine_session import UploadSettings
 from .interface import ReservationBackend
 
@@ -146,7 +146,7 @@ class _Answer:
         if not reason or reason.lower() in _GENERIC_REASONS:
             snippet = _one_line(self.body)
             reason = f"{reason}: {snippet}" if reason and snippet else (reason or snippet)
-        return f"{self.status} {_one_line(scrub(reason, secrets))}".strip()
+        return f"{self.status} {_one_line(redact(reason, secrets))}".strip()
 
 
 # "The name 'x' isn't allowed." — not any "isn't allowed", which metadata errors may say too:
@@ -298,7 +298,7 @@ class TwineReservationBackend(ReservationBackend):
         started = time.perf_counter()
         with capturing(secrets):
             result = self._upload_all(name, [Path(f) for f in files], credentials, secrets)
-        result = dataclasses.replace(result, message=scrub(result.message, secrets))
+        result = dataclasses.replace(result, message=redact(result.message, secrets))
         log.log(logging.INFO if result.action is not Action.FAILED else logging.WARNING,
                 "%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)
         return result
@@ -365,7 +365,7 @@ class TwineReservationBackend(ReservationBackend):
 
 
 def _describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
-    return _one_line(scrub(f"{type(exc).__name__}: {exc}", secrets), 400)
+    return _one_line(redact(f"{type(exc).__name__}: {exc}", secrets), 400)
 
 
 @hookimpl(trylast=True)
