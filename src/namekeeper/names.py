@@ -32,10 +32,10 @@ class InvalidName(ValueError):
     """A name or filename that cannot be a Python project; the message says why."""
 
 
-def _shown(value: str) -> str:
-    """A hostile value, safe to print in one line of an error message."""
-    text = repr(value[:60])
-    return text + ("…" if len(value) > 60 else "")
+def shown(value: str, limit: int = 60) -> str:
+    """A hostile value, safe to print in one line of an error message or a log."""
+    text = repr(value[:limit])
+    return text + ("…" if len(value) > limit else "")
 
 
 def validate_name(name: str) -> str:
@@ -43,10 +43,10 @@ def validate_name(name: str) -> str:
     if not isinstance(name, str) or not name:
         raise InvalidName("a project name must be a non-empty string")
     if len(name) > MAX_NAME_LENGTH:
-        raise InvalidName(f"project name {_shown(name)} is longer than {MAX_NAME_LENGTH} characters")
+        raise InvalidName(f"project name {shown(name)} is longer than {MAX_NAME_LENGTH} characters")
     if not _PYPI_NAME.match(name):
         raise InvalidName(
-            f"{_shown(name)} is not a valid project name: use ASCII letters, digits, '.', '_' "
+            f"{shown(name)} is not a valid project name: use ASCII letters, digits, '.', '_' "
             "and '-', starting and ending with a letter or digit"
         )
     return name
@@ -103,7 +103,7 @@ def name_from_filename(filename: str) -> tuple[str, str, str]:
     if not isinstance(filename, str) or not filename:
         raise InvalidName("a distribution filename must be a non-empty string")
     if "/" in filename or "\\" in filename or "\x00" in filename or filename in {".", ".."}:
-        raise InvalidName(f"{_shown(filename)} is not a bare filename")
+        raise InvalidName(f"{shown(filename)} is not a bare filename")
     if len(filename) > 512:
         raise InvalidName("distribution filename is too long")
     try:
@@ -117,17 +117,17 @@ def name_from_filename(filename: str) -> tuple[str, str, str]:
             stem = re.sub(r"\.(tar\.bz2|tgz|tar)$", "", filename)
             display, _, raw_version = stem.rpartition("-")
             if not display or not raw_version:
-                raise InvalidName(f"{_shown(filename)} has no version")
+                raise InvalidName(f"{shown(filename)} has no version")
             version = raw_version  # type: ignore[assignment]
         elif filename.endswith(".egg"):
             m = _EGG.match(filename)
             if not m:
-                raise InvalidName(f"{_shown(filename)} is not a valid egg filename")
+                raise InvalidName(f"{shown(filename)} is not a valid egg filename")
             display, version = m["name"], m["version"]  # type: ignore[assignment]
         else:
-            raise InvalidName(f"{_shown(filename)} is not a Python distribution")
+            raise InvalidName(f"{shown(filename)} is not a Python distribution")
     except (InvalidWheelFilename, InvalidSdistFilename) as exc:
-        raise InvalidName(f"{_shown(filename)} is not a valid distribution filename") from exc
+        raise InvalidName(f"{shown(filename)} is not a valid distribution filename") from exc
     validate_name(display)
     return display, canonical(display), str(version)
 

@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from ..model import NameEvent
-from ..names import InvalidName, canonical, name_from_filename, validate_name
+from ..names import InvalidName, canonical, name_from_filename, shown, validate_name
 
 SOURCE_NAME = "artifactory"
 
@@ -54,11 +54,6 @@ class DeliveryRejected(Exception):
         self.slug, self.reason, self.http_status = slug, reason, http_status
 
 
-def _shown(value: str) -> str:
-    """A hostile value, safe to print in one line of a reason."""
-    return repr(value[:60]) + ("…" if len(value) > 60 else "")
-
-
 def _bad_shape(reason: str) -> DeliveryRejected:
     return DeliveryRejected("bad_shape", reason)
 
@@ -80,7 +75,7 @@ def _string(obj: dict[str, Any], key: str, where: str, *, required: bool = True,
 
 def _repo_key(value: str, field_name: str) -> str:
     if not REPO_KEY_RE.fullmatch(value):
-        raise _bad_shape(f"{field_name} {_shown(value)} is not a repository key")
+        raise _bad_shape(f"{field_name} {shown(value)} is not a repository key")
     return value
 
 
@@ -90,7 +85,7 @@ def _clean_path(path: str, field_name: str) -> str:
     segments = path.split("/")
     if (_CONTROL.search(path) or "\\" in path
             or any(s in ("", ".", "..") for s in segments[:-1]) or segments[-1] in (".", "..")):
-        raise _bad_shape(f"{field_name} {_shown(path)} is not a clean repository path")
+        raise _bad_shape(f"{field_name} {shown(path)} is not a clean repository path")
     return path
 
 
@@ -114,12 +109,12 @@ def artifact_event(repo: str, path: str, name: str | None, sha256: str) -> NameE
     """
     filename = name if name else path.rsplit("/", 1)[-1]
     if name and ("/" in name or "\\" in name):
-        raise DeliveryRejected("invalid_name", f"data.name {_shown(name)} is not a bare filename")
+        raise DeliveryRejected("invalid_name", f"data.name {shown(name)} is not a bare filename")
     if name and path and path.rsplit("/", 1)[-1] != name:
-        raise _bad_shape(f"data.name {_shown(name)} does not match the last segment of the path")
+        raise _bad_shape(f"data.name {shown(name)} does not match the last segment of the path")
     if not filename.endswith(DIST_SUFFIXES):
         raise DeliveryIgnored("not_distribution",
-                              f"{_shown(filename or path or '/')} is not a Python distribution")
+                              f"{shown(filename or path or '/')} is not a Python distribution")
     try:
         display, canonical_name, version = name_from_filename(filename)
     except InvalidName as exc:
@@ -152,17 +147,17 @@ def event_from_payload(payload: Any, repos: tuple[str, ...]) -> NameEvent:
         payload = payload["event"]  # some documented samples wrap the delivery in "event"
     domain = _string(payload, "domain", "")
     if domain not in ("artifact", "artifact_property"):
-        raise DeliveryIgnored("other_domain", f"domain {_shown(str(domain))} is not handled")
+        raise DeliveryIgnored("other_domain", f"domain {shown(str(domain))} is not handled")
     event_type = _string(payload, "event_type", "")
     if event_type == "deleted":
         raise DeliveryIgnored("deleted", "deletions do not release a name")
     if domain == "artifact":
         if event_type not in ("deployed", "moved", "copied"):
-            raise DeliveryIgnored("other_event", f"event type {_shown(str(event_type))} "
+            raise DeliveryIgnored("other_event", f"event type {shown(str(event_type))} "
                                                  "is not handled")
         return _artifact_payload(str(event_type), _data(payload), repos)
     if event_type != "added":
-        raise DeliveryIgnored("other_event", f"event type {_shown(str(event_type))} is not handled")
+        raise DeliveryIgnored("other_event", f"event type {shown(str(event_type))} is not handled")
     return _property_payload(_data(payload), repos)
 
 
@@ -189,7 +184,7 @@ def _property_payload(data: dict[str, Any], repos: tuple[str, ...]) -> NameEvent
     path = _clean_path(str(_string(data, "path", "data.", max_length=MAX_PATH_LENGTH)), "data.path")
     key = _string(data, "property_key", "data.")
     if key not in PYPI_NAME_PROPERTIES:
-        raise DeliveryIgnored("other_property", f"property {_shown(str(key))} does not name a "
+        raise DeliveryIgnored("other_property", f"property {shown(str(key))} does not name a "
                                                 "project")
     values = data.get("property_values")
     if not isinstance(values, list) or not values:

@@ -30,7 +30,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from .. import __version__
 from ..hookspecs import hookimpl
 from ..model import NameEvent
-from ..names import InvalidName, canonical
+from ..names import InvalidName, canonical, shown
 from .interface import EventSink, EventSource
 
 if TYPE_CHECKING:
@@ -97,17 +97,11 @@ def auth_for(config: PollConfig) -> AuthBase | None:
     return None
 
 
-def _shown(value: str, limit: int = 60) -> str:
-    """A hostile name, safe to print on one log line."""
-    text = repr(value[:limit])
-    return text + ("…" if len(value) > limit else "")
-
-
 def _describe(exc: Exception) -> str:
     """One line about a failure; `PollError` texts are credential-free by construction."""
     if isinstance(exc, PollError):
         return str(exc)
-    return f"{type(exc).__name__}: {_shown(str(exc), 200)}"
+    return f"{type(exc).__name__}: {shown(str(exc), 200)}"
 
 
 class _AnchorText(HTMLParser):
@@ -182,7 +176,7 @@ def _download(url: str, session: requests.Session, *, timeout: float, auth: Auth
                          timeout=(timeout, timeout)) as response:
             if response.status_code != 200:
                 raise PollError(f"GET {where} answered {response.status_code} "
-                                f"{_shown(response.reason or '', 80)}")
+                                f"{shown(response.reason or '', 80)}")
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit() and int(declared) > max_bytes:
                 raise PollError(f"{where} listing is {declared} bytes, over the {max_bytes} bytes limit")
@@ -232,10 +226,10 @@ def fetch_projects(
 
 def _log_invalid(where: str, invalid: list[str]) -> None:
     if invalid:
-        shown = ", ".join(_shown(n) for n in invalid[:5])
+        listed = ", ".join(shown(n) for n in invalid[:5])
         more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
         log.warning("%s lists %d invalid project name(s), skipped: %s%s",
-                    where, len(invalid), shown, more)
+                    where, len(invalid), listed, more)
 
 
 def list_projects(
