@@ -6,8 +6,6 @@ the same way whichever face of namekeeper runs.
 
 from __future__ import annotations
 
-import logging
-
 import pluggy
 
 from .config import Config
@@ -16,26 +14,17 @@ from .notify.interface import Notifier
 from .plugins import get_plugin_manager
 from .store import Store
 
-log = logging.getLogger(__name__)
-
-
-def _plugin_manager() -> pluggy.PluginManager:
-    pm, report = get_plugin_manager()
-    for name, error in report.broken.items():
-        log.warning("plugin %s is broken and was skipped: %s", name, error)
-    return pm
-
 
 def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
     """Every notifier every plugin contributes, flattened."""
-    pm = pm or _plugin_manager()
+    pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
 
 
-def build_keeper(config: Config, *, with_notifiers: bool = True,
-                 store: Store | None = None) -> tuple[Keeper, Store]:
+def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | None = None,
+                 pm: pluggy.PluginManager | None = None) -> tuple[Keeper, Store]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
-    pm = _plugin_manager()
+    pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     store = store or Store(config.store.path)
     public = pm.hook.namekeeper_public_index(config=config)
     if public is None:

@@ -84,8 +84,8 @@ class Service:
 
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.keeper, self.store = build_keeper(config)
-        pm, _ = get_plugin_manager()
+        pm, _ = get_plugin_manager()  # one load of the plugins for keeper and sources
+        self.keeper, self.store = build_keeper(config, pm=pm)
         self.sources: list[EventSource] = [
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
