@@ -6,7 +6,9 @@ import pytest
 
 # Fixtures of the fakes and servers the tests start: the fake public index, devpi-server,
 # PostgreSQL.
-pytest_plugins = ["_fake_public", "_devpi", "_postgres"]
+# devpi-server's own fixtures (makexom, mapp, testapp) drive its hooks in-process.
+pytest_plugins = ["_fake_public", "_devpi", "_postgres", "pytest_devpi_server",
+                  "test_devpi_server.plugin"]
 
 
 @pytest.fixture(autouse=True)
