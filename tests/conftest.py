@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-# Fixtures of the fakes and servers the tests start: the fake public index, devpi-server.
-pytest_plugins = ["_fake_public", "_devpi"]
+# Fixtures of the fakes and servers the tests start: the fake public index, devpi-server,
+# PostgreSQL.
+pytest_plugins = ["_fake_public", "_devpi", "_postgres"]
 
 
 @pytest.fixture(autouse=True)
