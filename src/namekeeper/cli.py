@@ -1,4 +1,4 @@
-"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`.
+"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`, `plugins`.
 
 Exit codes (scripts and CI rely on them): 0 every name is safe (ours, protected,
 excluded, or just reserved); 1 at least one name needs attention (free on
@@ -70,6 +70,10 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
     p.add_argument("--host", help="address to listen on (overrides [serve] host)")
     p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
+    _common(p, top=False)
+
+    p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
+                                       "every broken one; exit 1 when one is broken")
     _common(p, top=False)
     return parser
 
@@ -249,6 +253,24 @@ def _check_port_free(host: str, port: int) -> None:
             raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
+def _plugins(args: argparse.Namespace, config: Config) -> int:
+    from .config import redact
+    from .plugins import get_plugin_manager
+
+    _, report = get_plugin_manager()
+    secrets = [s.reveal() for s in config.secrets()]
+    rows: list[dict[str, Any]] = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version,
+         "hooks": list(p.hooks), "builtin": p.builtin, "error": None} for p in report.plugins]
+    rows += [{"name": name, "distribution": None, "version": None, "hooks": [], "builtin": None,
+              "error": redact(error, secrets)} for name, error in sorted(report.broken.items())]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "distribution", "version", "hooks", "error"])
+    return EXIT_ATTENTION if report.broken else EXIT_OK
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
     handler = logging.StreamHandler(sys.stderr)
@@ -268,7 +290,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
-                "notify": _notify_test, "serve": _serve}
+                "notify": _notify_test, "serve": _serve, "plugins": _plugins}
     try:
         config = load(args.config)
         return commands[args.command](args, config)

@@ -12,9 +12,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -204,6 +205,25 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None  # the file this came from, for messages
+    #: ``[plugins.<entry-point-name>]`` tables; ``{ env = "VAR" }`` values are `Secret`s.
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def plugin(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table of the plugin registered under entry point ``name``.
+
+        Empty when the file has none.  A value written ``{ env = "VAR" }`` is read from
+        the environment as a `Secret` (None when the variable is unset or empty).
+        """
+        return self.plugins.get(name, MappingProxyType({}))
+
+    def secrets(self) -> list[Secret]:
+        """Every secret this config holds (ours and the plugins'), so none slips into text."""
+        found: list[Secret | None] = [self.public.token, self.artifactory.secret,
+                                      self.artifactory.token, *self.notify.urls]
+        for poll in self.polls:
+            found += [poll.token, poll.password]
+        found += [s for table in self.plugins.values() for s in _secrets_in(table)]
+        return [s for s in found if s is not None and s.reveal()]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -324,6 +344,41 @@ def _shown_value(value: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def _secrets_in(value: Any) -> Iterator[Secret]:
+    if isinstance(value, Secret):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _secrets_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _secrets_in(v)
+
+
+def _plugin_value(value: Any, where: str) -> Any:
+    """A plugin table's value with every ``{ env = "VAR" }`` replaced by the variable's `Secret`."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            if not isinstance(value["env"], str) or not value["env"]:
+                raise ConfigError(f"[{where}] env must name an environment variable")
+            return _env_secret(value["env"])
+        return MappingProxyType({k: _plugin_value(v, f"{where}.{k}") for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_plugin_value(v, where) for v in value)
+    return value
+
+
+def _plugin_tables(data: Any) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(data, dict):
+        raise ConfigError("[plugins] must be a table of [plugins.<name>] tables")
+    tables = {}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[plugins.{name}] must be a table")
+        tables[name] = _plugin_value(table, f"plugins.{name}")
+    return MappingProxyType(tables)
+
+
 def _env_secret(name: str | None) -> Secret | None:
     if not name:
         return None
@@ -369,7 +424,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         data,
         "config",
         {"public", "placeholder", "policy", "store", "serve", "artifactory", "poll", "queue",
-         "notify"},
+         "notify", "plugins"},
         problems, sections=True,
     )
     public = _public_config(_Table(top.get("public", dict, {}), "public", _PUBLIC_KEYS, problems))
@@ -463,10 +518,13 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
             "[notify] retry-first", default=30.0),
     )
 
+    plugins = problems.checked(_plugin_tables, top.get("plugins", dict, {}),
+                               default=MappingProxyType({}))
+
     problems.raise_if_any(source)
     return Config(public=public, placeholder=placeholder, policy=policy, store=store,
                   serve=serve, artifactory=artifactory, polls=tuple(polls), queue=queue,
-                  notify=notify, source=source)
+                  notify=notify, source=source, plugins=plugins)
 
 
 _SECONDS = "a number of seconds"
