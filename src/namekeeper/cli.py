@@ -9,25 +9,23 @@ error, with nothing uploaded.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import __version__, names
-from .config import Config, ConfigError, load
+from .config import Config, load
+from .errors import IndexUnreachable, NamekeeperError, UsageError
 from .model import Action, NameEvent, Outcome, Verdict
-from .public.interface import PublicIndexUnavailable
 
 log = logging.getLogger("namekeeper")
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
-
-
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this one-line message."""
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -70,6 +68,8 @@ def make_parser() -> argparse.ArgumentParser:
     _common(p, top=False)
 
     p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
+    p.add_argument("--host", help="address to listen on (overrides [serve] host)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
     _common(p, top=False)
 
     p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
@@ -179,9 +179,9 @@ def _run_names(args: argparse.Namespace, config: Config) -> int:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    from .store import Store
+    from .app import open_store
 
-    store = Store(config.store.path)
+    store = open_store(config)
     queue = {item["name"]: item for item in store.queue_items()}
     rows = []
     attention = False
@@ -226,7 +226,31 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
 def _serve(args: argparse.Namespace, config: Config) -> int:
     from .server import serve
 
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = replace(config, serve=replace(config.serve, **overrides))
+    _check_port_free(config.serve.host, config.serve.port)
     return serve(config)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say "in use" in one line before the service starts anything, rather than a traceback."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
 
 
 def _plugins(args: argparse.Namespace, config: Config) -> int:
@@ -257,6 +281,10 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -266,12 +294,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args.config)
         return commands[args.command](args, config)
-    except (UsageError, ConfigError) as exc:
-        print(f"namekeeper: error: {exc}", file=sys.stderr)
+    except IndexUnreachable as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except NamekeeperError as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except PublicIndexUnavailable as exc:
-        print(f"namekeeper: the public index could not be asked: {exc}", file=sys.stderr)
-        return EXIT_ATTENTION
     except KeyboardInterrupt:
         return 130
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from ..errors import IndexUnreachable
 from ..model import PublicProject
 
 
-class PublicIndexUnavailable(Exception):
+class PublicIndexUnavailable(IndexUnreachable):
     """The public index could not be asked (network, 5xx after retries): try again later."""
 
 

@@ -28,6 +28,7 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from .. import __version__
+from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
@@ -52,7 +53,7 @@ _MAX_LOGGED_INVALID = 1000
 _CHUNK = 64 * 1024
 
 
-class PollError(Exception):
+class PollError(IndexUnreachable):
     """One poll failed (network, HTTP status, malformed or oversized listing); retried later.
 
     The message names the index without credentials and is safe to log.
