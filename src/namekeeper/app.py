@@ -37,7 +37,8 @@ def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> lis
 
 
 def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | None = None,
-                 pm: pluggy.PluginManager | None = None) -> tuple[Keeper, Store]:
+                 pm: pluggy.PluginManager | None = None,
+                 with_listing: bool = True) -> tuple[Keeper, Store]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     store = store or open_store(config)
@@ -53,4 +54,10 @@ def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | 
             from .notify.dispatch import Dispatcher
 
             alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
-    return Keeper(config, store, public, builder, backend, alerts), store
+    keeper = Keeper(config, store, public, builder, backend, alerts)
+    if with_listing:
+        from .public.listing import cached_listing
+
+        # A fresh listing left by `audit` lets a "too similar" name be PROTECTED before any upload.
+        keeper.listing = cached_listing(config.public)
+    return keeper, store

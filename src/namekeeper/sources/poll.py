@@ -148,7 +148,7 @@ def _charset(content_type: str) -> str:
     return "utf-8"
 
 
-def _raw_names(body: bytes, content_type: str, where: str) -> list[str]:
+def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
     """The project names a listing states, unvalidated, in the listing's order."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type.endswith("json"):
@@ -215,7 +215,7 @@ def fetch_projects(
                                    max_bytes=max_bytes, max_seconds=max_seconds)
     projects: dict[str, str] = {}
     invalid: list[str] = []
-    for raw in _raw_names(body, content_type, where):
+    for raw in listing_names(body, content_type, where):
         try:
             name = canonical(raw)
         except InvalidName:
