@@ -97,6 +97,8 @@ class PublicConfig:
     owners: tuple[str, ...] = ()
     organization: str | None = None
     timeout: float = 10.0
+    # How long the index may answer 404 for a project we just uploaded (CDN-cached answers).
+    cdn_grace: float = 3600.0
 
     @property
     def web_url(self) -> str | None:
@@ -135,6 +137,8 @@ class ServeConfig:
     port: int = 8480
     max_body: int = 1024 * 1024
     workers: int = 2
+    body_timeout: float = 10.0  # a request body must arrive within this, else 408
+    connection_limit: int = 100  # open connections at most (waitress's connection_limit)
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,10 @@ class QueueConfig:
     backoff_base: float = 2.0
     backoff_max: float = 600.0
     recheck_interval: float = 6 * 3600.0  # how often `serve` looks at every known name again
+    lease: float = 120.0  # a claim expires unless renewed within this; then anyone reclaims it
+    max_pause: float = 3600.0  # the longest Retry-After we obey
+    confirm_after: float = 180.0  # a 2xx upload is confirmed by a lookup this much later
+    outage_after: float = 300.0  # public index unreachable this long: one alert, /healthz red
 
 
 @dataclass(frozen=True)
@@ -284,7 +292,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
 
     pub = _Table(top.get("public", dict, {}), "public",
                  {"simple-url", "json-url", "upload-url", "username", "password", "owners",
-                  "organization", "timeout"})
+                  "organization", "timeout", "cdn-grace"})
     token = _env_secret(ENV_PUBLIC_TOKEN)
     if "password" in pub.data:
         log.warning("[public] password is set in the config file; prefer the %s environment "
@@ -301,6 +309,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         owners=tuple(o.lower() for o in pub.strings("owners")),
         organization=(pub.get("organization", str) or None),
         timeout=float(pub.get("timeout", (int, float), 10.0)),
+        cdn_grace=parse_duration(pub.get("cdn-grace", (str, int, float), "1h"),
+                                 "[public] cdn-grace"),
     )
 
     ph = _Table(top.get("placeholder", dict, {}), "placeholder",
@@ -330,7 +340,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         store_path = str((source.parent / Path(store_path).expanduser()).resolve())
     store = StoreConfig(path=Path(store_path)) if store_path else StoreConfig()
 
-    sv = _Table(top.get("serve", dict, {}), "serve", {"host", "port", "max-body", "workers"})
+    sv = _Table(top.get("serve", dict, {}), "serve",
+                {"host", "port", "max-body", "workers", "body-timeout", "connection-limit"})
     port = sv.get("port", int, 8480)
     if not 0 <= port <= 65535:
         raise ConfigError("[serve] port must be between 0 and 65535")
@@ -339,7 +350,12 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         port=port,
         max_body=sv.get("max-body", int, 1024 * 1024),
         workers=max(1, sv.get("workers", int, 2)),
+        body_timeout=parse_duration(sv.get("body-timeout", (str, int, float), "10s"),
+                                    "[serve] body-timeout"),
+        connection_limit=sv.get("connection-limit", int, 100),
     )
+    if serve.connection_limit < 4:
+        raise ConfigError("[serve] connection-limit must be at least 4")
 
     af = _Table(top.get("artifactory", dict, {}), "artifactory",
                 {"signing", "repos", "base-url", "reconcile-interval"})
@@ -377,7 +393,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
 
     q = _Table(top.get("queue", dict, {}), "queue",
                {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
-                "recheck-interval"})
+                "recheck-interval", "lease", "max-pause", "confirm-after", "outage-after"})
     queue = QueueConfig(
         new_projects_per_hour=q.get("new-projects-per-hour", int, 20),
         max_attempts=q.get("max-attempts", int, 8),
@@ -385,6 +401,10 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         backoff_max=float(q.get("backoff-max", (int, float), 600.0)),
         recheck_interval=parse_duration(q.get("recheck-interval", (str, int, float), "6h"),
                                         "[queue] recheck-interval"),
+        **{field_: parse_duration(q.get(key, (str, int, float), default), f"[queue] {key}")
+           for field_, key, default in (("lease", "lease", "2m"), ("max_pause", "max-pause", "1h"),
+                                        ("confirm_after", "confirm-after", "3m"),
+                                        ("outage_after", "outage-after", "5m"))},
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         raise ConfigError("[queue] new-projects-per-hour and max-attempts must be at least 1")
