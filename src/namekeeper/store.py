@@ -22,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError
 from .model import NameEvent, Outcome
 from .store_budget import Budget
 from .store_health import Condition, StoreHealth
@@ -42,16 +43,13 @@ if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
 
 __all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
-           "event_from_json", "event_to_json", "holder_id"]
+           "event_from_json", "event_to_json", "holder_id", "unusable"]
 
 
-class StoreError(Exception):
-    """The store cannot be used (corrupt, unreadable); the message names its path."""
-
-    @classmethod
-    def from_sqlite(cls, path: Path, exc: sqlite3.Error) -> StoreError:
-        return cls(f"the store {path} cannot be used ({exc}); restore it from a backup or "
-                   "move it away to start afresh")
+def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
+    return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
+                      "move it away to start afresh")
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
@@ -76,12 +74,9 @@ class Store(QueueLeases, Budget, StoreHealth):
         with _WRITE_LOCKS_GUARD:
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
-        try:
-            self._db().executescript(SCHEMA)  # executescript manages its own transaction
-            with self._write() as db:
-                add_queue_columns(db)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError.from_sqlite(self.path, exc) from None
+        self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        with self._write() as db:
+            add_queue_columns(db)
 
     # -- connections --------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from .config import QueueConfig
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store import Store, StoreError, WorkItem, holder_id
+from .store import Store, WorkItem, holder_id, unusable
 from .store_queue import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class WorkerPool:
     def _store_unusable(self, exc: sqlite3.Error) -> None:
         with self._lock:
             if self.store_error is None:
-                self.store_error = str(StoreError.from_sqlite(self.store.path, exc))
+                self.store_error = str(unusable(self.store.path, exc))
                 log.error("%s; the queue workers stop", self.store_error)
         self.stop.set()
         self.wake.set()
