@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import StoreError
 from .model import NameEvent, Outcome
 from .store_budget import Budget
+from .store_bulk import BulkNames
 from .store_health import Condition, StoreHealth
 from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
@@ -56,11 +57,12 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(QueueLeases, Budget, StoreHealth):
+class Store(QueueLeases, Budget, StoreHealth, BulkNames):
     """The SQLite store; safe to share between threads and processes.
 
-    The queue with its leases, the budget and the conditions live in their own
-    modules (`store_queue`, `store_budget`, `store_health`): one concern each.
+    The queue with its leases, the budget, the conditions and bulk name writes
+    live in their own modules (`store_queue`, `store_budget`, `store_health`,
+    `store_bulk`): one concern each.
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -213,27 +215,30 @@ class Store(QueueLeases, Budget, StoreHealth):
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         """Store the latest verdict/action for a name and append it to the history."""
-        public = outcome.public
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
-                       (outcome.name, outcome.display_name))
-            db.execute(
-                "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
-                "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-                "WHERE name=?",
-                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-                 outcome.reason, outcome.message,
-                 json.dumps(list(public.owners)) if public else None,
-                 public.organization if public else None,
-                 json.dumps(list(public.versions)) if public else None,
-                 ts(public.first_release) if public else None,
-                 ts(outcome.at), outcome.name))
-            if reserved:
-                db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                           (ts(outcome.at), outcome.name))
-            self._history(db, outcome.name, "outcome", {
-                "verdict": outcome.verdict.value, "action": outcome.action.value,
-                "severity": outcome.severity.value, "message": outcome.message})
+            self._record_outcome(db, outcome, reserved)
+
+    def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome, reserved: bool) -> None:
+        public = outcome.public
+        db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
+                   (outcome.name, outcome.display_name))
+        db.execute(
+            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
+            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
+            "WHERE name=?",
+            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+             outcome.reason, outcome.message,
+             json.dumps(list(public.owners)) if public else None,
+             public.organization if public else None,
+             json.dumps(list(public.versions)) if public else None,
+             ts(public.first_release) if public else None,
+             ts(outcome.at), outcome.name))
+        if reserved:
+            db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
+                       (ts(outcome.at), outcome.name))
+        self._history(db, outcome.name, "outcome", {
+            "verdict": outcome.verdict.value, "action": outcome.action.value,
+            "severity": outcome.severity.value, "message": outcome.message})
 
     def forget_reservation(self, name: str) -> None:
         """The index does not have our upload after all: the name is not held."""
