@@ -119,6 +119,8 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
 
 
 def _health(face: DevpiFace) -> dict[str, Any]:
+    from ..worker import CONDITION_UNREACHABLE
+
     service = face.service
     problems = [p for p in (face.problem, face.intake_error) if p]
     data: dict[str, Any] = {
@@ -134,20 +136,24 @@ def _health(face: DevpiFace) -> dict[str, Any]:
         return data
     keeper = service.keeper
     limit = face.config.queue.new_projects_per_hour
+    conditions = []
     try:
         pending = service.store.queue_items("pending")
         data["budget_left"] = service.store.budget_left(limit)
         data["queue"] = service.store.queue_counts()
+        conditions = service.store.conditions()  # service-wide problems serve would report too
     except Exception as exc:  # noqa: BLE001 - a broken store is what the page must show
         problems.append(f"the store cannot be read: {type(exc).__name__}: {exc}")
         pending = []
+    problems += [c.text for c in conditions]
     data["budget_limit"] = limit
     missing = keeper.missing_credentials()
     data["token_present"] = missing is None
     if missing:
         problems.append(missing)
     unreachable = [i for i in pending if "public index unavailable" in (i.get("last_error") or "")]
-    data["public_index_reachable"] = not unreachable
+    data["public_index_reachable"] = not unreachable and not any(
+        c.key == CONDITION_UNREACHABLE for c in conditions)
     if unreachable:
         problems.append(f"the public index is unreachable ({len(unreachable)} name(s) waiting)")
     if not face.running:
