@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-# Fixtures of the fakes and servers the tests start: the fake public index, devpi-server.
-pytest_plugins = ["_fake_public", "_devpi"]
+# Fixtures of the fakes and servers the tests start: the fake public index, devpi-server,
+# PostgreSQL, and a config for the command line pointing at the fake (`fake`, `cfg`).
+pytest_plugins = ["_fake_public", "_devpi", "_postgres", "_cli"]
 
 
 @pytest.fixture(autouse=True)

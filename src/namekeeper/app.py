@@ -6,13 +6,28 @@ the same way whichever face of namekeeper runs.
 
 from __future__ import annotations
 
+import sqlite3
+
 import pluggy
 
 from .config import Config
+from .errors import StoreError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
 from .store import Store
+
+
+def open_store(config: Config) -> Store:
+    """The configured store, or a one-line `StoreError` saying why it cannot be used."""
+    path = config.store.path
+    try:
+        return Store(path)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"[store] path {path} is not a namekeeper database ({exc})") from None
+    except OSError as exc:
+        raise StoreError(f"[store] path {path} cannot be created or opened: "
+                         f"{exc.strerror or exc}") from None
 
 
 def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
@@ -22,10 +37,11 @@ def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> lis
 
 
 def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | None = None,
-                 pm: pluggy.PluginManager | None = None) -> tuple[Keeper, Store]:
+                 pm: pluggy.PluginManager | None = None,
+                 with_listing: bool = True) -> tuple[Keeper, Store]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
-    store = store or Store(config.store.path)
+    store = store or open_store(config)
     public = pm.hook.namekeeper_public_index(config=config)
     if public is None:
         raise RuntimeError("no plugin provides a public index lookup")
@@ -38,4 +54,10 @@ def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | 
             from .notify.dispatch import Dispatcher
 
             alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
-    return Keeper(config, store, public, builder, backend, alerts), store
+    keeper = Keeper(config, store, public, builder, backend, alerts)
+    if with_listing:
+        from .public.listing import cached_listing
+
+        # A fresh listing left by `audit` lets a "too similar" name be PROTECTED before any upload.
+        keeper.listing = cached_listing(config.public)
+    return keeper, store

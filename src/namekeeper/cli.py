@@ -1,4 +1,4 @@
-"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`.
+"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`, `plugins`.
 
 Exit codes (scripts and CI rely on them): 0 every name is safe (ours, protected,
 excluded, or just reserved); 1 at least one name needs attention (free on
@@ -9,34 +9,37 @@ error, with nothing uploaded.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from . import __version__, names
-from .config import Config, ConfigError, load
+from .config import Config, load
+from .errors import IndexUnreachable, NamekeeperError, UsageError
 from .model import Action, NameEvent, Outcome, Verdict
-from .public.interface import PublicIndexUnavailable
 
 log = logging.getLogger("namekeeper")
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: `audit` speaks two more formats; the other commands print csv/markdown as a table.
+AUDIT_FORMATS = ("table", "json", "csv", "markdown")
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
 
 
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this one-line message."""
-
-
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, top: bool,
+            formats: tuple[str, ...] = ("table", "json")) -> None:
     # Accepted before and after the subcommand; SUPPRESS keeps a subcommand's
     # absent option from overwriting the value given before it.
     default = None if top else argparse.SUPPRESS
     parser.add_argument("--config", metavar="PATH", default=default,
                         help="config file (TOML); default: $NAMEKEEPER_CONFIG")
-    parser.add_argument("--format", choices=("table", "json"),
+    parser.add_argument("--format", choices=formats,
                         default="table" if top else argparse.SUPPRESS, help="output format")
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="more log output on stderr (-vv for debug)")
@@ -48,7 +51,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Hold your private package names on the public index; raise the alarm "
                     "when someone else holds one.")
     parser.add_argument("--version", action="version", version=f"namekeeper {__version__}")
-    _common(parser, top=True)
+    _common(parser, top=True, formats=AUDIT_FORMATS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -70,6 +73,32 @@ def make_parser() -> argparse.ArgumentParser:
     _common(p, top=False)
 
     p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
+    p.add_argument("--host", help="address to listen on (overrides [serve] host)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
+    _common(p, top=False)
+
+    p = sub.add_parser(
+        "audit", help="classify every private name of an index or lock file (start here)",
+        description="Classify every project of private simple indexes (--index) and every "
+                    "package locked from a non-public index (--lock), against the public "
+                    "index's full listing. Uploads nothing unless --reserve queues the FREE "
+                    "names for `namekeeper serve`. Exit: 0 safe, 1 something FREE or TAKEN, "
+                    "2 bad input, 3 an index could not be read.",
+        epilog="example: namekeeper audit --index https://devpi.example.com/acme/prod/+simple/")
+    p.add_argument("--index", action="append", default=[], metavar="URL",
+                   help="root of a private simple index (PEP 503/691); credentials from "
+                        "NAMEKEEPER_INDEX_TOKEN or NAMEKEEPER_INDEX_USERNAME + "
+                        "NAMEKEEPER_INDEX_PASSWORD, or its [[poll]] entry")
+    p.add_argument("--lock", action="append", default=[], metavar="PATH", type=Path,
+                   help="a pylock.toml or uv.lock; packages from non-public indexes are audited")
+    p.add_argument("--reserve", action="store_true",
+                   help="queue every FREE name (one per ultranormalised class) for reservation")
+    p.add_argument("--workers", type=int, default=8, metavar="N",
+                   help="concurrent public-index lookups (default 8)")
+    _common(p, top=False, formats=AUDIT_FORMATS)
+
+    p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
+                                       "every broken one; exit 1 when one is broken")
     _common(p, top=False)
     return parser
 
@@ -175,9 +204,9 @@ def _run_names(args: argparse.Namespace, config: Config) -> int:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    from .store import Store
+    from .app import open_store
 
-    store = Store(config.store.path)
+    store = open_store(config)
     queue = {item["name"]: item for item in store.queue_items()}
     rows = []
     attention = False
@@ -200,6 +229,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     else:
         _print_table(rows, ["name", "verdict", "severity", "action", "owners", "reserved_at",
                             "first_seen_private", "queue", "last_error"])
+    # Service-wide conditions (budget paused, public index unreachable) need a human too.
+    for condition in store.conditions():
+        print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
+        attention = True
     return EXIT_ATTENTION if attention else EXIT_OK
 
 
@@ -222,7 +255,72 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
 def _serve(args: argparse.Namespace, config: Config) -> int:
     from .server import serve
 
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = replace(config, serve=replace(config.serve, **overrides))
+    _check_port_free(config.serve.host, config.serve.port)
     return serve(config)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say "in use" in one line before the service starts anything, rather than a traceback."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def _plugins(args: argparse.Namespace, config: Config) -> int:
+    from .config import redact
+    from .plugins import get_plugin_manager
+
+    _, report = get_plugin_manager()
+    secrets = [s.reveal() for s in config.secrets()]
+    rows: list[dict[str, Any]] = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version,
+         "hooks": list(p.hooks), "builtin": p.builtin, "error": None} for p in report.plugins]
+    rows += [{"name": name, "distribution": None, "version": None, "hooks": [], "builtin": None,
+              "error": redact(error, secrets)} for name, error in sorted(report.broken.items())]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "distribution", "version", "hooks", "error"])
+    return EXIT_ATTENTION if report.broken else EXIT_OK
+
+
+def _audit(args: argparse.Namespace, config: Config) -> int:
+    from .audit import budget_estimate, run_audit
+    from .audit_report import render, terminal_progress
+
+    if not args.index and not args.lock:
+        raise UsageError("audit needs at least one --index URL or --lock file")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    with terminal_progress() as progress:
+        result = run_audit(config, indexes=args.index, locks=args.lock, reserve=args.reserve,
+                           workers=args.workers, progress=progress)
+    estimate = (budget_estimate(len(result.queued), config.queue.new_projects_per_hour)
+                if args.reserve else None)
+    out, err = render(result, args.format, estimate=estimate)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    if result.unreadable or any(r.outcome is None for r in result.rows):
+        return EXIT_UNREACHABLE
+    if any(r.outcome.verdict in (Verdict.FREE, Verdict.TAKEN) for r in result.rows if r.outcome):
+        return EXIT_ATTENTION
+    return EXIT_OK
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -235,21 +333,33 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
-                "notify": _notify_test, "serve": _serve}
+                "notify": _notify_test, "serve": _serve, "plugins": _plugins,
+                "audit": _audit}
+    config = None
     try:
         config = load(args.config)
         return commands[args.command](args, config)
-    except (UsageError, ConfigError) as exc:
-        print(f"namekeeper: error: {exc}", file=sys.stderr)
+    except sqlite3.DatabaseError as exc:  # opened fine, then found corrupt: one line, exit 2
+        from .store import unusable
+
+        where = config.store.path if config is not None else "?"
+        print(f"namekeeper: error: {_one_line(unusable(Path(where), exc))}", file=sys.stderr)
         return EXIT_USAGE
-    except PublicIndexUnavailable as exc:
-        print(f"namekeeper: the public index could not be asked: {exc}", file=sys.stderr)
-        return EXIT_ATTENTION
+    except IndexUnreachable as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except NamekeeperError as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
 

@@ -25,10 +25,10 @@ from urllib.parse import quote
 
 from ..model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
 from .interface import TAG_TEST, Message, Notifier
-from .render import fingerprint, redact_text, render
+from .render import fingerprint, redact_text, render, render_condition
 
 if TYPE_CHECKING:
-    from ..config import Config, Secret
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,7 @@ def project_page(web_url: str | None, name: str) -> str | None:
 
 def config_secrets(config: Config) -> list[str]:
     """Every secret in ``config``, so that none can slip into a message."""
-    found: list[Secret | None] = [config.public.token, config.artifactory.secret,
-                                  config.artifactory.token, *config.notify.urls]
-    for poll in config.polls:
-        found += [poll.token, poll.password]
-    return [s.reveal() for s in found if s is not None and s.reveal()]
+    return [s.reveal() for s in config.secrets()]
 
 
 class Dispatcher:
@@ -288,6 +284,27 @@ class Dispatcher:
             if pending is not None and pending.fingerprint == fp:
                 continue  # the retry queue already owns this alert
             results[notifier.name] = self._attempt(notifier, message, outcome, fp, payload, 1)
+        return results
+
+    def dispatch_condition(self, key: str, text: str, tags: frozenset[str]) -> dict[str, bool]:
+        """Deliver a service-wide condition to each notifier that wants ``tags``; name → ok.
+
+        Raised once by the store (`Store.raise_condition`), so it is sent once; a
+        failed delivery is logged, not retried: the condition stays in /healthz.
+        """
+        message = render_condition(key, text, tags, self.secrets)
+        about = Outcome(name=f"condition:{key}", display_name=key, verdict=Verdict.EXCLUDED,
+                        action=Action.DEFERRED, severity=Severity.HIGH, reason=message.text,
+                        message=message.text)
+        results: dict[str, bool] = {}
+        for notifier in self.notifiers:
+            if not self._wants(notifier, tags):
+                continue
+            error = self._send(notifier, message, about)
+            results[notifier.name] = error is None
+            if error is not None:
+                log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
+                            error)
         return results
 
     def retry_due(self, now: float | None = None) -> int:
