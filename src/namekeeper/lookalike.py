@@ -211,7 +211,8 @@ class LookalikeIndex:
         self.thresholds = t = thresholds or Thresholds()
         self.ours = frozenset(ours)
         self.prefixes = tuple(sorted({canonical_prefix(p) for p in prefixes if p}))
-        globs = [fnmatch.translate(g.lower()) for g in allow if g]
+        self.allow_globs = tuple(sorted({g.lower() for g in allow if g}))
+        globs = [fnmatch.translate(g) for g in self.allow_globs]
         self._allow = re.compile("|".join(globs)) if globs else None
         # One dictionary per kind of generated variant; each maps a key to our (sorted) names.
         self._by_squashed: dict[str, list[str]] = {}
