@@ -105,7 +105,16 @@ def _watched(repo: str, repos: tuple[str, ...]) -> None:
         raise DeliveryIgnored("repo_not_watched", f"repository {repo!r} is not watched")
 
 
-def _require_distribution(filename: str, path: str) -> None:
+def _filename(path: str, name: str | None) -> str:
+    """The file's own name: ``data.name`` when given (it must agree with the path)."""
+    if name and ("/" in name or "\\" in name):
+        raise DeliveryRejected("invalid_name", f"data.name {shown(name)} is not a bare filename")
+    if name and path and path.rsplit("/", 1)[-1] != name:
+        raise _bad_shape(f"data.name {shown(name)} does not match the last segment of the path")
+    return name if name else path.rsplit("/", 1)[-1]
+
+
+def _require_distribution(filename: str) -> None:
     if not filename.endswith(DIST_SUFFIXES):
         raise DeliveryIgnored("not_distribution", NOT_A_DISTRIBUTION)
 
@@ -116,12 +125,8 @@ def artifact_event(repo: str, path: str, name: str | None, sha256: str) -> NameE
     Shared by the webhook and the reconciliation so both produce the same key
     for the same file, and a file seen both ways is one event.
     """
-    filename = name if name else path.rsplit("/", 1)[-1]
-    if name and ("/" in name or "\\" in name):
-        raise DeliveryRejected("invalid_name", f"data.name {shown(name)} is not a bare filename")
-    if name and path and path.rsplit("/", 1)[-1] != name:
-        raise _bad_shape(f"data.name {shown(name)} does not match the last segment of the path")
-    _require_distribution(filename, path)
+    filename = _filename(path, name)
+    _require_distribution(filename)
     try:
         display, canonical_name, version = name_from_filename(filename)
     except InvalidName as exc:
@@ -184,7 +189,7 @@ def _artifact_payload(event_type: str, data: dict[str, Any], repos: tuple[str, .
     _watched(repo, repos)
     # Before the checksum: JFrog's own sample deploys sample.txt with "sha256": "sample_checksum",
     # a well-formed delivery with nothing in it for us.
-    _require_distribution(name if name else path.rsplit("/", 1)[-1], path)
+    _require_distribution(_filename(path, name))
     return artifact_event(repo, path, name, _checksum(data, "sha256", "data."))
 
 
