@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model import NameEvent, Outcome
+from .store_placeholders import PlaceholderRecords
 from .store_schema import (
     BUDGET_WINDOW,
     SCHEMA,
@@ -45,7 +46,7 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store:
+class Store(PlaceholderRecords):
     """The SQLite store; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -322,7 +323,7 @@ class Store:
             cur = db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
                              "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
                              "AND updated_at <= ?", (now, now - older_than))
-            return cur.rowcount
+            return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
 
     def requeue_claimed(self) -> int:
         """After a restart, work that was in flight is pending again."""
