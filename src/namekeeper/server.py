@@ -146,9 +146,6 @@ class Service:
         self.workers.shutdown(timeout)
         for t in self._source_threads:
             t.join(5.0)
-        if self.workers.alive_count():
-            # Still blocked on the network: hand the items back for the next start.
-            self.store.requeue_claimed()
 
     # -- WSGI ----------------------------------------------------------------------------------
 

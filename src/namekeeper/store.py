@@ -22,8 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError
 from .model import NameEvent, Outcome
+from .store_budget import Budget
+from .store_bulk import BulkNames
+from .store_health import Condition, StoreHealth
 from .store_placeholders import PlaceholderRecords
+from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
     BUDGET_WINDOW,
     SCHEMA,
@@ -39,15 +44,27 @@ from .store_schema import (
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
 
-__all__ = ["BUDGET_WINDOW", "NameRecord", "Store", "WorkItem", "event_from_json", "event_to_json"]
+__all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
+           "event_from_json", "event_to_json", "holder_id", "unusable"]
+
+
+def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
+    return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
+                      "move it away to start afresh")
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(PlaceholderRecords):
-    """The SQLite store; safe to share between threads and processes."""
+class Store(QueueLeases, Budget, StoreHealth, BulkNames, PlaceholderRecords):
+    """The SQLite store; safe to share between threads and processes.
+
+    The queue with its leases, the budget, the conditions, bulk name writes and our own
+    placeholders live in their own modules (`store_queue`, `store_budget`, `store_health`,
+    `store_bulk`, `store_placeholders`): one concern each.
+    """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
         self.path = Path(path)
@@ -61,6 +78,8 @@ class Store(PlaceholderRecords):
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        with self._write() as db:
+            add_queue_columns(db)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -127,11 +146,9 @@ class Store(PlaceholderRecords):
             self._local.db = None
 
     def writable(self) -> bool:
-        """True when a write transaction can be committed (for /healthz)."""
+        """True when a write transaction can be committed."""
         try:
-            with self._write() as db:
-                db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('health', ?)",
-                           (str(self._clock()),))
+            self.probe_writable()
             return True
         except sqlite3.Error:
             return False
@@ -199,27 +216,36 @@ class Store(PlaceholderRecords):
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         """Store the latest verdict/action for a name and append it to the history."""
-        public = outcome.public
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
-                       (outcome.name, outcome.display_name))
-            db.execute(
-                "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
-                "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-                "WHERE name=?",
-                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-                 outcome.reason, outcome.message,
-                 json.dumps(list(public.owners)) if public else None,
-                 public.organization if public else None,
-                 json.dumps(list(public.versions)) if public else None,
-                 ts(public.first_release) if public else None,
-                 ts(outcome.at), outcome.name))
-            if reserved:
-                db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                           (ts(outcome.at), outcome.name))
-            self._history(db, outcome.name, "outcome", {
-                "verdict": outcome.verdict.value, "action": outcome.action.value,
-                "severity": outcome.severity.value, "message": outcome.message})
+            self._record_outcome(db, outcome, reserved)
+
+    def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome, reserved: bool) -> None:
+        public = outcome.public
+        db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
+                   (outcome.name, outcome.display_name))
+        db.execute(
+            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
+            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
+            "WHERE name=?",
+            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+             outcome.reason, outcome.message,
+             json.dumps(list(public.owners)) if public else None,
+             public.organization if public else None,
+             json.dumps(list(public.versions)) if public else None,
+             ts(public.first_release) if public else None,
+             ts(outcome.at), outcome.name))
+        if reserved:
+            db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
+                       (ts(outcome.at), outcome.name))
+        self._history(db, outcome.name, "outcome", {
+            "verdict": outcome.verdict.value, "action": outcome.action.value,
+            "severity": outcome.severity.value, "message": outcome.message})
+
+    def forget_reservation(self, name: str) -> None:
+        """The index does not have our upload after all: the name is not held."""
+        with self._write() as db:
+            db.execute("UPDATE names SET reserved_at = NULL WHERE name = ?", (name,))
+            self._history(db, name, "unconfirmed", None)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT at, kind, detail FROM history WHERE name = ? "
@@ -271,45 +297,6 @@ class Store(PlaceholderRecords):
                        (event_to_json(event), now, event.name))
         return True
 
-    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
-        """Take the oldest ready item, or None."""
-        now = self._clock() if now is None else now
-        with self._write() as db:
-            row = db.execute("SELECT name, event, attempts FROM queue WHERE state='pending' "
-                             "AND not_before <= ? ORDER BY not_before, enqueued_at LIMIT 1",
-                             (now,)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE queue SET state='claimed', claimed_by=?, updated_at=? "
-                       "WHERE name=?", (worker, now, row["name"]))
-        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"])
-
-    def next_ready_at(self) -> float | None:
-        """When the earliest pending item becomes ready (for the workers' sleep)."""
-        row = self._db().execute("SELECT MIN(not_before) AS t FROM queue "
-                                 "WHERE state='pending'").fetchone()
-        return row["t"] if row and row["t"] is not None else None
-
-    def complete(self, name: str) -> None:
-        with self._write() as db:
-            db.execute("UPDATE queue SET state='done', claimed_by=NULL, last_error=NULL, "
-                       "updated_at=? WHERE name=?", (self._clock(), name))
-
-    def release(self, name: str, *, not_before: float, error: str | None = None,
-                count_attempt: bool = True, max_attempts: int | None = None) -> str:
-        """Give a claimed item back for a later try; returns the new state (pending/failed)."""
-        now = self._clock()
-        with self._write() as db:
-            row = db.execute("SELECT attempts FROM queue WHERE name=?", (name,)).fetchone()
-            attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
-            state = "failed" if max_attempts is not None and attempts >= max_attempts else "pending"
-            db.execute("UPDATE queue SET state=?, attempts=?, not_before=?, last_error=?, "
-                       "claimed_by=NULL, updated_at=? WHERE name=?",
-                       (state, attempts, not_before, error, now, name))
-            if state == "failed":
-                self._history(db, name, "failed", {"error": error, "attempts": attempts})
-        return state
-
     def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
         """Queue again every settled name last looked at more than ``older_than`` s ago.
 
@@ -324,65 +311,6 @@ class Store(PlaceholderRecords):
                              "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
                              "AND updated_at <= ?", (now, now - older_than))
             return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
-
-    def requeue_claimed(self) -> int:
-        """After a restart, work that was in flight is pending again."""
-        with self._write() as db:
-            cur = db.execute("UPDATE queue SET state='pending', claimed_by=NULL "
-                             "WHERE state='claimed'")
-            return cur.rowcount
-
-    def queue_counts(self) -> dict[str, int]:
-        rows = self._db().execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state")
-        counts = {"pending": 0, "claimed": 0, "done": 0, "failed": 0}
-        counts.update({r["state"]: r["n"] for r in rows})
-        return counts
-
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT name, state, attempts, not_before, last_error FROM queue"
-        rows = (self._db().execute(sql + " WHERE state=? ORDER BY name", (state,)) if state
-                else self._db().execute(sql + " ORDER BY name"))
-        return [dict(r) for r in rows]
-
-    # -- budget of new public projects -------------------------------------------------------------
-
-    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
-        """Spend one new-project slot; None on success, else seconds until a slot frees."""
-        now = self._clock() if now is None else now
-        with self._write() as db:
-            paused = db.execute("SELECT value FROM settings WHERE key='budget_paused_until'"
-                                ).fetchone()
-            if paused and float(paused["value"]) > now:
-                return float(paused["value"]) - now
-            rows = db.execute("SELECT at FROM budget WHERE at > ? ORDER BY at",
-                              (now - BUDGET_WINDOW,)).fetchall()
-            if len(rows) >= limit:
-                return max(0.001, rows[len(rows) - limit]["at"] + BUDGET_WINDOW - now)
-            db.execute("INSERT INTO budget(name, at) VALUES (?, ?)", (name, now))
-            db.execute("DELETE FROM budget WHERE at <= ?", (now - 2 * BUDGET_WINDOW,))
-        return None
-
-    def refund_budget(self, name: str) -> None:
-        """Give back a slot whose upload created no project (taken, protected, failed)."""
-        with self._write() as db:
-            db.execute("DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=?)",
-                       (name,))
-
-    def pause_budget(self, seconds: float) -> None:
-        """The public index said 429: spend nothing for ``seconds``."""
-        until = self._clock() + seconds
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO settings(key, value) "
-                       "VALUES ('budget_paused_until', ?)", (str(until),))
-
-    def budget_left(self, limit: int, *, now: float | None = None) -> int:
-        now = self._clock() if now is None else now
-        row = self._db().execute("SELECT COUNT(*) AS n FROM budget WHERE at > ?",
-                                 (now - BUDGET_WINDOW,)).fetchone()
-        return max(0, limit - row["n"])
-
-    def budget_spent_at(self) -> list[float]:
-        return [r["at"] for r in self._db().execute("SELECT at FROM budget ORDER BY at")]
 
     # -- notification deliveries ------------------------------------------------------------------
 

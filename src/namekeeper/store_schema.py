@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS queue (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,             -- pending | claimed | done | failed
+    -- lease_until, confirm_at, confirming: added by store_queue.add_queue_columns
     event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
@@ -89,6 +90,11 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     attempts INTEGER NOT NULL,
     next_at REAL NOT NULL,
     PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS conditions (
+    key TEXT PRIMARY KEY,            -- e.g. budget-paused, public-index-unreachable
+    text TEXT NOT NULL,
+    since REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
@@ -133,6 +139,8 @@ class WorkItem:
     name: str
     event: NameEvent
     attempts: int
+    #: True when this is the confirmation of an upload: a lookup, never an upload.
+    confirming: bool = False
 
 
 def ts(value: datetime | None) -> str | None:
