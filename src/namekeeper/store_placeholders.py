@@ -55,9 +55,12 @@ class PlaceholderRecords:
     def held_in_class(self, name: str) -> str | None:
         """Another name with ``name``'s ultranormalised key that we hold or are uploading."""
         key = ultranormalize(name)
-        rows = self._db().execute("SELECT name FROM names WHERE name != ? AND (reserved_at IS "
-                                  "NOT NULL OR upload_started_at IS NOT NULL) ORDER BY "
-                                  "COALESCE(reserved_at, ''), name", (name,)).fetchall()
+        # An upload in flight counts; one the index refused (or that failed) does not.
+        rows = self._db().execute(
+            "SELECT name FROM names WHERE name != ? AND (reserved_at IS NOT NULL OR "
+            "(upload_started_at IS NOT NULL AND COALESCE(action, '') NOT IN "
+            "('protected', 'taken', 'failed'))) ORDER BY COALESCE(reserved_at, ''), name",
+            (name,)).fetchall()
         return next((r["name"] for r in rows if ultranormalize(r["name"]) == key), None)
 
     def forget(self, names: Iterable[str]) -> list[str]:
