@@ -328,7 +328,9 @@ class Keeper:
             result = replace(result, retry_after=self._pause(result.retry_after))
         outcome = self._finish(self._after_upload(cls, record, display, result, event),
                                held=result.action in _HELD)
-        if result.action in _HELD:
+        if result.action in _HELD and holder is None:
+            # The queue confirms every upload by a later lookup (`confirm`), which learns the
+            # owners then; a command-line run has no later, so it asks now.
             self._learn_owners_now(cls.name)
         return outcome
 
