@@ -40,6 +40,7 @@ from .store_schema import (
     higher_version,
     ts,
 )
+from .store_watch import WATCH_SCHEMA, WatchMemory
 
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
@@ -58,12 +59,12 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(QueueLeases, Budget, StoreHealth, BulkNames, PlaceholderRecords):
+class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, PlaceholderRecords):
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions, bulk name writes and our own
     placeholders live in their own modules (`store_queue`, `store_budget`, `store_health`,
-    `store_bulk`, `store_placeholders`): one concern each.
+    `store_bulk`, `store_watch`, `store_placeholders`): one concern each.
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -78,6 +79,7 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames, PlaceholderRecords):
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        self._db().executescript(WATCH_SCHEMA)
         with self._write() as db:
             add_queue_columns(db)
 
