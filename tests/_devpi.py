@@ -184,23 +184,28 @@ def start_devpi(
     namekeeper_plugin: bool = False,
     server_args: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    initialise: bool = True,
 ) -> Iterator[DevpiServer]:
     """Initialise and run a devpi-server under ``workdir``; stop it on exit.
 
     ``namekeeper_plugin`` loads namekeeper's devpi plugin into the server (off
     by default); ``server_args`` and ``env`` (e.g. ``DEVPISERVER_*`` options)
-    reach devpi-server only.
+    reach devpi-server only.  ``initialise=False`` runs a server directory that
+    already holds data (e.g. from devpi-import): no devpi-init, no user or index
+    created.
     """
     serverdir = workdir / "server"
     log_path = workdir / "devpi-server.log"
     blocked = () if namekeeper_plugin else ("namekeeper",)
     proc_env = {**os.environ, **(env or {})}
-    init = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
-        _launch("init", blocked, ["--serverdir", str(serverdir), "--no-root-pypi"]),
-        capture_output=True, text=True, env=proc_env, timeout=120, check=False,
-    )
-    if init.returncode != 0:
-        raise DevpiError(f"devpi-init failed ({init.returncode}):\n{init.stdout}\n{init.stderr}")
+    if initialise:
+        init = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+            _launch("init", blocked, ["--serverdir", str(serverdir), "--no-root-pypi"]),
+            capture_output=True, text=True, env=proc_env, timeout=120, check=False,
+        )
+        if init.returncode != 0:
+            raise DevpiError(f"devpi-init failed ({init.returncode}):\n{init.stdout}\n"
+                             f"{init.stderr}")
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with log_path.open("wb") as log_file:
@@ -211,12 +216,14 @@ def start_devpi(
         )
     try:
         _wait_ready(url, proc, log_path, STARTUP_TIMEOUT)
-        r = requests.put(f"{url}{user}", json={"password": password}, timeout=30,
-                         headers={"Accept": "application/json"})
-        if r.status_code not in (200, 201):
-            raise DevpiError(f"creating devpi user {user} failed: {r.status_code} {r.text[:500]}")
         full_index = f"{user}/{index}"
-        _create_index(_login(url, user, password), url, full_index)
+        if initialise:
+            r = requests.put(f"{url}{user}", json={"password": password}, timeout=30,
+                             headers={"Accept": "application/json"})
+            if r.status_code not in (200, 201):
+                raise DevpiError(f"creating devpi user {user} failed: {r.status_code} "
+                                 f"{r.text[:500]}")
+            _create_index(_login(url, user, password), url, full_index)
         yield DevpiServer(url=url, user=user, password=password, index=full_index,
                           simple_url=f"{url}{full_index}/+simple/",
                           upload_url=f"{url}{full_index}/", serverdir=serverdir,

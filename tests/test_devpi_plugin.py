@@ -225,6 +225,45 @@ def test_an_unconfigured_plugin_is_inert_and_says_so_once(tmp_path: Path) -> Non
     assert log.count("namekeeper plugin: not configured") == 1
 
 
+def test_devpi_export_and_import_reserve_nothing_twice(tmp_path: Path,
+                                                       public: FakePublicIndex) -> None:
+    config = write_config(tmp_path / "namekeeper.toml", public)
+    args = ["--namekeeper-config", str(config)]
+    token = {"NAMEKEEPER_PUBLIC_TOKEN": TOKEN}
+    with start_devpi(tmp_path / "a", namekeeper_plugin=True, server_args=args, env=token) as old:
+        prod = old.new_index("prod", reserve_public_names=True)
+        prod.upload(*release(tmp_path, "acme-imported-lib"))
+        wait_for(lambda: reserved(public, "acme-imported-lib"), 60, "reserved before export")
+    dump, new_dir = tmp_path / "dump", tmp_path / "b" / "server"
+    devpi_command("export", "--serverdir", str(old.serverdir), str(dump))
+    devpi_command("import", "--serverdir", str(new_dir), "--no-root-pypi", str(dump))
+    with start_devpi(tmp_path / "b", namekeeper_plugin=True, server_args=args, env=token,
+                     initialise=False) as new:
+        imported = replace_index(new, prod.index)
+        imported.upload(*release(tmp_path, "acme-after-import-lib"))
+        wait_for(lambda: reserved(public, "acme-after-import-lib"), 60, "the marker reserved")
+        wait_for(lambda: names(new).get("acme-after-import-lib", {}).get("queue") == "done", 30,
+                 "the marker settled")
+        assert names(new)["acme-imported-lib"]["action"] == "reserved"
+    assert public.uploads["acme-imported-lib"] == 1
+
+
+def devpi_command(command: str, *args: str) -> None:
+    """devpi-export / devpi-import, with namekeeper installed as it would be."""
+    script = (f"import sys; from devpi_server.importexport import {command}{'_' * (command == 'import')}"
+              f" as run; sys.exit(run(argv=['devpi-{command}', *sys.argv[1:]]))")
+    result = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def replace_index(server: DevpiServer, index: str) -> DevpiServer:
+    import dataclasses
+
+    return dataclasses.replace(server, index=index, simple_url=f"{server.url}{index}/+simple/",
+                               upload_url=f"{server.url}{index}/")
+
+
 def test_a_replica_replays_history_and_uploads_nothing(
         primary: DevpiServer, public: FakePublicIndex, tmp_path: Path) -> None:
     prod = primary.new_index("replicated", reserve_public_names=True)
