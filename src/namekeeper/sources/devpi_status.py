@@ -39,9 +39,9 @@ def add_status_route(pyramid_config: Any, face: DevpiFace) -> None:
 
 
 def _wants_html(request: Any) -> bool:
-    accept = request.accept
-    best = accept.best_match(["application/json", "text/html"]) if accept else None
-    return best == "text/html" and "application/json" not in str(request.headers.get("Accept", ""))
+    # No Accept header, or */*: JSON.  A browser ranks text/html above */*.
+    offers = request.accept.acceptable_offers(["application/json", "text/html"])
+    return bool(offers) and offers[0][0] == "text/html"
 
 
 def _response(request: Any, body: bytes, content_type: str) -> Any:
@@ -156,7 +156,10 @@ def _health(face: DevpiFace) -> dict[str, Any]:
         c.key == CONDITION_UNREACHABLE for c in conditions)
     if unreachable:
         problems.append(f"the public index is unreachable ({len(unreachable)} name(s) waiting)")
-    if not face.running:
+    if face.running:
+        # The same reasons `namekeeper serve` gives on /healthz (budget paused, stuck leases, ...).
+        problems += [r for r in service.healthy()[1]["reasons"] if r not in problems]
+    else:
         problems.append("the background worker is not running (--requests-only, or it stopped)")
     data["healthy"] = not problems
     return data
