@@ -223,3 +223,14 @@ def test_backfill_queues_every_project_once_the_most_recently_changed_first(nk_m
     assert face.backfill() == 0  # once per index; a restart's repeat is deduplicated
     face._backfilled.clear()
     assert face.backfill() == 0
+
+
+@pytest.mark.notransaction
+@pytest.mark.parametrize("requests_only", [False, True])
+def test_the_worker_thread_joins_devpis_pool_except_under_requests_only(
+        makexom: Any, maketestapp: Any, nk_config: Path, requests_only: bool) -> None:
+    opts = ["--namekeeper-config", str(nk_config)] + (["--requests-only"] if requests_only else [])
+    xom = makexom(opts, plugins=[devpi_plugin])
+    maketestapp(xom)  # configures the application: our pyramid hook runs
+    workers = [o for o in xom.thread_pool._objects if isinstance(o, devpi_face.DevpiWorker)]
+    assert len(workers) == (0 if requests_only else 1)
