@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pluggy
 
-from .config import Config
+from .config import Config, ConfigError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
-from .store import Store
+from .store_interface import StoreBackend
 
 
 def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
@@ -21,11 +21,22 @@ def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> lis
     return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
 
 
-def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | None = None,
-                 pm: pluggy.PluginManager | None = None) -> tuple[Keeper, Store]:
+def open_store(config: Config, pm: pluggy.PluginManager | None = None) -> StoreBackend:
+    """The store ``config.store`` names, from whichever plugin serves its URL."""
+    pm = pm or get_plugin_manager()[0]
+    store: StoreBackend | None = pm.hook.namekeeper_store(config=config)
+    if store is None:
+        scheme = (config.store.url or "").partition(":")[0]
+        raise ConfigError(f"[store] url: no installed plugin provides a {scheme!r} store")
+    return store
+
+
+def build_keeper(config: Config, *, with_notifiers: bool = True,
+                 store: StoreBackend | None = None, pm: pluggy.PluginManager | None = None
+                 ) -> tuple[Keeper, StoreBackend]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
-    store = store or Store(config.store.path)
+    store = store or open_store(config, pm)
     public = pm.hook.namekeeper_public_index(config=config)
     if public is None:
         raise RuntimeError("no plugin provides a public index lookup")

@@ -19,6 +19,7 @@ from . import __version__, names
 from .config import Config, ConfigError, load
 from .model import Action, NameEvent, Outcome, Verdict
 from .public.interface import PublicIndexUnavailable
+from .store_interface import StoreUnavailable
 
 log = logging.getLogger("namekeeper")
 
@@ -175,9 +176,9 @@ def _run_names(args: argparse.Namespace, config: Config) -> int:
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
-    from .store import Store
+    from .app import open_store
 
-    store = Store(config.store.path)
+    store = open_store(config)
     queue = {item["name"]: item for item in store.queue_items()}
     rows = []
     attention = False
@@ -246,6 +247,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return commands[args.command](args, config)
     except (UsageError, ConfigError) as exc:
         print(f"namekeeper: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StoreUnavailable as exc:
+        print(f"namekeeper: the store cannot be used: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PublicIndexUnavailable as exc:
         print(f"namekeeper: the public index could not be asked: {exc}", file=sys.stderr)

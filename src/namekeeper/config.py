@@ -31,6 +31,7 @@ ENV_CONFIG = "NAMEKEEPER_CONFIG"
 ENV_PUBLIC_TOKEN = "NAMEKEEPER_PUBLIC_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_ARTIFACTORY_SECRET = "NAMEKEEPER_ARTIFACTORY_SECRET"  # noqa: S105
 ENV_ARTIFACTORY_TOKEN = "NAMEKEEPER_ARTIFACTORY_TOKEN"  # noqa: S105
+ENV_STORE_PASSWORD = "NAMEKEEPER_STORE_PASSWORD"  # noqa: S105
 
 
 class ConfigError(Exception):
@@ -124,9 +125,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """Where the state lives: a SQLite file (``path``), or a database ``url`` shared by replicas."""
+
     path: Path = field(
         default_factory=lambda: Path(platformdirs.user_data_dir("namekeeper")) / "namekeeper.sqlite3"
     )
+    #: ``postgresql://user@host:port/db`` (or a third-party backend's URL); None: SQLite at path.
+    url: str | None = None
+    #: The database password, from NAMEKEEPER_STORE_PASSWORD (libpq's own sources work too).
+    password: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,35 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
     return from_dict(data, file)
 
 
+def _store_config(st: _Table, source: Path | None) -> StoreConfig:
+    """``[store] path`` or ``url``: a plain path or ``sqlite:///path`` is SQLite, anything else
+    with a scheme (``postgresql://``) goes to the backend that claims it."""
+    store_path, url = st.get("path", str), st.get("url", str)
+    if store_path and url:
+        raise ConfigError("[store] takes either path or url, not both")
+    if url:
+        scheme = urlsplit(url).scheme
+        if scheme == "sqlite":
+            if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+                raise ConfigError("[store] url: a SQLite store is written sqlite:///path/to/file")
+            store_path, url = url[len("sqlite://"):], None
+        elif len(scheme) < 2:  # no scheme, or a Windows drive letter: a path
+            store_path, url = url, None
+        else:
+            try:
+                parts = urlsplit(url)
+                has_password = parts.password is not None or "password=" in parts.query
+            except ValueError:
+                raise ConfigError("[store] url is not a valid URL") from None
+            if has_password:
+                raise ConfigError(f"[store] url must not contain a password: set "
+                                  f"{ENV_STORE_PASSWORD} instead")
+    if store_path and source is not None:
+        store_path = str((source.parent / Path(store_path).expanduser()).resolve())
+    return StoreConfig(path=Path(store_path) if store_path else StoreConfig().path, url=url,
+                       password=_env_secret(ENV_STORE_PASSWORD))
+
+
 def _url(value: str, key: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -324,11 +360,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         dry_run=pol.get("dry-run", bool, False),
     )
 
-    st = _Table(top.get("store", dict, {}), "store", {"path"})
-    store_path = st.get("path", str)
-    if store_path and source is not None:
-        store_path = str((source.parent / Path(store_path).expanduser()).resolve())
-    store = StoreConfig(path=Path(store_path)) if store_path else StoreConfig()
+    store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}), source)
 
     sv = _Table(top.get("serve", dict, {}), "serve", {"host", "port", "max-body", "workers"})
     port = sv.get("port", int, 8480)

@@ -34,7 +34,7 @@ from .model import (
 from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .reserve.interface import ReservationBackend
-from .store import NameRecord, Store
+from .store_interface import NameRecord, StoreBackend
 
 if TYPE_CHECKING:
     from .notify.dispatch import Dispatcher
@@ -62,7 +62,7 @@ def _outranks(public: str | None, private: str | None) -> bool:
 class Keeper:
     """Classify → reserve → notify, for one name at a time."""
 
-    def __init__(self, config: Config, store: Store, public: PublicIndex,
+    def __init__(self, config: Config, store: StoreBackend, public: PublicIndex,
                  builder: PlaceholderBuilder | None = None,
                  backend: ReservationBackend | None = None,
                  alerts: Dispatcher | None = None) -> None:

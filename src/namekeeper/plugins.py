@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "namekeeper"
 ENV_DISABLE_PLUGINS = "NAMEKEEPER_DISABLE_PLUGINS"
 
 BUILTIN_PLUGINS = (
+    "namekeeper.store_backends",
     "namekeeper.public.simple",
     "namekeeper.placeholder",
     "namekeeper.reserve.twine",

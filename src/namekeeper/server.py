@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import secrets
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -26,7 +29,7 @@ from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
-from .store import Store
+from .store_interface import StoreBackend
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -41,7 +44,7 @@ class GroupCommitSink:
     commit), so under load the disk is asked once per batch, not per event.
     """
 
-    def __init__(self, store: Store, wake: Callable[[], None], max_batch: int = 256) -> None:
+    def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256) -> None:
         self.store = store
         self.wake = wake
         self.max_batch = max_batch
@@ -97,9 +100,13 @@ class Service:
         for source in self.sources:
             self.routes.update(source.routes(self.sink))
         self._notify_thread: threading.Thread | None = None
+        #: Who holds this process's leases on periodic jobs (one replica runs each at a time).
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
     def start(self) -> None:
-        self._checkpointer = self.store.checkpoint_in_background(self.stop)
+        self._maintenance = self.store.background_maintenance(self.stop)
+        # Work queued by another replica (or process) wakes this one's idle workers.
+        self._work_watch = self.store.watch_for_work(self.workers.notify_work, self.stop)
         self.workers.start()
         for source in self.sources:
             if type(source).run is EventSource.run:
@@ -126,8 +133,12 @@ class Service:
     def _recheck(self) -> None:
         """Every known name is looked at again each ``recheck-interval``."""
         interval = self.config.queue.recheck_interval
-        while not self.stop.wait(min(interval / 4, 60.0)):
+        period = min(interval / 4, 60.0)
+        while not self.stop.wait(period):
             try:
+                # One replica at a time: the lease outlives a round, so its holder keeps it.
+                if not self.store.lease_job("recheck", self.holder, 3 * period):
+                    continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
             except Exception:  # noqa: BLE001 - try again next round
@@ -136,6 +147,9 @@ class Service:
     def _retry_notifications(self, dispatcher: Dispatcher) -> None:
         while not self.stop.wait(1.0):
             try:
+                # Two replicas retrying the same alert at once would send it twice.
+                if not self.store.lease_job("notify-retry", self.holder, 30.0):
+                    continue
                 dispatcher.retry_due(time.time())
             except Exception:  # noqa: BLE001
                 log.exception("retrying notifications failed")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model import NameEvent, Outcome
+from .store_interface import QueueState, StoreBackend
 from .store_schema import (
     BUDGET_WINDOW,
     SCHEMA,
@@ -45,11 +46,12 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store:
+class Store(StoreBackend):
     """The SQLite store; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
         self.path = Path(path)
+        self.location = str(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -118,6 +120,9 @@ class Store:
         thread = threading.Thread(target=run, name="namekeeper-checkpoint", daemon=True)
         thread.start()
         return thread
+
+    def background_maintenance(self, stop: threading.Event) -> threading.Thread | None:
+        return self.checkpoint_in_background(stop)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -295,17 +300,18 @@ class Store:
                        "updated_at=? WHERE name=?", (self._clock(), name))
 
     def release(self, name: str, *, not_before: float, error: str | None = None,
-                count_attempt: bool = True, max_attempts: int | None = None) -> str:
+                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
         """Give a claimed item back for a later try; returns the new state (pending/failed)."""
         now = self._clock()
         with self._write() as db:
             row = db.execute("SELECT attempts FROM queue WHERE name=?", (name,)).fetchone()
             attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
-            state = "failed" if max_attempts is not None and attempts >= max_attempts else "pending"
+            state = (QueueState.FAILED if max_attempts is not None and attempts >= max_attempts
+                     else QueueState.PENDING)
             db.execute("UPDATE queue SET state=?, attempts=?, not_before=?, last_error=?, "
                        "claimed_by=NULL, updated_at=? WHERE name=?",
-                       (state, attempts, not_before, error, now, name))
-            if state == "failed":
+                       (state.value, attempts, not_before, error, now, name))
+            if state is QueueState.FAILED:
                 self._history(db, name, "failed", {"error": error, "attempts": attempts})
         return state
 
@@ -342,6 +348,18 @@ class Store:
         rows = (self._db().execute(sql + " WHERE state=? ORDER BY name", (state,)) if state
                 else self._db().execute(sql + " ORDER BY name"))
         return [dict(r) for r in rows]
+
+    # -- periodic jobs (one process at a time) -------------------------------------------------
+
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        with self._write() as db:
+            cur = db.execute("INSERT INTO job_leases(job, holder, expires_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, "
+                             "expires_at = excluded.expires_at "
+                             "WHERE job_leases.holder = excluded.holder "
+                             "OR job_leases.expires_at <= ?", (job, holder, now + seconds, now))
+            return cur.rowcount == 1
 
     # -- budget of new public projects -------------------------------------------------------------
 

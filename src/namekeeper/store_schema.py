@@ -84,6 +84,11 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     next_at REAL NOT NULL,
     PRIMARY KEY (target, name)
 );
+CREATE TABLE IF NOT EXISTS job_leases (
+    job TEXT PRIMARY KEY,            -- a periodic job (re-check, ...) run by one process at a time
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT

@@ -18,7 +18,7 @@ from .config import QueueConfig
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store import Store, WorkItem
+from .store_interface import StoreBackend, WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class WorkerPool:
     """A few threads draining the durable queue; safe to run beside other processes."""
 
-    def __init__(self, keeper: Keeper, store: Store, queue: QueueConfig, *, threads: int = 2,
+    def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time) -> None:
         self.keeper = keeper
         keeper.notify_transient = False  # the pool retries; it alerts when it gives up

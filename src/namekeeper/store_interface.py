@@ -1,0 +1,175 @@
+"""The store's contract: what the keeper, the workers, the server and the CLI may ask of it.
+
+Every backend (SQLite, the embedded default; PostgreSQL, for several replicas
+on several machines; a third party's, through the ``namekeeper_store`` hook)
+implements `StoreBackend` and passes the same contract test suite
+(``tests/test_store_contract.py``).  Nothing outside a backend's own module
+touches SQL.
+
+The promises every backend keeps, whatever its concurrency model:
+
+- an event `accept`-ed is durable when the call returns, and is journaled
+  once however often (and through however many replicas) it arrives;
+- `claim` hands a ready item to exactly one caller, across processes;
+- `take_budget` never grants more than ``limit`` slots per `BUDGET_WINDOW`,
+  however many processes ask at once;
+- `lease_job` grants a periodic job (re-check, reconciliation) to one holder
+  at a time, so that the replicas take turns instead of electing a leader.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .model import NameEvent, Outcome
+from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
+
+if TYPE_CHECKING:
+    from .notify.dispatch import DeliveryLog
+
+__all__ = ["BUDGET_WINDOW", "NameRecord", "QueueState", "StoreBackend", "StoreUnavailable",
+           "WorkItem"]
+
+
+class QueueState(str, Enum):
+    """Where a name's queue item is.  A ``str`` so that counts and JSON read as before."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached or used right now; the message names it (never a secret)."""
+
+
+class StoreBackend(ABC):
+    """The durable state of namekeeper: names, history, journal, queue, budget, deliveries."""
+
+    #: What to call the store in logs and errors (a path, or a URL without its password).
+    location: str
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the object must not be used afterwards."""
+
+    @abstractmethod
+    def writable(self) -> bool:
+        """True when a write can be committed right now (for /healthz)."""
+
+    def background_maintenance(self, stop: threading.Event) -> threading.Thread | None:
+        """Start the backend's housekeeping thread (checkpoints, ...), if it has one."""
+        return None
+
+    def watch_for_work(self, wake: Callable[[], None], stop: threading.Event
+                       ) -> threading.Thread | None:
+        """Call ``wake`` soon after any process queues work; None when the backend cannot tell.
+
+        Without it an idle worker notices another process's work at its next poll.
+        """
+        return None
+
+    # -- names and history -------------------------------------------------------------------------
+
+    @abstractmethod
+    def note_seen(self, event: NameEvent) -> None:
+        """Remember that a private index has this name (first time seen, highest version)."""
+
+    @abstractmethod
+    def get(self, name: str) -> NameRecord | None: ...
+
+    @abstractmethod
+    def all_names(self) -> list[NameRecord]: ...
+
+    @abstractmethod
+    def mark_upload_started(self, name: str, display_name: str) -> None:
+        """Written before every upload, so a crash mid-upload is recognised after a restart."""
+
+    @abstractmethod
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        """Store the latest verdict/action for a name and append it to the history."""
+
+    @abstractmethod
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The name's history, oldest first: ``{"at", "kind", "detail"}``."""
+
+    # -- event journal and queue -------------------------------------------------------------------
+
+    def accept(self, event: NameEvent) -> bool:
+        """Journal ``event`` and queue its name; False when the event (key) was seen before."""
+        return self.accept_many([event])[0]
+
+    @abstractmethod
+    def accept_many(self, events: list[NameEvent]) -> list[bool]:
+        """`accept` for several events in one transaction (one durable commit for the lot)."""
+
+    @abstractmethod
+    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
+        """Take the oldest ready item for ``worker``, or None; never the same item twice."""
+
+    @abstractmethod
+    def next_ready_at(self) -> float | None:
+        """When the earliest pending item becomes ready (for the workers' sleep)."""
+
+    @abstractmethod
+    def complete(self, name: str) -> None: ...
+
+    @abstractmethod
+    def release(self, name: str, *, not_before: float, error: str | None = None,
+                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
+        """Give a claimed item back for a later try; returns the new state (pending/failed)."""
+
+    @abstractmethod
+    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
+        """Queue again every settled name last looked at more than ``older_than`` s ago."""
+
+    @abstractmethod
+    def requeue_claimed(self) -> int:
+        """Work that was in flight is pending again; returns how many items."""
+
+    @abstractmethod
+    def queue_counts(self) -> dict[str, int]:
+        """Items per `QueueState` value (every state present, zero included)."""
+
+    @abstractmethod
+    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+        """``{"name", "state", "attempts", "not_before", "last_error"}`` per item, by name."""
+
+    # -- periodic jobs ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        """Take (or keep) the lease on a periodic job for ``seconds``; False while another holds it."""
+
+    # -- budget of new public projects --------------------------------------------------------------
+
+    @abstractmethod
+    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
+        """Spend one new-project slot; None on success, else seconds until a slot frees."""
+
+    @abstractmethod
+    def refund_budget(self, name: str) -> None:
+        """Give back a slot whose upload created no project."""
+
+    @abstractmethod
+    def pause_budget(self, seconds: float) -> None:
+        """The public index said 429: spend nothing for ``seconds``."""
+
+    @abstractmethod
+    def budget_left(self, limit: int, *, now: float | None = None) -> int: ...
+
+    @abstractmethod
+    def budget_spent_at(self) -> list[float]: ...
+
+    # -- notification deliveries --------------------------------------------------------------------
+
+    @abstractmethod
+    def delivery_log(self) -> DeliveryLog:
+        """The dispatcher's memory (what was sent where, what waits for a retry), in this store."""

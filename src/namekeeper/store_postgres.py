@@ -1,0 +1,633 @@
+"""The store on PostgreSQL: one shared database for several `serve` replicas on several hosts.
+
+SQLite's store is correct because SQLite serialises every writer; here several
+processes write at once under READ COMMITTED, so each invariant says how it
+holds:
+
+- **journal**: the event key is the primary key (``ON CONFLICT DO NOTHING``):
+  two replicas receiving the same delivery journal it once.
+- **queue**: `claim` takes the oldest ready row ``FOR UPDATE SKIP LOCKED``, so
+  concurrent workers never claim the same name and never wait on each other.
+- **budget**: `take_budget` first locks one row (``budget_lock``) ``FOR UPDATE``,
+  then counts and inserts in the same transaction: the count-then-insert of all
+  replicas is serialised, so the limit holds in total.  A row lock (rather than
+  an advisory lock) because it is plain SQL, visible in ``pg_locks`` as an
+  ordinary row lock, and released by the transaction whatever happens.
+- **periodic jobs**: `lease_job` is one upsert guarded by the lease's expiry.
+- **wake-ups**: a transaction that queues work sends ``NOTIFY namekeeper_work``;
+  `watch_for_work` LISTENs on its own connection, so an idle replica wakes
+  within milliseconds (and polls every second as a fallback while the
+  connection is being re-established).
+
+Times are the callers' clock (epoch seconds, as in SQLite), so the hosts'
+clocks must agree to within seconds (NTP).  Transactions that lose a deadlock
+or a serialisation conflict are retried; any other database error propagates,
+so intake answers 503 rather than acknowledging an event it did not store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row, tuple_row
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from .model import NameEvent, Outcome
+from .notify.dispatch import Retry
+from .store_interface import (
+    BUDGET_WINDOW,
+    NameRecord,
+    QueueState,
+    StoreBackend,
+    StoreUnavailable,
+    WorkItem,
+)
+from .store_schema import dt, event_from_json, event_to_json, higher_version, ts
+
+log = logging.getLogger(__name__)
+
+#: The version of the schema below; `migrate` refuses a database with a higher one.
+SCHEMA_VERSION = 1
+WORK_CHANNEL = "namekeeper_work"
+_RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+# Any fixed key: held only while a process creates or upgrades the schema.
+_MIGRATION_LOCK = 7_142_031_001
+
+SCHEMA_V1 = """
+CREATE TABLE IF NOT EXISTS names (
+    name TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    first_seen_private TEXT,
+    first_source TEXT,
+    first_index TEXT,
+    highest_private_version TEXT,
+    verdict TEXT,
+    severity TEXT,
+    action TEXT,
+    reason TEXT,
+    message TEXT,
+    owners TEXT,
+    organization TEXT,
+    public_versions TEXT,
+    public_first_release TEXT,
+    upload_started_at DOUBLE PRECISION,
+    reserved_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    updated_at TEXT
+);
+CREATE TABLE IF NOT EXISTS history (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name TEXT NOT NULL,
+    at TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS history_name ON history(name);
+CREATE TABLE IF NOT EXISTS events (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    source TEXT NOT NULL,
+    idx TEXT NOT NULL,
+    received_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS queue (
+    name TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    event TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    last_error TEXT,
+    enqueued_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+CREATE TABLE IF NOT EXISTS budget (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS budget_lock (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    paused_until DOUBLE PRECISION NOT NULL DEFAULT 0
+);
+INSERT INTO budget_lock(id) VALUES (1) ON CONFLICT DO NOTHING;
+CREATE TABLE IF NOT EXISTS delivered (
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS delivery_retries (
+    target TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    next_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS job_leases (
+    job TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+#: Schema version → the SQL that brings the previous version up to it.
+MIGRATIONS = {1: SCHEMA_V1}
+
+
+class SchemaTooNew(StoreUnavailable):
+    """The database was upgraded by a newer namekeeper; this one must not write to it."""
+
+
+def redacted_url(url: str) -> str:
+    """The URL for logs and errors: never a password, even one someone put in it."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    """The database's schema version; 0 for an empty database."""
+    cur = conn.cursor(row_factory=tuple_row)  # whatever the connection's own row factory
+    found = cur.execute("SELECT to_regclass('settings')").fetchone()
+    if found is None or found[0] is None:
+        return 0
+    row = cur.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
+    """Create or upgrade the schema in one transaction; returns (version before, after).
+
+    Several replicas starting at once serialise on an advisory lock, so the
+    schema is created once.  A database newer than this code is refused.
+    """
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        before = schema_version(conn)
+        if before > SCHEMA_VERSION:
+            raise SchemaTooNew(f"the store's schema is version {before}, newer than this "
+                               f"namekeeper knows ({SCHEMA_VERSION}): upgrade namekeeper")
+        for version in range(before + 1, SCHEMA_VERSION + 1):
+            conn.execute(MIGRATIONS[version])  # our own constant SQL
+            conn.execute("INSERT INTO settings(key, value) VALUES ('schema_version', %s) "
+                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                         (str(version),))
+    return before, SCHEMA_VERSION
+
+
+class PostgresStore(StoreBackend):
+    """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
+
+    def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
+                 min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
+                 create_schema: bool = True) -> None:
+        self.url = url
+        self.location = redacted_url(url)
+        self._clock = clock
+        self._conninfo_kwargs: dict[str, Any] = {"password": password} if password else {}
+        # ``check``: a connection broken by a database restart is replaced at checkout
+        # instead of failing the request that drew it.
+        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
+            url, kwargs={**self._conninfo_kwargs, "row_factory": dict_row},
+            min_size=min_size, max_size=max_size, timeout=timeout, open=False,
+            check=ConnectionPool.check_connection, name="namekeeper-store")
+        try:
+            self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreUnavailable(f"cannot connect to the store at {self.location} "
+                                   f"within {timeout:.0f} s") from None
+        if create_schema:
+            with self._pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    migrate(conn)
+                finally:
+                    conn.autocommit = False
+        else:
+            with self._pool.connection() as conn:
+                version = schema_version(conn)
+            if version != SCHEMA_VERSION:
+                self._pool.close()
+                raise StoreUnavailable(f"the store at {self.location} has schema version "
+                                       f"{version}, this namekeeper needs {SCHEMA_VERSION}: "
+                                       "run `namekeeper store migrate`")
+
+    # -- connections -----------------------------------------------------------------------------
+
+    def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any:
+        """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
+        for attempt in range(5):
+            try:
+                with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                    return work(cur)
+            except _RETRIED:
+                if attempt == 4:
+                    raise
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+        with self._pool.connection() as conn, conn.cursor() as cur:
+            yield cur
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def writable(self) -> bool:
+        try:
+            self._transaction(lambda cur: cur.execute(
+                "INSERT INTO settings(key, value) VALUES ('health', %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                (str(self._clock()),)))
+            return True
+        except (psycopg.Error, PoolTimeout):
+            return False
+
+    def watch_for_work(self, wake: Callable[[], None], stop: threading.Event
+                       ) -> threading.Thread | None:
+        def run() -> None:
+            while not stop.is_set():
+                try:
+                    with psycopg.connect(self.url, autocommit=True,
+                                         **self._conninfo_kwargs) as conn:
+                        conn.execute(f"LISTEN {WORK_CHANNEL}")
+                        wake()  # work queued while we were not listening
+                        while not stop.is_set():
+                            for _ in conn.notifies(timeout=1.0, stop_after=1):
+                                wake()
+                except psycopg.Error as exc:
+                    log.debug("work notifications from %s interrupted: %s", self.location,
+                              type(exc).__name__)
+                    wake()  # the workers poll while we reconnect
+                    stop.wait(1.0)
+
+        thread = threading.Thread(target=run, name="namekeeper-store-listen", daemon=True)
+        thread.start()
+        return thread
+
+    # -- names and history -----------------------------------------------------------------------
+
+    def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
+                 detail: dict[str, Any] | None) -> None:
+        cur.execute("INSERT INTO history(name, at, kind, detail) VALUES (%s,%s,%s,%s)",
+                    (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
+                     json.dumps(detail) if detail is not None else None))
+
+    def _note_seen(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent) -> str | None:
+        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
+        cur.execute(
+            "INSERT INTO names(name, display_name, first_seen_private, first_source, "
+            "first_index, highest_private_version, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s) "
+            "ON CONFLICT (name) DO NOTHING RETURNING name",
+            (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
+             event.version, ts(event.seen_at)))
+        if cur.fetchone() is not None:
+            self._history(cur, event.name, "seen", {"source": event.source,
+                                                    "index": event.index,
+                                                    "version": event.version})
+            return None
+        row = cur.execute("SELECT first_seen_private, highest_private_version, reserved_at "
+                          "FROM names WHERE name = %s FOR UPDATE", (event.name,)).fetchone()
+        assert row is not None  # noqa: S101 - the insert above conflicted on it
+        first = dt(row["first_seen_private"])
+        if first is None or event.seen_at < first:
+            cur.execute("UPDATE names SET first_seen_private = %s, first_source = %s, "
+                        "first_index = %s WHERE name = %s",
+                        (ts(event.seen_at), event.source, event.index, event.name))
+        highest = higher_version(row["highest_private_version"], event.version)
+        if highest != row["highest_private_version"]:
+            cur.execute("UPDATE names SET highest_private_version = %s WHERE name = %s",
+                        (highest, event.name))
+        reserved_at: str | None = row["reserved_at"]
+        return reserved_at
+
+    def note_seen(self, event: NameEvent) -> None:
+        self._transaction(lambda cur: self._note_seen(cur, event))
+
+    def get(self, name: str) -> NameRecord | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT * FROM names WHERE name = %s", (name,)).fetchone()
+        return _record(row) if row else None
+
+    def all_names(self) -> list[NameRecord]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT * FROM names ORDER BY name").fetchall()
+        return [_record(r) for r in rows]
+
+    def mark_upload_started(self, name: str, display_name: str) -> None:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
+                        "ON CONFLICT DO NOTHING", (name, display_name))
+            cur.execute("UPDATE names SET upload_started_at = %s, attempts = attempts + 1 "
+                        "WHERE name = %s", (self._clock(), name))
+            self._history(cur, name, "upload-started", None)
+        self._transaction(work)
+
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        public = outcome.public
+
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
+                        "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
+            cur.execute(
+                "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
+                "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
+                "updated_at=%s WHERE name=%s",
+                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+                 outcome.reason, outcome.message,
+                 json.dumps(list(public.owners)) if public else None,
+                 public.organization if public else None,
+                 json.dumps(list(public.versions)) if public else None,
+                 ts(public.first_release) if public else None,
+                 ts(outcome.at), outcome.name))
+            if reserved:
+                cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
+                            "WHERE name=%s", (ts(outcome.at), outcome.name))
+            self._history(cur, outcome.name, "outcome", {
+                "verdict": outcome.verdict.value, "action": outcome.action.value,
+                "severity": outcome.severity.value, "message": outcome.message})
+        self._transaction(work)
+
+    def history(self, name: str) -> list[dict[str, Any]]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT at, kind, detail FROM history WHERE name = %s "
+                               "ORDER BY id", (name,)).fetchall()
+        return [{"at": r["at"], "kind": r["kind"],
+                 "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    # -- event journal and queue -----------------------------------------------------------------
+
+    def accept_many(self, events: list[NameEvent]) -> list[bool]:
+        now = self._clock()
+        # Rows are locked in name order, whichever order the batch came in: two replicas'
+        # batches touching the same names then queue behind each other instead of deadlocking.
+        order = sorted(range(len(events)), key=lambda i: events[i].name)
+
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> list[bool]:
+            results = [False] * len(events)
+            queued = False
+            for i in order:
+                results[i], q = self._accept(cur, events[i], now)
+                queued = queued or q
+            if queued:
+                cur.execute(f"NOTIFY {WORK_CHANNEL}")
+            return results
+        results: list[bool] = self._transaction(work)
+        return results
+
+    def _accept(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent, now: float
+                ) -> tuple[bool, bool]:
+        """(new event?, queued work?) for one event, inside the caller's transaction."""
+        if event.key is not None:
+            cur.execute("INSERT INTO events(key, name, source, idx, received_at) "
+                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING key",
+                        (event.key, event.name, event.source, event.index, now))
+            if cur.fetchone() is None:
+                return False, False
+        reserved = self._note_seen(cur, event)
+        row = cur.execute("SELECT state FROM queue WHERE name = %s FOR UPDATE",
+                          (event.name,)).fetchone()
+        if row is None:
+            if reserved:
+                return True, False  # held already; the periodic re-check keeps an eye on it
+            cur.execute("INSERT INTO queue(name, state, event, enqueued_at, updated_at) "
+                        "VALUES (%s, 'pending', %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (event.name, event_to_json(event), now, now))
+            return True, True
+        if row["state"] in (QueueState.DONE.value, QueueState.FAILED.value) and not reserved:
+            # A name we could not hold (taken, failed) is looked at again on new evidence.
+            cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
+                        "event=%s, last_error=NULL, updated_at=%s WHERE name=%s",
+                        (event_to_json(event), now, event.name))
+            return True, True
+        return True, False
+
+    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
+        now = self._clock() if now is None else now
+
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any] | None:
+            return cur.execute(
+                "UPDATE queue SET state='claimed', claimed_by=%s, updated_at=%s WHERE name = ("
+                "  SELECT name FROM queue WHERE state='pending' AND not_before <= %s "
+                "  ORDER BY not_before, enqueued_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
+                "RETURNING name, event, attempts", (worker, now, now)).fetchone()
+        row = self._transaction(work)
+        if row is None:
+            return None
+        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"])
+
+    def next_ready_at(self) -> float | None:
+        with self._read() as cur:
+            row = cur.execute("SELECT MIN(not_before) AS t FROM queue "
+                              "WHERE state='pending'").fetchone()
+        return row["t"] if row and row["t"] is not None else None
+
+    def complete(self, name: str) -> None:
+        self._transaction(lambda cur: cur.execute(
+            "UPDATE queue SET state='done', claimed_by=NULL, last_error=NULL, updated_at=%s "
+            "WHERE name=%s", (self._clock(), name)))
+
+    def release(self, name: str, *, not_before: float, error: str | None = None,
+                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
+        now = self._clock()
+
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> QueueState:
+            row = cur.execute("SELECT attempts FROM queue WHERE name=%s FOR UPDATE",
+                              (name,)).fetchone()
+            attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
+            state = (QueueState.FAILED if max_attempts is not None and attempts >= max_attempts
+                     else QueueState.PENDING)
+            cur.execute("UPDATE queue SET state=%s, attempts=%s, not_before=%s, last_error=%s, "
+                        "claimed_by=NULL, updated_at=%s WHERE name=%s",
+                        (state.value, attempts, not_before, error, now, name))
+            if state is QueueState.FAILED:
+                self._history(cur, name, "failed", {"error": error, "attempts": attempts})
+            return state
+        state: QueueState = self._transaction(work)
+        return state
+
+    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
+        now = self._clock() if now is None else now
+
+        def work(cur: psycopg.Cursor[Any]) -> int:
+            cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
+                        "last_error=NULL, updated_at=%s WHERE state IN ('done', 'failed') "
+                        "AND updated_at <= %s", (now, now - older_than))
+            count = cur.rowcount
+            if count:
+                cur.execute(f"NOTIFY {WORK_CHANNEL}")
+            return count
+        count: int = self._transaction(work)
+        return count
+
+    def requeue_claimed(self) -> int:
+        def work(cur: psycopg.Cursor[Any]) -> int:
+            cur.execute("UPDATE queue SET state='pending', claimed_by=NULL "
+                        "WHERE state='claimed'")
+            return cur.rowcount
+        count: int = self._transaction(work)
+        return count
+
+    def queue_counts(self) -> dict[str, int]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state").fetchall()
+        counts = {state.value: 0 for state in QueueState}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT name, state, attempts, not_before, last_error FROM queue"
+        with self._read() as cur:
+            rows = (cur.execute(sql + " WHERE state=%s ORDER BY name", (state,)) if state
+                    else cur.execute(sql + " ORDER BY name")).fetchall()
+        return [dict(r) for r in rows]
+
+    # -- periodic jobs ---------------------------------------------------------------------------
+
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        now = self._clock() if now is None else now
+        row = self._transaction(lambda cur: cur.execute(
+            "INSERT INTO job_leases(job, holder, expires_at) VALUES (%s, %s, %s) "
+            "ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= %s "
+            "RETURNING holder", (job, holder, now + seconds, now)).fetchone())
+        return row is not None
+
+    # -- budget ----------------------------------------------------------------------------------
+
+    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
+        at = self._clock() if now is None else now
+
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> float | None:
+            # The row lock serialises every replica's count-then-insert (module docstring).
+            lock = cur.execute("SELECT paused_until FROM budget_lock WHERE id = 1 FOR UPDATE"
+                               ).fetchone()
+            paused_until = float(lock["paused_until"]) if lock else 0.0
+            if paused_until > at:
+                return paused_until - at
+            rows = cur.execute("SELECT at FROM budget WHERE at > %s ORDER BY at",
+                               (at - BUDGET_WINDOW,)).fetchall()
+            if len(rows) >= limit:
+                return max(0.001, rows[len(rows) - limit]["at"] + BUDGET_WINDOW - at)
+            cur.execute("INSERT INTO budget(name, at) VALUES (%s, %s)", (name, at))
+            cur.execute("DELETE FROM budget WHERE at <= %s", (at - 2 * BUDGET_WINDOW,))
+            return None
+        wait: float | None = self._transaction(work)
+        return wait
+
+    def refund_budget(self, name: str) -> None:
+        self._transaction(lambda cur: cur.execute(
+            "DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=%s)", (name,)))
+
+    def pause_budget(self, seconds: float) -> None:
+        until = self._clock() + seconds
+        self._transaction(lambda cur: cur.execute(
+            "UPDATE budget_lock SET paused_until = %s WHERE id = 1", (until,)))
+
+    def budget_left(self, limit: int, *, now: float | None = None) -> int:
+        now = self._clock() if now is None else now
+        with self._read() as cur:
+            row = cur.execute("SELECT COUNT(*) AS n FROM budget WHERE at > %s",
+                              (now - BUDGET_WINDOW,)).fetchone()
+        return max(0, limit - (row["n"] if row else 0))
+
+    def budget_spent_at(self) -> list[float]:
+        with self._read() as cur:
+            return [r["at"] for r in cur.execute("SELECT at FROM budget ORDER BY at")]
+
+    # -- notification deliveries -----------------------------------------------------------------
+
+    def delivery_log(self) -> PostgresDeliveryLog:
+        return PostgresDeliveryLog(self)
+
+
+class PostgresDeliveryLog:
+    """`notify.dispatch.DeliveryLog` in the shared database: replicas share one memory of alerts."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+
+    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
+        with self.store._read() as cur:
+            row = cur.execute("SELECT fingerprint FROM delivered WHERE target=%s AND name=%s",
+                              (target, name)).fetchone()
+        return row is not None and row["fingerprint"] == fingerprint
+
+    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
+                        error: str | None) -> None:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            if ok:
+                cur.execute("INSERT INTO delivered VALUES (%s, %s, %s, %s) "
+                            "ON CONFLICT (target, name) DO UPDATE SET "
+                            "fingerprint = EXCLUDED.fingerprint, at = EXCLUDED.at",
+                            (target, name, fingerprint, self.store._clock()))
+            self.store._history(cur, name, "notified" if ok else "notify-failed",
+                                {"target": target, "error": error})
+        self.store._transaction(work)
+
+    def schedule_retry(self, retry: Retry) -> None:
+        self.store._transaction(lambda cur: cur.execute(
+            "INSERT INTO delivery_retries VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (target, name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
+            "payload = EXCLUDED.payload, attempts = EXCLUDED.attempts, "
+            "next_at = EXCLUDED.next_at",
+            (retry.target, retry.name, retry.fingerprint, retry.payload, retry.attempts,
+             retry.next_at)))
+
+    def retry_for(self, target: str, name: str) -> Retry | None:
+        with self.store._read() as cur:
+            row = cur.execute("SELECT * FROM delivery_retries WHERE target=%s AND name=%s",
+                              (target, name)).fetchone()
+        return _retry(row) if row else None
+
+    def clear_retry(self, target: str, name: str) -> None:
+        self.store._transaction(lambda cur: cur.execute(
+            "DELETE FROM delivery_retries WHERE target=%s AND name=%s", (target, name)))
+
+    def pending_retries(self, now: float) -> list[Retry]:
+        with self.store._read() as cur:
+            rows = cur.execute("SELECT * FROM delivery_retries WHERE next_at <= %s "
+                               "ORDER BY next_at", (now,)).fetchall()
+        return [_retry(r) for r in rows]
+
+
+def _retry(row: dict[str, Any]) -> Retry:
+    return Retry(target=row["target"], name=row["name"], fingerprint=row["fingerprint"],
+                 payload=row["payload"], attempts=row["attempts"], next_at=row["next_at"])
+
+
+def _record(row: dict[str, Any]) -> NameRecord:
+    return NameRecord(
+        name=row["name"], display_name=row["display_name"],
+        first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
+        first_index=row["first_index"], highest_private_version=row["highest_private_version"],
+        verdict=row["verdict"], severity=row["severity"], action=row["action"],
+        reason=row["reason"], message=row["message"],
+        owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
+        reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
+        attempts=row["attempts"], updated_at=dt(row["updated_at"]))
