@@ -10,6 +10,11 @@ It reproduces the public index's documented behaviour that namekeeper depends on
   rules checked in warehouse's order and the error text in the HTTP reason
   phrase (twine reads ``err.response.reason``) and in the body;
 - ``/files/<filename>`` so pip can download what was uploaded;
+- the full listing ``/simple/`` with an ``ETag`` and a ``Last-Modified`` header,
+  answering a conditional request (``If-None-Match`` / ``If-Modified-Since``)
+  with 304 while nothing changed, and a ``_last-serial`` per project;
+- many generated projects (`add_listed_projects`) that cost a dict entry each
+  until a request touches one, so a listing of 800,000 names fits in memory;
 - fault injection (500, 429, connection reset, stall) for robustness tests.
 
 Deliberately independent of ``namekeeper.names``: the fake must not share a bug
@@ -42,7 +47,7 @@ import tarfile
 import threading
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -295,6 +300,17 @@ class FakePublicIndex:
         self.faulted: list[tuple[str, str, str]] = []
         self._lock = threading.RLock()
         self._projects: dict[str, _Project] = {}
+        #: Generated projects not yet touched: canonical -> display name (see add_listed_projects).
+        self._listed: dict[str, str] = {}
+        #: Answers (status codes) to requests for the full listing ``/simple/``.
+        self.listing_answers: list[int] = []
+        #: The next ``_last-serial``; every change of a project takes one, as on warehouse.
+        self._serial = 1
+        self._serials: dict[str, int] = {}
+        self._changed_at = time.time()
+        self._listing_cache: tuple[int, bytes, bytes, str] | None = None
+        #: Answer the next n JSON-API requests with 429 (``Retry-After: 1``), like a throttled CDN.
+        self.throttle_json = 0
         self._files: dict[str, str] = {}  # filename -> canonical project
         self._tokens: dict[str, str] = {}  # token -> user
         self._prohibited: set[str] = set()
@@ -422,8 +438,46 @@ class FakePublicIndex:
                                             when, "sdist", None)
         with self._lock:
             self._projects[canon] = project
+            self._listed.pop(canon, None)
+            self._changed(canon)
             for filename in project.files:
                 self._files[filename] = canon
+
+    def add_listed_projects(self, names: Iterable[str]) -> None:
+        """Seed many existing projects cheaply: owner ``someone-else``, version 1.0, 2020.
+
+        They answer every API like `add_project` ones (each is built on first touch).
+        """
+        with self._lock:
+            for name in names:
+                canon = canonicalize_name(name)
+                if canon not in self._projects:
+                    self._listed[canon] = name
+                    self._serials[canon] = self._serial
+                    self._serial += 1
+            self._changed_at = time.time()
+            self._listing_cache = None
+
+    def _changed(self, canon: str) -> None:
+        """A project was created or changed (caller holds the lock)."""
+        self._serials[canon] = self._serial
+        self._serial += 1
+        self._changed_at = time.time()
+        self._listing_cache = None
+
+    def _get_project(self, canon: str) -> _Project | None:
+        """The project, building a generated one on first touch (caller holds the lock)."""
+        project = self._projects.get(canon)
+        if project is None and canon in self._listed:
+            display = self._listed.pop(canon)
+            filename = f"{_sdist_stem(display)}-1.0.tar.gz"
+            project = _Project(name=display, owners=["someone-else"], organization=None,
+                               versions=["1.0"], files={})
+            project.files[filename] = _File(filename, "1.0", make_sdist_bytes(display, "1.0"),
+                                            DEFAULT_FIRST_RELEASE, "sdist", None)
+            self._projects[canon] = project
+            self._files[filename] = canon
+        return project
 
     def prohibit(self, name: str) -> None:
         """An admin-prohibited name: uploads creating it are refused."""
@@ -433,7 +487,7 @@ class FakePublicIndex:
     def project(self, name: str) -> dict[str, Any] | None:
         """A copy of the stored state of a project (owners, versions, files), or None."""
         with self._lock:
-            project = self._projects.get(canonicalize_name(name))
+            project = self._get_project(canonicalize_name(name))
             if project is None:
                 return None
             return {
@@ -492,6 +546,11 @@ class FakePublicIndex:
                 self._count_attempt(h.headers.get("Content-Type", ""), body)
 
         fault = self._draw_fault(path)
+        if fault is None and path.startswith("/pypi/"):
+            with self._lock:
+                if self.throttle_json > 0:
+                    self.throttle_json -= 1
+                    fault = "429"
         if fault is not None:
             with self._lock:
                 self.faulted.append((method, path, fault))
@@ -598,7 +657,7 @@ class FakePublicIndex:
         elif len(parts) == 3 and parts[0] == "project" and parts[2] == "":
             canon = canonicalize_name(parts[1])
             with self._lock:
-                project = self._projects.get(canon)
+                project = self._get_project(canon)
                 title = project.name if project else None
             if title is None:
                 self._not_found(h, method)
@@ -632,25 +691,74 @@ class FakePublicIndex:
                 html_q = max(html_q, q)
         return json_q > 0 and json_q >= html_q
 
-    def _simple_index(self, h: _Handler, method: str, query: dict[str, list[str]]) -> None:
+    def _listing_bodies(self) -> tuple[bytes, bytes, str]:
+        """(JSON body, HTML body, ETag) of the full listing, rebuilt only after a change."""
         with self._lock:
-            names = sorted((canon, p.name) for canon, p in self._projects.items())
-        if self._wants_json(h, query):
-            data = {"meta": {"api-version": self.simple_api_version, "_last-serial": 0},
-                    "projects": [{"name": display, "_last-serial": 0} for _, display in names]}
-            self._send(h, 200, "OK", json.dumps(data).encode(), content_type=SIMPLE_JSON,
-                       method=method)
+            if self._listing_cache is None:
+                names = sorted([*((c, p.name) for c, p in self._projects.items()),
+                                *self._listed.items()])
+                serials = self._serials
+                data = {"meta": {"api-version": self.simple_api_version,
+                                 "_last-serial": self._serial - 1},
+                        "projects": [{"name": display, "_last-serial": serials.get(canon, 0)}
+                                     for canon, display in names]}
+                json_body = json.dumps(data).encode()
+                links = "".join(f'<a href="/simple/{quote(c)}/">{html.escape(d)}</a>\n'
+                                for c, d in names)
+                page = ("<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
+                        f"content=\"{self.simple_api_version}\"><title>Simple index</title>"
+                        f"</head><body>\n{links}</body></html>\n").encode()
+                etag = '"' + hashlib.sha256(json_body).hexdigest()[:32] + '"'
+                self._listing_cache = (self._serial, json_body, page, etag)
+            _, json_body, page, etag = self._listing_cache
+            return json_body, page, etag
+
+    def _simple_index(self, h: _Handler, method: str, query: dict[str, list[str]]) -> None:
+        json_body, page, etag = self._listing_bodies()
+        wants_json = self._wants_json(h, query)
+        # One ETag per representation, as a CDN varying on Accept gives.
+        etag = etag[:-1] + ('-json"' if wants_json else '-html"')
+        with self._lock:
+            last_modified = email.utils.formatdate(int(self._changed_at), usegmt=True)
+            changed_at = int(self._changed_at)
+        headers = {"ETag": etag, "Last-Modified": last_modified, "Vary": "Accept"}
+        if self._not_modified(h, etag, changed_at):
+            with self._lock:
+                self.listing_answers.append(304)
+            h.send_response(304, "Not Modified")
+            for key, value in headers.items():
+                h.send_header(key, value)
+            h.end_headers()
             return
-        links = "".join(f'<a href="/simple/{quote(c)}/">{html.escape(d)}</a>\n' for c, d in names)
-        page = ("<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
-                f"content=\"{self.simple_api_version}\"><title>Simple index</title></head>"
-                f"<body>\n{links}</body></html>\n")
-        self._send(h, 200, "OK", page.encode(), content_type="text/html", method=method)
+        with self._lock:
+            self.listing_answers.append(200)
+        if wants_json:
+            self._send(h, 200, "OK", json_body, content_type=SIMPLE_JSON, method=method,
+                       headers=headers)
+        else:
+            self._send(h, 200, "OK", page, content_type="text/html", method=method,
+                       headers=headers)
+
+    @staticmethod
+    def _not_modified(h: _Handler, etag: str, changed_at: int) -> bool:
+        """RFC 9110: If-None-Match decides when present; else If-Modified-Since."""
+        if_none_match = h.headers.get("If-None-Match")
+        if if_none_match is not None:
+            tags = [t.strip().removeprefix("W/") for t in if_none_match.split(",")]
+            return etag in tags or "*" in tags
+        since = h.headers.get("If-Modified-Since")
+        if since:
+            try:
+                parsed = email.utils.parsedate_to_datetime(since)
+            except (TypeError, ValueError):
+                return False
+            return changed_at <= parsed.timestamp()
+        return False
 
     def _simple_project(self, h: _Handler, method: str, canon: str,
                         query: dict[str, list[str]]) -> None:
         with self._lock:
-            project = self._projects.get(canon)
+            project = self._get_project(canon)
             files = list(project.files.values()) if project else []
             versions = list(project.versions) if project else []
         if project is None:
@@ -681,7 +789,7 @@ class FakePublicIndex:
 
     def _json_project(self, canon: str) -> dict[str, Any] | None:
         """Warehouse's ``/pypi/<name>/json`` document (caller holds the lock)."""
-        project = self._projects.get(canon)
+        project = self._get_project(canon)
         if project is None:
             return None
         releases: dict[str, list[dict[str, Any]]] = {v: [] for v in project.versions}
@@ -784,7 +892,7 @@ class FakePublicIndex:
 
         with self._lock:
             now = self.clock()
-            project = self._projects.get(canon)
+            project = self._get_project(canon)
             if project is not None:
                 if user.lower() not in (o.lower() for o in project.owners):
                     raise _UploadError(403, f"The user '{user}' isn't allowed to upload to project "
@@ -802,7 +910,7 @@ class FakePublicIndex:
                 if canon in self._prohibited:
                     raise _UploadError(400, f"The name {name!r} isn't allowed. {help_}")
                 key = ultranormalize(name)
-                if any(ultranormalize(c) == key for c in self._projects):
+                if any(ultranormalize(c) == key for c in (*self._projects, *self._listed)):
                     raise _UploadError(400, f"The name {name!r} is too similar to an existing "
                                             f"project. {help_}")
 
@@ -837,6 +945,7 @@ class FakePublicIndex:
                                             packagetype, user)
             self._files[filename] = canon
             self.uploads[canon] += 1
+            self._changed(canon)
 
     def _find_file(self, filename: str, blake2: str) -> _File | None:
         canon = self._files.get(filename)

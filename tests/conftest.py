@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 # Fixtures of the fakes and servers the tests start: the fake public index, devpi-server,
-# PostgreSQL.
-pytest_plugins = ["_fake_public", "_devpi", "_postgres"]
+# PostgreSQL, and a config for the command line pointing at the fake (`fake`, `cfg`).
+pytest_plugins = ["_fake_public", "_devpi", "_postgres", "_cli"]
 
 
 @pytest.fixture(autouse=True)

@@ -90,7 +90,10 @@ def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
     ("[public\nowners = 1", "not valid TOML"),
     ("[public]\nowners = 'acme'", "owners"),
     ("[public]\nsimple-url = 'ftp://x'", "simple-url"),
-    ("[publik]\n", "unknown key"),
+    ("[publik]\n", r"unknown section \[publik\] \(did you mean \[public\]\?\)"),
+    ("[public]\nowner = ['acme']", r"unknown key 'owner' \(did you mean 'owners'\?\)"),
+    ("[public]\ntimeout = 'soon'", "timeout must be a number of seconds, got 'soon'"),
+    ("[serve]\nport = true", "port must be a port number, got True"),
     ("[placeholder]\nversion = 'not a version'", "version"),
     ("[queue]\nnew-projects-per-hour = 0", "new-projects-per-hour"),
     ("[[poll]]\nurl = 'http://127.0.0.1/simple/'\ninterval = 'soon'", "interval"),
@@ -123,3 +126,46 @@ def test_credentials_in_a_poll_url_are_refused(tmp_path: Path) -> None:
     with pytest.raises(cfg.ConfigError) as err:
         cfg.load(path)
     assert "hunter2" not in str(err.value) and "environment" in str(err.value)
+
+
+def test_every_problem_of_a_config_file_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[publik]\n[public]\ntimeout = 'x'\n[serve]\nport = 'y'\n"
+                    "[queue]\nrecheck-interval = 'soon'\n")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(path)
+    message = str(err.value)
+    assert "4 problems" in message and "\n" not in message
+    for fragment in ("[publik]", "timeout must be a number of seconds", "port must be",
+                     "recheck-interval"):
+        assert fragment in message
+    assert "<class" not in message
+
+
+@pytest.mark.parametrize("preset", ["pypi", "testpypi"])
+def test_an_index_preset_takes_all_three_urls_from_twines_constants(
+        tmp_path: Path, preset: str) -> None:
+    from twine import utils
+
+    upload = {"pypi": utils.DEFAULT_REPOSITORY, "testpypi": utils.TEST_REPOSITORY}[preset]
+    path = tmp_path / "nk.toml"
+    path.write_text(f"[public]\nindex = '{preset}'\n")
+    c = cfg.load(path).public
+    assert c.upload_url == upload
+    root = c.simple_url.removesuffix("simple/")
+    assert c.json_url == root + "pypi/"
+    assert root.split("//")[1].strip("/") in upload  # the same host family as twine's URL
+    if preset == "testpypi":
+        assert c.simple_url != cfg.DEFAULT_SIMPLE_URL
+
+
+def test_explicit_urls_override_the_preset_and_an_unknown_preset_is_an_error(
+        tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[public]\nindex = 'testpypi'\nsimple-url = 'http://127.0.0.1:9/simple/'\n")
+    c = cfg.load(path).public
+    assert c.simple_url == "http://127.0.0.1:9/simple/"
+    assert c.upload_url == cfg.INDEX_PRESETS["testpypi"].upload_url
+    path.write_text("[public]\nindex = 'warehouse'\n")
+    with pytest.raises(cfg.ConfigError, match="index must be one of 'pypi', 'testpypi'"):
+        cfg.load(path)

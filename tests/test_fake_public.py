@@ -206,7 +206,7 @@ def test_simple_api_json_html_redirect_and_404(fake: FakePublicIndex) -> None:
     assert requests.get(fake.url + "project/acme-other/", timeout=10).status_code == 404
     listing = requests.get(fake.simple_url, timeout=10,
                            headers={"Accept": "application/vnd.pypi.simple.v1+json"}).json()
-    assert listing["projects"] == [{"name": "Acme_Utils", "_last-serial": 0}]
+    assert [p["name"] for p in listing["projects"]] == ["Acme_Utils"]
 
 
 def test_json_api_for_seeded_project(fake: FakePublicIndex) -> None:

@@ -182,11 +182,10 @@ def _write(tmp_path, text: str):
 
 def test_an_installed_third_party_notifier_is_discovered_and_used(monkeypatch, tmp_path):
     out = tmp_path / "alerts.jsonl"
-    monkeypatch.setenv("NAMEKEEPER_EXAMPLE_NOTIFIER_FILE", str(out))
     monkeypatch.delenv(plugins.ENV_DISABLE_PLUGINS, raising=False)
     pm, report = plugins.get_plugin_manager()
     assert "example" in report.loaded, report.broken
-    config = nk_config.from_dict({})
+    config = nk_config.from_dict({"plugins": {"example": {"file": str(out)}}})
     notifiers = [n for group in pm.hook.namekeeper_notifiers(config=config) for n in group]
     assert [n.name for n in notifiers] == ["example:jsonl"]  # no apprise targets configured
 
@@ -201,4 +200,4 @@ def test_disabling_plugins_leaves_the_third_party_notifier_out(monkeypatch):
     monkeypatch.setenv(plugins.ENV_DISABLE_PLUGINS, "1")
     pm, report = plugins.get_plugin_manager()
     assert "example" not in report.loaded and not pm.has_plugin("example")
-    assert "namekeeper.notify.apprise" in report.loaded
+    assert "apprise" in report.loaded

@@ -173,7 +173,7 @@ def test_the_sdist_rebuilds_from_its_own_unpacked_tree(tmp_path: Path) -> None:
 
 
 def test_the_builtin_plugin_provides_the_builder() -> None:
-    pm, _report = get_plugin_manager(load_entry_points=False)
+    pm, _report = get_plugin_manager(third_party=False)
 
     builder = pm.hook.namekeeper_placeholder_builder(config=make_config())
 

@@ -374,7 +374,7 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
                  {"url": "http://127.0.0.1:1/artifactory/api/pypi/pypi-local/simple/",
                   "name": "artifactory"}],
     })
-    pm, _report = get_plugin_manager(load_entry_points=False)
+    pm, _report = get_plugin_manager(third_party=False)
     sources = [s for group in pm.hook.namekeeper_event_sources(config=cfg) for s in group]
     pollers = [s for s in sources if isinstance(s, SimpleIndexPoller)]
     assert [(p.index, p.config.interval, p.timeout) for p in pollers] == [

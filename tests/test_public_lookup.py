@@ -170,7 +170,7 @@ def test_user_agent_names_namekeeper(fake_public: FakePublicIndex) -> None:  # n
 
 
 def test_builtin_plugin_provides_the_lookup(fake_public: FakePublicIndex) -> None:  # noqa: F811
-    pm, _report = get_plugin_manager(load_entry_points=False)
+    pm, _report = get_plugin_manager(third_party=False)
     config = Config(public=PublicConfig(simple_url=fake_public.simple_url,
                                         json_url=fake_public.json_url,
                                         upload_url=fake_public.upload_url))

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import pluggy
 
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
 from .store_interface import StoreBackend
 
 
-def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
-    """Every notifier every plugin contributes, flattened."""
-    pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
-    return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
-
-
 def open_store(config: Config, pm: pluggy.PluginManager | None = None) -> StoreBackend:
-    """The store ``config.store`` names, from whichever plugin serves its URL."""
+    """The store ``config.store`` names, from whichever plugin serves its URL.
+
+    A store that cannot be used raises a one-line `StoreError` saying why.
+    """
     pm = pm or get_plugin_manager()[0]
     store: StoreBackend | None = pm.hook.namekeeper_store(config=config)
     if store is None:
@@ -31,9 +29,15 @@ def open_store(config: Config, pm: pluggy.PluginManager | None = None) -> StoreB
     return store
 
 
+def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
+    """Every notifier every plugin contributes, flattened."""
+    pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
+    return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
+
+
 def build_keeper(config: Config, *, with_notifiers: bool = True,
-                 store: StoreBackend | None = None, pm: pluggy.PluginManager | None = None
-                 ) -> tuple[Keeper, StoreBackend]:
+                 store: StoreBackend | None = None, pm: pluggy.PluginManager | None = None,
+                 with_listing: bool = True) -> tuple[Keeper, StoreBackend]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     store = store or open_store(config, pm)
@@ -49,4 +53,10 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
             from .notify.dispatch import Dispatcher
 
             alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
-    return Keeper(config, store, public, builder, backend, alerts), store
+    keeper = Keeper(config, store, public, builder, backend, alerts)
+    if with_listing:
+        from .public.listing import cached_listing
+
+        # A fresh listing left by `audit` lets a "too similar" name be PROTECTED before any upload.
+        keeper.listing = cached_listing(config.public)
+    return keeper, store

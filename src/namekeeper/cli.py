@@ -1,4 +1,4 @@
-"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`.
+"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`, `plugins`.
 
 Exit codes (scripts and CI rely on them): 0 every name is safe (ours, protected,
 excluded, or just reserved); 1 at least one name needs attention (free on
@@ -9,26 +9,23 @@ error, with nothing uploaded.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import __version__, names
-from .config import Config, ConfigError, load
+from .config import Config, load
+from .errors import IndexUnreachable, NamekeeperError, UsageError
 from .model import Action, NameEvent, Outcome, Verdict
-from .public.interface import PublicIndexUnavailable
-from .store_interface import StoreUnavailable
 
 log = logging.getLogger("namekeeper")
 
-EXIT_OK, EXIT_ATTENTION, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
-
-
-class UsageError(Exception):
-    """Bad input on the command line: exit 2 with this one-line message."""
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
@@ -71,6 +68,12 @@ def make_parser() -> argparse.ArgumentParser:
     _common(p, top=False)
 
     p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
+    p.add_argument("--host", help="address to listen on (overrides [serve] host)")
+    p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
+    _common(p, top=False)
+
+    p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
+                                       "every broken one; exit 1 when one is broken")
     _common(p, top=False)
     return parser
 
@@ -223,7 +226,49 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
 def _serve(args: argparse.Namespace, config: Config) -> int:
     from .server import serve
 
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides:
+        config = replace(config, serve=replace(config.serve, **overrides))
+    _check_port_free(config.serve.host, config.serve.port)
     return serve(config)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Say "in use" in one line before the service starts anything, rather than a traceback."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise UsageError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            reason = "already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            raise UsageError(f"cannot listen on {host}:{port}: {reason}") from None
+
+
+def _plugins(args: argparse.Namespace, config: Config) -> int:
+    from .config import redact
+    from .plugins import get_plugin_manager
+
+    _, report = get_plugin_manager()
+    secrets = [s.reveal() for s in config.secrets()]
+    rows: list[dict[str, Any]] = [
+        {"name": p.name, "distribution": p.distribution, "version": p.version,
+         "hooks": list(p.hooks), "builtin": p.builtin, "error": None} for p in report.plugins]
+    rows += [{"name": name, "distribution": None, "version": None, "hooks": [], "builtin": None,
+              "error": redact(error, secrets)} for name, error in sorted(report.broken.items())]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, ["name", "distribution", "version", "hooks", "error"])
+    return EXIT_ATTENTION if report.broken else EXIT_OK
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -236,24 +281,25 @@ def _configure_logging(verbosity: int) -> None:
     root.propagate = False
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
-                "notify": _notify_test, "serve": _serve}
+                "notify": _notify_test, "serve": _serve, "plugins": _plugins}
     try:
         config = load(args.config)
         return commands[args.command](args, config)
-    except (UsageError, ConfigError) as exc:
-        print(f"namekeeper: error: {exc}", file=sys.stderr)
+    except IndexUnreachable as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    except NamekeeperError as exc:
+        print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except StoreUnavailable as exc:
-        print(f"namekeeper: the store cannot be used: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PublicIndexUnavailable as exc:
-        print(f"namekeeper: the public index could not be asked: {exc}", file=sys.stderr)
-        return EXIT_ATTENTION
     except KeyboardInterrupt:
         return 130
 

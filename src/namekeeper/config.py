@@ -7,13 +7,15 @@ leaking a token.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -25,6 +27,8 @@ else:  # pragma: no cover
 import platformdirs
 from twine import utils as twine_utils
 
+from .errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "NAMEKEEPER_CONFIG"
@@ -32,10 +36,6 @@ ENV_PUBLIC_TOKEN = "NAMEKEEPER_PUBLIC_TOKEN"  # noqa: S105 - a variable name, no
 ENV_ARTIFACTORY_SECRET = "NAMEKEEPER_ARTIFACTORY_SECRET"  # noqa: S105
 ENV_ARTIFACTORY_TOKEN = "NAMEKEEPER_ARTIFACTORY_TOKEN"  # noqa: S105
 ENV_STORE_PASSWORD = "NAMEKEEPER_STORE_PASSWORD"  # noqa: S105
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; the message says which key and why."""
 
 
 class Secret:
@@ -83,9 +83,29 @@ def _public_base(upload_url: str) -> str:
     return urlunsplit((parts.scheme, host, "/", "", ""))
 
 
-DEFAULT_UPLOAD_URL = twine_utils.DEFAULT_REPOSITORY
-DEFAULT_SIMPLE_URL = _public_base(DEFAULT_UPLOAD_URL) + "simple/"
-DEFAULT_JSON_URL = _public_base(DEFAULT_UPLOAD_URL) + "pypi/"
+@dataclass(frozen=True)
+class IndexPreset:
+    """The three URLs of a well-known public index, all derived from twine's upload URL."""
+
+    upload_url: str
+
+    @property
+    def simple_url(self) -> str:
+        return _public_base(self.upload_url) + "simple/"
+
+    @property
+    def json_url(self) -> str:
+        return _public_base(self.upload_url) + "pypi/"
+
+
+#: ``[public] index = "..."``: twine's own constants, so no host name is spelt in our code.
+INDEX_PRESETS = {
+    "pypi": IndexPreset(twine_utils.DEFAULT_REPOSITORY),
+    "testpypi": IndexPreset(twine_utils.TEST_REPOSITORY),
+}
+DEFAULT_UPLOAD_URL = INDEX_PRESETS["pypi"].upload_url
+DEFAULT_SIMPLE_URL = INDEX_PRESETS["pypi"].simple_url
+DEFAULT_JSON_URL = INDEX_PRESETS["pypi"].json_url
 
 
 @dataclass(frozen=True)
@@ -192,6 +212,25 @@ class Config:
     queue: QueueConfig = field(default_factory=QueueConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
     source: Path | None = None  # the file this came from, for messages
+    #: ``[plugins.<entry-point-name>]`` tables; ``{ env = "VAR" }`` values are `Secret`s.
+    plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
+
+    def plugin(self, name: str) -> Mapping[str, Any]:
+        """The ``[plugins.<name>]`` table of the plugin registered under entry point ``name``.
+
+        Empty when the file has none.  A value written ``{ env = "VAR" }`` is read from
+        the environment as a `Secret` (None when the variable is unset or empty).
+        """
+        return self.plugins.get(name, MappingProxyType({}))
+
+    def secrets(self) -> list[Secret]:
+        """Every secret this config holds (ours and the plugins'), so none slips into text."""
+        found: list[Secret | None] = [self.public.token, self.artifactory.secret,
+                                      self.artifactory.token, *self.notify.urls]
+        for poll in self.polls:
+            found += [poll.token, poll.password]
+        found += [s for table in self.plugins.values() for s in _secrets_in(table)]
+        return [s for s in found if s is not None and s.reveal()]
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -214,35 +253,137 @@ def parse_duration(value: Any, key: str) -> float:
     return seconds
 
 
+class _Problems:
+    """Every problem of one config file, so the user fixes them all in one go."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.messages.append(message)
+
+    def checked(self, check: Callable[..., Any], *args: Any, default: Any = None) -> Any:
+        """``check(*args)``, or ``default`` with its ConfigError noted."""
+        try:
+            return check(*args)
+        except ConfigError as exc:
+            self.add(str(exc))
+            return default
+
+    def raise_if_any(self, source: Path | None) -> None:
+        if not self.messages:
+            return
+        where = f"config file {source}" if source else "the configuration"
+        if len(self.messages) == 1:
+            raise ConfigError(f"{where}: {self.messages[0]}")
+        raise ConfigError(f"{where} has {len(self.messages)} problems: "
+                          + "; ".join(self.messages))
+
+
+# What a value of each kind is, in words (the message names the key and what it must be).
+_KIND_WORDS = {str: "a string", int: "a whole number", float: "a number", bool: "true or false",
+               list: "a list", dict: "a table"}
+
+
+def _kind_words(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and str in kinds:
+        return "a duration like '30s' or a number of seconds"
+    if float in kinds:
+        return "a number"
+    return " or ".join(_KIND_WORDS.get(k, k.__name__) for k in kinds)
+
+
+def _closest(key: str, known: set[str]) -> str | None:
+    close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
 class _Table:
-    """Typed, key-checked access to one TOML table, so typos are errors, not silent defaults."""
+    """Typed, key-checked access to one TOML table, so typos are errors, not silent defaults.
 
-    def __init__(self, data: Any, where: str, known: set[str]) -> None:
+    A problem is noted in ``problems`` and the default used, so that the rest of the file is
+    still checked and every problem is reported at once.
+    """
+
+    def __init__(self, data: Any, where: str, known: set[str], problems: _Problems,
+                 *, sections: bool = False) -> None:
+        self.where, self.problems = where, problems
         if not isinstance(data, dict):
-            raise ConfigError(f"[{where}] must be a table")
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"[{where}] has unknown key(s): {', '.join(unknown)}")
-        self.data, self.where = data, where
+            problems.add(f"[{where}] must be a table")
+            data = {}
+        for key in sorted(set(data) - known):
+            close = _closest(key, known)
+            if sections:
+                problems.add(f"unknown section [{key}]"
+                             + (f" (did you mean [{close}]?)" if close else ""))
+            else:
+                problems.add(f"[{where}] has an unknown key {key!r}"
+                             + (f" (did you mean {close!r}?)" if close else ""))
+        self.data = {k: v for k, v in data.items() if k in known}
 
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = None,
+            *, what: str | None = None) -> Any:
         if key not in self.data:
             return default
         value = self.data[key]
-        if kind is not bool and isinstance(value, bool) and kind in (int, float):
-            raise ConfigError(f"[{self.where}] {key} must be a number")
-        if not isinstance(value, kind):
-            expected = getattr(kind, "__name__", str(kind))
-            raise ConfigError(f"[{self.where}] {key} must be of type {expected}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wrong_bool = bool not in kinds and isinstance(value, bool)
+        if wrong_bool or not isinstance(value, kind):
+            self.problems.add(f"[{self.where}] {key} must be {what or _kind_words(kind)}, "
+                              f"got {_shown_value(value)}")
+            return default
         return value
 
     def strings(self, key: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
-        value = self.get(key, list, None)
+        value = self.get(key, list, None, what="a list of strings")
         if value is None:
             return default
         if not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"[{self.where}] {key} must be a list of strings")
+            self.problems.add(f"[{self.where}] {key} must be a list of strings")
+            return default
         return tuple(value)
+
+
+def _shown_value(value: Any) -> str:
+    """A config value for an error message: short, one line (values here are never secrets)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:39] + "…"
+
+
+def _secrets_in(value: Any) -> Iterator[Secret]:
+    if isinstance(value, Secret):
+        yield value
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            yield from _secrets_in(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _secrets_in(v)
+
+
+def _plugin_value(value: Any, where: str) -> Any:
+    """A plugin table's value with every ``{ env = "VAR" }`` replaced by the variable's `Secret`."""
+    if isinstance(value, dict):
+        if set(value) == {"env"}:
+            if not isinstance(value["env"], str) or not value["env"]:
+                raise ConfigError(f"[{where}] env must name an environment variable")
+            return _env_secret(value["env"])
+        return MappingProxyType({k: _plugin_value(v, f"{where}.{k}") for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_plugin_value(v, where) for v in value)
+    return value
+
+
+def _plugin_tables(data: Any) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(data, dict):
+        raise ConfigError("[plugins] must be a table of [plugins.<name>] tables")
+    tables = {}
+    for name, table in data.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[plugins.{name}] must be a table")
+        tables[name] = _plugin_value(table, f"plugins.{name}")
+    return MappingProxyType(tables)
 
 
 def _env_secret(name: str | None) -> Secret | None:
@@ -273,29 +414,34 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
     return from_dict(data, file)
 
 
-def _store_config(st: _Table, source: Path | None) -> StoreConfig:
+def _store_config(st: _Table, source: Path | None, problems: _Problems) -> StoreConfig:
     """``[store] path`` or ``url``: a plain path or ``sqlite:///path`` is SQLite, anything else
     with a scheme (``postgresql://``) goes to the backend that claims it."""
     store_path, url = st.get("path", str), st.get("url", str)
     if store_path and url:
-        raise ConfigError("[store] takes either path or url, not both")
+        problems.add("[store] takes either path or url, not both")
+        url = None
     if url:
-        scheme = urlsplit(url).scheme
-        if scheme == "sqlite":
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None or "password=" in parts.query
+        except ValueError:
+            problems.add("[store] url is not a valid URL")
+            parts, has_password, url = None, False, None
+        if parts is None:
+            pass
+        elif parts.scheme == "sqlite":
             if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
-                raise ConfigError("[store] url: a SQLite store is written sqlite:///path/to/file")
-            store_path, url = url[len("sqlite://"):], None
-        elif len(scheme) < 2:  # no scheme, or a Windows drive letter: a path
+                problems.add("[store] url: a SQLite store is written sqlite:///path/to/file")
+                url = None
+            else:
+                store_path, url = url[len("sqlite://"):], None
+        elif len(parts.scheme) < 2:  # no scheme, or a Windows drive letter: a path
             store_path, url = url, None
-        else:
-            try:
-                parts = urlsplit(url)
-                has_password = parts.password is not None or "password=" in parts.query
-            except ValueError:
-                raise ConfigError("[store] url is not a valid URL") from None
-            if has_password:
-                raise ConfigError(f"[store] url must not contain a password: set "
-                                  f"{ENV_STORE_PASSWORD} instead")
+        elif has_password:
+            # Never in a file (or a log line that quotes the setting): from the environment.
+            problems.add(f"[store] url must not contain a password: set {ENV_STORE_PASSWORD}")
+            url = None
     if store_path and source is not None:
         store_path = str((source.parent / Path(store_path).expanduser()).resolve())
     return StoreConfig(path=Path(store_path) if store_path else StoreConfig().path, url=url,
@@ -310,42 +456,27 @@ def _url(value: str, key: str) -> str:
 
 
 def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
-    """Build a `Config` from parsed TOML; every secret comes from the environment."""
+    """Build a `Config` from parsed TOML; every secret comes from the environment.
+
+    Every problem in the file is reported in one `ConfigError`.
+    """
+    problems = _Problems()
     top = _Table(
         data,
         "config",
         {"public", "placeholder", "policy", "store", "serve", "artifactory", "poll", "queue",
-         "notify"},
+         "notify", "plugins"},
+        problems, sections=True,
     )
-
-    pub = _Table(top.get("public", dict, {}), "public",
-                 {"simple-url", "json-url", "upload-url", "username", "password", "owners",
-                  "organization", "timeout"})
-    token = _env_secret(ENV_PUBLIC_TOKEN)
-    if "password" in pub.data:
-        log.warning("[public] password is set in the config file; prefer the %s environment "
-                    "variable so the secret stays out of files", ENV_PUBLIC_TOKEN)
-        if token is None:
-            token = Secret(pub.get("password", str))
-    json_url = pub.get("json-url", str, DEFAULT_JSON_URL)
-    public = PublicConfig(
-        simple_url=_url(pub.get("simple-url", str, DEFAULT_SIMPLE_URL), "[public] simple-url"),
-        json_url=_url(json_url, "[public] json-url") if json_url else None,
-        upload_url=_url(pub.get("upload-url", str, DEFAULT_UPLOAD_URL), "[public] upload-url"),
-        username=pub.get("username", str, "__token__"),
-        token=token,
-        owners=tuple(o.lower() for o in pub.strings("owners")),
-        organization=(pub.get("organization", str) or None),
-        timeout=float(pub.get("timeout", (int, float), 10.0)),
-    )
+    public = _public_config(_Table(top.get("public", dict, {}), "public", _PUBLIC_KEYS, problems))
 
     ph = _Table(top.get("placeholder", dict, {}), "placeholder",
-                {"organization", "contact", "version", "template"})
+                {"organization", "contact", "version", "template"}, problems)
     template = ph.get("template", str)
     if template and source is not None:
         template = str((source.parent / template).resolve())
     version = ph.get("version", str, "0.0.0")
-    _check_version(version)
+    version = problems.checked(_check_version, version, default="0.0.0")
     placeholder = PlaceholderConfig(
         organization=ph.get("organization", str, PlaceholderConfig.organization),
         contact=ph.get("contact", str, ""),
@@ -353,94 +484,152 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         template=Path(template) if template else None,
     )
 
-    pol = _Table(top.get("policy", dict, {}), "policy", {"include", "exclude", "dry-run"})
+    pol = _Table(top.get("policy", dict, {}), "policy", {"include", "exclude", "dry-run"},
+                 problems)
     policy = PolicyConfig(
         include=pol.strings("include", ("*",)),
         exclude=pol.strings("exclude"),
         dry_run=pol.get("dry-run", bool, False),
     )
 
-    store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}), source)
+    store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}, problems),
+                          source, problems)
 
-    sv = _Table(top.get("serve", dict, {}), "serve", {"host", "port", "max-body", "workers"})
-    port = sv.get("port", int, 8480)
+    sv = _Table(top.get("serve", dict, {}), "serve", {"host", "port", "max-body", "workers"},
+                problems)
+    port = sv.get("port", int, 8480, what="a port number")
     if not 0 <= port <= 65535:
-        raise ConfigError("[serve] port must be between 0 and 65535")
+        problems.add("[serve] port must be between 0 and 65535")
+        port = 8480
     serve = ServeConfig(
         host=sv.get("host", str, "127.0.0.1"),
         port=port,
-        max_body=sv.get("max-body", int, 1024 * 1024),
+        max_body=sv.get("max-body", int, 1024 * 1024, what="a number of bytes"),
         workers=max(1, sv.get("workers", int, 2)),
     )
 
     af = _Table(top.get("artifactory", dict, {}), "artifactory",
-                {"signing", "repos", "base-url", "reconcile-interval"})
+                {"signing", "repos", "base-url", "reconcile-interval"}, problems)
     base_url = af.get("base-url", str)
     artifactory = ArtifactoryConfig(
         secret=_env_secret(ENV_ARTIFACTORY_SECRET),
         signing=af.get("signing", bool, True),
         repos=af.strings("repos"),
-        base_url=_url(base_url, "[artifactory] base-url") if base_url else None,
+        base_url=problems.checked(_url, base_url, "[artifactory] base-url") if base_url else None,
         token=_env_secret(ENV_ARTIFACTORY_TOKEN),
-        reconcile_interval=parse_duration(af.get("reconcile-interval", (str, int, float), "1h"),
-                                          "[artifactory] reconcile-interval"),
+        reconcile_interval=problems.checked(
+            parse_duration, af.get("reconcile-interval", _DURATION_KINDS, "1h"),
+            "[artifactory] reconcile-interval", default=3600.0),
     )
 
-    polls_raw = top.get("poll", list, [])
     polls = []
-    for i, entry in enumerate(polls_raw):
-        p = _Table(entry, f"poll {i + 1}",
-                   {"url", "interval", "token-env", "username", "password-env", "name"})
-        url = p.get("url", str)
-        if not url:
-            raise ConfigError(f"[[poll]] entry {i + 1} needs a url")
-        if urlsplit(url).username or urlsplit(url).password:
-            raise ConfigError(f"[[poll]] entry {i + 1}: put credentials in environment variables "
-                              "(token-env, username + password-env), not in the url")
-        polls.append(PollConfig(
-            url=_url(url, f"[[poll]] {i + 1} url"),
-            interval=parse_duration(p.get("interval", (str, int, float), "10m"),
-                                    f"[[poll]] {i + 1} interval"),
-            token=_env_secret(p.get("token-env", str)),
-            username=p.get("username", str),
-            password=_env_secret(p.get("password-env", str)),
-            name=p.get("name", str),
-        ))
+    for i, entry in enumerate(top.get("poll", list, [], what="a list of [[poll]] tables")):
+        poll = _poll_config(_Table(entry, f"poll {i + 1}", _POLL_KEYS, problems), i + 1, problems)
+        if poll is not None:
+            polls.append(poll)
 
     q = _Table(top.get("queue", dict, {}), "queue",
                {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
-                "recheck-interval"})
+                "recheck-interval"}, problems)
     queue = QueueConfig(
         new_projects_per_hour=q.get("new-projects-per-hour", int, 20),
         max_attempts=q.get("max-attempts", int, 8),
-        backoff_base=float(q.get("backoff-base", (int, float), 2.0)),
-        backoff_max=float(q.get("backoff-max", (int, float), 600.0)),
-        recheck_interval=parse_duration(q.get("recheck-interval", (str, int, float), "6h"),
-                                        "[queue] recheck-interval"),
+        backoff_base=float(q.get("backoff-base", (int, float), 2.0, what=_SECONDS)),
+        backoff_max=float(q.get("backoff-max", (int, float), 600.0, what=_SECONDS)),
+        recheck_interval=problems.checked(
+            parse_duration, q.get("recheck-interval", _DURATION_KINDS, "6h"),
+            "[queue] recheck-interval", default=6 * 3600.0),
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
-        raise ConfigError("[queue] new-projects-per-hour and max-attempts must be at least 1")
+        problems.add("[queue] new-projects-per-hour and max-attempts must be at least 1")
 
-    nt = _Table(top.get("notify", dict, {}), "notify", {"urls", "config", "retry-first"})
+    nt = _Table(top.get("notify", dict, {}), "notify", {"urls", "config", "retry-first"},
+                problems)
     notify_config = nt.get("config", str)
     if notify_config and source is not None:
         notify_config = str((source.parent / notify_config).resolve())
     notify = NotifyConfig(
         urls=tuple(Secret(u) for u in nt.strings("urls")),
         config=Path(notify_config) if notify_config else None,
-        retry_first=parse_duration(nt.get("retry-first", (str, int, float), "30s"),
-                                   "[notify] retry-first"),
+        retry_first=problems.checked(
+            parse_duration, nt.get("retry-first", _DURATION_KINDS, "30s"),
+            "[notify] retry-first", default=30.0),
     )
 
+    plugins = problems.checked(_plugin_tables, top.get("plugins", dict, {}),
+                               default=MappingProxyType({}))
+
+    problems.raise_if_any(source)
     return Config(public=public, placeholder=placeholder, policy=policy, store=store,
                   serve=serve, artifactory=artifactory, polls=tuple(polls), queue=queue,
-                  notify=notify, source=source)
+                  notify=notify, source=source, plugins=plugins)
 
 
-def _check_version(version: str) -> None:
+_SECONDS = "a number of seconds"
+_DURATION_KINDS = (str, int, float)
+_PUBLIC_KEYS = {"index", "simple-url", "json-url", "upload-url", "username", "password", "owners",
+                "organization", "timeout"}
+_POLL_KEYS = {"url", "interval", "token-env", "username", "password-env", "name"}
+
+
+def _public_config(pub: _Table) -> PublicConfig:
+    problems = pub.problems
+    preset_name = pub.get("index", str, "pypi")
+    preset = INDEX_PRESETS.get(preset_name)
+    if preset is None:
+        problems.add(f"[public] index must be one of {', '.join(map(repr, INDEX_PRESETS))} "
+                     f"(or leave it out and give the URLs), got {_shown_value(preset_name)}")
+        preset = INDEX_PRESETS["pypi"]
+    token = _env_secret(ENV_PUBLIC_TOKEN)
+    if "password" in pub.data:
+        log.warning("[public] password is set in the config file; prefer the %s environment "
+                    "variable so the secret stays out of files", ENV_PUBLIC_TOKEN)
+        if token is None:
+            password = pub.get("password", str)
+            token = Secret(password) if password else None
+
+    def url(key: str, default: str) -> str:
+        return problems.checked(_url, pub.get(key, str, default), f"[public] {key}",
+                                default=default)
+
+    json_url = pub.get("json-url", str, preset.json_url)
+    return PublicConfig(
+        simple_url=url("simple-url", preset.simple_url),
+        json_url=problems.checked(_url, json_url, "[public] json-url") if json_url else None,
+        upload_url=url("upload-url", preset.upload_url),
+        username=pub.get("username", str, "__token__"),
+        token=token,
+        owners=tuple(o.lower() for o in pub.strings("owners")),
+        organization=(pub.get("organization", str) or None),
+        timeout=float(pub.get("timeout", (int, float), 10.0, what=_SECONDS)),
+    )
+
+
+def _poll_config(p: _Table, number: int, problems: _Problems) -> PollConfig | None:
+    url = p.get("url", str)
+    if not url:
+        problems.add(f"[[poll]] entry {number} needs a url")
+        return None
+    if urlsplit(url).username or urlsplit(url).password:
+        problems.add(f"[[poll]] entry {number}: put credentials in environment variables "
+                     "(token-env, username + password-env), not in the url")
+        return None
+    return PollConfig(
+        url=problems.checked(_url, url, f"[[poll]] {number} url", default=url),
+        interval=problems.checked(parse_duration, p.get("interval", _DURATION_KINDS, "10m"),
+                                  f"[[poll]] {number} interval", default=600.0),
+        token=_env_secret(p.get("token-env", str)),
+        username=p.get("username", str),
+        password=_env_secret(p.get("password-env", str)),
+        name=p.get("name", str),
+    )
+
+
+def _check_version(version: str) -> str:
     from packaging.version import InvalidVersion, Version
 
     try:
         Version(version)
     except InvalidVersion:
         raise ConfigError(f"[placeholder] version {version!r} is not a valid version") from None
+    return version

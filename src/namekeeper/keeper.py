@@ -33,6 +33,7 @@ from .model import (
 )
 from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
+from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
 from .store_interface import NameRecord, StoreBackend
 
@@ -74,6 +75,8 @@ class Keeper:
         self.alerts = alerts
         #: False under the queue: a failure it will retry is not worth an alert yet.
         self.notify_transient = True
+        #: The public index's cached full listing, when a fresh one exists (see public/listing.py).
+        self.listing: PublicListing | None = None
 
     def missing_credentials(self) -> str | None:
         """Why an upload cannot be attempted (no token anywhere), or None."""
@@ -100,6 +103,22 @@ class Keeper:
         """The verdict for canonical ``name``; asks the public index unless policy says no.
 
         ``record`` is what the store knows of the name (None: nothing), read once by the caller.
+        A cached listing (``self.listing``) only adds "too similar": whether the name itself
+        exists is asked afresh, since the cache may be a day old.
+        """
+        local = self.prejudge(name, record, self.listing, trust_absence=False)
+        if local is not None:
+            return local
+        return self.judge(name, self.public.lookup(name), record)
+
+    def prejudge(self, name: str, record: NameRecord | None, listing: PublicListing | None, *,
+                 trust_absence: bool) -> Classification | None:
+        """The verdict when no per-name lookup is needed, else None (then: lookup, `judge`).
+
+        Shared by `check`/`reserve` and `audit`, so both give the same verdicts: policy,
+        the standard library, and with a listing PyPI's "too similar" rule; with
+        ``trust_absence`` (a listing just revalidated) a name it does not hold is judged
+        as absent from the public index without asking.
         """
         if self.policy_excludes(name):
             return Classification(name, Verdict.EXCLUDED, Severity.NONE,
@@ -108,8 +127,18 @@ class Keeper:
             return Classification(name, Verdict.PROTECTED, Severity.NONE,
                                   "The public index refuses standard-library module names to "
                                   "everyone.")
-        public = self.public.lookup(name)
-        return self.judge(name, public, record)
+        if listing is None:
+            return None
+        similar = listing.similar(name)
+        if similar is not None:
+            return Classification(name, Verdict.PROTECTED, Severity.NONE,
+                                  f"The public index refuses it to everyone as too similar to "
+                                  f"the existing project {similar}.")
+        if trust_absence and name not in listing:
+            absent = PublicProject(name=name, exists=False,
+                                   ownership_known=self.public.publishes_owners())
+            return self.judge(name, absent, record)
+        return None
 
     def judge(self, name: str, public: PublicProject, record: NameRecord | None) -> Classification:
         """Turn what the public index says into a verdict; no I/O."""

@@ -19,6 +19,8 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
+from .errors import InvalidName
+
 # PyPI's own rule (warehouse: forms.py / models), ASCII only, case-insensitive.
 _PYPI_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
 # Longer names than this are refused by the metadata validators anyway; a bound keeps logs sane.
@@ -26,10 +28,6 @@ MAX_NAME_LENGTH = 128
 
 _ULTRA_DELETE = str.maketrans("", "", "._-")
 _ULTRA_MAP = str.maketrans({"l": "1", "i": "1", "o": "0"})
-
-
-class InvalidName(ValueError):
-    """A name or filename that cannot be a Python project; the message says why."""
 
 
 def shown(value: str, limit: int = 60) -> str:

@@ -77,11 +77,7 @@ def in_process_runner(backend_file: Path) -> Runner:
 
 def secret_values(config: Config) -> frozenset[str]:
     """Every secret the config holds, so the environment variables carrying them can be hidden."""
-    secrets = [config.public.token, config.artifactory.secret, config.artifactory.token,
-               *config.notify.urls]
-    for poll in config.polls:
-        secrets += [poll.token, poll.password]
-    return frozenset(s.reveal() for s in secrets if s is not None and s.reveal())
+    return frozenset(s.reveal() for s in config.secrets())
 
 
 def subprocess_runner(secret_values: frozenset[str]) -> Runner:

@@ -32,6 +32,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import names
 from .config import PlaceholderConfig
+from .errors import PlaceholderError
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -43,10 +44,6 @@ METADATA_VERSION = "2.4"
 LICENSE_EXPRESSION = "MIT-0"  # the placeholder holds no work worth restricting
 INACTIVE = "Development Status :: 7 - Inactive"
 SUMMARY_LIMIT = 512  # the public index refuses longer summaries
-
-
-class PlaceholderError(Exception):
-    """The placeholder could not be rendered or built; the message says why."""
 
 
 # --- values -----------------------------------------------------------------------------

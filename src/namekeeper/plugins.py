@@ -1,17 +1,20 @@
-"""The plugin manager: built-ins first, then entry points one at a time.
+"""The plugin manager: every plugin, built-in or not, comes from an entry point.
 
-pluggy's ``load_setuptools_entrypoints`` stops at the first plugin that fails
-to import; loading one by one lets a broken third-party plugin be reported by
-name while every other plugin keeps working.
+The built-ins (public lookup, placeholder builder, twine backend, apprise,
+Artifactory, poller) are declared in namekeeper's own ``pyproject.toml`` under
+the ``namekeeper`` entry-point group and loaded exactly like a third party's
+plugin; their hooks are ``trylast`` so an installed plugin wins a firstresult
+hook.  pluggy's ``load_setuptools_entrypoints`` stops at the first plugin that
+fails to import; loading one by one lets a broken plugin, ours or not, be
+reported by name while every other plugin keeps working.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 
 import pluggy
 
@@ -20,60 +23,91 @@ from . import hookspecs
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "namekeeper"
+#: The distribution whose entry points are the built-ins.
+BUILTIN_DISTRIBUTION = "namekeeper"
 #: Set to 1 to load only the built-ins (e.g. to rule out a misbehaving plugin).
 ENV_DISABLE_PLUGINS = "NAMEKEEPER_DISABLE_PLUGINS"
 
-BUILTIN_PLUGINS = (
-    "namekeeper.store_backends",
-    "namekeeper.public.simple",
-    "namekeeper.placeholder",
-    "namekeeper.reserve.twine",
-    "namekeeper.notify.apprise",
-    "namekeeper.sources.artifactory",
-    "namekeeper.sources.poll",
-)
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """One loaded plugin, as `namekeeper plugins` lists it."""
+
+    name: str  # the entry point's name; also the key of its ``[plugins.<name>]`` table
+    module: str  # what the entry point points at
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    builtin: bool
 
 
 @dataclass
 class PluginReport:
     """What was loaded, and what could not be, with the reason."""
 
-    loaded: list[str] = field(default_factory=list)
+    plugins: list[PluginInfo] = field(default_factory=list)
     broken: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def loaded(self) -> list[str]:
+        return [p.name for p in self.plugins]
 
-def get_plugin_manager(*, load_entry_points: bool | None = None) -> tuple[pluggy.PluginManager,
-                                                                          PluginReport]:
-    """A ready plugin manager and a report of what was loaded."""
+
+def _distribution(ep: EntryPoint) -> tuple[str | None, str | None]:
+    dist = ep.dist
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+def _is_builtin(ep: EntryPoint) -> bool:
+    name, _ = _distribution(ep)
+    return name is not None and name.lower() == BUILTIN_DISTRIBUTION
+
+
+def _entry_points() -> list[EntryPoint]:
+    """The group's entry points, built-ins first, each name once (the first found wins)."""
+    seen: set[str] = set()
+    unique = []
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: not _is_builtin(e)):
+        if ep.name not in seen:
+            seen.add(ep.name)
+            unique.append(ep)
+    return unique
+
+
+def get_plugin_manager(*, third_party: bool | None = None) -> tuple[pluggy.PluginManager,
+                                                                    PluginReport]:
+    """A ready plugin manager and a report of what was loaded.
+
+    ``third_party=False`` loads only namekeeper's own entry points; None asks
+    ``$NAMEKEEPER_DISABLE_PLUGINS``.
+    """
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     report = PluginReport()
-    for module_name in BUILTIN_PLUGINS:
+    if third_party is None:
+        third_party = os.environ.get(ENV_DISABLE_PLUGINS, "") in ("", "0")
+    for ep in _entry_points():
+        builtin = _is_builtin(ep)
+        if not (builtin or third_party) or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
+            continue
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue  # a built-in that this checkout does not have yet
-        pm.register(module, name=module_name)
-        report.loaded.append(module_name)
-    if load_entry_points is None:
-        load_entry_points = os.environ.get(ENV_DISABLE_PLUGINS, "") in ("", "0")
-    if load_entry_points:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            if pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
-                continue
-            try:
-                plugin = ep.load()
-                pm.register(plugin, name=ep.name)
-                pm.check_pending()
-            except Exception as exc:  # noqa: BLE001 - any plugin error must not stop the others
-                if pm.has_plugin(ep.name):
-                    pm.unregister(name=ep.name)
-                report.broken[ep.name] = f"{type(exc).__name__}: {exc}"
-                log.error("plugin %r (%s) could not be loaded and is ignored: %s",
-                          ep.name, ep.value, report.broken[ep.name])
-                continue
-            report.loaded.append(ep.name)
+            plugin = ep.load()
+            pm.register(plugin, name=ep.name)
+            pm.check_pending()
+        except Exception as exc:  # noqa: BLE001 - any plugin error must not stop the others
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+            report.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.error("plugin %r (%s) could not be loaded and is ignored: %s",
+                      ep.name, ep.value, report.broken[ep.name])
+            continue
+        dist, version = _distribution(ep)
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
+        report.plugins.append(PluginInfo(ep.name, ep.value, dist, version, hooks, builtin))
+    if not any(p.builtin for p in report.plugins) and not report.broken:
+        log.error("none of namekeeper's built-in plugins is registered as an entry point: "
+                  "is namekeeper installed (pip install namekeeper, or pip install -e .)?")
     pm.check_pending()
     return pm, report

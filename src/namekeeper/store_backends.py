@@ -8,9 +8,11 @@ these are ``trylast``), returning None for URLs that are not its own.
 
 from __future__ import annotations
 
+import sqlite3
 from urllib.parse import urlsplit
 
 from .config import Config
+from .errors import StoreError
 from .hookspecs import hookimpl
 from .store_interface import StoreBackend, StoreUnavailable
 
@@ -23,7 +25,14 @@ def namekeeper_store(config: Config) -> StoreBackend | None:
     if url is None:
         from .store import Store
 
-        return Store(config.store.path)
+        path = config.store.path
+        try:
+            return Store(path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"[store] path {path} is not a namekeeper database ({exc})") from None
+        except OSError as exc:
+            raise StoreError(f"[store] path {path} cannot be created or opened: "
+                             f"{exc.strerror or exc}") from None
     if urlsplit(url).scheme not in POSTGRES_SCHEMES:
         return None
     try:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError
 from .model import NameEvent, Outcome
 from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
 
@@ -44,7 +45,7 @@ class QueueState(str, Enum):
     FAILED = "failed"
 
 
-class StoreUnavailable(Exception):
+class StoreUnavailable(StoreError):
     """The store cannot be reached or used right now; the message names it (never a secret)."""
 
 

@@ -28,7 +28,7 @@ from .interface import TAG_TEST, Message, Notifier
 from .render import fingerprint, redact_text, render
 
 if TYPE_CHECKING:
-    from ..config import Config, Secret
+    from ..config import Config
 
 log = logging.getLogger(__name__)
 
@@ -220,11 +220,7 @@ def project_page(web_url: str | None, name: str) -> str | None:
 
 def config_secrets(config: Config) -> list[str]:
     """Every secret in ``config``, so that none can slip into a message."""
-    found: list[Secret | None] = [config.public.token, config.artifactory.secret,
-                                  config.artifactory.token, *config.notify.urls]
-    for poll in config.polls:
-        found += [poll.token, poll.password]
-    return [s.reveal() for s in found if s is not None and s.reveal()]
+    return [s.reveal() for s in config.secrets()]
 
 
 class Dispatcher:

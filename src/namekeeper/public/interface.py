@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+from ..errors import IndexUnreachable
 from ..model import PublicProject
 
 
-class PublicIndexUnavailable(Exception):
+class PublicIndexUnavailable(IndexUnreachable):
     """The public index could not be asked (network, 5xx after retries): try again later."""
 
 
@@ -20,6 +21,17 @@ class PublicIndex(ABC):
     @abstractmethod
     def lookup(self, name: str) -> PublicProject:
         """Describe the canonical ``name``; raise `PublicIndexUnavailable` on a transient failure."""
+
+    def lookup_existing(self, name: str) -> PublicProject:
+        """Describe a name the full listing says exists; an index may skip its existence check.
+
+        The default is `lookup`; the built-in index asks only its JSON API (one request).
+        """
+        return self.lookup(name)
+
+    def publishes_owners(self) -> bool:
+        """True when a lookup can say who owns a project (the index has a JSON API)."""
+        return True
 
     def project_url(self, name: str) -> str | None:
         """The human page of a project, for messages; None when the index has none."""

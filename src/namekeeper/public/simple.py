@@ -143,6 +143,20 @@ class SimplePublicIndex(PublicIndex):
         web = self.config.web_url
         return f"{web}project/{quote(name, safe='')}/" if web and self.config.json_url else None
 
+    def publishes_owners(self) -> bool:
+        return bool(self.config.json_url)
+
+    def lookup_existing(self, name: str) -> PublicProject:
+        """One JSON-API request for a name the listing holds; the simple page when it has no
+        JSON API or the JSON API does not know the name yet (a stale cache)."""
+        if not self.config.json_url:
+            return self.lookup(name)
+        detail = self._get(f"{self.config.json_url}{quote(name, safe='')}/json", "application/json")
+        if detail.status_code == 404:
+            return self.lookup(name)
+        self._expect_ok(detail)
+        return self._from_json(name, self._json(detail), (), self.project_url(name))
+
     def lookup(self, name: str) -> PublicProject:
         json_api = bool(self.config.json_url)
         simple = self._get(f"{self.config.simple_url}{quote(name, safe='')}/", ACCEPT_SIMPLE)

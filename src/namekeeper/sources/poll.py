@@ -28,6 +28,7 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from .. import __version__
+from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
@@ -52,7 +53,7 @@ _MAX_LOGGED_INVALID = 1000
 _CHUNK = 64 * 1024
 
 
-class PollError(Exception):
+class PollError(IndexUnreachable):
     """One poll failed (network, HTTP status, malformed or oversized listing); retried later.
 
     The message names the index without credentials and is safe to log.
@@ -147,7 +148,7 @@ def _charset(content_type: str) -> str:
     return "utf-8"
 
 
-def _raw_names(body: bytes, content_type: str, where: str) -> list[str]:
+def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
     """The project names a listing states, unvalidated, in the listing's order."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type.endswith("json"):
@@ -214,7 +215,7 @@ def fetch_projects(
                                    max_bytes=max_bytes, max_seconds=max_seconds)
     projects: dict[str, str] = {}
     invalid: list[str] = []
-    for raw in _raw_names(body, content_type, where):
+    for raw in listing_names(body, content_type, where):
         try:
             name = canonical(raw)
         except InvalidName:

@@ -1,0 +1,341 @@
+"""The public index's full project listing, fetched once, cached on disk, decided locally.
+
+``GET <simple>/`` in PEP 691 JSON names every project of the public index
+(about 800,000 on the public index: tens of MB).  With it, whether a name
+exists and whether it is "too similar" (PyPI's ultranormalised collision, see
+`names.ultranormalize`) are set lookups, so classifying thousands of names costs
+one download plus one JSON-API request per name that exists.
+
+The listing is cached under the user's cache directory, one pair of files per
+index URL: ``listing-<key>.data`` (the canonical names, their ultranormalised
+keys and serials, written atomically) and ``listing-<key>.json`` (when it was
+last validated, and the validators).  `fetch_listing` revalidates with a
+conditional request (``If-None-Match`` / ``If-Modified-Since``): a 304 costs a
+few hundred bytes and the cached names are used.  `cached_listing` only reads
+the cache (for `check`, which must not download tens of MB for one name).
+
+API for other parts of namekeeper (audit, watch): a `PublicListing` answers
+``name in listing``, `PublicListing.similar`, `PublicListing.serial`,
+``len(listing)`` and `PublicListing.names` (a frozenset of canonical names);
+`PublicListing.info` says where it came from and when it was last validated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Any
+
+import platformdirs
+import requests
+from packaging.utils import canonicalize_name
+
+from ..config import PublicConfig
+from ..names import ultranormalize
+from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names, public_url
+from .interface import PublicIndexUnavailable
+from .simple import SIMPLE_JSON, build_session
+
+log = logging.getLogger(__name__)
+
+#: JSON preferred; an index that only speaks PEP 503 HTML still gives its names (no serials).
+ACCEPT_LISTING = f"{SIMPLE_JSON}, text/html;q=0.1"
+#: How old a cached listing may be for `check` to use it (too-similar names barely change).
+FRESH_FOR = 24 * 3600.0
+_FORMAT = 1
+_SECTION = "\x1e"  # ASCII record separator: never part of a project name
+_CHUNK = 1024 * 1024
+# The public index's name rule: anything else in a listing is skipped, never trusted.
+_VALID_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
+
+
+class ListingUnavailable(PublicIndexUnavailable):
+    """The full listing could not be fetched or read; the message names the index, no secret."""
+
+
+@dataclass(frozen=True)
+class ListingInfo:
+    """Where a listing came from and how fresh it is."""
+
+    url: str  # the listing's URL, without credentials
+    count: int  # distinct canonical names
+    validated_at: float  # wall-clock time the index last confirmed (200 or 304) this content
+    etag: str | None = None
+    last_modified: str | None = None
+    last_serial: int | None = None  # the index's serial at the time of the listing (PEP 691 meta)
+    downloaded: bool = False  # True when this fetch downloaded the body; False after a 304 or cache
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.validated_at)
+
+
+class PublicListing:
+    """Every project of the public index: existence and "too similar" answered in memory."""
+
+    def __init__(self, info: ListingInfo, ordered: list[str], ultra: list[str],
+                 serial_text: str | None) -> None:
+        self.info = info
+        self._ordered = ordered  # canonical names, in the order of the serial column
+        self._names = frozenset(ordered)
+        # One existing project per ultranormalised key: enough to say which one blocks a name.
+        self._ultra = dict(zip(ultra, ordered, strict=True))
+        self._serial_text = serial_text
+        self._serials: dict[str, int] | None = None
+
+    def __contains__(self, name: object) -> bool:
+        """True when the canonical ``name`` is a project of the index."""
+        return name in self._names
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ordered)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every canonical project name (compare two listings with set operations)."""
+        return self._names
+
+    def similar(self, name: str) -> str | None:
+        """The existing project that makes canonical ``name`` "too similar" to register, or None.
+
+        None when ``name`` itself exists: then it is a project, to be looked up.
+        """
+        if name in self._names:
+            return None
+        return self._ultra.get(ultranormalize(name))
+
+    def serial(self, name: str) -> int | None:
+        """The index's ``_last-serial`` of a project (changes with every release), if listed."""
+        if self._serials is None:
+            values = self._serial_text.split("\n") if self._serial_text else []
+            self._serials = {n: int(v) for n, v in zip(self._ordered, values, strict=False) if v}
+        return self._serials.get(name)
+
+
+def default_cache_dir() -> Path:
+    return Path(platformdirs.user_cache_dir("namekeeper")) / "public-listing"
+
+
+def _paths(cache_dir: Path, url: str) -> tuple[Path, Path]:
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return cache_dir / f"listing-{key}.data", cache_dir / f"listing-{key}.json"
+
+
+# -- the disk cache --------------------------------------------------------------------------------
+
+def _read_meta(meta_path: Path) -> dict[str, Any] | None:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == _FORMAT else None
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+            write(out)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save(cache_dir: Path, info: ListingInfo, ordered: list[str], ultra: list[str],
+          serials: list[str]) -> None:
+    data_path, meta_path = _paths(cache_dir, info.url)
+    header = {"format": _FORMAT, "url": info.url, "etag": info.etag,
+              "last_modified": info.last_modified, "last_serial": info.last_serial,
+              "count": info.count}
+
+    def write_data(out: IO[str]) -> None:
+        out.write(json.dumps(header) + _SECTION)
+        out.write("\n".join(ordered) + _SECTION)
+        out.write("\n".join(ultra) + _SECTION)
+        out.write("\n".join(serials))
+
+    _write_atomically(data_path, write_data)
+    _save_meta(meta_path, header, info.validated_at)
+
+
+def _save_meta(meta_path: Path, header: dict[str, Any], validated_at: float) -> None:
+    meta = {**header, "validated_at": validated_at}
+    _write_atomically(meta_path, lambda out: out.write(json.dumps(meta)))
+
+
+def _load(cache_dir: Path, url: str, meta: dict[str, Any]) -> PublicListing | None:
+    """The cached listing whose header matches ``meta``; None when missing or damaged."""
+    data_path, _ = _paths(cache_dir, url)
+    try:
+        text = data_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    parts = text.split(_SECTION)
+    if len(parts) != 4:
+        return None
+    try:
+        header = json.loads(parts[0])
+    except ValueError:
+        return None
+    if not isinstance(header, dict) or any(header.get(k) != meta.get(k)
+                                           for k in ("format", "url", "etag", "last_modified")):
+        return None  # a crash between the two writes: the pair does not belong together
+    ordered = parts[1].split("\n") if parts[1] else []
+    ultra = parts[2].split("\n") if parts[2] else []
+    if len(ordered) != len(ultra):
+        return None
+    info = ListingInfo(url=url, count=len(ordered), validated_at=float(meta["validated_at"]),
+                       etag=header.get("etag"), last_modified=header.get("last_modified"),
+                       last_serial=header.get("last_serial"))
+    return PublicListing(info, ordered, ultra, parts[3])
+
+
+def cached_listing(public: PublicConfig, *, cache_dir: Path | None = None,
+                   max_age: float | None = FRESH_FOR) -> PublicListing | None:
+    """The cached listing of ``public``'s index if validated less than ``max_age`` s ago; no I/O
+    beyond the cache.  None when there is none (never raises for a damaged cache)."""
+    cache_dir = cache_dir or default_cache_dir()
+    url = public_url(public.simple_url)
+    meta = _read_meta(_paths(cache_dir, url)[1])
+    if meta is None or not isinstance(meta.get("validated_at"), (int, float)):
+        return None
+    if max_age is not None and time.time() - float(meta["validated_at"]) > max_age:
+        return None
+    return _load(cache_dir, url, meta)
+
+
+# -- fetching --------------------------------------------------------------------------------------
+
+def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
+                  session: requests.Session | None = None) -> PublicListing:
+    """The listing of ``public``'s index, revalidated: a conditional GET, downloading only
+    when the index's copy changed.  Raises `ListingUnavailable`."""
+    cache_dir = cache_dir or default_cache_dir()
+    url = public_url(public.simple_url)
+    data_path, meta_path = _paths(cache_dir, url)
+    meta = _read_meta(meta_path)
+    cached = _load(cache_dir, url, meta) if meta is not None else None
+    headers = {"Accept": ACCEPT_LISTING}
+    if cached is not None and meta is not None:
+        if meta.get("etag"):
+            headers["If-None-Match"] = str(meta["etag"])
+        if meta.get("last_modified"):
+            headers["If-Modified-Since"] = str(meta["last_modified"])
+    session = session or build_session()
+    deadline = time.monotonic() + MAX_LISTING_SECONDS
+    try:
+        with session.get(public.simple_url, headers=headers, stream=True,
+                         timeout=(public.timeout, public.timeout)) as response:
+            if response.status_code == 304 and cached is not None and meta is not None:
+                now = time.time()
+                _save_meta(meta_path, {k: v for k, v in meta.items() if k != "validated_at"}, now)
+                return _revalidated(cached, now)
+            if response.status_code != 200:
+                raise ListingUnavailable(f"GET {url} answered {response.status_code}")
+            with tempfile.TemporaryFile(dir=_ensure(cache_dir)) as body:
+                _copy_bounded(response, body, url, deadline)
+                body.seek(0)
+                raw, last_serial = _parse(body, response.headers.get("Content-Type", ""), url)
+            etag = response.headers.get("ETag")
+            last_modified = response.headers.get("Last-Modified")
+    except requests.RequestException as exc:
+        # requests' messages can carry request details; name the failure class only.
+        raise ListingUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
+    ordered, ultra, serials = _canonical_columns(raw)
+    info = ListingInfo(url=url, count=len(ordered), validated_at=time.time(), etag=etag,
+                       last_modified=last_modified, last_serial=last_serial, downloaded=True)
+    try:
+        _save(cache_dir, info, ordered, ultra, serials)
+    except OSError as exc:  # a read-only cache costs a download next time, never the answer
+        log.warning("cannot cache the public listing in %s: %s", cache_dir, exc.strerror)
+    return PublicListing(info, ordered, ultra, "\n".join(serials))
+
+
+def _revalidated(cached: PublicListing, now: float) -> PublicListing:
+    cached.info = replace(cached.info, validated_at=now, downloaded=False)
+    return cached
+
+
+def _ensure(cache_dir: Path) -> Path:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return cache_dir
+
+
+def _copy_bounded(response: requests.Response, out: IO[bytes], url: str, deadline: float) -> None:
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_LISTING_BYTES:
+        raise ListingUnavailable(f"{url} listing is {declared} bytes, over the limit")
+    size = 0
+    for chunk in response.iter_content(_CHUNK):
+        size += len(chunk)
+        if size > MAX_LISTING_BYTES:
+            raise ListingUnavailable(f"{url} listing is over the {MAX_LISTING_BYTES} bytes limit")
+        if time.monotonic() > deadline:
+            raise ListingUnavailable(f"{url} listing took longer than {MAX_LISTING_SECONDS:.0f} s")
+        out.write(chunk)
+
+
+def _project_pair(obj: dict[str, Any]) -> Any:
+    # Called for every JSON object as it is decoded: a project becomes a small tuple at
+    # once, so 800,000 of them never exist as dicts together (a third of the memory).
+    name = obj.get("name")
+    if isinstance(name, str):
+        serial = obj.get("_last-serial")
+        return (name, serial if isinstance(serial, int) and not isinstance(serial, bool) else None)
+    return obj
+
+
+def _parse(body: IO[bytes], content_type: str, url: str) -> tuple[list[Any], int | None]:
+    """(raw (name, serial) pairs, the index's last serial) from a listing body."""
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if not media_type.endswith("json"):
+        # PEP 503 HTML: the poller's parser, one implementation of that format.
+        names = listing_names(body.read(), content_type, url)
+        return [(n, None) for n in names], None
+    try:
+        data = json.load(body, object_hook=_project_pair)
+    except (ValueError, UnicodeDecodeError):
+        raise ListingUnavailable(f"{url} sent malformed JSON") from None
+    projects = data.get("projects") if isinstance(data, dict) else None
+    if not isinstance(projects, list):
+        raise ListingUnavailable(f"{url} sent JSON without a 'projects' list")
+    meta = data.get("meta")
+    serial = meta.get("_last-serial") if isinstance(meta, dict) else None
+    return projects, serial if isinstance(serial, int) else None
+
+
+def _canonical_columns(raw: list[Any]) -> tuple[list[str], list[str], list[str]]:
+    """Canonical names (deduplicated, listing order), their ultranormalised keys, serials."""
+    seen: set[str] = set()
+    ordered: list[str] = []
+    serials: list[str] = []
+    skipped = 0
+    valid = _VALID_NAME.fullmatch
+    for item in raw:
+        name, serial = item if isinstance(item, tuple) else (None, None)
+        if not isinstance(name, str) or len(name) > 200 or not valid(name):
+            skipped += 1
+            continue
+        canon = canonicalize_name(name)
+        if canon in seen:
+            continue
+        seen.add(canon)
+        ordered.append(canon)
+        serials.append("" if serial is None else str(serial))
+    if skipped:
+        log.info("the public listing has %d entries that are not valid project names; skipped",
+                 skipped)
+    return ordered, [ultranormalize(n) for n in ordered], serials

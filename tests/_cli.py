@@ -1,0 +1,47 @@
+"""Helpers of the command-line tests: a config for the fake public index, a captured run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _fake_public import FakePublicIndex
+from namekeeper.cli import main
+
+TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
+
+
+def write_config(tmp_path: Path, public_toml: str, extra: str = "") -> Path:
+    path = tmp_path / "namekeeper.toml"
+    path.write_text(public_toml + 'owners = ["acme-security"]\n' + """
+[placeholder]
+organization = "ACME Corp"
+contact = "security@acme.example"
+[policy]
+exclude = ["acme-fork-*"]
+[store]
+path = "state.sqlite3"
+""" + extra)
+    return path
+
+
+@pytest.fixture
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
+    fake_public.add_user("acme-security", TOKEN)
+    return fake_public
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, fake: FakePublicIndex) -> Path:
+    return write_config(tmp_path, fake.config_toml())
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list | str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    try:
+        return code, json.loads(out), err
+    except json.JSONDecodeError:
+        return code, out, err

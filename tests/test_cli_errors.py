@@ -1,0 +1,103 @@
+"""Every bad input or environment is one line on stderr and exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from _cli import TOKEN, run, write_config
+from _fake_public import FakePublicIndex
+from namekeeper import errors
+
+
+def one_line_error(err: str) -> None:
+    assert err.startswith("namekeeper: error:"), err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_every_namekeeper_error_shares_one_base() -> None:
+    from namekeeper.config import ConfigError
+    from namekeeper.names import InvalidName
+    from namekeeper.placeholder import PlaceholderError
+    from namekeeper.public.interface import PublicIndexUnavailable
+
+    for kind in (errors.UsageError, ConfigError, InvalidName, PlaceholderError,
+                 errors.StoreError, PublicIndexUnavailable):
+        assert issubclass(kind, errors.NamekeeperError)
+    assert issubclass(PublicIndexUnavailable, errors.IndexUnreachable)
+
+
+def test_a_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = run(capsys, "--config", str(cfg), "serve", "--port", str(port))
+    assert code == 2
+    one_line_error(err)
+    assert f"127.0.0.1:{port}" in err and "already in use" in err
+
+
+def test_a_store_path_that_cannot_be_created_is_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    cfg = write_config(tmp_path, fake.config_toml()).read_text()
+    path = tmp_path / "nk.toml"
+    path.write_text(cfg.replace('path = "state.sqlite3"', f'path = "{blocker}/sub/db"'))
+    code, _, err = run(capsys, "--config", str(path), "status")
+    assert code == 2
+    one_line_error(err)
+    assert "[store] path" in err
+
+
+def test_a_store_that_is_not_a_database_is_one_line(
+        capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    (cfg.parent / "state.sqlite3").write_bytes(b"this is not sqlite at all" * 100)
+    code, _, err = run(capsys, "--config", str(cfg), "check", "acme-x")
+    assert code == 2
+    one_line_error(err)
+    assert "not a namekeeper database" in err
+    with pytest.raises(sqlite3.DatabaseError):  # and it was left as it was
+        sqlite3.connect(cfg.parent / "state.sqlite3").execute("SELECT 1 FROM names")
+
+
+@pytest.mark.slow
+def test_a_placeholder_template_error_is_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    template = tmp_path / "tpl"
+    template.mkdir()
+    (template / "pyproject.toml").write_text("[build-system]\nrequires = ['setuptools']\n")
+    cfg = write_config(tmp_path, fake.config_toml(), "").read_text()
+    path = tmp_path / "nk.toml"
+    path.write_text(cfg.replace('contact = "security@acme.example"',
+                                'contact = "security@acme.example"\ntemplate = "tpl"'))
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    code, _, err = run(capsys, "--config", str(path), "reserve", "acme-x")
+    assert code == 2
+    one_line_error(err)
+    assert "requires = []" in err
+    assert sum(fake.attempts.values()) == 0
+
+
+def test_a_config_value_of_the_wrong_type_says_what_it_must_be(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[public]\ntimeout = 'long'\n[serve]\nport = 'x'\n")
+    code, _, err = run(capsys, "--config", str(path), "check", "acme-x")
+    assert code == 2
+    one_line_error(err)
+    assert "timeout must be a number of seconds" in err and "port must be" in err
+    assert "<class" not in err
+
+
+def test_python_dash_m_namekeeper_runs_the_command_line() -> None:
+    done = subprocess.run([sys.executable, "-m", "namekeeper", "--version"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("namekeeper ")

@@ -1,0 +1,167 @@
+"""The public index's full listing: fetched once, cached, revalidated, decided locally."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from _fake_public import FakePublicIndex, FaultPlan
+from namekeeper.config import PublicConfig
+from namekeeper.public.listing import (
+    ListingUnavailable,
+    cached_listing,
+    default_cache_dir,
+    fetch_listing,
+)
+from namekeeper.public.simple import build_session
+
+
+def generated(n: int) -> list[str]:
+    """``n`` distinct, ultranormalisation-distinct names, like a real index's long tail."""
+    return [f"proj{i:06d}x" for i in range(n)]
+
+
+def config_for(fake: FakePublicIndex) -> PublicConfig:
+    return PublicConfig(simple_url=fake.simple_url, json_url=fake.json_url,
+                        upload_url=fake.upload_url)
+
+
+def session() -> object:
+    return build_session(retries=0)
+
+
+def test_listing_answers_existence_and_too_similar_locally(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    fake_public.add_listed_projects(generated(3000))
+    fake_public.add_project("Acme_Tools")
+    fake_public.add_project("python-dateutil")
+    listing = fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    assert listing.info.downloaded and len(listing) == 3002
+    assert "acme-tools" in listing and "proj000123x" in listing and "acme-free" not in listing
+    # PyPI's ultranormalisation: separators deleted, o→0, l/i→1.
+    assert listing.similar("acmet00ls") == "acme-tools"
+    assert listing.similar("acme-t0o1s") == "acme-tools"
+    assert listing.similar("python.dateuti1") == "python-dateutil"
+    assert listing.similar("pr0j000123x") == "proj000123x"
+    assert listing.similar("acme-tools") is None  # exists itself: a project to look up
+    assert listing.similar("acme-free") is None
+    assert fake_public.requests.count(("GET", "/simple/")) == 1
+    assert fake_public.listing_answers == [200]
+
+
+def test_second_fetch_revalidates_and_downloads_nothing(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    fake_public.add_listed_projects(generated(2000))
+    config = config_for(fake_public)
+    first = fetch_listing(config, cache_dir=tmp_path)
+    second = fetch_listing(config, cache_dir=tmp_path)
+    assert fake_public.listing_answers == [200, 304]
+    assert not second.info.downloaded and second.names == first.names
+    assert second.info.validated_at >= first.info.validated_at
+    conditional = [h for m, p, h in fake_public.request_headers if p == "/simple/"][1]
+    assert conditional.get("If-None-Match") == first.info.etag
+
+    fake_public.add_project("acme-new")  # the index changed: the next fetch downloads it
+    third = fetch_listing(config, cache_dir=tmp_path)
+    assert fake_public.listing_answers == [200, 304, 200]
+    assert third.info.downloaded and "acme-new" in third
+
+
+def test_serials_are_kept_for_incremental_scans(fake_public: FakePublicIndex,
+                                                tmp_path: Path) -> None:
+    fake_public.add_project("acme-one")
+    fake_public.add_project("acme-two")
+    config = config_for(fake_public)
+    fetched = fetch_listing(config, cache_dir=tmp_path)
+    cached = cached_listing(config, cache_dir=tmp_path)
+    assert cached is not None
+    for listing in (fetched, cached):
+        assert listing.serial("acme-one") is not None and listing.serial("acme-two") is not None
+        assert listing.serial("acme-two") > listing.serial("acme-one")  # type: ignore[operator]
+        assert listing.serial("acme-none") is None
+        assert listing.info.last_serial is not None
+
+
+def test_cached_listing_reads_only_the_cache_and_honours_max_age(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    config = config_for(fake_public)
+    assert cached_listing(config, cache_dir=tmp_path) is None
+    fake_public.add_project("acme-tools")
+    fetch_listing(config, cache_dir=tmp_path)
+    requests_before = len(fake_public.requests)
+    listing = cached_listing(config, cache_dir=tmp_path)
+    assert listing is not None and "acme-tools" in listing
+    assert len(fake_public.requests) == requests_before
+    meta_path = next(tmp_path.glob("listing-*.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["validated_at"] -= 3 * 24 * 3600
+    meta_path.write_text(json.dumps(meta))
+    assert cached_listing(config, cache_dir=tmp_path) is None
+    assert cached_listing(config, cache_dir=tmp_path, max_age=None) is not None
+    # Another index (another URL) never sees this cache.
+    other = PublicConfig(simple_url="http://127.0.0.1:9/simple/", json_url=None,
+                         upload_url="http://127.0.0.1:9/legacy/")
+    assert cached_listing(other, cache_dir=tmp_path, max_age=None) is None
+
+
+def test_damaged_cache_is_downloaded_again(fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    fake_public.add_project("acme-tools")
+    config = config_for(fake_public)
+    fetch_listing(config, cache_dir=tmp_path)
+    data = next(tmp_path.glob("listing-*.data"))
+    data.write_text(data.read_text()[:20])
+    assert cached_listing(config, cache_dir=tmp_path) is None
+    listing = fetch_listing(config, cache_dir=tmp_path)
+    assert listing.info.downloaded and "acme-tools" in listing
+    assert fake_public.listing_answers == [200, 200]
+    last = [h for m, p, h in fake_public.request_headers if p == "/simple/"][-1]
+    assert "If-None-Match" not in last  # no validators for a cache we cannot read
+
+
+def test_html_only_index_gives_names(fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    fake_public.serve_json = False
+    fake_public.add_project("Acme.Tools")
+    listing = fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    assert "acme-tools" in listing and listing.similar("acmet001s") == "acme-tools"
+
+
+def test_unreadable_listing_is_one_clear_error(fake_public: FakePublicIndex,
+                                               tmp_path: Path) -> None:
+    fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/simple/",))
+    with pytest.raises(ListingUnavailable, match=r"GET http://127\.0\.0\.1:\d+/simple/ answered 500"):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=build_session(retries=0))
+
+
+def test_default_cache_dir_is_the_users_cache(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "namekeeper" / "public-listing"
+
+
+def test_check_and_reserve_use_a_fresh_cached_listing_for_too_similar_names(
+        fake_public: FakePublicIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from namekeeper.cli import main
+
+    token = "pypi-listing-test-token"  # noqa: S105
+    fake_public.add_user("acme-security", token)
+    fake_public.add_project("acme-tools")
+    config = tmp_path / "namekeeper.toml"
+    config.write_text(fake_public.config_toml() + 'owners = ["acme-security"]\n'
+                      '[store]\npath = "state.sqlite3"\n')
+    fetch_listing(config_for(fake_public))  # what `audit` leaves behind, in the user's cache
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", token)
+    code = main(["--config", str(config), "--format", "json", "reserve", "acme_t0o1s"])
+    rows = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (rows[0]["verdict"], rows[0]["action"]) == ("protected", "protected")
+    assert "too similar to the existing project acme-tools" in rows[0]["reason"]
+    assert sum(fake_public.attempts.values()) == 0  # no upload was even tried
+    # Without the cache the same name would have been tried (the index says "too similar").
+    for path in default_cache_dir().glob("listing-*"):
+        path.unlink()
+    main(["--config", str(config), "--format", "json", "reserve", "acme_t0o1s"])
+    capsys.readouterr()
+    assert sum(fake_public.attempts.values()) == 1
