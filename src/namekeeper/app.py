@@ -9,23 +9,35 @@ from __future__ import annotations
 import pluggy
 
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, StoreError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
 from .store_interface import StoreBackend
 
 
-def open_store(config: Config, pm: pluggy.PluginManager | None = None) -> StoreBackend:
+def open_store(config: Config, pm: pluggy.PluginManager | None = None, *,
+               any_schema: bool = False) -> StoreBackend:
     """The store ``config.store`` names, from whichever plugin serves its URL.
 
-    A store that cannot be used raises a one-line `StoreError` saying why.
+    A store that cannot be used raises a one-line `StoreError` saying why; so does one
+    whose schema is older or newer than this code's, unless ``any_schema`` (for `migrate`).
     """
     pm = pm or get_plugin_manager()[0]
     store: StoreBackend | None = pm.hook.namekeeper_store(config=config)
     if store is None:
         scheme = (config.store.url or "").partition(":")[0]
         raise ConfigError(f"[store] url: no installed plugin provides a {scheme!r} store")
+    if any_schema:
+        return store
+    version = store.schema_version()
+    if version.found == 0:  # an empty database: created on first use, like a new SQLite file
+        store.migrate()
+        version = store.schema_version()
+    problem = version.problem()
+    if problem:
+        store.close()
+        raise StoreError(f"the store at {store.location}: {problem}")
     return store
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from . import __version__, names
+from . import __version__, cli_store, names
 from .config import Config, load
 from .errors import IndexUnreachable, NamekeeperError, UsageError
 from .model import Action, NameEvent, Outcome, Verdict
@@ -75,6 +75,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
                                        "every broken one; exit 1 when one is broken")
     _common(p, top=False)
+    cli_store.add_parser(sub, _common)
     return parser
 
 
@@ -290,7 +291,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
-                "notify": _notify_test, "serve": _serve, "plugins": _plugins}
+                "notify": _notify_test, "serve": _serve, "plugins": _plugins,
+                "store": cli_store.run}
     try:
         config = load(args.config)
         return commands[args.command](args, config)

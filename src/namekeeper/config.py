@@ -414,6 +414,14 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
     return from_dict(data, file)
 
 
+def store_config_for(location: str) -> StoreConfig:
+    """The `StoreConfig` for a store named on the command line (as ``[store] url`` takes it)."""
+    problems = _Problems()
+    store = _store_config(_Table({"url": location}, "store", {"url"}, problems), None, problems)
+    problems.raise_if_any(None)
+    return store
+
+
 def _store_config(st: _Table, source: Path | None, problems: _Problems) -> StoreConfig:
     """``[store] path`` or ``url``: a plain path or ``sqlite:///path`` is SQLite, anything else
     with a scheme (``postgresql://``) goes to the backend that claims it."""

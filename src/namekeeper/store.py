@@ -35,6 +35,7 @@ from .store_schema import (
     higher_version,
     ts,
 )
+from .store_sqlite_transfer import SqliteTransfer
 
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
@@ -46,7 +47,7 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(StoreBackend):
+class Store(SqliteTransfer, StoreBackend):
     """The SQLite store; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:

@@ -41,4 +41,5 @@ def namekeeper_store(config: Config) -> StoreBackend | None:
         raise StoreUnavailable("a postgresql:// store needs psycopg: "
                                "pip install 'namekeeper[postgresql]'") from None
     password = config.store.password.reveal() if config.store.password else None
-    return PostgresStore(url, password=password)
+    # The schema is created (first use) or refused (too old/new) by `app.open_store`.
+    return PostgresStore(url, password=password, create_schema=False)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -32,8 +33,8 @@ from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
 if TYPE_CHECKING:
     from .notify.dispatch import DeliveryLog
 
-__all__ = ["BUDGET_WINDOW", "NameRecord", "QueueState", "StoreBackend", "StoreUnavailable",
-           "WorkItem"]
+__all__ = ["BUDGET_WINDOW", "NameRecord", "QueueState", "SchemaVersion", "StoreBackend",
+           "StoreSnapshot", "StoreUnavailable", "WorkItem"]
 
 
 class QueueState(str, Enum):
@@ -47,6 +48,36 @@ class QueueState(str, Enum):
 
 class StoreUnavailable(StoreError):
     """The store cannot be reached or used right now; the message names it (never a secret)."""
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """The schema a store holds (``found``; 0: empty) and the one this code writes (``known``)."""
+
+    found: int
+    known: int
+
+    def problem(self) -> str | None:
+        """Why this code must not use the store as it is, or None."""
+        if self.found > self.known:
+            return (f"its schema is version {self.found}, newer than this namekeeper knows "
+                    f"({self.known}): upgrade namekeeper")
+        if self.found < self.known:
+            return (f"its schema is version {self.found}, this namekeeper needs {self.known}: "
+                    "run `namekeeper store migrate`")
+        return None
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """Everything a store holds, backend-neutral: what `namekeeper store copy` moves.
+
+    ``tables`` maps each table of `store_schema.TRANSFERRED_COLUMNS` to its rows (tuples in
+    that column order, history and budget in their original order).
+    """
+
+    tables: Mapping[str, tuple[tuple[Any, ...], ...]]
+    budget_paused_until: float
 
 
 class StoreBackend(ABC):
@@ -76,6 +107,27 @@ class StoreBackend(ABC):
         Without it an idle worker notices another process's work at its next poll.
         """
         return None
+
+    # -- schema and transfer -----------------------------------------------------------------------
+
+    @abstractmethod
+    def schema_version(self) -> SchemaVersion:
+        """The schema version found in the store and the one this code knows."""
+
+    @abstractmethod
+    def migrate(self) -> SchemaVersion:
+        """Create or upgrade the schema; refuses (`StoreError`) a schema newer than known.
+
+        Returns the version found before the migration (``found``) and now (``known``).
+        """
+
+    @abstractmethod
+    def snapshot(self) -> StoreSnapshot:
+        """A consistent copy of everything in the store (read in one transaction)."""
+
+    @abstractmethod
+    def restore(self, snapshot: StoreSnapshot) -> None:
+        """Fill an empty store with ``snapshot`` in one transaction; `StoreError` if not empty."""
 
     # -- names and history -------------------------------------------------------------------------
 

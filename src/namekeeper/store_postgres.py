@@ -42,17 +42,28 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from .errors import StoreError
 from .model import NameEvent, Outcome
 from .notify.dispatch import Retry
 from .store_interface import (
     BUDGET_WINDOW,
     NameRecord,
     QueueState,
+    SchemaVersion,
     StoreBackend,
+    StoreSnapshot,
     StoreUnavailable,
     WorkItem,
 )
-from .store_schema import dt, event_from_json, event_to_json, higher_version, ts
+from .store_schema import (
+    ORDERED_BY_ID,
+    TRANSFERRED_COLUMNS,
+    dt,
+    event_from_json,
+    event_to_json,
+    higher_version,
+    ts,
+)
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +214,7 @@ class PostgresStore(StoreBackend):
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
                  min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
                  create_schema: bool = True) -> None:
+        """Connect (a pool of up to ``max_size``); StoreUnavailable within ``timeout`` if not."""
         self.url = url
         self.location = redacted_url(url)
         self._clock = clock
@@ -219,21 +231,59 @@ class PostgresStore(StoreBackend):
             self._pool.close()
             raise StoreUnavailable(f"cannot connect to the store at {self.location} "
                                    f"within {timeout:.0f} s") from None
-        if create_schema:
-            with self._pool.connection() as conn:
-                conn.autocommit = True
-                try:
-                    migrate(conn)
-                finally:
-                    conn.autocommit = False
-        else:
-            with self._pool.connection() as conn:
-                version = schema_version(conn)
-            if version != SCHEMA_VERSION:
-                self._pool.close()
-                raise StoreUnavailable(f"the store at {self.location} has schema version "
-                                       f"{version}, this namekeeper needs {SCHEMA_VERSION}: "
-                                       "run `namekeeper store migrate`")
+        # An empty database gets the schema on first use, as a new SQLite file does; an
+        # existing one is only ever upgraded by `migrate` (`namekeeper store migrate`).
+        if create_schema and self.schema_version().found == 0:
+            self.migrate()
+
+    # -- schema and transfer ---------------------------------------------------------------------
+
+    def schema_version(self) -> SchemaVersion:
+        with self._pool.connection() as conn:
+            return SchemaVersion(schema_version(conn), SCHEMA_VERSION)
+
+    def migrate(self) -> SchemaVersion:
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                before, after = migrate(conn)
+            except SchemaTooNew as exc:
+                raise StoreError(f"the store at {self.location}: {exc}") from None
+            finally:
+                conn.autocommit = False
+        return SchemaVersion(before, after)
+
+    def snapshot(self) -> StoreSnapshot:
+        def work(cur: psycopg.Cursor[Any]) -> StoreSnapshot:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            tables: dict[str, tuple[tuple[Any, ...], ...]] = {}
+            for table, columns in TRANSFERRED_COLUMNS.items():
+                order = " ORDER BY id" if table in ORDERED_BY_ID else ""
+                # Table and column names are our own constants, never input.
+                rows = cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}"  # noqa: S608
+                                   ).fetchall()
+                tables[table] = tuple(tuple(row[c] for c in columns) for row in rows)
+            lock = cur.execute("SELECT paused_until FROM budget_lock WHERE id = 1").fetchone()
+            return StoreSnapshot(tables=tables,
+                                 budget_paused_until=float(lock["paused_until"]) if lock else 0.0)
+        snap: StoreSnapshot = self._transaction(work)
+        return snap
+
+    def restore(self, snapshot: StoreSnapshot) -> None:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            for table in TRANSFERRED_COLUMNS:
+                if cur.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
+                    raise StoreError(f"the store at {self.location} is not empty "
+                                     f"(table {table} has rows): copy only into a new store")
+            for table, columns in TRANSFERRED_COLUMNS.items():
+                marks = ", ".join("%s" for _ in columns)
+                rows = snapshot.tables.get(table, ())
+                if rows:
+                    cur.executemany(f"INSERT INTO {table}({', '.join(columns)}) "  # noqa: S608
+                                    f"VALUES ({marks})", rows)
+            cur.execute("UPDATE budget_lock SET paused_until = %s WHERE id = 1",
+                        (snapshot.budget_paused_until,))
+        self._transaction(work)
 
     # -- connections -----------------------------------------------------------------------------
 

@@ -93,6 +93,8 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT
 );
+-- Files from before the version was recorded hold exactly version 1.
+INSERT OR IGNORE INTO settings(key, value) VALUES ('schema_version', '1');
 """
 
 BUDGET_WINDOW = 3600.0
@@ -170,3 +172,24 @@ def higher_version(a: str | None, b: str | None) -> str | None:
     if pb is None:
         return a
     return a if pa >= pb else b
+
+
+#: What `store copy` carries from one backend to another, table by table, in this order.
+#: Surrogate ids are left out: rows are copied in id order, so history keeps its sequence.
+TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "names": ("name", "display_name", "first_seen_private", "first_source", "first_index",
+              "highest_private_version", "verdict", "severity", "action", "reason", "message",
+              "owners", "organization", "public_versions", "public_first_release",
+              "upload_started_at", "reserved_at", "attempts", "updated_at"),
+    "history": ("name", "at", "kind", "detail"),
+    "events": ("key", "name", "source", "idx", "received_at"),
+    "queue": ("name", "state", "event", "attempts", "not_before", "claimed_by", "last_error",
+              "enqueued_at", "updated_at"),
+    "budget": ("name", "at"),
+    "delivered": ("target", "name", "fingerprint", "at"),
+    "delivery_retries": ("target", "name", "fingerprint", "payload", "attempts", "next_at"),
+}
+#: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
+ORDERED_BY_ID = frozenset({"history", "budget"})
+#: The SQLite schema's version (in ``settings``); bump it with every change of `SCHEMA`.
+SQLITE_SCHEMA_VERSION = 1
