@@ -42,7 +42,6 @@ import math
 import random
 import re
 import socket
-import sys
 import tarfile
 import threading
 import time
@@ -57,6 +56,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 import requests
+import stdlib_list
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
@@ -67,15 +67,14 @@ MAX_BODY = 50 * 1024 * 1024
 RATE_WINDOW = 3600.0
 KNOWN_METADATA_VERSIONS = ("1.0", "1.1", "1.2", "2.0", "2.1", "2.2", "2.3", "2.4", "2.5")
 
-_NAME_RULE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
-# PEP 594 and earlier removals: warehouse refuses the stdlib of every Python it ever supported.
-_REMOVED_STDLIB = (
-    "aifc asynchat asyncore audioop binhex cgi cgitb chunk crypt distutils imghdr imp mailcap "
-    "msilib nis nntplib ossaudiodev pipes smtpd sndhdr spwd sunau telnetlib uu xdrlib lib2to3 "
-    "formatter parser symbol macpath dummy_threading _dummy_thread"
-).split()
+# Warehouse matches with \Z: a trailing newline is not part of a valid name.
+_NAME_RULE = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])\Z", re.IGNORECASE | re.ASCII)
+# Warehouse's STDLIB_PROHIBITED: every module and dotted prefix of every version stdlib-list has.
 _STDLIB = frozenset(
-    canonicalize_name(n.strip("-_.")) for n in (*sys.stdlib_module_names, *_REMOVED_STDLIB)
+    canonicalize_name(prefix.strip("-_."))
+    for version in stdlib_list.short_versions
+    for module in stdlib_list.stdlib_list(version)
+    for prefix in (".".join(module.split(".")[: i + 1]) for i in range(module.count(".") + 1))
 )
 _ULTRA_DELETE = str.maketrans("", "", "._-")
 _ULTRA_MAP = str.maketrans({"l": "1", "i": "1", "o": "0"})
@@ -88,8 +87,7 @@ def ultranormalize(name: str) -> str:
 
 def is_stdlib(name: str) -> bool:
     """True when warehouse refuses ``name`` as a standard-library module name."""
-    first = name.split(".", 1)[0]
-    return canonicalize_name(name) in _STDLIB or canonicalize_name(first) in _STDLIB
+    return canonicalize_name(name) in _STDLIB
 
 
 @dataclass

@@ -87,12 +87,19 @@ def test_name_owned_by_someone_else(fake: FakePublicIndex) -> None:
     assert stored is not None and stored["owners"] == ["mallory"]
 
 
-@pytest.mark.parametrize("name", ["os", "asyncore", "xml.acme", "Tkinter"])
+@pytest.mark.parametrize("name", ["os", "asyncore", "xml.etree", "Tkinter", "asyncio_base_events"])
 def test_standard_library_names(fake: FakePublicIndex, name: str) -> None:
     answer = post_upload(fake, name)
     assert answer.status_code == 400
     assert f"The name {name!r} isn't allowed (conflict with Python Standard Library" \
         in answer.reason
+
+
+def test_a_name_under_a_stdlib_package_that_is_no_module_is_not_refused(
+        fake: FakePublicIndex) -> None:
+    # Warehouse checks the canonical name against the set of modules and their prefixes.
+    answer = post_upload(fake, "xml.acme")
+    assert "Standard Library" not in answer.reason
 
 
 def test_prohibited_name(fake: FakePublicIndex) -> None:

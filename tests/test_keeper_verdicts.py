@@ -115,8 +115,11 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
     assert keeper.judge("acme-a", PublicProject("acme-a", exists=False), fresh).verdict is Verdict.OURS
 
 
-def test_stdlib_names_are_protected_without_asking(keeper: Keeper) -> None:
-    assert keeper.classify("asyncio", None).verdict is Verdict.PROTECTED
+@pytest.mark.parametrize("name", ["asyncio", "xml-etree", "asyncio-base-events",
+                                  "encodings-utf-8-sig", "main", "future", "cgihttpserver"])
+def test_stdlib_names_are_protected_without_asking(keeper: Keeper, name: str) -> None:
+    # Callers pass canonical names: submodules arrive as "xml-etree", never "xml.etree".
+    assert keeper.classify(name, None).verdict is Verdict.PROTECTED
 
 
 def test_policy_exclusions_are_not_looked_up(keeper: Keeper) -> None:

@@ -360,3 +360,25 @@ def test_an_idle_replica_hears_of_work_queued_by_another(
     finally:
         stop.set()
         watcher.join(10)
+
+
+# -- many names at once (audit) -----------------------------------------------------------------
+
+
+def test_bulk_writes_match_their_one_name_counterparts(open_store: OpenStore) -> None:
+    store = open_store()
+    store.note_seen_many([ev("acme-b", version="2.0"), ev("acme-a", version="1.0"),
+                          ev("acme-b", version="3.0")])
+    store.record_outcomes([outcome("acme-b", Verdict.TAKEN, Action.SKIPPED), outcome("acme-a")])
+    found = store.records(["acme-a", "acme-b", "acme-missing"])
+    assert set(found) == {"acme-a", "acme-b"}
+    assert found["acme-b"].highest_private_version == "3.0"
+    assert found["acme-b"].verdict == "taken" and not found["acme-a"].reserved
+
+
+def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore) -> None:
+    store = open_store()
+    order = ["acme-z", "acme-a", "acme-m", "acme-b"]
+    assert store.enqueue_in_order([ev(n, key=n) for n in order]) == [True] * 4
+    claimed = [item.name for item in iter(lambda: store.claim("w"), None)]
+    assert claimed == order

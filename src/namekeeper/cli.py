@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from . import __version__, cli_store, names
@@ -25,16 +26,19 @@ from .model import Action, NameEvent, Outcome, Verdict
 log = logging.getLogger("namekeeper")
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+#: `audit` speaks two more formats; the other commands print csv/markdown as a table.
+AUDIT_FORMATS = ("table", "json", "csv", "markdown")
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
 
 
-def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:
+def _common(parser: argparse.ArgumentParser, *, top: bool,
+            formats: tuple[str, ...] = ("table", "json")) -> None:
     # Accepted before and after the subcommand; SUPPRESS keeps a subcommand's
     # absent option from overwriting the value given before it.
     default = None if top else argparse.SUPPRESS
     parser.add_argument("--config", metavar="PATH", default=default,
                         help="config file (TOML); default: $NAMEKEEPER_CONFIG")
-    parser.add_argument("--format", choices=("table", "json"),
+    parser.add_argument("--format", choices=formats,
                         default="table" if top else argparse.SUPPRESS, help="output format")
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="more log output on stderr (-vv for debug)")
@@ -46,7 +50,7 @@ def make_parser() -> argparse.ArgumentParser:
         description="Hold your private package names on the public index; raise the alarm "
                     "when someone else holds one.")
     parser.add_argument("--version", action="version", version=f"namekeeper {__version__}")
-    _common(parser, top=True)
+    _common(parser, top=True, formats=AUDIT_FORMATS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -71,6 +75,26 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="address to listen on (overrides [serve] host)")
     p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
     _common(p, top=False)
+
+    p = sub.add_parser(
+        "audit", help="classify every private name of an index or lock file (start here)",
+        description="Classify every project of private simple indexes (--index) and every "
+                    "package locked from a non-public index (--lock), against the public "
+                    "index's full listing. Uploads nothing unless --reserve queues the FREE "
+                    "names for `namekeeper serve`. Exit: 0 safe, 1 something FREE or TAKEN, "
+                    "2 bad input, 3 an index could not be read.",
+        epilog="example: namekeeper audit --index https://devpi.example.com/acme/prod/+simple/")
+    p.add_argument("--index", action="append", default=[], metavar="URL",
+                   help="root of a private simple index (PEP 503/691); credentials from "
+                        "NAMEKEEPER_INDEX_TOKEN or NAMEKEEPER_INDEX_USERNAME + "
+                        "NAMEKEEPER_INDEX_PASSWORD, or its [[poll]] entry")
+    p.add_argument("--lock", action="append", default=[], metavar="PATH", type=Path,
+                   help="a pylock.toml or uv.lock; packages from non-public indexes are audited")
+    p.add_argument("--reserve", action="store_true",
+                   help="queue every FREE name (one per ultranormalised class) for reservation")
+    p.add_argument("--workers", type=int, default=8, metavar="N",
+                   help="concurrent public-index lookups (default 8)")
+    _common(p, top=False, formats=AUDIT_FORMATS)
 
     p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
                                        "every broken one; exit 1 when one is broken")
@@ -272,6 +296,29 @@ def _plugins(args: argparse.Namespace, config: Config) -> int:
     return EXIT_ATTENTION if report.broken else EXIT_OK
 
 
+def _audit(args: argparse.Namespace, config: Config) -> int:
+    from .audit import budget_estimate, run_audit
+    from .audit_report import render, terminal_progress
+
+    if not args.index and not args.lock:
+        raise UsageError("audit needs at least one --index URL or --lock file")
+    if args.workers < 1:
+        raise UsageError("--workers must be at least 1")
+    with terminal_progress() as progress:
+        result = run_audit(config, indexes=args.index, locks=args.lock, reserve=args.reserve,
+                           workers=args.workers, progress=progress)
+    estimate = (budget_estimate(len(result.queued), config.queue.new_projects_per_hour)
+                if args.reserve else None)
+    out, err = render(result, args.format, estimate=estimate)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    if result.unreadable or any(r.outcome is None for r in result.rows):
+        return EXIT_UNREACHABLE
+    if any(r.outcome.verdict in (Verdict.FREE, Verdict.TAKEN) for r in result.rows if r.outcome):
+        return EXIT_ATTENTION
+    return EXIT_OK
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
     handler = logging.StreamHandler(sys.stderr)
@@ -292,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
-                "store": cli_store.run}
+                "audit": _audit, "store": cli_store.run}
     try:
         config = load(args.config)
         return commands[args.command](args, config)

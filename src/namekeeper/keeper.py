@@ -287,6 +287,11 @@ class Keeper:
 
     # -- helpers -------------------------------------------------------------------------------
 
+    def outcome_of(self, cls: Classification, record: NameRecord | None, display: str,
+                   event: NameEvent | None = None) -> Outcome:
+        """A classification reported without acting on it (what `audit` records per name)."""
+        return self._outcome(cls, record, display, Action.SKIPPED, cls.reason, event)
+
     def _outcome(self, cls: Classification, record: NameRecord | None, display: str,
                  action: Action, message: str, event: NameEvent | None = None) -> Outcome:
         """``record`` is the store's row read once per request (first seen privately)."""

@@ -8,8 +8,9 @@ into a URL, a path or a template without a second thought.
 
 from __future__ import annotations
 
+import functools
 import re
-import sys
+from collections.abc import Iterator
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -21,8 +22,9 @@ from packaging.utils import (
 
 from .errors import InvalidName
 
-# PyPI's own rule (warehouse: forms.py / models), ASCII only, case-insensitive.
-_PYPI_NAME = re.compile(r"^([A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9])$", re.IGNORECASE | re.ASCII)
+# PyPI's own rule (warehouse: utils/project.py), ASCII only, case-insensitive; always applied
+# with fullmatch: "$" would also match before a trailing newline ("foo\n").
+_PYPI_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE | re.ASCII)
 # Longer names than this are refused by the metadata validators anyway; a bound keeps logs sane.
 MAX_NAME_LENGTH = 128
 
@@ -42,7 +44,7 @@ def validate_name(name: str) -> str:
         raise InvalidName("a project name must be a non-empty string")
     if len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"project name {shown(name)} is longer than {MAX_NAME_LENGTH} characters")
-    if not _PYPI_NAME.match(name):
+    if not _PYPI_NAME.fullmatch(name):
         raise InvalidName(
             f"{shown(name)} is not a valid project name: use ASCII letters, digits, '.', '_' "
             "and '-', starting and ending with a letter or digit"
@@ -61,34 +63,40 @@ def ultranormalize(name: str) -> str:
 
 
 def is_stdlib_name(name: str) -> bool:
-    """True when PyPI refuses the name as a standard-library module (any Python version).
+    """True when the public index refuses ``name`` as a standard-library module name.
 
-    PyPI checks the name and its dotted prefixes against the stdlib list of all
-    supported Python versions; ``sys.stdlib_module_names`` plus the modules
-    removed in recent versions is our best local copy of that list.
+    Warehouse's own check: the canonical name against `stdlib_names`.
     """
-    lowered = name.lower()
-    candidates = {lowered, canonicalize_name(name)}
-    if "." in lowered:
-        candidates.add(lowered.split(".", 1)[0])
-    return bool(candidates & STDLIB_NAMES)
+    return canonicalize_name(name) in stdlib_names()
 
 
-# Modules removed from the standard library by PEP 594 and earlier are still
-# refused by PyPI, which checks every version it has ever supported.
-_REMOVED_STDLIB = {
-    "aifc", "asynchat", "asyncore", "audioop", "binhex", "cgi", "cgitb", "chunk", "crypt",
-    "distutils", "imghdr", "imp", "mailcap", "msilib", "nis", "nntplib", "ossaudiodev",
-    "pipes", "smtpd", "sndhdr", "spwd", "sunau", "telnetlib", "uu", "xdrlib", "lib2to3",
-    "formatter", "parser", "symbol", "macpath", "dummy_threading", "_dummy_thread",
-}
-STDLIB_NAMES: frozenset[str] = frozenset(
-    {n.lower() for n in sys.stdlib_module_names}
-    | _REMOVED_STDLIB
-    | {canonicalize_name(n) for n in sys.stdlib_module_names if not n.startswith("_")}
-)
+def _with_prefixes(module: str) -> Iterator[str]:
+    """``xml.etree.ElementTree`` → ``xml``, ``xml.etree``, ``xml.etree.ElementTree``."""
+    parts = module.split(".")
+    for end in range(1, len(parts) + 1):
+        yield ".".join(parts[:end])
 
-_EGG = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.]*?)-(?P<version>[^-]+)(-py\d.*)?\.egg$")
+
+@functools.cache
+def stdlib_names() -> frozenset[str]:
+    """The names the public index refuses as standard-library modules (about 2,400).
+
+    Built the way warehouse builds ``STDLIB_PROHIBITED`` (packaging/services.py) from the same
+    data, the `stdlib-list` package (warehouse pins 0.12.0; we require 0.12.x): every module
+    and submodule of every Python version it lists, with every dotted prefix, stripped of
+    leading/trailing ``-_.`` and canonicalised.
+    """
+    import stdlib_list
+
+    return frozenset(
+        canonicalize_name(prefix.strip("-_."))
+        for version in stdlib_list.short_versions
+        for module in stdlib_list.stdlib_list(version)
+        for prefix in _with_prefixes(module)
+    )
+
+
+_EGG = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9_.]*?)-(?P<version>[^-]+)(-py\d.*)?\.egg")
 
 
 def name_from_filename(filename: str) -> tuple[str, str, str]:
@@ -118,7 +126,7 @@ def name_from_filename(filename: str) -> tuple[str, str, str]:
                 raise InvalidName(f"{shown(filename)} has no version")
             version = raw_version  # type: ignore[assignment]
         elif filename.endswith(".egg"):
-            m = _EGG.match(filename)
+            m = _EGG.fullmatch(filename)
             if not m:
                 raise InvalidName(f"{shown(filename)} is not a valid egg filename")
             display, version = m["name"], m["version"]  # type: ignore[assignment]

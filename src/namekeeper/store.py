@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .model import NameEvent, Outcome
+from .store_bulk import BulkNames
 from .store_interface import QueueState, StoreBackend
 from .store_schema import (
     BUDGET_WINDOW,
@@ -47,7 +48,7 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(SqliteTransfer, StoreBackend):
+class Store(SqliteTransfer, BulkNames, StoreBackend):
     """The SQLite store; safe to share between threads and processes."""
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -204,27 +205,30 @@ class Store(SqliteTransfer, StoreBackend):
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         """Store the latest verdict/action for a name and append it to the history."""
-        public = outcome.public
         with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
-                       (outcome.name, outcome.display_name))
-            db.execute(
-                "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
-                "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-                "WHERE name=?",
-                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-                 outcome.reason, outcome.message,
-                 json.dumps(list(public.owners)) if public else None,
-                 public.organization if public else None,
-                 json.dumps(list(public.versions)) if public else None,
-                 ts(public.first_release) if public else None,
-                 ts(outcome.at), outcome.name))
-            if reserved:
-                db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                           (ts(outcome.at), outcome.name))
-            self._history(db, outcome.name, "outcome", {
-                "verdict": outcome.verdict.value, "action": outcome.action.value,
-                "severity": outcome.severity.value, "message": outcome.message})
+            self._record_outcome(db, outcome, reserved)
+
+    def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome, reserved: bool) -> None:
+        public = outcome.public
+        db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
+                   (outcome.name, outcome.display_name))
+        db.execute(
+            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
+            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
+            "WHERE name=?",
+            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+             outcome.reason, outcome.message,
+             json.dumps(list(public.owners)) if public else None,
+             public.organization if public else None,
+             json.dumps(list(public.versions)) if public else None,
+             ts(public.first_release) if public else None,
+             ts(outcome.at), outcome.name))
+        if reserved:
+            db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
+                       (ts(outcome.at), outcome.name))
+        self._history(db, outcome.name, "outcome", {
+            "verdict": outcome.verdict.value, "action": outcome.action.value,
+            "severity": outcome.severity.value, "message": outcome.message})
 
     def history(self, name: str) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT at, kind, detail FROM history WHERE name = ? "

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -152,6 +152,24 @@ class StoreBackend(ABC):
     @abstractmethod
     def history(self, name: str) -> list[dict[str, Any]]:
         """The name's history, oldest first: ``{"at", "kind", "detail"}``."""
+
+    # -- many names at once (audit): one transaction per call ---------------------------------------
+
+    @abstractmethod
+    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
+        """`note_seen` for every event, in one transaction."""
+
+    @abstractmethod
+    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
+        """What the store knows of each of ``names`` (absent names are left out)."""
+
+    @abstractmethod
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """`record_outcome` (not reserved) for every outcome, in one transaction."""
+
+    @abstractmethod
+    def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
+        """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue -------------------------------------------------------------------
 

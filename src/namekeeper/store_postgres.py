@@ -31,7 +31,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -398,29 +398,55 @@ class PostgresStore(StoreBackend):
         self._transaction(work)
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        public = outcome.public
+        self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
 
-        def work(cur: psycopg.Cursor[Any]) -> None:
-            cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
-                        "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
-            cur.execute(
-                "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
-                "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
-                "updated_at=%s WHERE name=%s",
-                (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-                 outcome.reason, outcome.message,
-                 json.dumps(list(public.owners)) if public else None,
-                 public.organization if public else None,
-                 json.dumps(list(public.versions)) if public else None,
-                 ts(public.first_release) if public else None,
-                 ts(outcome.at), outcome.name))
-            if reserved:
-                cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
-                            "WHERE name=%s", (ts(outcome.at), outcome.name))
-            self._history(cur, outcome.name, "outcome", {
-                "verdict": outcome.verdict.value, "action": outcome.action.value,
-                "severity": outcome.severity.value, "message": outcome.message})
+    def _record_outcome(self, cur: psycopg.Cursor[Any], outcome: Outcome, reserved: bool) -> None:
+        public = outcome.public
+        cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
+                    "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
+        cur.execute(
+            "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
+            "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
+            "updated_at=%s WHERE name=%s",
+            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+             outcome.reason, outcome.message,
+             json.dumps(list(public.owners)) if public else None,
+             public.organization if public else None,
+             json.dumps(list(public.versions)) if public else None,
+             ts(public.first_release) if public else None,
+             ts(outcome.at), outcome.name))
+        if reserved:
+            cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
+                        "WHERE name=%s", (ts(outcome.at), outcome.name))
+        self._history(cur, outcome.name, "outcome", {
+            "verdict": outcome.verdict.value, "action": outcome.action.value,
+            "severity": outcome.severity.value, "message": outcome.message})
+
+    # -- many names at once (audit) --------------------------------------------------------------
+    # Rows are written in name order (as in `accept_many`) so that concurrent batches never
+    # deadlock on each other.
+
+    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> None:
+            for event in sorted(events, key=lambda e: e.name):
+                self._note_seen(cur, event)
         self._transaction(work)
+
+    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
+        with self._read() as cur:
+            rows = cur.execute("SELECT * FROM names WHERE name = ANY(%s)",
+                               (list(names),)).fetchall()
+        return {row["name"]: _record(row) for row in rows}
+
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        def work(cur: psycopg.Cursor[Any]) -> None:
+            for outcome in sorted(outcomes, key=lambda o: o.name):
+                self._record_outcome(cur, outcome, False)
+        self._transaction(work)
+
+    def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
+        # One microsecond apart in the caller's order: the queue hands out the oldest first.
+        return self._accept_batch(list(events), self._clock(), 1e-6)
 
     def history(self, name: str) -> list[dict[str, Any]]:
         with self._read() as cur:
@@ -432,7 +458,10 @@ class PostgresStore(StoreBackend):
     # -- event journal and queue -----------------------------------------------------------------
 
     def accept_many(self, events: list[NameEvent]) -> list[bool]:
-        now = self._clock()
+        return self._accept_batch(events, self._clock(), 0.0)
+
+    def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
+        """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""
         # Rows are locked in name order, whichever order the batch came in: two replicas'
         # batches touching the same names then queue behind each other instead of deadlocking.
         order = sorted(range(len(events)), key=lambda i: events[i].name)
@@ -441,7 +470,7 @@ class PostgresStore(StoreBackend):
             results = [False] * len(events)
             queued = False
             for i in order:
-                results[i], q = self._accept(cur, events[i], now)
+                results[i], q = self._accept(cur, events[i], now + i * step)
                 queued = queued or q
             if queued:
                 cur.execute(f"NOTIFY {WORK_CHANNEL}")

@@ -1,0 +1,267 @@
+"""`namekeeper audit`: every private name of an index or a lock file, classified in seconds.
+
+1. Collect the private names: the root listing of each private simple index
+   (the poller's listing code: one request per index, whatever its size), and
+   the packages of each lock file that came from a non-public index.
+2. Record every name in the store (index, first seen privately), in one transaction.
+3. Fetch the public index's full listing (cached; revalidated with a conditional
+   request) and decide locally what it can: policy, standard library, "too
+   similar", and absence (`Keeper.prejudge`, the same code `check` runs).
+4. Ask the JSON API only about names that exist, a bounded pool at a time; the
+   session's retries honour 429 and ``Retry-After``; then `Keeper.judge`.
+5. Record every verdict; with ``reserve``, queue the FREE names (one per
+   ultranormalised class) in `reservation_order` for `serve` or the devpi plugin.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import requests
+from requests.auth import AuthBase, HTTPBasicAuth
+
+from .config import Config
+from .errors import UsageError
+from .keeper import Keeper
+from .lockfiles import private_packages
+from .model import Classification, NameEvent, Outcome, PublicProject, Verdict
+from .names import ultranormalize
+from .public.interface import PublicIndexUnavailable
+from .public.listing import PublicListing
+from .sources.poll import BearerAuth, PollError, auth_for, list_projects, new_session, public_url
+from .store_interface import StoreBackend
+
+ENV_INDEX_TOKEN = "NAMEKEEPER_INDEX_TOKEN"  # noqa: S105 - a variable name, not a secret
+ENV_INDEX_USERNAME = "NAMEKEEPER_INDEX_USERNAME"
+ENV_INDEX_PASSWORD = "NAMEKEEPER_INDEX_PASSWORD"  # noqa: S105
+#: Concurrent JSON-API requests: enough to hide latency, few enough to stay polite.
+LOOKUP_WORKERS = 8
+
+
+class AuditInputError(UsageError):
+    """An index URL or lock file we refuse before doing any work (one line)."""
+
+
+@dataclass(frozen=True)
+class PrivateName:
+    """A project seen on a private index (or locked from one)."""
+
+    name: str  # canonical
+    display_name: str
+    index: str  # the private index's URL without credentials
+    version: str | None = None
+    source: str = "audit"
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One name's result: an outcome, or the reason the public index could not answer."""
+
+    private: PrivateName
+    outcome: Outcome | None
+    error: str | None = None
+
+
+@dataclass
+class AuditResult:
+    rows: list[AuditRow] = field(default_factory=list)
+    #: Private indexes that could not be read, each a credential-free one-line reason.
+    unreadable: list[str] = field(default_factory=list)
+    #: Names queued for reservation, in queue order.
+    queued: list[str] = field(default_factory=list)
+    listing: PublicListing | None = None
+
+
+class Progress:
+    """What `run_audit` reports while it works; the command line draws it on a terminal."""
+
+    def stage(self, description: str, total: int | None = None) -> None:
+        """A new step begins (``total`` units of work, when known)."""
+
+    def advance(self, units: int = 1) -> None:
+        """``units`` more of the current step are done."""
+
+
+def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Path] = (),
+              reserve: bool = False, workers: int = LOOKUP_WORKERS,
+              progress: Progress | None = None, cache_dir: Path | None = None) -> AuditResult:
+    """Collect, classify and record every private name; with ``reserve``, queue the FREE ones.
+
+    Bad input (an index URL with credentials, a malformed lock file) raises before any
+    request; an unreadable private index is reported in the result; an unusable public
+    index raises `PublicIndexUnavailable`.
+    """
+    from .app import build_keeper
+    from .public.listing import fetch_listing
+
+    progress = progress or Progress()
+    urls = [check_index_url(u) for u in indexes]
+    private = names_of_locks(locks, config) if locks else []
+    result = AuditResult()
+    for url in urls:
+        progress.stage(f"listing {public_url(url)}")
+        try:
+            private += names_of_index(url, config)
+        except PollError as exc:
+            result.unreadable.append(str(exc))
+    keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
+    progress.stage("public index: full listing")
+    result.listing = fetch_listing(config.public, cache_dir=cache_dir)
+    progress.stage("classifying", total=len({p.name for p in private}))
+    result.rows = classify_all(keeper, store, private, result.listing, workers=workers,
+                               advance=progress.advance)
+    if reserve:
+        result.queued = queue_free(store, result.rows)
+    return result
+
+
+# -- collecting private names ------------------------------------------------------------------
+
+def index_auth(url: str, config: Config) -> AuthBase | None:
+    """Credentials for a private index: its ``[[poll]]`` entry's, else the environment's."""
+    for poll in config.polls:
+        if public_url(poll.url) == public_url(url):
+            return auth_for(poll)
+    token = os.environ.get(ENV_INDEX_TOKEN)
+    if token:
+        return BearerAuth(token)
+    username = os.environ.get(ENV_INDEX_USERNAME)
+    if username:
+        return HTTPBasicAuth(username, os.environ.get(ENV_INDEX_PASSWORD, ""))
+    return None
+
+
+def check_index_url(url: str) -> str:
+    """``url`` if usable as a private index root; credentials belong in the environment."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise AuditInputError(f"--index must be an http(s) URL of a simple index, got "
+                              f"{public_url(url)!r}")
+    if parts.username or parts.password:
+        raise AuditInputError(f"--index {public_url(url)}: put credentials in {ENV_INDEX_TOKEN} "
+                              f"or {ENV_INDEX_USERNAME} + {ENV_INDEX_PASSWORD}, not in the URL")
+    return url if url.endswith("/") else url + "/"
+
+
+def names_of_index(url: str, config: Config,
+                   session: requests.Session | None = None) -> list[PrivateName]:
+    """Every valid project name of the private simple index ``url``; raises `PollError`."""
+    projects = list_projects(url, session or new_session(), timeout=config.public.timeout,
+                              auth=index_auth(url, config))
+    where = public_url(url)
+    return [PrivateName(name, display, where) for display, name in projects]
+
+
+def names_of_locks(paths: Sequence[Path], config: Config) -> list[PrivateName]:
+    """The packages of the lock files that came from a non-public index; `LockFileError`."""
+    return [PrivateName(p.name, p.display_name, p.index, p.version, source="lock")
+            for p in private_packages(list(paths), config.public.simple_url)]
+
+
+# -- classifying -------------------------------------------------------------------------------
+
+def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateName],
+                 listing: PublicListing, *, workers: int = LOOKUP_WORKERS,
+                 advance: Callable[[int], None] = lambda n: None) -> list[AuditRow]:
+    """Record, classify (locally where possible, else one lookup) and record the verdicts."""
+    unique: dict[str, PrivateName] = {}
+    for p in private:
+        unique.setdefault(p.name, p)
+    events = [NameEvent(name=p.name, display_name=p.display_name, source=p.source,
+                        index=p.index, version=p.version) for p in unique.values()]
+    store.note_seen_many(events)
+    records = store.records(list(unique))
+
+    decided: dict[str, Classification] = {}
+    to_ask: list[str] = []
+    for name in unique:
+        cls = keeper.prejudge(name, records.get(name), listing, trust_absence=True)
+        if cls is None:
+            to_ask.append(name)
+        else:
+            decided[name] = cls
+    advance(len(decided))
+
+    errors: dict[str, str] = {}
+
+    def ask(name: str) -> tuple[str, PublicProject | None, str | None]:
+        try:
+            return name, keeper.public.lookup_existing(name), None
+        except PublicIndexUnavailable as exc:
+            return name, None, str(exc)
+
+    if to_ask:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_ask))),
+                                thread_name_prefix="namekeeper-audit") as pool:
+            for name, public, error in pool.map(ask, to_ask):
+                if public is None:
+                    errors[name] = error or "the public index did not answer"
+                else:
+                    decided[name] = keeper.judge(name, public, records.get(name))
+                advance(1)
+
+    events_by_name = {e.name: e for e in events}
+    rows: list[AuditRow] = []
+    outcomes: list[Outcome] = []
+    for name, p in unique.items():
+        if name in errors:
+            rows.append(AuditRow(p, None, errors[name]))
+            continue
+        outcome = keeper.outcome_of(decided[name], records.get(name), p.display_name,
+                                    events_by_name[name])
+        outcomes.append(outcome)
+        rows.append(AuditRow(p, outcome))
+    store.record_outcomes(outcomes)
+    return rows
+
+
+# -- reserving ---------------------------------------------------------------------------------
+
+def reservation_order(outcomes: Sequence[Outcome]) -> list[Outcome]:
+    """The FREE names to queue, one per ultranormalised class, riskiest first.
+
+    Order: higher severity first (a placeholder of ours that vanished before a name
+    nobody ever held), then the name seen privately longest ago, then the name.
+    The first of each class in that order represents it; the others are covered by
+    its placeholder (the public index then refuses them to everyone as too similar).
+    """
+    free = [o for o in outcomes if o.verdict is Verdict.FREE]
+    never = datetime.min.replace(tzinfo=timezone.utc)
+    free.sort(key=lambda o: (-o.severity.rank, o.first_seen_private or never, o.name))
+    chosen: list[Outcome] = []
+    classes: set[str] = set()
+    for outcome in free:
+        key = ultranormalize(outcome.name)
+        if key not in classes:
+            classes.add(key)
+            chosen.append(outcome)
+    return chosen
+
+
+def queue_free(store: StoreBackend, rows: Sequence[AuditRow]) -> list[str]:
+    """Queue the FREE names in `reservation_order`; returns the names queued."""
+    chosen = reservation_order([r.outcome for r in rows if r.outcome is not None])
+    events = [o.event or NameEvent(name=o.name, display_name=o.display_name, source="audit",
+                                   index="audit") for o in chosen]
+    store.enqueue_in_order(events)
+    return [e.name for e in events]
+
+
+def budget_estimate(count: int, per_hour: int) -> str:
+    """``240 names at 20/hour: about 12 h``."""
+    hours = count / per_hour
+    if hours < 1:
+        span = f"about {max(1, round(hours * 60))} min"
+    elif hours < 48:
+        span = f"about {hours:.0f} h" if hours >= 10 else f"about {hours:.1f} h"
+    else:
+        span = f"about {hours / 24:.1f} days"
+    return f"{count} name{'s' if count != 1 else ''} at {per_hour}/hour: {span}"
+

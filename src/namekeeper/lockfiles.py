@@ -1,0 +1,142 @@
+"""Lock files that record which index each package came from: PEP 751 ``pylock.toml``, ``uv.lock``.
+
+A package resolved from an index other than the public one is a private name,
+whether or not anybody listed it: `audit --lock` classifies exactly those.
+Packages from the public index, and packages that came from no index at all
+(a VCS checkout, a path, a URL), are left out.
+
+- PEP 751: ``lock-version = "1.0"``; ``[[packages]]`` with ``name``,
+  ``version`` and ``index`` (the base URL of the simple index it was found on).
+- ``uv.lock``: ``version = 1``; ``[[package]]`` with ``name``, ``version`` and
+  ``source = { registry = "<url>" }`` (or ``git``, ``path``, ``editable``, ``url``, ``virtual``).
+
+Unknown lock versions and malformed files are refused with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import NamekeeperError
+from .names import InvalidName, canonical, shown
+from .sources.poll import public_url
+
+#: Major versions of each format we understand (PEP 751: refuse an unknown major version).
+PYLOCK_MAJOR = "1"
+UV_LOCK_VERSIONS = (1,)
+
+
+class LockFileError(NamekeeperError):
+    """A lock file we cannot read; the one-line message names the file."""
+
+
+@dataclass(frozen=True)
+class LockedPackage:
+    """One package of a lock file that came from an index."""
+
+    name: str  # canonical
+    display_name: str
+    version: str | None
+    index: str  # the index URL as the lock file states it, without credentials
+    lock_file: str
+
+
+def index_key(url: str) -> str:
+    """How two spellings of one index URL compare: no credentials, case-folded host, no final /."""
+    parts = urlsplit(public_url(url.strip()))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+
+
+def read_lock(path: Path) -> list[LockedPackage]:
+    """Every package of ``path`` that came from an index; `LockFileError` for a bad file."""
+    where = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LockFileError(f"cannot read lock file {where}: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise LockFileError(f"lock file {where} is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise LockFileError(f"lock file {where} is not valid TOML: {exc}") from None
+    if "lock-version" in data:
+        return _pylock(data, where)
+    if "version" in data and isinstance(data.get("package", []), list):
+        return _uv_lock(data, where)
+    raise LockFileError(f"{where} is neither a PEP 751 pylock.toml (no 'lock-version') nor a "
+                        "uv.lock (no 'version')")
+
+
+def _pylock(data: dict[str, Any], where: str) -> list[LockedPackage]:
+    version = data.get("lock-version")
+    if not isinstance(version, str) or version.split(".", 1)[0] != PYLOCK_MAJOR:
+        raise LockFileError(f"{where}: lock-version {shown(str(version))} is not supported "
+                            f"(namekeeper reads {PYLOCK_MAJOR}.x)")
+    return _packages(data.get("packages", []), "packages", where,
+                     lambda entry: entry.get("index"))
+
+
+def _uv_lock(data: dict[str, Any], where: str) -> list[LockedPackage]:
+    version = data.get("version")
+    if isinstance(version, bool) or version not in UV_LOCK_VERSIONS:
+        raise LockFileError(f"{where}: uv.lock version {shown(str(version))} is not supported "
+                            f"(namekeeper reads {', '.join(map(str, UV_LOCK_VERSIONS))})")
+
+    def registry(entry: dict[str, Any]) -> Any:
+        source = entry.get("source")
+        if source is not None and not isinstance(source, dict):
+            raise LockFileError(f"{where}: package {shown(str(entry.get('name')))} has a "
+                                "malformed 'source'")
+        return source.get("registry") if source else None
+
+    return _packages(data.get("package", []), "package", where, registry)
+
+
+def _packages(entries: Any, table: str, where: str, index_of: Any) -> list[LockedPackage]:
+    if not isinstance(entries, list):
+        raise LockFileError(f"{where}: '{table}' must be an array of tables")
+    found: list[LockedPackage] = []
+    for i, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise LockFileError(f"{where}: {table} entry {i} is not a table")
+        raw_name = entry.get("name")
+        if not isinstance(raw_name, str):
+            raise LockFileError(f"{where}: {table} entry {i} has no name")
+        try:
+            name = canonical(raw_name)
+        except InvalidName as exc:
+            raise LockFileError(f"{where}: {table} entry {i}: {exc}") from None
+        index = index_of(entry)
+        if index is None:
+            continue  # VCS, path, URL, the project itself: no index to confuse
+        if not isinstance(index, str) or urlsplit(index).scheme not in ("http", "https", "file"):
+            raise LockFileError(f"{where}: package {name} has an index that is not a URL")
+        version = entry.get("version")
+        found.append(LockedPackage(name=name, display_name=raw_name,
+                                   version=version if isinstance(version, str) else None,
+                                   index=public_url(index), lock_file=where))
+    return found
+
+
+def private_packages(paths: list[Path], public_simple_url: str) -> list[LockedPackage]:
+    """The packages of every lock file that came from an index other than the public one.
+
+    One entry per canonical name, first lock file first (its index is the one reported).
+    """
+    public = index_key(public_simple_url)
+    seen: dict[str, LockedPackage] = {}
+    for path in paths:
+        for package in read_lock(path):
+            if index_key(package.index) != public and package.name not in seen:
+                seen[package.name] = package
+    return list(seen.values())

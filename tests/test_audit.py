@@ -1,0 +1,338 @@
+"""`namekeeper audit` end to end: private indexes and lock files against the fake public index."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from _cli import write_config
+from _devpi import DevpiServer, make_sdist
+from _fake_public import FakePublicIndex
+from namekeeper.audit import budget_estimate, index_auth, reservation_order
+from namekeeper.cli import main
+from namekeeper.store import Store
+
+PRIVATE_NAMES = [
+    "acme-taken",          # held by someone else on the public index
+    "acme-ours",           # held by our account
+    "acme-t00ls",          # o/0 look-alike of the public acme-tools
+    "acme_too1s",          # l/1 look-alike
+    "acmetools",           # separators dropped
+    "asyncio",             # standard library
+    "acme-fork-requests",  # excluded by policy
+    "acme-billing",        # free
+    "acme-free-one",       # free ...
+    "acme-free-0ne",       # ... and the same ultranormalised class
+]
+EXPECTED = {
+    "acme-taken": "taken", "acme-ours": "ours", "acme-t00ls": "protected",
+    "acme-too1s": "protected", "acmetools": "protected", "asyncio": "protected",
+    "acme-fork-requests": "excluded", "acme-billing": "free", "acme-free-one": "free",
+    "acme-free-0ne": "free",
+}
+
+
+@pytest.fixture
+def public(fake_public: FakePublicIndex) -> FakePublicIndex:
+    fake_public.add_listed_projects(f"proj{i:05d}q" for i in range(5000))
+    fake_public.add_project("acme-taken", owners=["mallory"])
+    fake_public.add_project("acme-ours", owners=["acme-security"])
+    fake_public.add_project("acme-tools", owners=["someone"])
+    return fake_public
+
+
+@pytest.fixture
+def private() -> Iterator[FakePublicIndex]:
+    """A private PEP 503 index (HTML only, like Artifactory's)."""
+    index = FakePublicIndex().start()
+    index.serve_json = False
+    for name in PRIVATE_NAMES:
+        index.add_project(name, owners=["acme"])
+    try:
+        yield index
+    finally:
+        index.stop()
+
+
+@pytest.fixture
+def cfg(tmp_path: Path, public: FakePublicIndex) -> Path:
+    return write_config(tmp_path, public.config_toml())
+
+
+def audit(capsys: pytest.CaptureFixture[str], cfg: Path, *args: str,
+          fmt: str = "json") -> tuple[int, object, str]:
+    code = main(["--config", str(cfg), "--format", fmt, "audit", *args])
+    out, err = capsys.readouterr()
+    return code, json.loads(out) if fmt == "json" else out, err
+
+
+def verdicts(doc: object) -> dict[str, str]:
+    assert isinstance(doc, dict)
+    return {row["name"]: row["verdict"] for row in doc["names"]}
+
+
+def api_requests(fake: FakePublicIndex) -> tuple[int, int, int]:
+    """(listing requests, JSON-API requests, per-project simple pages)."""
+    paths = [p for m, p in fake.requests]
+    return (paths.count("/simple/"), sum(p.startswith("/pypi/") for p in paths),
+            sum(p.startswith("/simple/") and p != "/simple/" for p in paths))
+
+
+def test_audit_of_a_private_index_gives_every_verdict_with_few_requests(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    assert code == 1  # FREE and TAKEN names
+    assert verdicts(doc) == EXPECTED
+    rows = {r["name"]: r for r in doc["names"]}
+    assert "too similar to the existing project acme-tools" in rows["acme-t00ls"]["reason"]
+    assert rows["acme-taken"]["owners"] == ["mallory"]
+    assert rows["acme-billing"]["index"] == private.simple_url
+    assert doc["summary"]["line"] == ("3 FREE — at risk, 1 OURS, 1 TAKEN — of which 0 critical, "
+                                      "4 PROTECTED, 1 EXCLUDED")
+    # One listing, one JSON-API request per existing name, no per-name existence checks.
+    assert api_requests(public) == (1, 2, 0)
+    assert public.listing_answers == [200]
+    assert sum(public.attempts.values()) == 0
+
+    store = Store(tmp_path / "state.sqlite3")
+    for name in EXPECTED:
+        record = store.get(name)
+        assert record is not None and record.first_index == private.simple_url
+        assert record.first_seen_private is not None and record.verdict == EXPECTED[name]
+    assert store.queue_items() == []  # without --reserve nothing is queued
+
+    # A second audit revalidates the cached listing and downloads nothing.
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    assert code == 1 and verdicts(doc) == EXPECTED
+    assert public.listing_answers == [200, 304]
+    assert api_requests(public) == (2, 4, 0)
+
+
+def test_reserve_queues_one_name_per_class_in_order_and_uploads_nothing(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    code, out, err = audit(capsys, cfg, "--index", private.simple_url, "--reserve", fmt="table")
+    assert code == 1
+    assert "queued for reservation: 2 names at 20/hour: about 6 min" in str(out)
+    store = Store(tmp_path / "state.sqlite3")
+    queued = [item["name"] for item in store.queue_items()]
+    assert sorted(queued) == ["acme-billing", "acme-free-0ne"]  # one of the o/0 class
+    assert [store.claim("w1").name, store.claim("w1").name] == ["acme-billing",  # type: ignore[union-attr]
+                                                                "acme-free-0ne"]
+    assert sum(public.attempts.values()) == 0 and not public.uploads
+
+
+def test_reservation_order_is_riskiest_then_oldest_then_by_name() -> None:
+    from datetime import datetime, timezone
+
+    from namekeeper.model import Action, Outcome, Severity, Verdict
+
+    def free(name: str, severity: Severity, day: int) -> Outcome:
+        return Outcome(name=name, display_name=name, verdict=Verdict.FREE, action=Action.SKIPPED,
+                       severity=severity, reason="", message="",
+                       first_seen_private=datetime(2024, 1, day, tzinfo=timezone.utc))
+
+    order = reservation_order([free("b-new", Severity.LOW, 9), free("a-new", Severity.LOW, 9),
+                               free("old", Severity.LOW, 1), free("vanished", Severity.HIGH, 5),
+                               free("o1d", Severity.LOW, 2)])  # same class as "old": covered
+    assert [o.name for o in order] == ["vanished", "old", "a-new", "b-new"]
+
+
+def test_budget_estimate_reads_like_a_person_wrote_it() -> None:
+    assert budget_estimate(240, 20) == "240 names at 20/hour: about 12 h"
+    assert budget_estimate(1, 20) == "1 name at 20/hour: about 3 min"
+    assert budget_estimate(30, 20) == "30 names at 20/hour: about 1.5 h"
+    assert budget_estimate(2000, 20) == "2000 names at 20/hour: about 4.2 days"
+
+
+def test_lock_files_with_two_indexes_classify_only_the_private_packages(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        tmp_path: Path) -> None:
+    private_url = "https://devpi.example.com/acme/prod/+simple/"
+    public_url = public.simple_url.rstrip("/")  # lock files write it without the final slash
+    (tmp_path / "pylock.toml").write_text(f"""
+lock-version = "1.0"
+[[packages]]
+name = "acme-taken"
+version = "1.0"
+index = "{private_url}"
+[[packages]]
+name = "proj00042q"
+version = "1.0"
+index = "{public_url}"
+""")
+    (tmp_path / "uv.lock").write_text(f"""
+version = 1
+[[package]]
+name = "acme-billing"
+version = "2.0"
+source = {{ registry = "{private_url}" }}
+[[package]]
+name = "proj00043q"
+version = "1.0"
+source = {{ registry = "{public.simple_url}" }}
+[[package]]
+name = "my-app"
+version = "0.1"
+source = {{ virtual = "." }}
+""")
+    code, doc, _ = audit(capsys, cfg, "--lock", str(tmp_path / "pylock.toml"),
+                         "--lock", str(tmp_path / "uv.lock"))
+    assert code == 1
+    assert verdicts(doc) == {"acme-taken": "taken", "acme-billing": "free"}
+    assert {r["index"] for r in doc["names"]} == {private_url}
+    record = Store(tmp_path / "state.sqlite3").get("acme-billing")
+    assert record is not None and record.first_index == private_url
+    assert record.first_source == "lock" and record.highest_private_version == "2.0"
+
+
+def test_all_four_formats_parse(capsys: pytest.CaptureFixture[str], cfg: Path,
+                                private: FakePublicIndex) -> None:
+    _, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    expected = verdicts(doc)
+
+    _, out, err = audit(capsys, cfg, "--index", private.simple_url, fmt="csv")
+    rows = list(csv.DictReader(io.StringIO(str(out))))
+    assert {r["name"]: r["verdict"] for r in rows} == expected
+    assert "3 FREE — at risk" in err  # the summary stays out of the CSV
+
+    _, out, _ = audit(capsys, cfg, "--index", private.simple_url, fmt="markdown")
+    lines = str(out).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["name", "verdict", "severity", "owners", "index", "reason"]
+    assert set(lines[1]) <= {"|", "-"}
+    table = [dict(zip(header, (c.strip() for c in line.strip("|").split(" | ")), strict=True))
+             for line in lines[2:2 + len(expected)]]
+    assert {r["name"]: r["verdict"] for r in table} == expected
+    assert lines[-1].startswith("**3 FREE — at risk")
+
+    _, out, _ = audit(capsys, cfg, "--index", private.simple_url, fmt="table")
+    for name in expected:
+        assert name in str(out)
+    assert str(out).rstrip().endswith("1 EXCLUDED")
+    # Riskiest first: the TAKEN row comes before every FREE one.
+    assert str(out).index("acme-taken") < str(out).index("acme-billing")
+
+
+def test_progress_is_drawn_on_a_terminal_and_absent_when_piped(
+        cfg: Path, private: FakePublicIndex) -> None:
+    cmd = [sys.executable, "-m", "namekeeper", "--config", str(cfg), "audit", "--index",
+           private.simple_url]
+    piped = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 1, piped.stderr
+    assert "classifying" not in piped.stderr and "\x1b[" not in piped.stdout + piped.stderr
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=slave,
+                            env={**os.environ, "COLUMNS": "100"})
+    os.close(slave)
+    seen = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    out, _ = proc.communicate(timeout=60)
+    os.close(master)
+    assert proc.returncode == 1
+    assert b"classifying" in seen or b"public index" in seen
+    assert b"acme-billing" in out  # the report itself still goes to stdout
+
+
+def test_throttled_json_api_is_waited_for_not_failed(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex) -> None:
+    public.throttle_json = 2  # the next two JSON-API requests get 429 with Retry-After: 1
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    assert code == 1 and verdicts(doc) == EXPECTED
+    assert [kind for _, path, kind in public.faulted] == ["429", "429"]
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        tmp_path: Path) -> None:
+    (tmp_path / "pylock.toml").write_text('lock-version = "9.0"\n')
+    for args in (["--lock", str(tmp_path / "pylock.toml")],
+                 ["--index", "https://bot:s3cret@private.example/simple/"],
+                 ["--index", "ftp://private.example/simple/"],
+                 []):
+        code = main(["--config", str(cfg), "audit", *args])
+        out, err = capsys.readouterr()
+        assert code == 2, err
+        assert err.startswith("namekeeper: error: ") and err.count("\n") == 1
+        assert "s3cret" not in err and "Traceback" not in err
+    assert public.requests == []
+    assert not (tmp_path / "state.sqlite3").exists() or Store(tmp_path / "state.sqlite3").all_names() == []
+
+
+def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
+        capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex) -> None:
+    from _devpi import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/simple/"
+    code, doc, _ = audit(capsys, cfg, "--index", dead, "--index", private.simple_url)
+    assert code == 3
+    assert isinstance(doc, dict) and len(doc["unreadable"]) == 1 and dead in doc["unreadable"][0]
+    assert verdicts(doc) == EXPECTED
+
+
+def test_an_unreachable_public_index_is_exit_3_in_one_line(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, private: FakePublicIndex) -> None:
+    from _devpi import free_port
+
+    port = free_port()
+    cfg = write_config(tmp_path, f'[public]\nsimple-url = "http://127.0.0.1:{port}/simple/"\n'
+                                 f'json-url = "http://127.0.0.1:{port}/pypi/"\n')
+    code = main(["--config", str(cfg), "audit", "--index", private.simple_url])
+    _, err = capsys.readouterr()
+    assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_index_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                     cfg: Path) -> None:
+    import requests
+
+    from namekeeper.config import load
+
+    config = load(cfg)
+    assert index_auth("https://private.example/simple/", config) is None
+    monkeypatch.setenv("NAMEKEEPER_INDEX_USERNAME", "bot")
+    monkeypatch.setenv("NAMEKEEPER_INDEX_PASSWORD", "pw-secret")
+    basic = index_auth("https://private.example/simple/", config)
+    request = requests.Request("GET", "https://private.example/simple/", auth=basic).prepare()
+    assert request.headers["Authorization"].startswith("Basic ")
+    monkeypatch.setenv("NAMEKEEPER_INDEX_TOKEN", "tok-secret")
+    bearer = index_auth("https://private.example/simple/", config)
+    request = requests.Request("GET", "https://private.example/simple/", auth=bearer).prepare()
+    assert request.headers["Authorization"] == "Bearer tok-secret"
+    assert "tok-secret" not in repr(bearer)
+
+
+@pytest.mark.slow
+def test_audit_of_a_real_devpi_index(capsys: pytest.CaptureFixture[str], cfg: Path,
+                                     devpi: DevpiServer, tmp_path: Path) -> None:
+    index = devpi.new_index("audit")
+    index.upload(*(make_sdist(tmp_path, name) for name in ("acme-taken", "Acme_T00ls",
+                                                             "acme-billing")))
+    code, doc, _ = audit(capsys, cfg, "--index", index.simple_url)
+    assert code == 1
+    assert verdicts(doc) == {"acme-taken": "taken", "acme-t00ls": "protected",
+                             "acme-billing": "free"}
+    assert {r["index"] for r in doc["names"]} == {index.simple_url}

@@ -1,0 +1,107 @@
+"""Lock files: which packages came from an index other than the public one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from namekeeper.lockfiles import LockFileError, private_packages, read_lock
+
+PUBLIC = "http://127.0.0.1:1/simple/"
+PRIVATE = "https://devpi.example.com/acme/prod/+simple/"
+
+PYLOCK = f"""
+lock-version = "1.0"
+created-by = "pip"
+
+[[packages]]
+name = "requests"
+version = "2.32.3"
+index = "http://127.0.0.1:1/simple"
+
+[[packages]]
+name = "Acme_Billing"
+version = "1.4.0"
+index = "{PRIVATE}"
+[[packages.wheels]]
+url = "https://devpi.example.com/acme/prod/+f/acme_billing-1.4.0-py3-none-any.whl"
+
+[[packages]]
+name = "acme-vcs-tool"
+version = "0.1"
+[packages.vcs]
+type = "git"
+url = "https://git.example.com/acme/tool.git"
+commit-id = "0123456789abcdef"
+"""
+
+UV_LOCK = f"""
+version = 1
+revision = 2
+requires-python = ">=3.11"
+
+[[package]]
+name = "acme-utils"
+version = "2.0"
+source = {{ registry = "{PRIVATE}" }}
+
+[[package]]
+name = "idna"
+version = "3.7"
+source = {{ registry = "http://127.0.0.1:1/simple/" }}
+
+[[package]]
+name = "my-app"
+version = "0.1.0"
+source = {{ editable = "." }}
+"""
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_pylock_and_uv_lock_give_only_packages_from_other_indexes(tmp_path: Path) -> None:
+    pylock = write(tmp_path, "pylock.toml", PYLOCK)
+    uv_lock = write(tmp_path, "uv.lock", UV_LOCK)
+    assert [p.name for p in read_lock(pylock)] == ["requests", "acme-billing"]
+    assert [p.name for p in read_lock(uv_lock)] == ["acme-utils", "idna"]
+    private = private_packages([pylock, uv_lock], PUBLIC)
+    assert [(p.name, p.display_name, p.version, p.index) for p in private] == [
+        ("acme-billing", "Acme_Billing", "1.4.0", PRIVATE),
+        ("acme-utils", "acme-utils", "2.0", PRIVATE),
+    ]
+    assert private[0].lock_file == str(pylock)
+
+
+def test_credentials_in_an_index_url_are_never_kept(tmp_path: Path) -> None:
+    lock = write(tmp_path, "uv.lock", UV_LOCK.replace("https://devpi", "https://bot:s3cret@devpi"))
+    [package] = private_packages([lock], PUBLIC)
+    assert "s3cret" not in repr(package) and package.index == PRIVATE
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('lock-version = "2.0"\n', r"lock-version '2\.0' is not supported"),
+    ("version = 7\n", r"uv\.lock version '7' is not supported"),
+    ("this is = not toml [\n", r"is not valid TOML"),
+    ('name = "x"\n', r"is neither a PEP 751 pylock\.toml"),
+    ('lock-version = "1.0"\npackages = "nope"\n', r"'packages' must be an array of tables"),
+    ('lock-version = "1.0"\n[[packages]]\nversion = "1"\n', r"packages entry 1 has no name"),
+    ('lock-version = "1.0"\n[[packages]]\nname = "bad name!"\nindex = "https://x/"\n',
+     r"not a valid project name"),
+    ('version = 1\n[[package]]\nname = "a"\nsource = "registry"\n', r"malformed 'source'"),
+])
+def test_bad_lock_files_get_one_line_naming_the_file(tmp_path: Path, text: str,
+                                                     message: str) -> None:
+    path = write(tmp_path, "some.lock", text)
+    with pytest.raises(LockFileError, match=message) as err:
+        read_lock(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_missing_lock_file(tmp_path: Path) -> None:
+    with pytest.raises(LockFileError, match=r"cannot read lock file .*missing\.lock"):
+        read_lock(tmp_path / "missing.lock")
