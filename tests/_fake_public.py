@@ -94,11 +94,15 @@ def is_stdlib(name: str) -> bool:
 class FaultPlan:
     """Randomly (but reproducibly) break requests whose path starts with one of ``paths``.
 
-    Kinds: ``"500"``; ``"429"`` with ``Retry-After: 1``; ``"reset"`` (connection
-    closed, no response); ``"stall"`` (wait ``stall_seconds``, waking early on
-    ``stop()``, then answer normally).  A 500/429/reset request changes no state;
-    a stalled request is processed after the stall, like a slow index (unless
-    the fake is stopped meanwhile: then the connection is closed and nothing changes).
+    Kinds: ``"500"``; ``"429"`` with ``Retry-After: <retry_after>``; ``"reset"``
+    (connection closed, no response); ``"stall"`` (wait ``stall_seconds``, waking
+    early on ``stop()``, then answer normally); ``"garbage-2xx"`` (200 with a body
+    that is no answer, like a broken proxy); ``"echo"`` (a 400 whose reason and
+    body repeat the request's ``Authorization`` header and the password in it,
+    ``echo_offset`` characters into the body, like a proxy's debug page).  Every
+    kind but a stall changes no state; a stalled request is processed after the
+    stall, like a slow index (unless the fake is stopped meanwhile: then the
+    connection is closed and nothing changes).
     """
 
     rate: float
@@ -106,6 +110,8 @@ class FaultPlan:
     seed: int = 0
     stall_seconds: float = 30.0
     paths: tuple[str, ...] = ("/",)
+    retry_after: str = "1"
+    echo_offset: int = 0
 
 
 @dataclass
@@ -563,8 +569,15 @@ class FakePublicIndex:
             self._send(h, 500, "Internal Server Error", b"Internal Server Error\n")
             return
         if fault == "429":
+            plan = self._faults
             self._send(h, 429, "Too Many Requests", b"Too Many Requests\n",
-                       headers={"Retry-After": "1"})
+                       headers={"Retry-After": plan.retry_after if plan else "1"})
+            return
+        if fault == "garbage-2xx":
+            self._send(h, 200, "OK", b"\x00\xff<<not an answer>>", content_type="text/html")
+            return
+        if fault == "echo":
+            self._echo(h)
             return
         if fault == "stall":
             plan = self._faults
@@ -582,6 +595,19 @@ class FakePublicIndex:
             self._get(h, method, path, parse_qs(split.query))
         except BrokenPipeError:  # the client went away
             h.close_connection = True
+
+    def _echo(self, h: _Handler) -> None:
+        plan = self._faults
+        auth = h.headers.get("Authorization") or ""
+        try:
+            password = base64.b64decode(auth.partition(" ")[2]).decode().partition(":")[2]
+        except (ValueError, UnicodeDecodeError):
+            password = ""
+        filler = "Request rejected by the gateway. Debug information follows. " * 20
+        offset = plan.echo_offset if plan else 0
+        body = (f"{filler[:offset]}<b>{password}</b> sent as <code>Authorization: {auth}</code> "
+                f"{filler}").encode()
+        self._send(h, 400, f"Bad Request (credential {password})", body, content_type="text/html")
 
     def _count_attempt(self, content_type: str, body: bytes) -> None:
         try:

@@ -100,9 +100,11 @@ def test_without_json_api_our_own_reservation_is_ours(keeper: Keeper) -> None:
 
 def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Keeper) -> None:
     from dataclasses import replace
+    from datetime import timedelta
 
-    from namekeeper.keeper import CDN_GRACE
     from namekeeper.model import Action, Outcome, utcnow
+
+    CDN_GRACE = timedelta(seconds=keeper.config.public.cdn_grace)  # noqa: N806
 
     keeper.store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
                                         action=Action.RESERVED, severity=Severity.NONE, reason="",
@@ -113,6 +115,13 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
     assert "no longer has it" in cls.reason
     fresh = replace(rec, reserved_at=utcnow())
     assert keeper.judge("acme-a", PublicProject("acme-a", exists=False), fresh).verdict is Verdict.OURS
+    # The grace is [public] cdn-grace, not a constant.
+    two_minutes = replace(rec, reserved_at=utcnow() - timedelta(minutes=2))
+    assert keeper.judge("acme-a", PublicProject("acme-a", exists=False),
+                        two_minutes).verdict is Verdict.OURS
+    keeper.config = replace(keeper.config, public=replace(keeper.config.public, cdn_grace=60.0))
+    assert keeper.judge("acme-a", PublicProject("acme-a", exists=False),
+                        two_minutes).verdict is Verdict.FREE
 
 
 @pytest.mark.parametrize("name", ["asyncio", "xml-etree", "asyncio-base-events",

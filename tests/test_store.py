@@ -57,7 +57,7 @@ def test_a_reserved_name_is_never_queued_again(tmp_path: Path) -> None:
     store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
                                  action=Action.RESERVED, severity=Severity.NONE, reason="r",
                                  message="m"), reserved=True)
-    store.complete("acme-a")
+    store.complete("acme-a", "w")
     store.accept(ev("acme-a", key="2"))
     assert store.claim("w") is None
     assert store.get("acme-a").reserved
@@ -75,14 +75,36 @@ def test_first_seen_and_highest_private_version_are_kept(tmp_path: Path) -> None
     assert rec.highest_private_version == "1.10"
 
 
-def test_work_in_flight_at_a_crash_is_pending_again(tmp_path: Path) -> None:
-    store = Store(tmp_path / "s.sqlite3")
+def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "s.sqlite3", clock=clock)
     store.accept(ev("acme-a", key="1"))
-    assert store.claim("w") is not None
-    restarted = Store(tmp_path / "s.sqlite3")
-    assert restarted.claim("w") is None
-    assert restarted.requeue_claimed() == 1
-    assert restarted.claim("w") is not None
+    assert store.claim("crashed", lease_seconds=60) is not None
+    restarted = Store(tmp_path / "s.sqlite3", clock=clock)
+    assert restarted.claim("new") is None
+    assert restarted.reclaim_expired() == []  # a live lease is never taken
+    clock.t += 61
+    assert restarted.reclaim_expired() == ["acme-a"]
+    assert restarted.claim("new") is not None
+    # The old holder can no longer settle or upload what is not theirs.
+    assert not store.complete("acme-a", "crashed")
+    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert not store.begin_upload("acme-a", "crashed", "acme-a")
+    assert restarted.begin_upload("acme-a", "new", "acme-a")
+
+
+def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(tmp_path: Path) -> None:
+    clock = Clock()
+    store = Store(tmp_path / "s.sqlite3", clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    store.claim("me", lease_seconds=60)
+    for _ in range(5):
+        clock.t += 40
+        assert store.renew("acme-a", "me", 60)
+        assert store.reclaim_expired() == []
+    assert not store.renew("acme-a", "someone-else", 60)
+    assert store.release_held("me") == 1
+    assert store.claim("other") is not None
 
 
 def test_release_counts_attempts_and_fails_visibly(tmp_path: Path) -> None:
@@ -93,7 +115,7 @@ def test_release_counts_attempts_and_fails_visibly(tmp_path: Path) -> None:
         clock.t += 100
         item = store.claim("w")
         assert item is not None and item.attempts == attempt - 1
-        state = store.release("acme-a", not_before=clock.t + 1, error=f"boom {attempt}",
+        state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
                               max_attempts=3)
     assert state == "failed"
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"

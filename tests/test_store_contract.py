@@ -112,7 +112,7 @@ def test_a_reserved_name_is_never_queued_again(open_store: OpenStore) -> None:
     store.accept(ev("acme-a", key="1"))
     assert store.claim("w") is not None
     store.record_outcome(outcome("acme-a"), reserved=True)
-    store.complete("acme-a")
+    assert store.complete("acme-a", "w")
     store.accept(ev("acme-a", key="2"))
     assert store.claim("w") is None
     rec = store.get("acme-a")
@@ -125,7 +125,7 @@ def test_a_name_we_could_not_hold_is_looked_at_again_on_new_evidence(
     store.accept(ev("acme-a", key="1"))
     store.claim("w")
     store.record_outcome(outcome("acme-a", Verdict.TAKEN, Action.SKIPPED))
-    store.complete("acme-a")
+    store.complete("acme-a", "w")
     assert store.claim("w") is None
     store.accept(ev("acme-a", key="2"))
     item = store.claim("w")
@@ -146,14 +146,91 @@ def test_first_seen_and_highest_private_version_are_kept(open_store: OpenStore) 
     assert [h["kind"] for h in store.history("acme-a")] == ["seen"]
 
 
-def test_work_in_flight_at_a_crash_is_pending_again(open_store: OpenStore) -> None:
-    store = open_store()
+def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
+        open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
-    assert store.claim("w") is not None
-    restarted = open_store()
-    assert restarted.claim("w") is None
-    assert restarted.requeue_claimed() == 1
-    assert restarted.claim("w") is not None
+    assert store.claim("crashed", lease_seconds=60) is not None
+    restarted = open_store(clock=clock)
+    assert restarted.claim("new") is None
+    assert restarted.reclaim_expired() == []  # a live lease is never taken
+    assert restarted.stuck_leases(0) == 0
+    clock.t += 61
+    assert restarted.stuck_leases(0) == 1
+    assert restarted.reclaim_expired() == ["acme-a"]
+    assert restarted.claim("new") is not None
+    # The old holder can no longer settle or upload what is not theirs.
+    assert not store.complete("acme-a", "crashed")
+    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert not store.begin_upload("acme-a", "crashed", "acme-a")
+    assert restarted.begin_upload("acme-a", "new", "acme-a")
+    assert [h["kind"] for h in store.history("acme-a")][-2:] == ["lease-expired",
+                                                                "upload-started"]
+
+
+def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(
+        open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    store.claim("me", lease_seconds=60)
+    for _ in range(5):
+        clock.t += 40
+        assert store.renew("acme-a", "me", 60)
+        assert store.reclaim_expired() == []
+    assert not store.renew("acme-a", "someone-else", 60)
+    [item] = store.queue_items("claimed")
+    assert item["claimed_by"] == "me" and item["lease_until"] == clock.t + 60
+    assert store.release_held("me") == 1
+    assert store.claim("other") is not None
+
+
+def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    item = store.claim("w")
+    assert item is not None and not item.confirming
+    assert store.complete("acme-a", "w", confirm_at=clock.t + 300)
+    assert store.next_ready_at() == clock.t + 300
+    assert store.claim("w") is None
+    clock.t += 300
+    again = store.claim("w")
+    assert again is not None and again.name == "acme-a" and again.confirming
+    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) == "pending"
+    clock.t += 5
+    still = store.claim("w")
+    assert still is not None and still.confirming
+    assert store.complete("acme-a", "w")
+    clock.t += 10_000
+    assert store.schedule_confirmations() == 0 and store.claim("w") is None
+
+
+def test_a_reservation_the_index_does_not_confirm_is_forgotten(open_store: OpenStore) -> None:
+    store = open_store()
+    store.record_outcome(outcome("acme-a"), reserved=True)
+    store.forget_reservation("acme-a")
+    rec = store.get("acme-a")
+    assert rec is not None and not rec.reserved
+    assert store.history("acme-a")[-1]["kind"] == "unconfirmed"
+
+
+def test_a_condition_is_raised_once_and_cleared(open_store: OpenStore) -> None:
+    a, b = open_store(), open_store()
+    assert a.raise_condition("public-index-unreachable", "down since 10:00")
+    assert not b.raise_condition("public-index-unreachable", "still down")  # b does not alert
+    [condition] = a.conditions()
+    assert (condition.key, condition.text) == ("public-index-unreachable", "still down")
+    assert b.clear_condition("public-index-unreachable")
+    assert not a.clear_condition("public-index-unreachable")
+    assert a.conditions() == []
+
+
+def test_the_health_probes_pass_on_a_healthy_store(open_store: OpenStore) -> None:
+    store = open_store()
+    store.probe_writable()
+    assert store.probe_integrity() is None
 
 
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
@@ -164,9 +241,9 @@ def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> Non
         clock.t += 100
         item = store.claim("w", now=clock.t)
         assert item is not None and item.attempts == attempt - 1
-        state = store.release("acme-a", not_before=clock.t + 1, error=f"boom {attempt}",
+        state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
                               max_attempts=3)
-    assert state is QueueState.FAILED
+    assert state == QueueState.FAILED
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"
     assert store.history("acme-a")[-1]["kind"] == "failed"
     clock.t += 1000
@@ -178,8 +255,8 @@ def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenSto
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     store.claim("w", now=clock.t)
-    assert store.release("acme-a", not_before=clock.t + 50, count_attempt=False) \
-        is QueueState.PENDING
+    assert store.release("acme-a", "w", not_before=clock.t + 50, count_attempt=False) \
+        == QueueState.PENDING
     assert store.next_ready_at() == clock.t + 50
     assert store.claim("w", now=clock.t + 49) is None
     item = store.claim("w", now=clock.t + 50)
@@ -193,7 +270,7 @@ def test_settled_names_are_queued_again_for_the_periodic_recheck(open_store: Ope
     for _ in range(2):
         item = store.claim("w")
         assert item is not None
-        store.complete(item.name)
+        store.complete(item.name, "w")
     clock.t += 100
     assert store.schedule_recheck(3600) == 0
     clock.t += 3600
@@ -315,10 +392,14 @@ def test_refund_and_pause(open_store: OpenStore) -> None:
     assert store.take_budget("a", 1) is None
     store.refund_budget("a")
     assert store.budget_left(1) == 1
-    store.pause_budget(120)
+    assert store.pause_budget(120) == clock.t + 120
+    assert store.budget_paused_until() == clock.t + 120
+    store.raise_condition("budget-paused", "the index asked us to wait")
     assert store.take_budget("b", 1) == 120
     clock.t += 121
+    assert store.budget_paused_until() is None
     assert store.take_budget("b", 1) is None
+    assert store.conditions() == []  # spending again: the pause is over
 
 
 # -- delivery log ------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import argparse
 import errno
 import json
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -229,6 +230,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
     else:
         _print_table(rows, ["name", "verdict", "severity", "action", "owners", "reserved_at",
                             "first_seen_private", "queue", "last_error"])
+    # Service-wide conditions (budget paused, public index unreachable) need a human too.
+    for condition in store.conditions():
+        print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
+        attention = True
     return EXIT_ATTENTION if attention else EXIT_OK
 
 
@@ -340,9 +345,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
                 "audit": _audit, "store": cli_store.run}
+    config = None
     try:
         config = load(args.config)
         return commands[args.command](args, config)
+    except sqlite3.DatabaseError as exc:  # opened fine, then found corrupt: one line, exit 2
+        from .store import unusable
+
+        where = config.store.path if config is not None else "?"
+        print(f"namekeeper: error: {_one_line(unusable(Path(where), exc))}", file=sys.stderr)
+        return EXIT_USAGE
     except IndexUnreachable as exc:
         print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE

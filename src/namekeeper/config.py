@@ -118,6 +118,8 @@ class PublicConfig:
     owners: tuple[str, ...] = ()
     organization: str | None = None
     timeout: float = 10.0
+    # How long the index may answer 404 for a project we just uploaded (CDN-cached answers).
+    cdn_grace: float = 3600.0
 
     @property
     def web_url(self) -> str | None:
@@ -162,6 +164,8 @@ class ServeConfig:
     port: int = 8480
     max_body: int = 1024 * 1024
     workers: int = 2
+    body_timeout: float = 10.0  # a request body must arrive within this, else 408
+    connection_limit: int = 100  # open connections at most (waitress's connection_limit)
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,10 @@ class QueueConfig:
     backoff_base: float = 2.0
     backoff_max: float = 600.0
     recheck_interval: float = 6 * 3600.0  # how often `serve` looks at every known name again
+    lease: float = 120.0  # a claim expires unless renewed within this; then anyone reclaims it
+    max_pause: float = 3600.0  # the longest Retry-After we obey
+    confirm_after: float = 180.0  # a 2xx upload is confirmed by a lookup this much later
+    outage_after: float = 300.0  # public index unreachable this long: one alert, /healthz red
 
 
 @dataclass(frozen=True)
@@ -503,7 +511,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}, problems),
                           source, problems)
 
-    sv = _Table(top.get("serve", dict, {}), "serve", {"host", "port", "max-body", "workers"},
+    sv = _Table(top.get("serve", dict, {}), "serve",
+                {"host", "port", "max-body", "workers", "body-timeout", "connection-limit"},
                 problems)
     port = sv.get("port", int, 8480, what="a port number")
     if not 0 <= port <= 65535:
@@ -514,7 +523,13 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         port=port,
         max_body=sv.get("max-body", int, 1024 * 1024, what="a number of bytes"),
         workers=max(1, sv.get("workers", int, 2)),
+        body_timeout=problems.checked(parse_duration,
+                                      sv.get("body-timeout", _DURATION_KINDS, "10s"),
+                                      "[serve] body-timeout", default=10.0),
+        connection_limit=sv.get("connection-limit", int, 100, what="a number of connections"),
     )
+    if serve.connection_limit < 4:
+        problems.add("[serve] connection-limit must be at least 4")
 
     af = _Table(top.get("artifactory", dict, {}), "artifactory",
                 {"signing", "repos", "base-url", "reconcile-interval"}, problems)
@@ -538,7 +553,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
 
     q = _Table(top.get("queue", dict, {}), "queue",
                {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
-                "recheck-interval"}, problems)
+                "recheck-interval", "lease", "max-pause", "confirm-after", "outage-after"},
+               problems)
     queue = QueueConfig(
         new_projects_per_hour=q.get("new-projects-per-hour", int, 20),
         max_attempts=q.get("max-attempts", int, 8),
@@ -547,6 +563,11 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         recheck_interval=problems.checked(
             parse_duration, q.get("recheck-interval", _DURATION_KINDS, "6h"),
             "[queue] recheck-interval", default=6 * 3600.0),
+        **{field_: problems.checked(parse_duration, q.get(key, _DURATION_KINDS, default),
+                                    f"[queue] {key}", default=parse_duration(default, key))
+           for field_, key, default in (("lease", "lease", "2m"), ("max_pause", "max-pause", "1h"),
+                                        ("confirm_after", "confirm-after", "3m"),
+                                        ("outage_after", "outage-after", "5m"))},
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         problems.add("[queue] new-projects-per-hour and max-attempts must be at least 1")
@@ -576,7 +597,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
 _SECONDS = "a number of seconds"
 _DURATION_KINDS = (str, int, float)
 _PUBLIC_KEYS = {"index", "simple-url", "json-url", "upload-url", "username", "password", "owners",
-                "organization", "timeout"}
+                "organization", "timeout", "cdn-grace"}
 _POLL_KEYS = {"url", "interval", "token-env", "username", "password-env", "name"}
 
 
@@ -610,6 +631,8 @@ def _public_config(pub: _Table) -> PublicConfig:
         owners=tuple(o.lower() for o in pub.strings("owners")),
         organization=(pub.get("organization", str) or None),
         timeout=float(pub.get("timeout", (int, float), 10.0, what=_SECONDS)),
+        cdn_grace=problems.checked(parse_duration, pub.get("cdn-grace", _DURATION_KINDS, "1h"),
+                                   "[public] cdn-grace", default=3600.0),
     )
 
 

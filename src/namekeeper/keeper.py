@@ -12,7 +12,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,20 +31,20 @@ from .model import (
     Verdict,
     utcnow,
 )
+from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
+from .store_budget import CONDITION_PAUSED
 from .store_interface import NameRecord, StoreBackend
+from .store_queue import LeaseLost
 
 if TYPE_CHECKING:
     from .notify.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
-# How long the public index may keep answering 404 for a project we just uploaded
-# (its responses are CDN-cached) before we believe the placeholder is gone.
-CDN_GRACE = timedelta(hours=1)
 
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
@@ -145,7 +145,8 @@ class Keeper:
         ours_in_store = record is not None and record.reserved
         if not public.exists:
             if ours_in_store and record is not None and record.reserved_at is not None:
-                if utcnow() - record.reserved_at < CDN_GRACE:
+                # The index's answers are CDN-cached: a fresh upload may still look absent.
+                if utcnow() - record.reserved_at < timedelta(seconds=self.config.public.cdn_grace):
                     return Classification(name, Verdict.OURS, Severity.NONE,
                                           "namekeeper reserved this name; the public index has "
                                           "not shown it yet.", public)
@@ -208,11 +209,14 @@ class Keeper:
 
     def reserve_name(self, name: str, display_name: str | None = None, *,
                      event: NameEvent | None = None, dry_run: bool | None = None,
-                     budget: Callable[[str], float | None] | None = None) -> Outcome:
+                     budget: Callable[[str], float | None] | None = None,
+                     holder: str | None = None) -> Outcome:
         """Make sure the public name is held; upload the placeholder when it is free.
 
         ``budget`` spends one new-project slot and returns None, or the seconds to
         wait; a name that must wait gets `Action.RATE_LIMITED` and no upload.
+        ``holder``: the queue lease this work runs under; the upload starts only
+        while it is held (`LeaseLost` otherwise).
         """
         display = display_name or (event.display_name if event else name)
         dry_run = self.config.policy.dry_run if dry_run is None else dry_run
@@ -224,7 +228,7 @@ class Keeper:
                     and record is not None and record.upload_started_at and not dry_run):
                 # We uploaded before a crash and the index cannot say whose it is:
                 # upload again and let its answer ("File already exists") decide.
-                return self._upload(cls, record, display, event, budget=None)
+                return self._upload(cls, record, display, event, budget=None, holder=holder)
             action = {Verdict.OURS: Action.ALREADY_OURS, Verdict.TAKEN: Action.TAKEN,
                       Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
                       }[cls.verdict]
@@ -234,29 +238,101 @@ class Keeper:
             return self._finish(self._outcome(cls, record, display, Action.DRY_RUN,
                                               "Dry run: the placeholder would be uploaded.",
                                               event))
-        return self._upload(cls, record, display, event, budget=budget)
+        return self._upload(cls, record, display, event, budget=budget, holder=holder)
 
     def _upload(self, cls: Classification, record: NameRecord | None, display: str,
-                event: NameEvent | None, *,
-                budget: Callable[[str], float | None] | None) -> Outcome:
+                event: NameEvent | None, *, budget: Callable[[str], float | None] | None,
+                holder: str | None = None) -> Outcome:
         if self.builder is None or self.backend is None:
             raise RuntimeError("reserving needs a placeholder builder and a reservation backend")
-        if budget is not None:
-            wait = budget(cls.name)
-            if wait is not None:
-                return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
-                                             f"The budget of new public projects is spent; next "
-                                             f"slot in {wait:.0f} s.", event), retry_after=wait)
         with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
+            # Built before a slot is taken: a broken template must not spend the budget.
             files = self.builder.build(cls.name, display, Path(tmp))
-            self.store.mark_upload_started(cls.name, display)
+            if budget is not None:
+                wait = budget(cls.name)
+                if wait is not None:
+                    return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
+                                                 f"The budget of new public projects is spent; "
+                                                 f"next slot in {wait:.0f} s.", event),
+                                   retry_after=wait)
+            if holder is None:
+                self.store.mark_upload_started(cls.name, display)
+            elif not self.store.begin_upload(cls.name, holder, display):
+                if budget is not None:
+                    self.store.refund_budget(cls.name)  # nothing was sent
+                raise LeaseLost(f"{cls.name}: the queue lease expired before the upload")
             result = self.backend.upload(cls.name, files)
-        if result.action not in _HELD and budget is not None:
-            self.store.refund_budget(cls.name)  # no project was created
+        if result.action not in _HELD and budget is not None and not result.outcome_unknown:
+            self.store.refund_budget(cls.name)  # a definite answer: no project was created
         if result.action is Action.RATE_LIMITED:
-            self.store.pause_budget(result.retry_after or 60.0)
+            result = replace(result, retry_after=self._pause(result.retry_after))
         return self._finish(self._after_upload(cls, record, display, result, event),
                             held=result.action in _HELD)
+
+    def _pause(self, asked: float | None) -> float:
+        """Obey the index's 429 for at most ``[queue] max-pause``; raise the pause condition."""
+        cap = self.config.queue.max_pause
+        pause = min(asked if asked is not None else 60.0, cap)
+        until = self.store.pause_budget(pause)
+        text = (f"the public index rate-limited new projects: no uploads until "
+                f"{datetime.fromtimestamp(until, timezone.utc):%Y-%m-%d %H:%M:%S} UTC")
+        if asked is not None and asked > cap:
+            text += f" (it asked for {asked:.0f} s; capped by [queue] max-pause)"
+        self.raise_condition(CONDITION_PAUSED, text, TAG_PAUSED)
+        return pause
+
+    # -- service-wide conditions and confirmations -----------------------------------------------
+
+    def raise_condition(self, key: str, text: str, tag: str = TAG_FAILED) -> None:
+        """Record a service-wide problem; the process that raises it first alerts, once."""
+        if self.store.raise_condition(key, text):
+            log.warning("%s", text)
+            if self.alerts is not None:
+                try:
+                    self.alerts.dispatch_condition(key, text, frozenset({tag}))
+                except Exception:  # noqa: BLE001
+                    log.exception("notifying about %s failed", key)
+
+    def fail(self, name: str, display: str, message: str, event: NameEvent | None = None
+             ) -> Outcome:
+        """End ``name`` as FAILED with ``message``: recorded, and alerted (once)."""
+        record = self.store.get(name)
+        cls = Classification(name, Verdict.FREE, Severity.HIGH,
+                             "namekeeper could not make sure the public name is held.")
+        outcome = self._outcome(cls, record, display, Action.FAILED, message, event)
+        self.store.record_outcome(outcome)
+        self.notify(outcome)
+        return outcome
+
+    def confirm(self, name: str, display: str, event: NameEvent | None = None
+                ) -> tuple[Outcome | None, float | None]:
+        """Check by lookup that an upload the index answered 2xx really holds the name.
+
+        Returns the outcome to report (None: confirmed, or not decidable yet) and
+        when to look again (None: never).  Never uploads.
+        """
+        record = self.store.get(name)
+        public = self.public.lookup(name)
+        cls = self.judge(name, public, record)
+        if cls.verdict is Verdict.OURS:
+            if public.exists or record is None or record.reserved_at is None:
+                return None, None
+            # Not visible yet: the CDN may lag; ask again once the grace is over.
+            return None, record.reserved_at.timestamp() + self.config.public.cdn_grace + 1
+        if cls.verdict is Verdict.FREE:
+            self.store.forget_reservation(name)
+            cls = Classification(name, Verdict.FREE, Severity.HIGH,
+                                 "The public index answered our upload with success, but does "
+                                 "not have the project after the CDN grace: the name is not "
+                                 "held, and anyone could register it.", public)
+            outcome = self._outcome(cls, record, display, Action.FAILED, cls.reason, event)
+        else:
+            action = Action.TAKEN if cls.verdict is Verdict.TAKEN else Action.SKIPPED
+            outcome = self._outcome(cls, record, display, action, cls.reason, event)
+        self.store.record_outcome(outcome)
+        log.warning("%s: %s", name, outcome.message)
+        self.notify(outcome)
+        return outcome, None
 
     def _after_upload(self, cls: Classification, record: NameRecord | None, display: str,
                       result: UploadResult, event: NameEvent | None) -> Outcome:
@@ -283,7 +359,10 @@ class Keeper:
                                                cls.public), record, display, result.action,
                                 result.message, event)
         retry = result.transient or result.action is Action.RATE_LIMITED
-        return replace(outcome, retry_after=(result.retry_after or 0.0) if retry else None)
+        wait = result.retry_after or 0.0
+        if result.outcome_unknown:  # a lookup after [queue] confirm-after tells what happened
+            wait = max(wait, self.config.queue.confirm_after)
+        return replace(outcome, retry_after=wait if retry else None)
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -122,6 +122,9 @@ class UploadResult:
     retry_after: float | None = None  # seconds, when the index said so (429)
     # True when asking again later may succeed (network, 5xx, 429); False for a final answer.
     transient: bool = False
+    # True when the index may have created the project although no success came back
+    # (timeout or reset after sending, 5xx): the budget slot stays spent, a lookup confirms.
+    outcome_unknown: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import secrets
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -100,8 +97,8 @@ class Service:
         for source in self.sources:
             self.routes.update(source.routes(self.sink))
         self._notify_thread: threading.Thread | None = None
-        #: Who holds this process's leases on periodic jobs (one replica runs each at a time).
-        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        #: Who holds this process's leases, on queue items and on periodic jobs alike.
+        self.holder = self.workers.holder
 
     def start(self) -> None:
         self._maintenance = self.store.background_maintenance(self.stop)
@@ -160,9 +157,6 @@ class Service:
         self.workers.shutdown(timeout)
         for t in self._source_threads:
             t.join(5.0)
-        if self.workers.alive_count():
-            # Still blocked on the network: hand the items back for the next start.
-            self.store.requeue_claimed()
 
     # -- WSGI ----------------------------------------------------------------------------------
 

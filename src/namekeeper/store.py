@@ -22,9 +22,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .errors import StoreError
 from .model import NameEvent, Outcome
+from .store_budget import Budget
 from .store_bulk import BulkNames
-from .store_interface import QueueState, StoreBackend
+from .store_health import Condition, StoreHealth
+from .store_interface import StoreBackend
+from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
     BUDGET_WINDOW,
     SCHEMA,
@@ -41,15 +45,27 @@ from .store_sqlite_transfer import SqliteTransfer
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
 
-__all__ = ["BUDGET_WINDOW", "NameRecord", "Store", "WorkItem", "event_from_json", "event_to_json"]
+__all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
+           "event_from_json", "event_to_json", "holder_id", "unusable"]
+
+
+def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
+    """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
+    return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
+                      "move it away to start afresh")
 
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(SqliteTransfer, BulkNames, StoreBackend):
-    """The SQLite store; safe to share between threads and processes."""
+class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, StoreBackend):
+    """The SQLite store; safe to share between threads and processes.
+
+    The queue with its leases, the budget, the conditions and bulk name writes
+    live in their own modules (`store_queue`, `store_budget`, `store_health`,
+    `store_bulk`): one concern each.
+    """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
         self.path = Path(path)
@@ -64,6 +80,8 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        with self._write() as db:
+            add_queue_columns(db)
 
     # -- connections --------------------------------------------------------------------------
 
@@ -133,11 +151,9 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
             self._local.db = None
 
     def writable(self) -> bool:
-        """True when a write transaction can be committed (for /healthz)."""
+        """True when a write transaction can be committed."""
         try:
-            with self._write() as db:
-                db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('health', ?)",
-                           (str(self._clock()),))
+            self.probe_writable()
             return True
         except sqlite3.Error:
             return False
@@ -230,6 +246,12 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
             "verdict": outcome.verdict.value, "action": outcome.action.value,
             "severity": outcome.severity.value, "message": outcome.message})
 
+    def forget_reservation(self, name: str) -> None:
+        """The index does not have our upload after all: the name is not held."""
+        with self._write() as db:
+            db.execute("UPDATE names SET reserved_at = NULL WHERE name = ?", (name,))
+            self._history(db, name, "unconfirmed", None)
+
     def history(self, name: str) -> list[dict[str, Any]]:
         rows = self._db().execute("SELECT at, kind, detail FROM history WHERE name = ? "
                                   "ORDER BY id", (name,)).fetchall()
@@ -280,46 +302,6 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
                        (event_to_json(event), now, event.name))
         return True
 
-    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
-        """Take the oldest ready item, or None."""
-        now = self._clock() if now is None else now
-        with self._write() as db:
-            row = db.execute("SELECT name, event, attempts FROM queue WHERE state='pending' "
-                             "AND not_before <= ? ORDER BY not_before, enqueued_at LIMIT 1",
-                             (now,)).fetchone()
-            if row is None:
-                return None
-            db.execute("UPDATE queue SET state='claimed', claimed_by=?, updated_at=? "
-                       "WHERE name=?", (worker, now, row["name"]))
-        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"])
-
-    def next_ready_at(self) -> float | None:
-        """When the earliest pending item becomes ready (for the workers' sleep)."""
-        row = self._db().execute("SELECT MIN(not_before) AS t FROM queue "
-                                 "WHERE state='pending'").fetchone()
-        return row["t"] if row and row["t"] is not None else None
-
-    def complete(self, name: str) -> None:
-        with self._write() as db:
-            db.execute("UPDATE queue SET state='done', claimed_by=NULL, last_error=NULL, "
-                       "updated_at=? WHERE name=?", (self._clock(), name))
-
-    def release(self, name: str, *, not_before: float, error: str | None = None,
-                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
-        """Give a claimed item back for a later try; returns the new state (pending/failed)."""
-        now = self._clock()
-        with self._write() as db:
-            row = db.execute("SELECT attempts FROM queue WHERE name=?", (name,)).fetchone()
-            attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
-            state = (QueueState.FAILED if max_attempts is not None and attempts >= max_attempts
-                     else QueueState.PENDING)
-            db.execute("UPDATE queue SET state=?, attempts=?, not_before=?, last_error=?, "
-                       "claimed_by=NULL, updated_at=? WHERE name=?",
-                       (state.value, attempts, not_before, error, now, name))
-            if state is QueueState.FAILED:
-                self._history(db, name, "failed", {"error": error, "attempts": attempts})
-        return state
-
     def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
         """Queue again every settled name last looked at more than ``older_than`` s ago.
 
@@ -335,24 +317,7 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
                              "AND updated_at <= ?", (now, now - older_than))
             return cur.rowcount
 
-    def requeue_claimed(self) -> int:
-        """After a restart, work that was in flight is pending again."""
-        with self._write() as db:
-            cur = db.execute("UPDATE queue SET state='pending', claimed_by=NULL "
-                             "WHERE state='claimed'")
-            return cur.rowcount
-
-    def queue_counts(self) -> dict[str, int]:
-        rows = self._db().execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state")
-        counts = {"pending": 0, "claimed": 0, "done": 0, "failed": 0}
-        counts.update({r["state"]: r["n"] for r in rows})
-        return counts
-
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT name, state, attempts, not_before, last_error FROM queue"
-        rows = (self._db().execute(sql + " WHERE state=? ORDER BY name", (state,)) if state
-                else self._db().execute(sql + " ORDER BY name"))
-        return [dict(r) for r in rows]
+    # -- notification deliveries ------------------------------------------------------------------
 
     # -- periodic jobs (one process at a time) -------------------------------------------------
 
@@ -365,48 +330,6 @@ class Store(SqliteTransfer, BulkNames, StoreBackend):
                              "WHERE job_leases.holder = excluded.holder "
                              "OR job_leases.expires_at <= ?", (job, holder, now + seconds, now))
             return cur.rowcount == 1
-
-    # -- budget of new public projects -------------------------------------------------------------
-
-    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
-        """Spend one new-project slot; None on success, else seconds until a slot frees."""
-        now = self._clock() if now is None else now
-        with self._write() as db:
-            paused = db.execute("SELECT value FROM settings WHERE key='budget_paused_until'"
-                                ).fetchone()
-            if paused and float(paused["value"]) > now:
-                return float(paused["value"]) - now
-            rows = db.execute("SELECT at FROM budget WHERE at > ? ORDER BY at",
-                              (now - BUDGET_WINDOW,)).fetchall()
-            if len(rows) >= limit:
-                return max(0.001, rows[len(rows) - limit]["at"] + BUDGET_WINDOW - now)
-            db.execute("INSERT INTO budget(name, at) VALUES (?, ?)", (name, now))
-            db.execute("DELETE FROM budget WHERE at <= ?", (now - 2 * BUDGET_WINDOW,))
-        return None
-
-    def refund_budget(self, name: str) -> None:
-        """Give back a slot whose upload created no project (taken, protected, failed)."""
-        with self._write() as db:
-            db.execute("DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=?)",
-                       (name,))
-
-    def pause_budget(self, seconds: float) -> None:
-        """The public index said 429: spend nothing for ``seconds``."""
-        until = self._clock() + seconds
-        with self._write() as db:
-            db.execute("INSERT OR REPLACE INTO settings(key, value) "
-                       "VALUES ('budget_paused_until', ?)", (str(until),))
-
-    def budget_left(self, limit: int, *, now: float | None = None) -> int:
-        now = self._clock() if now is None else now
-        row = self._db().execute("SELECT COUNT(*) AS n FROM budget WHERE at > ?",
-                                 (now - BUDGET_WINDOW,)).fetchone()
-        return max(0, limit - row["n"])
-
-    def budget_spent_at(self) -> list[float]:
-        return [r["at"] for r in self._db().execute("SELECT at FROM budget ORDER BY at")]
-
-    # -- notification deliveries ------------------------------------------------------------------
 
     def delivery_log(self) -> StoreDeliveryLog:
         """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""

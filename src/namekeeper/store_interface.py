@@ -10,7 +10,8 @@ The promises every backend keeps, whatever its concurrency model:
 
 - an event `accept`-ed is durable when the call returns, and is journaled
   once however often (and through however many replicas) it arrives;
-- `claim` hands a ready item to exactly one caller, across processes;
+- `claim` leases a ready item to exactly one holder, across processes, and only an
+  expired lease is ever reclaimed;
 - `take_budget` never grants more than ``limit`` slots per `BUDGET_WINDOW`,
   however many processes ask at once;
 - `lease_job` grants a periodic job (re-check, reconciliation) to one holder
@@ -28,13 +29,15 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .model import NameEvent, Outcome
+from .store_health import Condition
+from .store_queue import DEFAULT_LEASE
 from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
 
 if TYPE_CHECKING:
     from .notify.dispatch import DeliveryLog
 
-__all__ = ["BUDGET_WINDOW", "NameRecord", "QueueState", "SchemaVersion", "StoreBackend",
-           "StoreSnapshot", "StoreUnavailable", "WorkItem"]
+__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "NameRecord", "QueueState",
+           "SchemaVersion", "StoreBackend", "StoreSnapshot", "StoreUnavailable", "WorkItem"]
 
 
 class QueueState(str, Enum):
@@ -171,7 +174,9 @@ class StoreBackend(ABC):
     def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
         """`accept` every event in one transaction; workers claim them in the given order."""
 
-    # -- event journal and queue -------------------------------------------------------------------
+    # -- event journal and queue with leases --------------------------------------------------------
+    # A claim has a holder (one process: `store_queue.holder_id`) and an expiry; the holder
+    # renews it while working; only an expired lease is reclaimed, by any process.
 
     def accept(self, event: NameEvent) -> bool:
         """Journal ``event`` and queue its name; False when the event (key) was seen before."""
@@ -182,28 +187,54 @@ class StoreBackend(ABC):
         """`accept` for several events in one transaction (one durable commit for the lot)."""
 
     @abstractmethod
-    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
-        """Take the oldest ready item for ``worker``, or None; never the same item twice."""
+    def claim(self, holder: str, lease_seconds: float = DEFAULT_LEASE, *,
+              now: float | None = None) -> WorkItem | None:
+        """Lease the oldest ready item to ``holder`` until ``now + lease_seconds``, or None.
+
+        Never the same item to two callers, whichever processes they run in.
+        """
+
+    @abstractmethod
+    def renew(self, name: str, holder: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
+        """Extend ``holder``'s lease on ``name``; False when it is no longer theirs."""
+
+    @abstractmethod
+    def reclaim_expired(self, *, now: float | None = None) -> list[str]:
+        """Make every item whose lease has expired pending again; returns their names."""
+
+    @abstractmethod
+    def stuck_leases(self, grace: float, *, now: float | None = None) -> int:
+        """Items whose lease expired more than ``grace`` s ago and that nobody reclaimed."""
+
+    @abstractmethod
+    def begin_upload(self, name: str, holder: str, display_name: str) -> bool:
+        """Record ``upload_started_at`` while ``holder`` holds ``name``; False: do not upload."""
+
+    @abstractmethod
+    def complete(self, name: str, holder: str, *, confirm_at: float | None = None) -> bool:
+        """``holder`` is done with ``name`` (look again at ``confirm_at``); False: lease lost."""
+
+    @abstractmethod
+    def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
+                count_attempt: bool = True, max_attempts: int | None = None,
+                confirming: bool = False) -> str:
+        """Give a claimed item back for a later try: ``pending``, ``failed`` or ``lost``."""
+
+    @abstractmethod
+    def release_held(self, holder: str) -> int:
+        """On a clean shutdown: every item ``holder`` still holds is pending again at once."""
+
+    @abstractmethod
+    def schedule_confirmations(self, *, now: float | None = None) -> int:
+        """Queue a lookup for every done item whose ``confirm_at`` has come."""
 
     @abstractmethod
     def next_ready_at(self) -> float | None:
-        """When the earliest pending item becomes ready (for the workers' sleep)."""
-
-    @abstractmethod
-    def complete(self, name: str) -> None: ...
-
-    @abstractmethod
-    def release(self, name: str, *, not_before: float, error: str | None = None,
-                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
-        """Give a claimed item back for a later try; returns the new state (pending/failed)."""
+        """When the earliest pending item (or confirmation) becomes ready (the workers' sleep)."""
 
     @abstractmethod
     def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
         """Queue again every settled name last looked at more than ``older_than`` s ago."""
-
-    @abstractmethod
-    def requeue_claimed(self) -> int:
-        """Work that was in flight is pending again; returns how many items."""
 
     @abstractmethod
     def queue_counts(self) -> dict[str, int]:
@@ -211,7 +242,12 @@ class StoreBackend(ABC):
 
     @abstractmethod
     def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        """``{"name", "state", "attempts", "not_before", "last_error"}`` per item, by name."""
+        """Per item, by name: name, state, attempts, not_before, last_error, claimed_by,
+        lease_until, confirm_at."""
+
+    @abstractmethod
+    def forget_reservation(self, name: str) -> None:
+        """The index does not have our upload after all: the name is not held."""
 
     # -- periodic jobs ------------------------------------------------------------------------------
 
@@ -223,21 +259,49 @@ class StoreBackend(ABC):
 
     @abstractmethod
     def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
-        """Spend one new-project slot; None on success, else seconds until a slot frees."""
+        """Spend one new-project slot; None on success, else seconds until a slot frees.
+
+        A success clears the ``budget-paused`` condition (spending again: the pause is over).
+        """
 
     @abstractmethod
     def refund_budget(self, name: str) -> None:
         """Give back a slot whose upload created no project."""
 
     @abstractmethod
-    def pause_budget(self, seconds: float) -> None:
-        """The public index said 429: spend nothing for ``seconds``."""
+    def pause_budget(self, seconds: float) -> float:
+        """The public index said 429: spend nothing for ``seconds``; returns the pause's end."""
+
+    @abstractmethod
+    def budget_paused_until(self, *, now: float | None = None) -> float | None:
+        """When the current pause ends, or None when spending is allowed."""
 
     @abstractmethod
     def budget_left(self, limit: int, *, now: float | None = None) -> int: ...
 
     @abstractmethod
     def budget_spent_at(self) -> list[float]: ...
+
+    # -- conditions and health probes ---------------------------------------------------------------
+
+    @abstractmethod
+    def raise_condition(self, key: str, text: str) -> bool:
+        """Record a service-wide problem; True only for the call that raised it (it alerts)."""
+
+    @abstractmethod
+    def clear_condition(self, key: str) -> bool:
+        """The problem is over; True when the condition was raised."""
+
+    @abstractmethod
+    def conditions(self) -> list[Condition]: ...
+
+    @abstractmethod
+    def probe_writable(self) -> None:
+        """Commit a tiny write; raises when the store cannot take writes."""
+
+    @abstractmethod
+    def probe_integrity(self) -> str | None:
+        """None when a quick integrity check passes, else what it found (one line)."""
 
     # -- notification deliveries --------------------------------------------------------------------
 

@@ -46,20 +46,19 @@ from .errors import StoreError
 from .model import NameEvent, Outcome
 from .notify.dispatch import Retry
 from .store_interface import (
-    BUDGET_WINDOW,
     NameRecord,
     QueueState,
     SchemaVersion,
     StoreBackend,
     StoreSnapshot,
     StoreUnavailable,
-    WorkItem,
 )
+from .store_postgres_budget import PostgresBudget
+from .store_postgres_queue import WORK_CHANNEL, PostgresQueue
 from .store_schema import (
     ORDERED_BY_ID,
     TRANSFERRED_COLUMNS,
     dt,
-    event_from_json,
     event_to_json,
     higher_version,
     ts,
@@ -69,7 +68,6 @@ log = logging.getLogger(__name__)
 
 #: The version of the schema below; `migrate` refuses a database with a higher one.
 SCHEMA_VERSION = 1
-WORK_CHANNEL = "namekeeper_work"
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
@@ -120,9 +118,13 @@ CREATE TABLE IF NOT EXISTS queue (
     claimed_by TEXT,
     last_error TEXT,
     enqueued_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL
+    updated_at DOUBLE PRECISION NOT NULL,
+    lease_until DOUBLE PRECISION,
+    confirm_at DOUBLE PRECISION,
+    confirming INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+CREATE INDEX IF NOT EXISTS queue_confirm ON queue(confirm_at);
 CREATE TABLE IF NOT EXISTS budget (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name TEXT NOT NULL,
@@ -148,6 +150,11 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     attempts INTEGER NOT NULL,
     next_at DOUBLE PRECISION NOT NULL,
     PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS conditions (
+    key TEXT PRIMARY KEY,
+    text TEXT NOT NULL,
+    since DOUBLE PRECISION NOT NULL
 );
 CREATE TABLE IF NOT EXISTS job_leases (
     job TEXT PRIMARY KEY,
@@ -208,7 +215,7 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(StoreBackend):
+class PostgresStore(PostgresQueue, PostgresBudget, StoreBackend):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
@@ -309,10 +316,7 @@ class PostgresStore(StoreBackend):
 
     def writable(self) -> bool:
         try:
-            self._transaction(lambda cur: cur.execute(
-                "INSERT INTO settings(key, value) VALUES ('health', %s) "
-                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                (str(self._clock()),)))
+            self.probe_writable()
             return True
         except (psycopg.Error, PoolTimeout):
             return False
@@ -504,140 +508,6 @@ class PostgresStore(StoreBackend):
                         (event_to_json(event), now, event.name))
             return True, True
         return True, False
-
-    def claim(self, worker: str, *, now: float | None = None) -> WorkItem | None:
-        now = self._clock() if now is None else now
-
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> dict[str, Any] | None:
-            return cur.execute(
-                "UPDATE queue SET state='claimed', claimed_by=%s, updated_at=%s WHERE name = ("
-                "  SELECT name FROM queue WHERE state='pending' AND not_before <= %s "
-                "  ORDER BY not_before, enqueued_at LIMIT 1 FOR UPDATE SKIP LOCKED) "
-                "RETURNING name, event, attempts", (worker, now, now)).fetchone()
-        row = self._transaction(work)
-        if row is None:
-            return None
-        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"])
-
-    def next_ready_at(self) -> float | None:
-        with self._read() as cur:
-            row = cur.execute("SELECT MIN(not_before) AS t FROM queue "
-                              "WHERE state='pending'").fetchone()
-        return row["t"] if row and row["t"] is not None else None
-
-    def complete(self, name: str) -> None:
-        self._transaction(lambda cur: cur.execute(
-            "UPDATE queue SET state='done', claimed_by=NULL, last_error=NULL, updated_at=%s "
-            "WHERE name=%s", (self._clock(), name)))
-
-    def release(self, name: str, *, not_before: float, error: str | None = None,
-                count_attempt: bool = True, max_attempts: int | None = None) -> QueueState:
-        now = self._clock()
-
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> QueueState:
-            row = cur.execute("SELECT attempts FROM queue WHERE name=%s FOR UPDATE",
-                              (name,)).fetchone()
-            attempts = (row["attempts"] if row else 0) + (1 if count_attempt else 0)
-            state = (QueueState.FAILED if max_attempts is not None and attempts >= max_attempts
-                     else QueueState.PENDING)
-            cur.execute("UPDATE queue SET state=%s, attempts=%s, not_before=%s, last_error=%s, "
-                        "claimed_by=NULL, updated_at=%s WHERE name=%s",
-                        (state.value, attempts, not_before, error, now, name))
-            if state is QueueState.FAILED:
-                self._history(cur, name, "failed", {"error": error, "attempts": attempts})
-            return state
-        state: QueueState = self._transaction(work)
-        return state
-
-    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
-        now = self._clock() if now is None else now
-
-        def work(cur: psycopg.Cursor[Any]) -> int:
-            cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
-                        "last_error=NULL, updated_at=%s WHERE state IN ('done', 'failed') "
-                        "AND updated_at <= %s", (now, now - older_than))
-            count = cur.rowcount
-            if count:
-                cur.execute(f"NOTIFY {WORK_CHANNEL}")
-            return count
-        count: int = self._transaction(work)
-        return count
-
-    def requeue_claimed(self) -> int:
-        def work(cur: psycopg.Cursor[Any]) -> int:
-            cur.execute("UPDATE queue SET state='pending', claimed_by=NULL "
-                        "WHERE state='claimed'")
-            return cur.rowcount
-        count: int = self._transaction(work)
-        return count
-
-    def queue_counts(self) -> dict[str, int]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state").fetchall()
-        counts = {state.value: 0 for state in QueueState}
-        counts.update({r["state"]: r["n"] for r in rows})
-        return counts
-
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT name, state, attempts, not_before, last_error FROM queue"
-        with self._read() as cur:
-            rows = (cur.execute(sql + " WHERE state=%s ORDER BY name", (state,)) if state
-                    else cur.execute(sql + " ORDER BY name")).fetchall()
-        return [dict(r) for r in rows]
-
-    # -- periodic jobs ---------------------------------------------------------------------------
-
-    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
-        now = self._clock() if now is None else now
-        row = self._transaction(lambda cur: cur.execute(
-            "INSERT INTO job_leases(job, holder, expires_at) VALUES (%s, %s, %s) "
-            "ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, "
-            "expires_at = EXCLUDED.expires_at "
-            "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= %s "
-            "RETURNING holder", (job, holder, now + seconds, now)).fetchone())
-        return row is not None
-
-    # -- budget ----------------------------------------------------------------------------------
-
-    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
-        at = self._clock() if now is None else now
-
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> float | None:
-            # The row lock serialises every replica's count-then-insert (module docstring).
-            lock = cur.execute("SELECT paused_until FROM budget_lock WHERE id = 1 FOR UPDATE"
-                               ).fetchone()
-            paused_until = float(lock["paused_until"]) if lock else 0.0
-            if paused_until > at:
-                return paused_until - at
-            rows = cur.execute("SELECT at FROM budget WHERE at > %s ORDER BY at",
-                               (at - BUDGET_WINDOW,)).fetchall()
-            if len(rows) >= limit:
-                return max(0.001, rows[len(rows) - limit]["at"] + BUDGET_WINDOW - at)
-            cur.execute("INSERT INTO budget(name, at) VALUES (%s, %s)", (name, at))
-            cur.execute("DELETE FROM budget WHERE at <= %s", (at - 2 * BUDGET_WINDOW,))
-            return None
-        wait: float | None = self._transaction(work)
-        return wait
-
-    def refund_budget(self, name: str) -> None:
-        self._transaction(lambda cur: cur.execute(
-            "DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=%s)", (name,)))
-
-    def pause_budget(self, seconds: float) -> None:
-        until = self._clock() + seconds
-        self._transaction(lambda cur: cur.execute(
-            "UPDATE budget_lock SET paused_until = %s WHERE id = 1", (until,)))
-
-    def budget_left(self, limit: int, *, now: float | None = None) -> int:
-        now = self._clock() if now is None else now
-        with self._read() as cur:
-            row = cur.execute("SELECT COUNT(*) AS n FROM budget WHERE at > %s",
-                              (now - BUDGET_WINDOW,)).fetchone()
-        return max(0, limit - (row["n"] if row else 0))
-
-    def budget_spent_at(self) -> list[float]:
-        with self._read() as cur:
-            return [r["at"] for r in cur.execute("SELECT at FROM budget ORDER BY at")]
 
     # -- notification deliveries -----------------------------------------------------------------
 

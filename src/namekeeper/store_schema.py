@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS queue (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,             -- pending | claimed | done | failed
+    -- lease_until, confirm_at, confirming: added by store_queue.add_queue_columns
     event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,
@@ -83,6 +84,11 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     attempts INTEGER NOT NULL,
     next_at REAL NOT NULL,
     PRIMARY KEY (target, name)
+);
+CREATE TABLE IF NOT EXISTS conditions (
+    key TEXT PRIMARY KEY,            -- e.g. budget-paused, public-index-unreachable
+    text TEXT NOT NULL,
+    since REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS job_leases (
     job TEXT PRIMARY KEY,            -- a periodic job (re-check, ...) run by one process at a time
@@ -134,6 +140,8 @@ class WorkItem:
     name: str
     event: NameEvent
     attempts: int
+    #: True when this is the confirmation of an upload: a lookup, never an upload.
+    confirming: bool = False
 
 
 def ts(value: datetime | None) -> str | None:
@@ -184,10 +192,11 @@ TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "history": ("name", "at", "kind", "detail"),
     "events": ("key", "name", "source", "idx", "received_at"),
     "queue": ("name", "state", "event", "attempts", "not_before", "claimed_by", "last_error",
-              "enqueued_at", "updated_at"),
+              "enqueued_at", "updated_at", "lease_until", "confirm_at", "confirming"),
     "budget": ("name", "at"),
     "delivered": ("target", "name", "fingerprint", "at"),
     "delivery_retries": ("target", "name", "fingerprint", "payload", "attempts", "next_at"),
+    "conditions": ("key", "text", "since"),
 }
 #: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
 ORDERED_BY_ID = frozenset({"history", "budget"})

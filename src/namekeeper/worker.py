@@ -1,13 +1,21 @@
-"""Queue workers: claim a name, let the keeper act, settle the queue item.
+"""Queue workers: lease a name, let the keeper act, settle the queue item.
 
 The keeper decides; the worker only translates its outcome into queue state:
-done, try again later (with exponential backoff, or when the budget frees a
-slot), or FAILED after ``max-attempts`` with the last error kept visible.
+done (with a confirmation lookup scheduled after an upload), try again later
+(with exponential backoff, or when the budget frees a slot), or FAILED after
+``max-attempts`` — always alerted, with the last error kept visible.
+
+Work is leased, not owned (`store_queue`): a heartbeat thread renews the
+leases this process holds, reclaims expired ones (any process's), and queues
+the confirmations that are due.  A public index that cannot be reached is one
+condition for the whole service, not a failure of each name: names wait,
+without spending attempts, and resume when it answers again.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -18,48 +26,66 @@ from .config import QueueConfig
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
+from .store import holder_id, unusable
 from .store_interface import StoreBackend, WorkItem
+from .store_queue import LeaseLost
 
 log = logging.getLogger(__name__)
+
+CONDITION_UNREACHABLE = "public-index-unreachable"
 
 
 class WorkerPool:
     """A few threads draining the durable queue; safe to run beside other processes."""
 
     def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
         self.keeper = keeper
         keeper.notify_transient = False  # the pool retries; it alerts when it gives up
         self.store = store
         self.queue = queue
         self.threads_wanted = threads
         self.clock = clock
+        #: This process's name on the leases it takes.
+        self.holder = holder or holder_id()
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.actions: Counter[str] = Counter()
+        #: Set when the store is unusable (corrupt): the workers stop, /healthz says why.
+        self.store_error: str | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._held: set[str] = set()
+        self._outage_since: float | None = None
+        self._outage_streak = 0
+        self._lookups_ok = 0
+        self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        recovered = self.store.requeue_claimed()
-        if recovered:
-            log.warning("resuming %d name(s) that were in flight when the service stopped",
-                        recovered)
         for i in range(self.threads_wanted):
             t = threading.Thread(target=self._loop, args=(f"worker-{i}",),
                                  name=f"namekeeper-worker-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        self._heartbeat = threading.Thread(target=self._beat, name="namekeeper-leases",
+                                           daemon=True)
+        self._heartbeat.start()
 
     def shutdown(self, timeout: float = 30.0) -> None:
-        """Finish the item in hand, claim nothing new."""
+        """Finish the item in hand, claim nothing new; give back what is still held."""
         self.stop.set()
         self.wake.set()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
+        if self.alive_count():
+            try:
+                # Still blocked on the network: the items are pending again for anyone.
+                self.store.release_held(self.holder)
+            except sqlite3.Error:
+                log.warning("could not give back the items in hand; their leases expire")
 
     def alive(self) -> bool:
         return bool(self._threads) and all(t.is_alive() for t in self._threads)
@@ -70,16 +96,69 @@ class WorkerPool:
     def notify_work(self) -> None:
         self.wake.set()
 
+    # -- leases --------------------------------------------------------------------------------
+
+    def _beat(self) -> None:
+        """Renew our leases, reclaim expired ones, queue due confirmations, until stopped."""
+        every = max(0.05, min(self.queue.lease / 3, 10.0))
+        while not self.stop.wait(every):
+            if self.store_error:
+                return
+            try:
+                self.tend_leases()
+            except sqlite3.DatabaseError as exc:
+                if not isinstance(exc, sqlite3.OperationalError):
+                    self._store_unusable(exc)
+                    return
+                log.warning("renewing leases failed (will retry): %s", exc)
+            except Exception:  # noqa: BLE001 - the heartbeat must survive anything
+                log.exception("renewing leases failed")
+
+    def tend_leases(self) -> None:
+        """One heartbeat: renew, reclaim, schedule confirmations (tests call it directly)."""
+        with self._lock:
+            held = list(self._held)
+        for name in held:
+            if not self.store.renew(name, self.holder, self.queue.lease):
+                log.warning("%s: our lease on it was lost; its new holder decides", name)
+        reclaimed = self.store.reclaim_expired(now=self.clock())
+        if reclaimed:
+            log.warning("reclaimed %d name(s) whose lease expired: %s", len(reclaimed),
+                        ", ".join(reclaimed[:10]))
+        if reclaimed or self.store.schedule_confirmations(now=self.clock()):
+            self.wake.set()
+
+    def _store_unusable(self, exc: sqlite3.Error) -> None:
+        with self._lock:
+            if self.store_error is None:
+                self.store_error = str(unusable(self.store.location, exc))
+                log.error("%s; the queue workers stop", self.store_error)
+        self.stop.set()
+        self.wake.set()
+
     # -- the loop -------------------------------------------------------------------------------
 
     def _loop(self, worker: str) -> None:
+        errors = 0
         while not self.stop.is_set():
             try:
                 busy = self.run_once(worker)
+                errors = 0
+            except sqlite3.DatabaseError as exc:
+                if not isinstance(exc, sqlite3.OperationalError):
+                    self._store_unusable(exc)  # corrupt: retrying cannot help
+                    return
+                errors += 1
+                log.warning("queue worker %s: the store failed (%s); retrying", worker, exc)
+                busy = False
             except Exception:  # noqa: BLE001 - a worker thread must survive anything
+                errors += 1
                 log.exception("queue worker %s hit an unexpected error", worker)
                 busy = False
-            if not busy:
+            if errors:
+                # Back off on repeated errors: no hot loop, no flood of log lines.
+                self.stop.wait(min(30.0, 0.1 * 2 ** min(errors, 9)))
+            elif not busy:
                 self._idle()
 
     def _idle(self) -> None:
@@ -90,48 +169,118 @@ class WorkerPool:
 
     def run_once(self, worker: str = "worker") -> bool:
         """Handle one ready item; False when there was none."""
-        item = self.store.claim(worker, now=self.clock())
+        item = self.store.claim(self.holder, self.queue.lease, now=self.clock())
         if item is None:
             return False
-        self._handle(item)
+        with self._lock:
+            self._held.add(item.name)
+        try:
+            self._handle(item)
+        finally:
+            with self._lock:
+                self._held.discard(item.name)
         return True
 
     def _handle(self, item: WorkItem) -> None:
-        spend = self.keeper.budget_spender()
+        display = item.event.display_name
         try:
-            outcome = self.keeper.reserve_name(item.name, item.event.display_name,
-                                               event=item.event, budget=spend)
-        except PublicIndexUnavailable as exc:
-            self._retry(item, f"public index unavailable: {exc}", None)
+            if item.confirming:
+                outcome, again_at = self.keeper.confirm(item.name, display, event=item.event)
+                self._index_answered(item.name)
+                self._complete(item, again_at)
+                return
+            outcome = self.keeper.reserve_name(item.name, display, event=item.event,
+                                               budget=self.keeper.budget_spender(),
+                                               holder=self.holder)
+        except LeaseLost as exc:
+            log.warning("%s", exc)
             return
+        except PublicIndexUnavailable as exc:
+            self._index_unreachable(item, f"public index unavailable: {exc}")
+            return
+        except sqlite3.DatabaseError:
+            raise  # the loop decides: back off, or stop on a corrupt store
         except Exception as exc:  # noqa: BLE001 - any failure is retried, then shown as FAILED
             log.exception("reserving %s failed", item.name)
-            self._retry(item, f"{type(exc).__name__}: {exc}", None)
+            error = f"{type(exc).__name__}: {exc}"
+            if self._retry(item, error, None) == "failed":
+                self.keeper.fail(item.name, display, f"giving up after {self.queue.max_attempts} "
+                                                     f"attempts: {error}", item.event)
             return
+        self._index_answered(item.name)
         with self._lock:
             self.actions[outcome.action.value] += 1
         self._settle(item, outcome)
 
+    def _complete(self, item: WorkItem, confirm_at: float | None) -> None:
+        if not self.store.complete(item.name, self.holder, confirm_at=confirm_at):
+            log.warning("%s: finished after our lease was lost; its new holder decides",
+                        item.name)
+
     def _settle(self, item: WorkItem, outcome: Outcome) -> None:
         if outcome.retry_after is None:
-            self.store.complete(item.name)
+            # A 2xx is confirmed by a lookup a little later (the index may not hold it after all).
+            confirm = (self.clock() + self.queue.confirm_after
+                       if outcome.action is Action.RESERVED else None)
+            self._complete(item, confirm)
             return
         if outcome.action is Action.RATE_LIMITED:
             # Waiting for budget is not a failure: no attempt is counted.
-            self.store.release(item.name, not_before=self.clock() + max(outcome.retry_after, 0.05),
+            self.store.release(item.name, self.holder,
+                               not_before=self.clock() + max(outcome.retry_after, 0.05),
                                error=outcome.message, count_attempt=False)
             return
         if self._retry(item, outcome.message, outcome.retry_after) == "failed":
             self.keeper.notify(replace(outcome, retry_after=None))
 
-    def _retry(self, item: WorkItem, error: str, retry_after: float | None) -> str:
+    def _retry(self, item: WorkItem, error: str, retry_after: float | None, *,
+               count_attempt: bool = True) -> str:
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
-        state = self.store.release(item.name, not_before=self.clock() + delay, error=error,
-                                   max_attempts=self.queue.max_attempts)
+        state = self.store.release(item.name, self.holder, not_before=self.clock() + delay,
+                                   error=error, max_attempts=self.queue.max_attempts,
+                                   count_attempt=count_attempt, confirming=item.confirming)
         if state == "failed":
             log.error("giving up on %s after %d attempts: %s", item.name,
                       self.queue.max_attempts, error)
+        elif state == "lost":
+            log.warning("%s: our lease was lost; its new holder decides", item.name)
         else:
             log.warning("%s will be tried again in %.1f s: %s", item.name, delay, error)
         return state
+
+    # -- the public index's availability ------------------------------------------------------
+
+    def _index_unreachable(self, item: WorkItem, error: str) -> None:
+        """A lookup failed: the index is down (wait, no attempt spent) or this name is at fault."""
+        now = self.clock()
+        with self._lock:
+            # Other lookups succeeded since this name last failed: the fault is this name's.
+            at_fault = self._failed_at.get(item.name, self._lookups_ok) < self._lookups_ok
+            self._failed_at[item.name] = self._lookups_ok
+            if self._outage_since is None:
+                self._outage_since = now
+            self._outage_streak += 1
+            streak, since = self._outage_streak, self._outage_since
+        if at_fault:
+            if self._retry(item, error, None) == "failed":
+                self.keeper.fail(item.name, item.event.display_name, error, item.event)
+            return
+        delay = min(self.queue.backoff_max, self.queue.backoff_base ** min(streak, 30))
+        self.store.release(item.name, self.holder, not_before=now + delay, error=error,
+                           count_attempt=False, confirming=item.confirming)
+        if now - since >= self.queue.outage_after:
+            self.keeper.raise_condition(
+                CONDITION_UNREACHABLE,
+                f"the public index has been unreachable for {now - since:.0f} s ({error}); "
+                "names wait in the queue and are handled when it answers again")
+
+    def _index_answered(self, name: str) -> None:
+        with self._lock:
+            was_down = self._outage_since is not None
+            self._outage_since, self._outage_streak = None, 0
+            self._lookups_ok += 1
+            self._failed_at.pop(name, None)
+        if was_down and self.store.clear_condition(CONDITION_UNREACHABLE):
+            log.warning("the public index answers again; waiting names resume")
+            self.wake.set()

@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 from ..model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
 from .interface import TAG_TEST, Message, Notifier
-from .render import fingerprint, redact_text, render
+from .render import fingerprint, redact_text, render, render_condition
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -284,6 +284,27 @@ class Dispatcher:
             if pending is not None and pending.fingerprint == fp:
                 continue  # the retry queue already owns this alert
             results[notifier.name] = self._attempt(notifier, message, outcome, fp, payload, 1)
+        return results
+
+    def dispatch_condition(self, key: str, text: str, tags: frozenset[str]) -> dict[str, bool]:
+        """Deliver a service-wide condition to each notifier that wants ``tags``; name → ok.
+
+        Raised once by the store (`Store.raise_condition`), so it is sent once; a
+        failed delivery is logged, not retried: the condition stays in /healthz.
+        """
+        message = render_condition(key, text, tags, self.secrets)
+        about = Outcome(name=f"condition:{key}", display_name=key, verdict=Verdict.EXCLUDED,
+                        action=Action.DEFERRED, severity=Severity.HIGH, reason=message.text,
+                        message=message.text)
+        results: dict[str, bool] = {}
+        for notifier in self.notifiers:
+            if not self._wants(notifier, tags):
+                continue
+            error = self._send(notifier, message, about)
+            results[notifier.name] = error is None
+            if error is not None:
+                log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
+                            error)
         return results
 
     def retry_due(self, now: float | None = None) -> int:

@@ -14,10 +14,12 @@ TAG_RESERVED = "reserved"
 TAG_PROTECTED = "protected"
 TAG_FAILED = "failed"
 TAG_RATE_LIMITED = "rate-limited"
+#: A service-wide condition: the public index asked us to stop creating projects for a while.
+TAG_PAUSED = "paused"
 #: A test message (``namekeeper notify --test``): every target receives it.
 TAG_TEST = "test"
 #: What a target with no tags of its own receives: the alerts that need a human.
-DEFAULT_TAGS = frozenset({TAG_TAKEN, TAG_FAILED})
+DEFAULT_TAGS = frozenset({TAG_TAKEN, TAG_FAILED, TAG_PAUSED})
 
 
 @dataclass(frozen=True)

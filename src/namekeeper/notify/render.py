@@ -28,7 +28,7 @@ from .interface import (
     Message,
 )
 
-__all__ = ["Message", "fingerprint", "redact_text", "render", "tags_for"]
+__all__ = ["Message", "fingerprint", "redact_text", "render", "render_condition", "tags_for"]
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # CommonMark punctuation that can start emphasis, code, a link or an HTML tag
@@ -271,3 +271,16 @@ def _as_html(headline: str, lines: list[tuple[str, str]], url: str | None) -> st
     if url:
         out.append(f'<p><a href="{_h(url)}">Public project page</a>: {_h(url)}</p>')
     return "\n".join(out)
+
+
+def render_condition(key: str, text: str, tags: frozenset[str],
+                     secrets: Iterable[str] = ()) -> Message:
+    """A service-wide condition (budget paused, public index unreachable...) as one alert."""
+    clean = " ".join(redact_text(text, secrets).split())
+    headline = f"namekeeper needs attention: {key}"
+    lines = [("Condition", clean),
+             ("What happens now", "Names are kept in the queue and handled when this is over; "
+                                  "/healthz reports it until then.")]
+    return Message(title=headline, text=_as_text(headline, lines, None),
+                   markdown=_as_markdown(headline, lines, None),
+                   html=_as_html(headline, lines, None), tags=tags)

@@ -201,9 +201,11 @@ def _result_for_answer(name: str, filename: str, answer: _Answer,
                             "tokens cannot create projects) and that the account has 2FA and a "
                             "verified email")
     if status in _TRANSIENT_STATUSES or status >= 500:
+        # A 5xx says nothing about whether the project was created before the failure.
         return UploadResult(Action.FAILED,
                             f"the public index answered {detail} to the upload of {name}; "
-                            "try again later", retry_after=answer.retry_after, transient=True)
+                            "try again later", retry_after=answer.retry_after, transient=True,
+                            outcome_unknown=True)
     return UploadResult(Action.FAILED,
                         f"the public index refused {filename} for {name} ({detail})")
 
@@ -343,7 +345,8 @@ class TwineReservationBackend(ReservationBackend):
         except requests.HTTPError as exc:
             if exc.response is None:
                 return UploadResult(Action.FAILED, f"upload of {name} failed: "
-                                                   f"{_describe(exc, secrets)}", transient=True)
+                                                   f"{_describe(exc, secrets)}", transient=True,
+                                    outcome_unknown=True)
             return _result_for_answer(name, file.name, _Answer.from_response(exc.response),
                                       secrets)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
@@ -353,7 +356,8 @@ class TwineReservationBackend(ReservationBackend):
         except requests.RequestException as exc:
             return UploadResult(Action.FAILED,
                                 f"could not complete the upload of {name} to {self._url}: "
-                                f"{_describe(exc, secrets)}", transient=True)
+                                f"{_describe(exc, secrets)}", transient=True,
+                                outcome_unknown=not _never_sent(exc))
         except twine_exceptions.TwineException as exc:
             return UploadResult(Action.FAILED, f"twine refused to upload {file.name}: "
                                                f"{_describe(exc, secrets)}")
@@ -362,6 +366,15 @@ class TwineReservationBackend(ReservationBackend):
             return UploadResult(Action.FAILED, f"unexpected error uploading {file.name}: "
                                                f"{_describe(exc, secrets)}")
         return None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the index (no connection was made)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(exc, requests.ConnectionError) and type(reason).__name__ in (
+        "NewConnectionError", "NameResolutionError")
 
 
 def _describe(exc: BaseException, secrets: tuple[str, ...]) -> str:
