@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,7 @@ from typing import Any
 
 from .app import build_keeper
 from .config import Config, load
+from .health import Health, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
@@ -97,10 +99,14 @@ class Service:
         for source in self.sources:
             self.routes.update(source.routes(self.sink))
         self._notify_thread: threading.Thread | None = None
+        self.health = Health(config, self.store, self.workers, self.sources,
+                             startup_problems(config, self.keeper.missing_credentials()))
         #: Who holds this process's leases, on queue items and on periodic jobs alike.
         self.holder = self.workers.holder
 
     def start(self) -> None:
+        for problem in self.health.fixed:
+            log.warning("%s", problem)
         self._maintenance = self.store.background_maintenance(self.stop)
         # Work queued by another replica (or process) wakes this one's idle workers.
         self._work_watch = self.store.watch_for_work(self.workers.notify_work, self.stop)
@@ -131,24 +137,35 @@ class Service:
         """Every known name is looked at again each ``recheck-interval``."""
         interval = self.config.queue.recheck_interval
         period = min(interval / 4, 60.0)
-        while not self.stop.wait(period):
+        while not self.stop.wait(period) and not self.workers.store_error:
             try:
                 # One replica at a time: the lease outlives a round, so its holder keeps it.
                 if not self.store.lease_job("recheck", self.holder, 3 * period):
                     continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
-            except Exception:  # noqa: BLE001 - try again next round
+            except Exception as exc:  # noqa: BLE001 - try again next round
+                if self._store_corrupt(exc):
+                    return
                 log.exception("scheduling the periodic re-check failed")
 
+    def _store_corrupt(self, exc: Exception) -> bool:
+        """True (and the workers stopped, once) when ``exc`` says the store is corrupt."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            self.workers.store_unusable(exc)
+            return True
+        return False
+
     def _retry_notifications(self, dispatcher: Dispatcher) -> None:
-        while not self.stop.wait(1.0):
+        while not self.stop.wait(1.0) and not self.workers.store_error:
             try:
                 # Two replicas retrying the same alert at once would send it twice.
                 if not self.store.lease_job("notify-retry", self.holder, 30.0):
                     continue
                 dispatcher.retry_due(time.time())
-            except Exception:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001
+                if self._store_corrupt(exc):
+                    return
                 log.exception("retrying notifications failed")
 
     def shutdown(self, timeout: float = 30.0) -> None:
@@ -173,9 +190,13 @@ class Service:
         return route(environ, start_response)
 
     def healthy(self) -> tuple[bool, dict[str, Any]]:
-        detail = {"store": self.store.writable(), "workers": self.workers.alive(),
-                  "sources": all(t.is_alive() for t in self._source_threads)}
-        return all(detail.values()) and not self.stop.is_set(), detail
+        """Whether names are being protected, and the reasons when they are not."""
+        sources_alive = all(t.is_alive() for t in self._source_threads)
+        reasons = self.health.reasons(stopping=self.stop.is_set(),
+                                      source_threads_alive=sources_alive)
+        detail = {"reasons": reasons, "store": self.health.probe.problem() is None,
+                  "workers": self.workers.alive(), "sources": sources_alive}
+        return not reasons, detail
 
     def _healthz(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
@@ -191,7 +212,17 @@ class Service:
         return [body]
 
     def metrics_text(self) -> str:
-        lines = ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
+        ok, detail = self.healthy()
+        lines = ["# HELP namekeeper_healthy 1 when names are being protected (see /healthz).",
+                 "# TYPE namekeeper_healthy gauge", f"namekeeper_healthy {int(ok)}",
+                 "# HELP namekeeper_unhealthy_reasons How many reasons /healthz gives.",
+                 "# TYPE namekeeper_unhealthy_reasons gauge",
+                 f"namekeeper_unhealthy_reasons {len(detail['reasons'])}"]
+        try:
+            lines += self._store_metrics()
+        except sqlite3.Error:
+            pass  # the store is unreadable: /healthz says so; the other figures still count
+        lines += ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
                  "# TYPE namekeeper_events_total counter"]
         for source in self.sources:
             counters = getattr(source, "counters", {})
@@ -201,19 +232,11 @@ class Service:
                 if reason:
                     labels += f',reason="{_label(reason)}"'
                 lines.append(f"namekeeper_events_total{{{labels}}} {value}")
-        lines += ["# HELP namekeeper_queue_depth Names in the queue by state.",
-                  "# TYPE namekeeper_queue_depth gauge"]
-        for state, n in sorted(self.store.queue_counts().items()):
-            lines.append(f'namekeeper_queue_depth{{state="{state}"}} {n}')
         lines += ["# HELP namekeeper_reservations_total Outcomes of queue work by action.",
                   "# TYPE namekeeper_reservations_total counter"]
         for action, n in sorted(self.workers.actions.items()):
             lines.append(f'namekeeper_reservations_total{{action="{action}"}} {n}')
-        limit = self.config.queue.new_projects_per_hour
-        lines += ["# HELP namekeeper_budget_left New public projects still allowed this hour.",
-                  "# TYPE namekeeper_budget_left gauge",
-                  f"namekeeper_budget_left {self.store.budget_left(limit)}",
-                  "# HELP namekeeper_poll_last_timestamp_seconds When each poller last ran.",
+        lines += ["# HELP namekeeper_poll_last_timestamp_seconds When each poller last ran.",
                   "# TYPE namekeeper_poll_last_timestamp_seconds gauge"]
         for source in self.sources:
             last = getattr(source, "last_poll_at", None)
@@ -222,6 +245,28 @@ class Service:
                 lines.append(f'namekeeper_poll_last_timestamp_seconds{{poller="{_label(ident)}"}}'
                              f" {last:.3f}")
         return "\n".join(lines) + "\n"
+
+
+    def _store_metrics(self) -> list[str]:
+        lines = ["# HELP namekeeper_queue_depth Names in the queue by state.",
+                 "# TYPE namekeeper_queue_depth gauge"]
+        for state, n in sorted(self.store.queue_counts().items()):
+            lines.append(f'namekeeper_queue_depth{{state="{_label(state)}"}} {n}')
+        limit = self.config.queue.new_projects_per_hour
+        paused_until = self.store.budget_paused_until()
+        # While paused, nothing can be spent: the budget left is 0, whatever the window says.
+        left = 0 if paused_until is not None else self.store.budget_left(limit)
+        lines += ["# HELP namekeeper_budget_left New public projects still allowed this hour.",
+                  "# TYPE namekeeper_budget_left gauge", f"namekeeper_budget_left {left}",
+                  "# HELP namekeeper_budget_paused_seconds How long the index asked us to wait.",
+                  "# TYPE namekeeper_budget_paused_seconds gauge",
+                  f"namekeeper_budget_paused_seconds "
+                  f"{max(0.0, (paused_until or 0.0) - time.time()):.0f}",
+                  "# HELP namekeeper_condition Service-wide conditions raised (1 each).",
+                  "# TYPE namekeeper_condition gauge"]
+        for condition in self.store.conditions():
+            lines.append(f'namekeeper_condition{{key="{_label(condition.key)}"}} 1')
+        return lines
 
 
 def _label(value: str) -> str:
@@ -251,14 +296,11 @@ def serve(config: Config) -> int:
     the item in their hands, and the process exits; an open keep-alive
     connection cannot hold the shutdown hostage.
     """
-    from waitress.server import create_server
+    from .serve_http import make_http_server
 
     service = Service(config)
     service.start()
-    server = create_server(service, host=config.serve.host, port=config.serve.port,
-                           threads=max(4, config.serve.workers * 2), ident="namekeeper",
-                           max_request_body_size=config.serve.max_body + 1,
-                           clear_untrusted_proxy_headers=True)
+    server = make_http_server(service, config.serve, threads=max(4, config.serve.workers * 2))
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:
@@ -271,9 +313,11 @@ def serve(config: Config) -> int:
     host, port = server.effective_host, server.effective_port
     http = threading.Thread(target=server.run, name="namekeeper-http", daemon=True)
     http.start()
-    log.warning("listening on http://%s:%s/ (%d source(s), %d worker(s))", host, port,
-                len(service.sources), config.serve.workers)
+    # One line on stdout says where (scripts read the port from it); the log says what runs.
     print(f"namekeeper: serving on http://{host}:{port}/", flush=True)
+    log.info("running %d source(s) (%s), %d queue worker(s), budget %d new project(s)/hour",
+             len(service.sources), ", ".join(s.name for s in service.sources) or "none",
+             config.serve.workers, config.queue.new_projects_per_hour)
     while not stopping.wait(0.5):
         if not http.is_alive():
             log.error("the HTTP server stopped unexpectedly")

@@ -296,20 +296,36 @@ class PostgresStore(PostgresQueue, PostgresBudget, StoreBackend):
 
     def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any:
         """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
-        for attempt in range(5):
-            try:
-                with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                    return work(cur)
-            except _RETRIED:
-                if attempt == 4:
-                    raise
-                time.sleep(0.01 * (attempt + 1))
+        with self._unreachable_as_store_error():
+            for attempt in range(5):
+                try:
+                    with self._pool.connection() as conn, conn.transaction(), \
+                            conn.cursor() as cur:
+                        return work(cur)
+                except _RETRIED:
+                    if attempt == 4:
+                        raise
+                    time.sleep(0.01 * (attempt + 1))
         raise AssertionError("unreachable")
 
     @contextmanager
     def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
-        with self._pool.connection() as conn, conn.cursor() as cur:
+        with self._unreachable_as_store_error(), self._pool.connection() as conn, \
+                conn.cursor() as cur:
             yield cur
+
+    @contextmanager
+    def _unreachable_as_store_error(self) -> Iterator[None]:
+        """A lost or refused connection is `StoreUnavailable`: callers need not know psycopg."""
+        try:
+            yield
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            if isinstance(exc, _RETRIED):
+                raise
+            # Only the first line: libpq's messages name the host, never the password.
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise StoreUnavailable(f"the store at {self.location} is unavailable: "
+                                   f"{first[:200]}") from None
 
     def close(self) -> None:
         self._pool.close()
@@ -318,7 +334,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, StoreBackend):
         try:
             self.probe_writable()
             return True
-        except (psycopg.Error, PoolTimeout):
+        except (psycopg.Error, PoolTimeout, StoreUnavailable):
             return False
 
     def watch_for_work(self, wake: Callable[[], None], stop: threading.Event

@@ -111,9 +111,12 @@ class QueueLeases:
         Safe from any process at any time: a live holder renews long before expiry.
         """
         now = self._clock() if now is None else now
+        expired = "SELECT name, claimed_by FROM queue WHERE state='claimed' " \
+                  "AND COALESCE(lease_until, 0) < ?"
+        if not self._db().execute(expired, (now,)).fetchone():
+            return []  # the usual case: a read, no write transaction
         with self._write() as db:
-            rows = db.execute("SELECT name, claimed_by FROM queue WHERE state='claimed' "
-                              "AND COALESCE(lease_until, 0) < ?", (now,)).fetchall()
+            rows = db.execute(expired, (now,)).fetchall()
             for row in rows:
                 db.execute("UPDATE queue SET state='pending', claimed_by=NULL, lease_until=NULL, "
                            "updated_at=? WHERE name=? AND state='claimed'", (now, row["name"]))
@@ -190,6 +193,9 @@ class QueueLeases:
     def schedule_confirmations(self, *, now: float | None = None) -> int:
         """Queue a lookup for every done item whose ``confirm_at`` has come."""
         now = self._clock() if now is None else now
+        if not self._db().execute("SELECT 1 FROM queue WHERE confirm_at <= ? AND state='done' "
+                                  "LIMIT 1", (now,)).fetchone():
+            return 0
         with self._write() as db:
             return self._due_confirmations(db, now)
 

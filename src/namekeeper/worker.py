@@ -108,7 +108,7 @@ class WorkerPool:
                 self.tend_leases()
             except sqlite3.DatabaseError as exc:
                 if not isinstance(exc, sqlite3.OperationalError):
-                    self._store_unusable(exc)
+                    self.store_unusable(exc)
                     return
                 log.warning("renewing leases failed (will retry): %s", exc)
             except Exception:  # noqa: BLE001 - the heartbeat must survive anything
@@ -128,7 +128,8 @@ class WorkerPool:
         if reclaimed or self.store.schedule_confirmations(now=self.clock()):
             self.wake.set()
 
-    def _store_unusable(self, exc: sqlite3.Error) -> None:
+    def store_unusable(self, exc: sqlite3.Error) -> None:
+        """The store is corrupt: say so once, stop the workers (retrying cannot help)."""
         with self._lock:
             if self.store_error is None:
                 self.store_error = str(unusable(self.store.location, exc))
@@ -146,7 +147,7 @@ class WorkerPool:
                 errors = 0
             except sqlite3.DatabaseError as exc:
                 if not isinstance(exc, sqlite3.OperationalError):
-                    self._store_unusable(exc)  # corrupt: retrying cannot help
+                    self.store_unusable(exc)  # corrupt: retrying cannot help
                     return
                 errors += 1
                 log.warning("queue worker %s: the store failed (%s); retrying", worker, exc)

@@ -36,3 +36,7 @@ class EventSource:
 
     def run(self, sink: EventSink, stop: threading.Event) -> None:
         """Produce events until ``stop`` is set; the default source has no loop."""
+
+    def problems(self, now: float) -> list[str]:
+        """Why this source cannot do its job right now (for ``/healthz``); empty when it can."""
+        return []

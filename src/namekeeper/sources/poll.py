@@ -288,9 +288,20 @@ class SimpleIndexPoller(EventSource):
         self.polls_ok = 0
         self.polls_failed = 0
         self.consecutive_failures = 0
+        self._started_at = time.time()
 
     def __repr__(self) -> str:
         return f"SimpleIndexPoller({self.label!r})"
+
+    def problems(self, now: float) -> list[str]:
+        """The private index has not answered for longer than the poll interval."""
+        if not self.consecutive_failures:
+            return []
+        since = self.last_poll_at if self.last_poll_at is not None else self._started_at
+        if now - since <= self.config.interval:
+            return []
+        return [f"the private index {self.label} has not answered for {now - since:.0f} s "
+                f"({self.last_error})"]
 
     def poll_once(self, sink: EventSink) -> int:
         """Poll once; hand each project not seen before to ``sink``; return how many were handed.

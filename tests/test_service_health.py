@@ -1,0 +1,203 @@
+"""`/healthz` tells the truth, cheaply; slow clients and a corrupt store cannot take the service down."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from _fake_public import FakePublicIndex
+from namekeeper import config as cfg
+from namekeeper.cli import main
+from namekeeper.model import NameEvent
+from namekeeper.server import Service as InProcessService
+from namekeeper.store import Store
+from test_serve import Service, payload, wait_for
+
+
+def start_answering(svc: Service) -> Service:
+    """Start ``svc`` and wait until /healthz answers at all (healthy or not)."""
+    svc._log = svc.log.open("ab")
+    svc.proc = subprocess.Popen(
+        [sys.executable, "-m", "namekeeper.cli", "--config", str(svc.config), "serve"],
+        env=svc.env, stdout=svc._log, stderr=subprocess.STDOUT)
+
+    def answers() -> bool:
+        assert svc.proc is not None
+        if svc.proc.poll() is not None:
+            raise AssertionError(f"serve exited early:\n{svc.log.read_text()[-3000:]}")
+        try:
+            requests.get(svc.url + "healthz", timeout=1)
+            return True
+        except requests.ConnectionError:
+            return False
+
+    wait_for(answers, 60, "namekeeper serve to answer")
+    return svc
+
+
+def corrupt(path: Path) -> None:
+    """Overwrite every page but the first (the schema): the file opens, its tables do not read."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.seek(4096)
+        f.write(os.urandom(size - 4096))
+
+
+@pytest.mark.slow
+def test_a_corrupt_store_is_reported_without_a_hot_loop(tmp_path: Path, fake_public: FakePublicIndex,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    svc = Service(tmp_path, fake_public.config_toml())
+    store = Store(svc.store_path)
+    for i in range(40):
+        store.accept(NameEvent(name=f"acme-{i}", display_name=f"acme-{i}", source="t", index="x",
+                               key=str(i)))
+    store.close()
+    corrupt(svc.store_path)
+    start_answering(svc)
+    try:
+        answer = requests.get(svc.url + "healthz", timeout=5)
+        assert answer.status_code == 503
+        reasons = answer.json()["reasons"]
+        assert any(str(svc.store_path) in r for r in reasons)
+        assert requests.get(svc.url + "metrics", timeout=5).status_code == 200
+        time.sleep(1.0)
+        lines_before = len(svc.log.read_text().splitlines())
+        time.sleep(4.0)
+        assert requests.get(svc.url + "healthz", timeout=5).status_code == 503
+        # No hot loop: the workers stopped with one clear error instead of logging thousands.
+        assert len(svc.log.read_text().splitlines()) - lines_before <= 5
+    finally:
+        svc.stop()
+    code = main(["--config", str(svc.config), "status"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and str(svc.store_path) in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_slow_clients_at_the_connection_limit_do_not_stop_health_or_webhooks(
+        tmp_path: Path, fake_public: FakePublicIndex) -> None:
+    from test_serve import TOKEN
+
+    fake_public.add_user("acme-security", TOKEN)
+    svc = Service(tmp_path, fake_public.config_toml())
+    # The helper writes [serve] itself: add the keys to that table.
+    svc.config.write_text(svc.config.read_text().replace(
+        f"port = {svc.port}\n", f'port = {svc.port}\nconnection-limit = 20\nbody-timeout = "2s"\n'))
+    svc.start()
+    stop = threading.Event()
+    answers: list[bytes] = []
+
+    def dribble() -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", svc.port), timeout=30) as s:
+                s.sendall(b"POST /webhooks/artifactory HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 100000\r\n\r\n")
+                while not stop.is_set():
+                    s.sendall(b"x")
+                    s.settimeout(0.5)
+                    try:
+                        data = s.recv(1000)
+                    except TimeoutError:
+                        continue
+                    if data:
+                        answers.append(data)
+                    return
+        except OSError:
+            return
+
+    clients = [threading.Thread(target=dribble, daemon=True) for _ in range(30)]
+    try:
+        for t in clients:
+            t.start()
+        time.sleep(1.0)  # every connection is taken
+        assert requests.get(svc.url + "healthz", timeout=30).status_code == 200
+        assert svc.post(payload("acme-while-slow")).status_code == 202
+        wait_for(lambda: answers, 30, "a slow client to be answered")
+        assert any(a.startswith(b"HTTP/1.1 408") for a in answers)
+        wait_for(lambda: fake_public.uploads["acme-while-slow"] == 1, 60, "the placeholder")
+    finally:
+        stop.set()
+        for t in clients:
+            t.join(5)
+        svc.stop()
+
+
+@pytest.mark.slow
+def test_serve_without_secret_or_token_is_unhealthy_and_says_why_once(
+        tmp_path: Path, fake_public: FakePublicIndex) -> None:
+    svc = Service(tmp_path, fake_public.config_toml())
+    del svc.env["NAMEKEEPER_PUBLIC_TOKEN"]
+    del svc.env["NAMEKEEPER_ARTIFACTORY_SECRET"]
+    start_answering(svc)
+    try:
+        answer = requests.get(svc.url + "healthz", timeout=5)
+        assert answer.status_code == 503
+        reasons = answer.json()["reasons"]
+        assert any("NAMEKEEPER_ARTIFACTORY_SECRET" in r for r in reasons)
+        assert any("upload token" in r for r in reasons)
+    finally:
+        svc.stop()
+    log = svc.log.read_text()
+    assert log.count("NAMEKEEPER_ARTIFACTORY_SECRET is not set") == 1
+    assert log.count("no upload token") == 1
+    assert log.count("serving on http://") == 1
+
+
+def _service(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+             extra: str = "") -> InProcessService:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-health-token")
+    path = tmp_path / "nk.toml"
+    path.write_text(fake.config_toml() + f'[store]\npath = "s.sqlite3"\n{extra}')
+    return InProcessService(cfg.load(path))
+
+
+def test_healthz_makes_no_write_per_request(tmp_path: Path, fake_public: FakePublicIndex,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.start()
+    try:
+        writes: list[str] = []
+        real = service.store._write
+
+        def counting() -> Any:
+            writes.append(threading.current_thread().name)
+            return real()
+
+        me = threading.current_thread().name
+        monkeypatch.setattr(service.store, "_write", counting)
+        for _ in range(300):
+            ok, _detail = service.healthy()
+            assert ok
+        assert writes.count(me) <= 1  # the write probe runs every few seconds, cached
+    finally:
+        service.shutdown(5)
+
+
+def test_health_and_metrics_show_a_paused_budget_conditions_and_stuck_leases(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service(tmp_path, fake_public, monkeypatch, '[queue]\nlease = "1s"\n')
+    store = service.store
+    store.pause_budget(600)
+    store.raise_condition("budget-paused", "the public index rate-limited new projects")
+    store.raise_condition("public-index-unreachable", "the public index has been unreachable")
+    store.accept(NameEvent(name="acme-stuck", display_name="acme-stuck", source="t", index="x"))
+    assert store.claim("a-dead-process", lease_seconds=-60) is not None
+    ok, detail = service.healthy()
+    assert not ok
+    text = json.dumps(detail["reasons"])
+    assert "rate-limited" in text and "unreachable" in text and "expired" in text
+    metrics = service.metrics_text()
+    assert "namekeeper_budget_left 0" in metrics
+    assert "namekeeper_healthy 0" in metrics
+    assert 'namekeeper_condition{key="public-index-unreachable"} 1' in metrics
