@@ -463,3 +463,28 @@ def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore
     assert store.enqueue_in_order([ev(n, key=n) for n in order]) == [True] * 4
     claimed = [item.name for item in iter(lambda: store.claim("w"), None)]
     assert claimed == order
+
+
+# -- what `watch` remembers -------------------------------------------------------------------------
+
+
+def test_watch_memory_round_trips(open_store: OpenStore) -> None:
+    from namekeeper.store_watch import StoredLookalike
+
+    store = open_store()
+    found = StoredLookalike(public="acme-uti1s", ours="acme-utils", kind="homoglyph", distance=1,
+                            owners=("mallory",), organization=None,
+                            first_release=datetime(2026, 1, 2, tzinfo=timezone.utc),
+                            found_at=datetime(2026, 3, 4, tzinfo=timezone.utc), alerted=False)
+    assert store.add_lookalikes([found]) == ["acme-uti1s"]
+    assert store.add_lookalikes([found]) == []  # reported once
+    store.mark_lookalike_alerted("acme-uti1s")
+    assert open_store().lookalikes() == [StoredLookalike(**{**found.__dict__, "alerted": True})]
+    store.allow_lookalikes(["acme-*", "acme-*"])
+    assert store.watch_allowed() == ["acme-*"]
+    assert store.scanned_listing() == (None, None)
+    store.remember_scan("digest-1", ["a", "b"])
+    store.remember_scan("digest-2", ["a", "b", "c"])
+    assert open_store().scanned_listing() == ("digest-2", frozenset({"a", "b", "c"}))
+    store.forget_lookalikes(["acme-uti1s"])
+    assert store.lookalikes() == []

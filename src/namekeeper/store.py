@@ -41,6 +41,7 @@ from .store_schema import (
     ts,
 )
 from .store_sqlite_transfer import SqliteTransfer
+from .store_watch import WATCH_SCHEMA, WatchMemory
 
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
@@ -59,7 +60,8 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, StoreBackend):
+class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory,
+            StoreBackend):
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions and bulk name writes
@@ -80,6 +82,7 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, StoreBa
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        self._db().executescript(WATCH_SCHEMA)
         with self._write() as db:
             add_queue_columns(db)
 

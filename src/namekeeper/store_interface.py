@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
@@ -32,6 +32,7 @@ from .model import NameEvent, Outcome
 from .store_health import Condition
 from .store_queue import DEFAULT_LEASE
 from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
+from .store_watch import StoredLookalike
 
 if TYPE_CHECKING:
     from .notify.dispatch import DeliveryLog
@@ -302,6 +303,36 @@ class StoreBackend(ABC):
     @abstractmethod
     def probe_integrity(self) -> str | None:
         """None when a quick integrity check passes, else what it found (one line)."""
+
+    # -- what `watch` remembers ---------------------------------------------------------------------
+
+    @abstractmethod
+    def lookalikes(self) -> list[StoredLookalike]:
+        """Every look-alike reported so far, oldest first."""
+
+    @abstractmethod
+    def add_lookalikes(self, found: Sequence[StoredLookalike]) -> list[str]:
+        """Record look-alikes not recorded yet; the public names that were new, in order."""
+
+    @abstractmethod
+    def mark_lookalike_alerted(self, public: str) -> None: ...
+
+    @abstractmethod
+    def forget_lookalikes(self, publics: Iterable[str]) -> None:
+        """Drop rows (the project left the listing, or was allowed): a return is new again."""
+
+    @abstractmethod
+    def watch_allowed(self) -> list[str]: ...
+
+    @abstractmethod
+    def allow_lookalikes(self, globs: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def scanned_listing(self) -> tuple[str | None, frozenset[str] | None]:
+        """(digest of what the last scan looked for, the names it scanned), or (None, None)."""
+
+    @abstractmethod
+    def remember_scan(self, basis: str, names: Iterable[str]) -> None: ...
 
     # -- notification deliveries --------------------------------------------------------------------
 

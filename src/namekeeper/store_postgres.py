@@ -55,6 +55,7 @@ from .store_interface import (
 )
 from .store_postgres_budget import PostgresBudget
 from .store_postgres_queue import WORK_CHANNEL, PostgresQueue
+from .store_postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
 from .store_schema import (
     ORDERED_BY_ID,
     TRANSFERRED_COLUMNS,
@@ -168,7 +169,7 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 #: Schema version → the SQL that brings the previous version up to it.
-MIGRATIONS = {1: SCHEMA_V1}
+MIGRATIONS = {1: SCHEMA_V1 + WATCH_SCHEMA_PG}
 
 
 class SchemaTooNew(StoreUnavailable):
@@ -215,7 +216,7 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(PostgresQueue, PostgresBudget, StoreBackend):
+class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory, StoreBackend):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,

@@ -197,6 +197,10 @@ TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "delivered": ("target", "name", "fingerprint", "at"),
     "delivery_retries": ("target", "name", "fingerprint", "payload", "attempts", "next_at"),
     "conditions": ("key", "text", "since"),
+    # watch_state is left out: a cache of the last scan (the next scan is then a full one).
+    "lookalikes": ("public", "ours", "kind", "distance", "owners", "organization",
+                   "first_release", "found_at", "alerted_at"),
+    "watch_allow": ("glob", "added_at"),
 }
 #: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
 ORDERED_BY_ID = frozenset({"history", "budget"})
