@@ -89,7 +89,7 @@ def test_a_newer_sqlite_file_is_refused_too(capsys: pytest.CaptureFixture[str],
     path = tmp_path / "s.sqlite3"
     Store(path).close()
     with sqlite3.connect(path) as db:
-        db.execute("UPDATE settings SET value = '7' WHERE key = 'schema_version'")
+        db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('schema_version', '7')")
     code, _, err = run(capsys, "--config", str(config_for(tmp_path, str(path))), "status")
     assert code == 2 and "version 7, newer" in err
 

@@ -99,8 +99,6 @@ CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT
 );
--- Files from before the version was recorded hold exactly version 1.
-INSERT OR IGNORE INTO settings(key, value) VALUES ('schema_version', '1');
 """
 
 BUDGET_WINDOW = 3600.0

@@ -26,9 +26,18 @@ class SqliteTransfer:
         def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
 
     def schema_version(self) -> SchemaVersion:
-        row = self._db().execute("SELECT value FROM settings WHERE key = 'schema_version'"
-                                 ).fetchone()
-        return SchemaVersion(int(row["value"]) if row else 0, SQLITE_SCHEMA_VERSION)
+        try:
+            row = self._db().execute("SELECT value FROM settings WHERE key = 'schema_version'"
+                                     ).fetchone()
+        except sqlite3.DatabaseError:
+            # A file SQLite cannot read is reported where it is used (the workers stop with
+            # one clear error, /healthz and the CLI name it), not mistaken for a version.
+            return SchemaVersion(SQLITE_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION)
+        # Opening the file created every table this code knows (the schema is additive, so
+        # far): without a recorded version it is this code's version.  A later, incompatible
+        # schema records its number, which an older namekeeper then refuses.
+        return SchemaVersion(int(row["value"]) if row else SQLITE_SCHEMA_VERSION,
+                             SQLITE_SCHEMA_VERSION)
 
     def migrate(self) -> SchemaVersion:
         # Opening the file already created every missing table (the schema is additive).
