@@ -488,3 +488,29 @@ def test_watch_memory_round_trips(open_store: OpenStore) -> None:
     assert open_store().scanned_listing() == ("digest-2", frozenset({"a", "b", "c"}))
     store.forget_lookalikes(["acme-uti1s"])
     assert store.lookalikes() == []
+
+
+# -- our own placeholders; forgetting names -------------------------------------------------------
+
+
+def test_placeholder_owners_classes_and_forget(open_store: OpenStore) -> None:
+    store = open_store()
+    store.record_placeholder_owners("acme-utils", ["Acme-Security", "acme-bot"])
+    assert store.placeholder_owners("acme-utils") == {"acme-security", "acme-bot"}
+    store.record_outcome(outcome("acme-utils"), reserved=True)
+    assert store.held_in_class("acme_uti1s") == "acme-utils"  # the same ultranormalised class
+    assert store.held_in_class("acme-utils") is None  # not another name
+    store.accept(ev("acme-utils", key="k"))
+    assert store.delivery_log().current_state("acme-utils") == ("ours", "reserved")
+    assert store.forget(["acme-utils", "acme-never-seen"]) == ["acme-utils"]
+    assert store.get("acme-utils") is None and store.placeholder_owners("acme-utils") == set()
+    assert store.queue_items() == [] and store.history("acme-utils") == []
+
+
+def test_the_recheck_also_queues_names_no_source_queued(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.record_outcome(outcome("acme-cli"), reserved=True)  # reserved from the command line
+    assert store.schedule_recheck(3600) == 1
+    item = store.claim("w")
+    assert item is not None and item.name == "acme-cli"

@@ -28,6 +28,7 @@ from .store_budget import Budget
 from .store_bulk import BulkNames
 from .store_health import Condition, StoreHealth
 from .store_interface import StoreBackend
+from .store_placeholders import PlaceholderRecords
 from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
     BUDGET_WINDOW,
@@ -61,12 +62,12 @@ _WRITE_LOCKS_GUARD = threading.Lock()
 
 
 class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory,
-            StoreBackend):
+            PlaceholderRecords, StoreBackend):
     """The SQLite store; safe to share between threads and processes.
 
-    The queue with its leases, the budget, the conditions and bulk name writes
-    live in their own modules (`store_queue`, `store_budget`, `store_health`,
-    `store_bulk`): one concern each.
+    The queue with its leases, the budget, the conditions, bulk name writes and our own
+    placeholders live in their own modules (`store_queue`, `store_budget`, `store_health`,
+    `store_bulk`, `store_watch`, `store_placeholders`): one concern each.
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -318,7 +319,7 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             cur = db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
                              "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
                              "AND updated_at <= ?", (now, now - older_than))
-            return cur.rowcount
+            return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
 
     # -- notification deliveries ------------------------------------------------------------------
 

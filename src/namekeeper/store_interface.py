@@ -304,6 +304,23 @@ class StoreBackend(ABC):
     def probe_integrity(self) -> str | None:
         """None when a quick integrity check passes, else what it found (one line)."""
 
+    # -- our own placeholders; forgetting names -----------------------------------------------------
+
+    @abstractmethod
+    def record_placeholder_owners(self, name: str, owners: Iterable[str]) -> None:
+        """Remember the accounts the index reports for a placeholder we just uploaded."""
+
+    @abstractmethod
+    def placeholder_owners(self, name: str) -> frozenset[str]: ...
+
+    @abstractmethod
+    def held_in_class(self, name: str) -> str | None:
+        """Another name with ``name``'s ultranormalised key that we hold or are uploading."""
+
+    @abstractmethod
+    def forget(self, names: Iterable[str]) -> list[str]:
+        """Remove every trace of ``names``; returns those the store knew."""
+
     # -- what `watch` remembers ---------------------------------------------------------------------
 
     @abstractmethod

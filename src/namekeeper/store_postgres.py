@@ -54,6 +54,7 @@ from .store_interface import (
     StoreUnavailable,
 )
 from .store_postgres_budget import PostgresBudget
+from .store_postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
 from .store_postgres_queue import WORK_CHANNEL, PostgresQueue
 from .store_postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
 from .store_schema import (
@@ -169,7 +170,7 @@ CREATE TABLE IF NOT EXISTS settings (
 """
 
 #: Schema version → the SQL that brings the previous version up to it.
-MIGRATIONS = {1: SCHEMA_V1 + WATCH_SCHEMA_PG}
+MIGRATIONS = {1: SCHEMA_V1 + WATCH_SCHEMA_PG + PLACEHOLDERS_SCHEMA_PG}
 
 
 class SchemaTooNew(StoreUnavailable):
@@ -216,7 +217,8 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory, StoreBackend):
+class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
+                    PostgresPlaceholderRecords, StoreBackend):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
@@ -580,6 +582,14 @@ class PostgresDeliveryLog:
             rows = cur.execute("SELECT * FROM delivery_retries WHERE next_at <= %s "
                                "ORDER BY next_at", (now,)).fetchall()
         return [_retry(r) for r in rows]
+
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        with self.store._read() as cur:
+            row = cur.execute("SELECT verdict, action FROM names WHERE name=%s",
+                              (name,)).fetchone()
+        if row is None or row["verdict"] is None or row["action"] is None:
+            return None
+        return row["verdict"], row["action"]
 
 
 def _retry(row: dict[str, Any]) -> Retry:

@@ -33,6 +33,8 @@ class PostgresQueue:
         def _read(self) -> AbstractContextManager[psycopg.Cursor[dict[str, Any]]]: ...
         def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
                      detail: dict[str, Any] | None) -> None: ...
+        @staticmethod
+        def _enqueue_unqueued(cur: psycopg.Cursor[dict[str, Any]], now: float) -> int: ...
 
     def claim(self, holder: str, lease_seconds: float = DEFAULT_LEASE, *,
               now: float | None = None) -> WorkItem | None:
@@ -170,7 +172,7 @@ class PostgresQueue:
             cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
                         "last_error=NULL, updated_at=%s WHERE state IN ('done', 'failed') "
                         "AND updated_at <= %s", (at, at - older_than))
-            count = cur.rowcount
+            count = cur.rowcount + self._enqueue_unqueued(cur, at)  # every name, any source
             if count:
                 cur.execute(f"NOTIFY {WORK_CHANNEL}")
             return count

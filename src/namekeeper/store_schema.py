@@ -15,6 +15,12 @@ from packaging.version import InvalidVersion, Version
 from .model import NameEvent
 
 SCHEMA = """
+-- Owners the public index reported for a placeholder we uploaded (store_placeholders.py).
+CREATE TABLE IF NOT EXISTS placeholder_owners (
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (name, owner)
+);
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,
@@ -199,6 +205,7 @@ TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "lookalikes": ("public", "ours", "kind", "distance", "owners", "organization",
                    "first_release", "found_at", "alerted_at"),
     "watch_allow": ("glob", "added_at"),
+    "placeholder_owners": ("name", "owner"),
 }
 #: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
 ORDERED_BY_ID = frozenset({"history", "budget"})
