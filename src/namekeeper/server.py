@@ -43,10 +43,12 @@ class GroupCommitSink:
     commit), so under load the disk is asked once per batch, not per event.
     """
 
-    def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256) -> None:
+    def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256,
+                 *, holder: str = "this-process") -> None:
         self.store = store
         self.wake = wake
         self.max_batch = max_batch
+        self.holder = holder
         self._pending: list[tuple[NameEvent, Future[bool]]] = []
         self._lock = threading.Lock()
         self._committing = False
@@ -60,6 +62,9 @@ class GroupCommitSink:
         if lead:
             self._commit_pending()
         return done.result()
+
+    def take_turn(self, job: str, seconds: float) -> bool:
+        return self.store.lease_job(job, self.holder, seconds)
 
     def _commit_pending(self) -> None:
         while True:
@@ -92,7 +97,8 @@ class Service:
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
                                   threads=config.serve.workers, clock=clock)
-        self.sink = GroupCommitSink(self.store, self.workers.notify_work)
+        self.sink = GroupCommitSink(self.store, self.workers.notify_work,
+                                    holder=self.workers.holder)
         self.stop = threading.Event()
         self._source_threads: list[threading.Thread] = []
         self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
@@ -159,8 +165,14 @@ class Service:
         from .watch import dispatcher_alerts, run_watch
 
         alerts = dispatcher_alerts(self.keeper.alerts) if self.keeper.alerts else None
+        # One replica scans at a time; the holder's next scan renews the lease.
+        lease = 2 * self.config.watch.interval + 60
         while not self.stop.is_set():
             try:
+                if not self.store.lease_job("watch", self.workers.holder, lease):
+                    if self.stop.wait(self.config.watch.interval):
+                        return
+                    continue
                 result = run_watch(self.config, self.store, self.keeper.public, alerts=alerts)
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",

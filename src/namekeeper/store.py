@@ -326,14 +326,18 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
     # -- periodic jobs (one process at a time) -------------------------------------------------
 
     def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        # In `settings` ("job-lease:<job>" -> {"holder", "expires_at"}): the write transaction
+        # serialises the check and the update, and the file keeps the tables it had.
         now = self._clock() if now is None else now
+        key = f"job-lease:{job}"
         with self._write() as db:
-            cur = db.execute("INSERT INTO job_leases(job, holder, expires_at) VALUES (?, ?, ?) "
-                             "ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, "
-                             "expires_at = excluded.expires_at "
-                             "WHERE job_leases.holder = excluded.holder "
-                             "OR job_leases.expires_at <= ?", (job, holder, now + seconds, now))
-            return cur.rowcount == 1
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            lease = json.loads(row["value"]) if row else None
+            if lease and lease["holder"] != holder and lease["expires_at"] > now:
+                return False
+            db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)",
+                       (key, json.dumps({"holder": holder, "expires_at": now + seconds})))
+            return True
 
     def delivery_log(self) -> StoreDeliveryLog:
         """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""

@@ -96,11 +96,6 @@ CREATE TABLE IF NOT EXISTS conditions (
     text TEXT NOT NULL,
     since REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS job_leases (
-    job TEXT PRIMARY KEY,            -- a periodic job (re-check, ...) run by one process at a time
-    holder TEXT NOT NULL,
-    expires_at REAL NOT NULL
-);
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT
