@@ -486,6 +486,14 @@ def test_watch_memory_round_trips(open_store: OpenStore) -> None:
     store.remember_scan("digest-1", ["a", "b"])
     store.remember_scan("digest-2", ["a", "b", "c"])
     assert open_store().scanned_listing() == ("digest-2", frozenset({"a", "b", "c"}))
+    store.remember_scan("digest-2", ["d"], added=True)
+    store.remember_scan("digest-2", ["e"], added=True)
+    assert store.scanned_listing() == ("digest-2", frozenset("abcde"))
+    store.remember_scan("digest-3", ["x"])
+    assert store.scanned_listing() == ("digest-3", frozenset({"x"}))
+    store.record_outcome(outcome("acme-b"))
+    store.note_seen(ev("acme-a"))
+    assert store.our_names() == ["acme-a", "acme-b"]
     store.forget_lookalikes(["acme-uti1s"])
     assert store.lookalikes() == []
 

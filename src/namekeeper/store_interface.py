@@ -349,7 +349,12 @@ class StoreBackend(ABC):
         """(digest of what the last scan looked for, the names it scanned), or (None, None)."""
 
     @abstractmethod
-    def remember_scan(self, basis: str, names: Iterable[str]) -> None: ...
+    def remember_scan(self, basis: str, names: Iterable[str], *, added: bool = False) -> None:
+        """The names a scan saw: all of them, or with ``added`` the ones new since the last."""
+
+    @abstractmethod
+    def our_names(self) -> list[str]:
+        """Every name of ours (private, reserved), canonical, sorted."""
 
     # -- notification deliveries --------------------------------------------------------------------
 

@@ -7,13 +7,12 @@ The same contract as `store_watch.WatchMemory`; ``watch_state`` holds bytes
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .store_watch import StoredLookalike
+from .store_watch import StoredLookalike, _pack, _unpack
 
 if TYPE_CHECKING:
     import psycopg
@@ -91,22 +90,35 @@ class PostgresWatchMemory:
                                 "ON CONFLICT DO NOTHING", rows)
         self._transaction(work)
 
+    def our_names(self) -> list[str]:
+        with self._read() as cur:
+            return [r["name"] for r in cur.execute("SELECT name FROM names ORDER BY name")]
+
     def scanned_listing(self) -> tuple[str | None, frozenset[str] | None]:
         with self._read() as cur:
             rows = {r["key"]: bytes(r["value"]) for r in cur.execute(
-                "SELECT key, value FROM watch_state WHERE key IN ('basis', 'names')")}
+                "SELECT key, value FROM watch_state")}
         if "basis" not in rows or "names" not in rows:
             return None, None
-        text = zlib.decompress(rows["names"]).decode("ascii")
-        return rows["basis"].decode("ascii"), frozenset(text.split("\n") if text else ())
+        names = set(_unpack(rows["names"]))
+        names.update(_unpack(rows.get("added")))
+        return rows["basis"].decode("ascii"), frozenset(names)
 
-    def remember_scan(self, basis: str, names: Iterable[str]) -> None:
-        blob = zlib.compress("\n".join(names).encode("ascii"), 1)
+    def remember_scan(self, basis: str, names: Iterable[str], *, added: bool = False) -> None:
+        listed = list(names)
 
         def work(cur: psycopg.Cursor[Any]) -> None:
-            cur.executemany("INSERT INTO watch_state(key, value) VALUES (%s, %s) "
-                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-                            [("basis", basis.encode("ascii")), ("names", blob)])
+            upsert = ("INSERT INTO watch_state(key, value) VALUES (%s, %s) "
+                      "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+            if not added:
+                cur.execute("DELETE FROM watch_state WHERE key = 'added'")
+                cur.executemany(upsert, [("basis", basis.encode("ascii")),
+                                         ("names", _pack(listed))])
+                return
+            row = cur.execute("SELECT value FROM watch_state WHERE key = 'added' FOR UPDATE"
+                              ).fetchone()
+            known = _unpack(bytes(row["value"]) if row else None)
+            cur.execute(upsert, ("added", _pack([*known, *listed])))
         self._transaction(work)
 
 
