@@ -176,7 +176,11 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
 # anchor) is read with one regex pass; any other page goes through the HTML parser, which
 # is ten times slower on 10,000 names and gives the same names on such a page.
-_PLAIN_ANCHOR = re.compile(r"""<a(?:\s(?:[^>"']|"[^"]*"|'[^']*')*)?>([^<]*)</a\s*>""", re.I)
+# Attributes must be well formed (name, optionally = a quoted or bare value, whitespace
+# between): anything odd (``href="a"b"``) is left to the parser, which has its own rules.
+_PLAIN_ANCHOR = re.compile(
+    r"""<a(?:\s+[^\s"'>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?>([^<]*)</a\s*>""",
+    re.I)
 _ANY_ANCHOR = re.compile(r"<a[\s>/]", re.I)
 _RAW_TEXT = re.compile(r"<(?:script|style|xmp|plaintext|!--|!\[CDATA\[)", re.I)
 # Python versions differ on whether markup inside these is markup: plain text only.
