@@ -384,8 +384,13 @@ class SimpleIndexPoller(EventSource):
     def run(self, sink: EventSink, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; a failing poll is logged and retried, never fatal."""
         log.info("polling %s every %.0f s", self.label, self.config.interval)
+        # One replica polls this index at a time; the holder's next poll renews the lease.
+        lease = 2 * self.config.interval + 60
         while not stop.is_set():
             try:
+                if not sink.take_turn(f"poll:{self.label}", lease):
+                    stop.wait(self.config.interval)
+                    continue
                 self.poll_once(sink)
             except PollError as exc:
                 log.warning("poll of %s failed (retry in %.0f s): %s",
