@@ -15,7 +15,7 @@ from .config import Config
 from .errors import IndexUnreachable
 from .model import Classification, PublicProject, Severity, Verdict, utcnow
 from .public.interface import PublicIndex
-from .store import NameRecord, Store
+from .store_interface import NameRecord, StoreBackend
 
 log = logging.getLogger("namekeeper.keeper")
 
@@ -27,7 +27,7 @@ class OwnPlaceholders:
     """Needs ``config``, ``store`` and ``public`` (the keeper's)."""
 
     config: Config
-    store: Store
+    store: StoreBackend
     public: PublicIndex
 
     def missing_owner(self) -> str | None:
