@@ -29,6 +29,7 @@ log = logging.getLogger("namekeeper")
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 #: `audit` speaks two more formats; the other commands print csv/markdown as a table.
 AUDIT_FORMATS = ("table", "json", "csv", "markdown")
+WATCH_FORMATS = ("table", "json", "csv")
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
 
 
@@ -96,6 +97,20 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=8, metavar="N",
                    help="concurrent public-index lookups (default 8)")
     _common(p, top=False, formats=AUDIT_FORMATS)
+
+    p = sub.add_parser(
+        "watch", help="report public projects that look like our names or sit in our prefixes",
+        description="Scan the public index's listing for projects that imitate one of our names "
+                    "(every name in the store) or start with a [watch] prefix. The first scan "
+                    "and any scan after our names or settings changed examine every project; "
+                    "later ones only projects new since the last scan. New look-alikes go to "
+                    "the notifiers (tag 'lookalike'). Exit: 0 nothing new, 1 something new, "
+                    "2 bad input, 3 the public index could not be read.")
+    p.add_argument("--once", action="store_true", help="scan now, report, exit")
+    p.add_argument("--full", action="store_true", help="examine every public project")
+    p.add_argument("--allow", action="append", default=[], metavar="GLOB",
+                   help="never report public names matching this glob again (kept in the store)")
+    _common(p, top=False, formats=WATCH_FORMATS)
 
     p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
                                        "every broken one; exit 1 when one is broken")
@@ -323,6 +338,48 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _watch(args: argparse.Namespace, config: Config) -> int:
+    from .app import build_keeper
+    from .config import GLOB_PATTERN
+    from .watch import dispatcher_alerts, row_of, run_watch
+
+    if not args.once and not args.allow:
+        raise UsageError("watch needs --once (or --allow GLOB); `namekeeper serve` scans on "
+                         "the [watch] interval")
+    for glob in args.allow:
+        if not GLOB_PATTERN.fullmatch(glob):
+            raise UsageError(f"--allow {names.shown(glob)} is not a glob on project names")
+    keeper, store = build_keeper(config, with_listing=False)
+    if args.allow:
+        store.allow_lookalikes(g.lower() for g in args.allow)
+        if not args.once:
+            return EXIT_OK
+    alerts = dispatcher_alerts(keeper.alerts) if keeper.alerts is not None else None
+    result = run_watch(config, store, keeper.public, alerts=alerts, full=args.full)
+    new = set(result.new)
+    rows = [row_of(item, item.public in new) for item in result.lookalikes]
+    columns = ["public", "ours", "kind", "distance", "owners", "organization", "first_release",
+               "new"]
+    if args.format == "json":
+        summary = {"listed": result.listed, "scanned": result.scanned, "full": result.full,
+                   "new": len(new), "lookalikes": len(rows)}
+        print(json.dumps({"lookalikes": rows, "summary": summary}, indent=2))
+    elif args.format == "csv":
+        import csv
+
+        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "owners": "; ".join(row["owners"] or [])})  # type: ignore[arg-type]
+    else:
+        _print_table(rows, columns)
+        scope = "every project" if result.full else "projects new since the last scan"
+        print(f"{len(new)} new look-alike(s); {len(rows)} on record; scanned {result.scanned} "
+              f"of {result.listed} public projects ({scope})", file=sys.stderr)
+    return EXIT_ATTENTION if new else EXIT_OK
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
     handler = logging.StreamHandler(sys.stderr)
@@ -343,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
-                "audit": _audit}
+                "audit": _audit, "watch": _watch}
     config = None
     try:
         config = load(args.config)

@@ -246,6 +246,16 @@ class NotifyConfig:
 
 
 @dataclass(frozen=True)
+class WatchConfig:
+    """``[watch]``: look-alikes of our names on the public index (see `namekeeper.watch`)."""
+
+    enabled: bool = False  # a [watch] table is present: `serve` scans too
+    interval: float = 3600.0  # how often `serve` scans the public listing again; 0: never
+    prefixes: tuple[str, ...] = ()  # any public project starting with one is reported
+    allow: tuple[str, ...] = ()  # globs on canonical names: benign look-alikes, never reported
+
+
+@dataclass(frozen=True)
 class Config:
     public: PublicConfig = field(default_factory=PublicConfig)
     placeholder: PlaceholderConfig = field(default_factory=PlaceholderConfig)
@@ -256,6 +266,7 @@ class Config:
     polls: tuple[PollConfig, ...] = ()
     queue: QueueConfig = field(default_factory=QueueConfig)
     notify: NotifyConfig = field(default_factory=NotifyConfig)
+    watch: WatchConfig = field(default_factory=WatchConfig)
     source: Path | None = None  # the file this came from, for messages
     #: ``[plugins.<entry-point-name>]`` tables; ``{ env = "VAR" }`` values are `Secret`s.
     plugins: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: MappingProxyType({}))
@@ -476,7 +487,7 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         data,
         "config",
         {"public", "placeholder", "policy", "store", "serve", "artifactory", "poll", "queue",
-         "notify", "plugins"},
+         "notify", "plugins", "watch"},
         problems, sections=True,
     )
     public = _public_config(_Table(top.get("public", dict, {}), "public", _PUBLIC_KEYS, problems))
@@ -585,11 +596,34 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
 
     plugins = problems.checked(_plugin_tables, top.get("plugins", dict, {}),
                                default=MappingProxyType({}))
+    watch = _watch_config(_Table(top.get("watch", dict, {}), "watch",
+                                 {"interval", "prefixes", "allow"}, problems), problems,
+                          enabled="watch" in data)
 
     problems.raise_if_any(source)
     return Config(public=public, placeholder=placeholder, policy=policy, store=store,
                   serve=serve, artifactory=artifactory, polls=tuple(polls), queue=queue,
-                  notify=notify, source=source, plugins=plugins)
+                  notify=notify, watch=watch, source=source, plugins=plugins)
+
+
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
+GLOB_PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]!-]+", re.ASCII)
+
+
+def _watch_config(w: _Table, problems: _Problems, *, enabled: bool) -> WatchConfig:
+    prefixes = w.strings("prefixes")
+    for prefix in prefixes:
+        if not _PREFIX.fullmatch(prefix):
+            problems.add(f"[watch] prefixes: {_shown_value(prefix)} is not the start of a "
+                         "project name (letters, digits, '.', '_', '-', starting with a letter "
+                         "or digit)")
+    allow = w.strings("allow")
+    for glob in allow:
+        if not GLOB_PATTERN.fullmatch(glob):
+            problems.add(f"[watch] allow: {_shown_value(glob)} is not a glob on project names")
+    interval = problems.checked(parse_duration, w.get("interval", _DURATION_KINDS, "1h"),
+                                "[watch] interval", default=3600.0)
+    return WatchConfig(enabled=enabled, interval=interval, prefixes=prefixes, allow=allow)
 
 
 _SECONDS = "a number of seconds"

@@ -99,6 +99,7 @@ class Service:
         for source in self.sources:
             self.routes.update(source.routes(self.sink))
         self._notify_thread: threading.Thread | None = None
+        self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
         self.health = Health(config, self.store, self.workers, self.sources,
                              startup_problems(config, self.keeper.missing_credentials()))
 
@@ -117,6 +118,10 @@ class Service:
         self._recheck_thread = threading.Thread(target=self._recheck, daemon=True,
                                                 name="namekeeper-recheck")
         self._recheck_thread.start()
+        if self.config.watch.enabled and self.config.watch.interval > 0:
+            self._watch_thread = threading.Thread(target=self._watch, daemon=True,
+                                                  name="namekeeper-watch")
+            self._watch_thread.start()
         if self.keeper.alerts is not None:
             self._notify_thread = threading.Thread(target=self._retry_notifications,
                                                    args=(self.keeper.alerts,), daemon=True,
@@ -140,6 +145,24 @@ class Service:
                 if self._store_corrupt(exc):
                     return
                 log.exception("scheduling the periodic re-check failed")
+
+    def _watch(self) -> None:
+        """A look-alike scan at start, then every ``[watch] interval`` (`namekeeper.watch`)."""
+        from .watch import dispatcher_alerts, run_watch
+
+        alerts = dispatcher_alerts(self.keeper.alerts) if self.keeper.alerts else None
+        while not self.stop.is_set():
+            try:
+                result = run_watch(self.config, self.store, self.keeper.public, alerts=alerts)
+                self.watch_scans += 1
+                log.info("watch: %d new look-alike(s) among %d public projects scanned",
+                         len(result.new), result.scanned)
+            except Exception as exc:  # noqa: BLE001 - an unreachable index: the next round tries
+                if self._store_corrupt(exc):
+                    return
+                log.exception("the look-alike scan failed")
+            if self.stop.wait(self.config.watch.interval):
+                return
 
     def _store_corrupt(self, exc: Exception) -> bool:
         """True (and the workers stopped, once) when ``exc`` says the store is corrupt."""

@@ -39,6 +39,7 @@ from .store_schema import (
     higher_version,
     ts,
 )
+from .store_watch import WATCH_SCHEMA, WatchMemory
 
 if TYPE_CHECKING:
     from .notify.delivery_log import StoreDeliveryLog
@@ -57,7 +58,7 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(QueueLeases, Budget, StoreHealth, BulkNames):
+class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory):
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions and bulk name writes
@@ -77,6 +78,7 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames):
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
         self._db().executescript(SCHEMA)  # executescript manages its own transaction
+        self._db().executescript(WATCH_SCHEMA)
         with self._write() as db:
             add_queue_columns(db)
 

@@ -307,6 +307,24 @@ class Dispatcher:
                             error)
         return results
 
+    def dispatch_rendered(self, message: Message, about: Outcome, fp: str) -> dict[str, bool]:
+        """Deliver an alert rendered elsewhere (a look-alike: `notify.render_lookalike`) to
+        each notifier that wants it and has not had it in this state; name → ok.
+
+        A failure is recorded, not queued for retry here: the caller sends the alert
+        again later (`watch` on its next scan), and targets that have it are skipped.
+        """
+        results: dict[str, bool] = {}
+        for notifier in self.notifiers:
+            if not self._wants(notifier, message.tags):
+                continue
+            if self.log.was_delivered(notifier.name, about.name, fp):
+                continue
+            error = self._send(notifier, message, about)
+            self.log.record_delivery(notifier.name, about.name, fp, error is None, error)
+            results[notifier.name] = error is None
+        return results
+
     def retry_due(self, now: float | None = None) -> int:
         """Send every retry that is due; return how many were delivered this time."""
         now = self.clock() if now is None else now

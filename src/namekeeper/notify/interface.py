@@ -16,10 +16,12 @@ TAG_FAILED = "failed"
 TAG_RATE_LIMITED = "rate-limited"
 #: A service-wide condition: the public index asked us to stop creating projects for a while.
 TAG_PAUSED = "paused"
+#: A public project that looks like one of our names (`namekeeper watch`).
+TAG_LOOKALIKE = "lookalike"
 #: A test message (``namekeeper notify --test``): every target receives it.
 TAG_TEST = "test"
 #: What a target with no tags of its own receives: the alerts that need a human.
-DEFAULT_TAGS = frozenset({TAG_TAKEN, TAG_FAILED, TAG_PAUSED})
+DEFAULT_TAGS = frozenset({TAG_TAKEN, TAG_FAILED, TAG_PAUSED, TAG_LOOKALIKE})
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,166 @@
+"""`namekeeper watch`: public projects that imitate our names, or sit in our private prefixes.
+
+One scan:
+
+1. Our names: every name in the store (private, reserved).  The `LookalikeIndex` is built
+   from them, the ``[watch]`` prefixes and the allow-list (config plus ``watch --allow``).
+2. The public listing, from the cache `audit` also uses (revalidated with a conditional
+   request, `public.listing.fetch_listing`).
+3. Full scan the first time and whenever what we look for changed (our names, prefixes,
+   allow-list, thresholds); otherwise only projects new since the last scan: the
+   difference between this listing and the names the last scan saw (kept in the store).
+4. For look-alikes not reported before: owners, organisation and first-release time from
+   the JSON API (one request each, reported names only), recorded in the store.
+5. Each look-alike not alerted yet goes to the notifiers with tag ``lookalike``, once per
+   target and state (the delivery log); a failed delivery is tried again on the next scan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .config import Config
+from .lookalike import Likeness, LookalikeIndex, Thresholds
+from .model import Action, Outcome, PublicProject, Severity, Verdict
+from .notify.dispatch import Dispatcher
+from .notify.render_lookalike import lookalike_fingerprint, render_lookalike
+from .public.interface import PublicIndex, PublicIndexUnavailable
+from .public.listing import PublicListing, fetch_listing
+from .store import Store
+from .store_watch import StoredLookalike
+
+log = logging.getLogger(__name__)
+
+#: Concurrent JSON-API requests for the facts of new look-alikes.
+LOOKUP_WORKERS = 8
+
+
+@dataclass
+class WatchResult:
+    """What one scan saw and found."""
+
+    #: Every look-alike on record (allowed ones left out), oldest first.
+    lookalikes: list[StoredLookalike] = field(default_factory=list)
+    #: The public names first reported by this scan.
+    new: list[str] = field(default_factory=list)
+    scanned: int = 0  # public names examined
+    listed: int = 0  # public names in the listing
+    full: bool = True  # False: only projects new since the last scan were examined
+    listing: PublicListing | None = None
+
+
+def build_index(config: Config, store: Store, thresholds: Thresholds | None = None
+                ) -> LookalikeIndex:
+    ours = [record.name for record in store.all_names()]
+    allow = list(config.watch.allow) + store.watch_allowed()
+    return LookalikeIndex(ours, prefixes=config.watch.prefixes, allow=allow,
+                          thresholds=thresholds)
+
+
+def basis(index: LookalikeIndex) -> str:
+    """A digest of what a scan looks for: when it changes, the next scan is a full one."""
+    blob = json.dumps([sorted(index.ours), index.prefixes, index.allow_globs,
+                       repr(index.thresholds)])
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_watch(config: Config, store: Store, public: PublicIndex, *,
+              alerts: Callable[[Outcome, StoredLookalike], bool] | None = None,
+              full: bool = False, cache_dir: Path | None = None,
+              listing: PublicListing | None = None) -> WatchResult:
+    """One scan (see the module's docstring); raises `PublicIndexUnavailable` when the
+    listing cannot be had.  ``alerts(about, lookalike)`` delivers one alert, True when
+    every target has it."""
+    index = build_index(config, store)
+    listing = listing or fetch_listing(config.public, cache_dir=cache_dir)
+    wanted = basis(index)
+    last_basis, last_names = store.scanned_listing()
+    result = WatchResult(listed=len(listing), listing=listing)
+    if full or last_basis != wanted or last_names is None:
+        todo: list[str] | frozenset[str] = list(listing)
+    else:
+        result.full = False
+        todo = listing.names - last_names
+    result.scanned = len(todo)
+    known = {item.public for item in store.lookalikes()}
+    raw = [hit for hit in map(index.match, todo) if hit is not None]
+    if raw:
+        words = index.words_of(listing, known | {hit.public for hit in raw})
+        raw = index.quiet(raw, words)
+    fresh = [hit for hit in raw if hit.public not in known]
+    store.add_lookalikes(_with_facts(fresh, public))
+    result.new = [hit.public for hit in fresh]
+    # Gone from the listing, or allowed since: forget, so a return is reported again.
+    gone = [p for p in known if p not in listing or index.allowed(p)]
+    if gone:
+        store.forget_lookalikes(gone)
+    store.remember_scan(wanted, listing.names)
+    result.lookalikes = store.lookalikes()
+    if alerts is not None:
+        for item in result.lookalikes:
+            if not item.alerted and alerts(about(item, public.project_url(item.public)), item):
+                store.mark_lookalike_alerted(item.public)
+        result.lookalikes = store.lookalikes()
+    return result
+
+
+def _with_facts(found: list[Likeness], public: PublicIndex) -> list[StoredLookalike]:
+    """Each new look-alike with its owners and first release (one JSON-API request each)."""
+    def facts(hit: Likeness) -> PublicProject | None:
+        try:
+            return public.lookup_existing(hit.public)
+        except PublicIndexUnavailable as exc:
+            log.warning("facts about %s are unknown: %s", hit.public, exc)
+            return None
+
+    with ThreadPoolExecutor(max_workers=LOOKUP_WORKERS) as pool:
+        projects = list(pool.map(facts, found))
+    now = datetime.now(timezone.utc)
+    return [StoredLookalike(
+        public=hit.public, ours=hit.ours, kind=hit.kind.value, distance=hit.distance,
+        owners=project.owners if project is not None and project.ownership_known else None,
+        organization=project.organization if project is not None else None,
+        first_release=project.first_release if project is not None else None,
+        found_at=now, alerted=False) for hit, project in zip(found, projects, strict=True)]
+
+
+def about(item: StoredLookalike, url: str | None = None) -> Outcome:
+    """The look-alike as an `Outcome`, for notifiers that read outcomes rather than messages."""
+    return Outcome(
+        name=item.public, display_name=item.public, verdict=Verdict.TAKEN, action=Action.SKIPPED,
+        severity=Severity.MEDIUM,
+        reason=f"looks like our {item.ours} ({item.kind}, edit distance {item.distance})",
+        message=f"{item.public} on the public index looks like our {item.ours} ({item.kind})",
+        public=PublicProject(name=item.public, exists=True, owners=item.owners or (),
+                             organization=item.organization, first_release=item.first_release,
+                             ownership_known=item.owners is not None, url=url))
+
+
+def dispatcher_alerts(dispatcher: Dispatcher) -> Callable[[Outcome, StoredLookalike], bool]:
+    """``alerts`` for `run_watch` through the dispatcher every other alert goes through."""
+
+    def send(outcome: Outcome, item: StoredLookalike) -> bool:
+        message = render_lookalike(item, outcome.public.url if outcome.public else None,
+                                   dispatcher.secrets)
+        results = dispatcher.dispatch_rendered(message, outcome, lookalike_fingerprint(item))
+        return all(results.values())
+
+    return send
+
+
+def row_of(item: StoredLookalike, new: bool) -> dict[str, object]:
+    """One report row (json, csv and table use the same keys)."""
+    return {
+        "public": item.public, "ours": item.ours, "kind": item.kind, "distance": item.distance,
+        "owners": list(item.owners) if item.owners is not None else None,
+        "organization": item.organization,
+        "first_release": item.first_release.isoformat() if item.first_release else None,
+        "found_at": item.found_at.isoformat(), "new": new,
+    }
