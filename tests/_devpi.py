@@ -252,3 +252,23 @@ def make_sdist(tmp_dir: Path, name: str, version: str = "1.0", summary: str = "t
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
     return path
+
+
+def make_wheel(tmp_dir: Path, name: str, version: str = "1.0", summary: str = "test") -> Path:
+    """Write a minimal valid pure-Python wheel by hand (METADATA, WHEEL, RECORD)."""
+    import zipfile
+
+    stem = f"{canonicalize_name(name).replace('-', '_')}-{version}"
+    info = f"{stem}.dist-info"
+    files = {
+        f"{info}/METADATA": f"Metadata-Version: 2.4\nName: {name}\nVersion: {version}\n"
+                            f"Summary: {summary}\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: namekeeper-tests\nRoot-Is-Purelib: true\n"
+                         "Tag: py3-none-any\n",
+    }
+    files[f"{info}/RECORD"] = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    path = Path(tmp_dir) / f"{stem}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as zf:
+        for member, text in files.items():
+            zf.writestr(zipfile.ZipInfo(member, date_time=(1980, 1, 1, 0, 0, 0)), text)
+    return path

@@ -6,7 +6,9 @@ import pytest
 
 # Fixtures of the fakes and servers the tests start: the fake public index, devpi-server,
 # PostgreSQL, and a config for the command line pointing at the fake (`fake`, `cfg`).
-pytest_plugins = ["_fake_public", "_devpi", "_postgres", "_cli"]
+# devpi-server's own fixtures (makexom, mapp, testapp) drive its hooks in-process.
+pytest_plugins = ["_fake_public", "_devpi", "_postgres", "_cli", "pytest_devpi_server",
+                  "test_devpi_server.plugin"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,198 @@
+"""The devpi plugin's hooks in-process, with devpi-server's own fixtures (makexom, mapp)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from _fake_public import FakePublicIndex
+from namekeeper.sources import devpi as devpi_plugin
+from namekeeper.sources import devpi_face
+from namekeeper.sources.devpi_face import INDEX_KEY, DevpiFace, face_for
+from namekeeper.sources.devpi_status import whitelist_leaks
+from namekeeper.store import Store
+
+
+@pytest.fixture
+def nk_config(tmp_path: Path, fake_public: FakePublicIndex) -> Path:
+    path = tmp_path / "namekeeper.toml"
+    path.write_text(fake_public.config_toml(owners=["acme-security"])
+                    + '[store]\npath = "state.sqlite3"\n')
+    return path
+
+
+@pytest.fixture
+def nk_mapp(makexom: Any, maketestapp: Any, makemapp: Any, nk_config: Path) -> Any:
+    xom = makexom(["--namekeeper-config", str(nk_config)], plugins=[devpi_plugin])
+    return makemapp(maketestapp(xom))
+
+
+@pytest.mark.notransaction
+def test_the_option_comes_from_the_command_line_or_the_environment(
+        makexom: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    xom = makexom(["--namekeeper-config", "/etc/nk.toml"], plugins=[devpi_plugin])
+    assert xom.config.args.namekeeper_config == "/etc/nk.toml"
+    monkeypatch.setenv("DEVPISERVER_NAMEKEEPER_CONFIG", "/srv/nk.toml")
+    assert makexom([], plugins=[devpi_plugin]).config.args.namekeeper_config == "/srv/nk.toml"
+
+
+@pytest.mark.notransaction
+def test_the_index_key_exists_on_stage_indexes_only(nk_mapp: Any) -> None:
+    nk_mapp.create_and_login_user("acme")
+    nk_mapp.create_index("prod", indexconfig={INDEX_KEY: True})
+    nk_mapp.create_index("plain")
+    assert nk_mapp.getjson("/acme/prod")["result"][INDEX_KEY] is True
+    assert nk_mapp.getjson("/acme/plain")["result"][INDEX_KEY] is False
+    assert INDEX_KEY not in nk_mapp.getjson("/root/pypi")["result"]  # a mirror never opts in
+
+
+@pytest.mark.notransaction
+@pytest.mark.with_notifier
+def test_only_release_files_of_opted_in_indexes_are_recorded(nk_mapp: Any, nk_config: Path
+                                                             ) -> None:
+    nk_mapp.create_and_login_user("acme")
+    nk_mapp.create_index("plain")
+    nk_mapp.upload_file_pypi("acme_plain-1.0.tar.gz", b"plain", "acme-plain", "1.0",
+                             waithooks=True)
+    nk_mapp.create_index("prod", indexconfig={INDEX_KEY: True})
+    nk_mapp.upload_doc("acme_docs-1.0.doc.zip", zip_bytes(), "acme-docs", "1.0", waithooks=True)
+    nk_mapp.upload_file_pypi("Acme_Secret-1.0.tar.gz", b"sdist", "Acme_Secret", "1.0",
+                             waithooks=True)
+    nk_mapp.upload_file_pypi("Acme_Secret-1.0-py3-none-any.whl", b"wheel", "Acme_Secret", "1.0",
+                             waithooks=True)
+    store = Store(nk_config.parent / "state.sqlite3")
+    record = store.get("acme-secret")
+    assert record is not None and record.display_name == "Acme_Secret"
+    assert (record.first_source, record.first_index) == ("devpi", "acme/prod")
+    assert store.get("acme-plain") is None and store.get("acme-docs") is None
+    assert store.queue_counts()["pending"] == 1  # sdist + wheel: one piece of work
+
+
+@pytest.mark.notransaction
+def test_an_index_that_predates_the_plugin_is_left_alone(makexom: Any, maketestapp: Any,
+                                                         makemapp: Any, nk_config: Path) -> None:
+    xom = makexom([])  # no namekeeper: the index's config never gets the key
+    mapp = makemapp(maketestapp(xom))
+    mapp.create_and_login_user("acme")
+    mapp.create_index("old")
+    mapp.upload_file_pypi("acme_old-1.0.tar.gz", b"old", "acme-old", "1.0")
+    face = DevpiFace(xom, str(nk_config))
+    with xom.keyfs.read_transaction():
+        stage = xom.model.getstage("acme/old")
+        assert INDEX_KEY not in stage.ixconfig
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setitem(devpi_face._FACES, xom, face)
+            devpi_plugin.devpiserver_on_upload(stage=stage, project="acme-old", version="1.0",
+                                               link=SimpleNamespace(rel="releasefile"))
+            assert face.opted_in_indexes() == []
+    assert face.service is not None and face.service.store.get("acme-old") is None
+
+
+@pytest.mark.notransaction
+def test_a_replica_records_nothing(makexom: Any, nk_config: Path) -> None:
+    xom = makexom(["--primary-url", "http://127.0.0.1:1/", "--namekeeper-config",
+                   str(nk_config)], plugins=[devpi_plugin])
+    face = DevpiFace.for_server(xom)
+    assert face.role == "replica" and not face.will_work() and face.service is None
+    stage = SimpleNamespace(xom=xom, ixconfig={INDEX_KEY: True}, name="acme/prod")
+    devpi_plugin.devpiserver_on_upload(stage=stage, project="acme-x", version="1.0",
+                                       link=SimpleNamespace(rel="releasefile"))
+    assert not (nk_config.parent / "state.sqlite3").exists()
+
+
+@pytest.mark.notransaction
+def test_an_unwritable_store_never_fails_the_hook_and_is_retried(nk_mapp: Any) -> None:
+    face = face_for(nk_mapp.xom)
+    assert face is not None and face.service is not None
+    real_accept = face.service.store.accept_many
+    calls = {"n": 0}
+
+    def failing(events: list[Any]) -> list[bool]:
+        calls["n"] += 1
+        raise OSError("disk full")
+
+    face.service.store.accept_many = failing  # type: ignore[method-assign]
+    event = SimpleNamespace(name="acme-full", key="k")
+    face.accept(event)  # type: ignore[arg-type]
+    assert "disk full" in (face.intake_error or "") and face.unrecorded_count() == 1
+    face.retry_unrecorded()
+    assert face.unrecorded_count() == 1 and calls["n"] == 2
+    face.service.store.accept_many = real_accept  # type: ignore[method-assign]
+    from namekeeper.model import NameEvent
+
+    face._unrecorded = [NameEvent("acme-full", "acme-full", "devpi", "acme/prod", "1.0",
+                                  key="devpi:acme/prod:acme-full:1.0")]
+    face.retry_unrecorded()
+    assert face.unrecorded_count() == 0 and face.intake_error is None
+    assert face.service.store.get("acme-full") is not None
+
+
+@pytest.mark.notransaction
+def test_the_status_flags_a_mirror_whitelist_that_lets_public_releases_in(nk_mapp: Any) -> None:
+    nk_mapp.create_and_login_user("acme")
+    nk_mapp.create_index("base", indexconfig={"bases": ["root/pypi"],
+                                              "mirror_whitelist": ["acme-leaky"]})
+    nk_mapp.upload_file_pypi("acme_leaky-1.0.tar.gz", b"leaky", "acme-leaky", "1.0")
+    nk_mapp.upload_file_pypi("acme_safe-1.0.tar.gz", b"safe", "acme-safe", "1.0")
+    nk_mapp.create_index("prod", indexconfig={"bases": ["acme/base"], INDEX_KEY: True,
+                                              "mirror_whitelist": ["acme-leaky"]})
+    nk_mapp.create_index("strict", indexconfig={"bases": ["acme/base"], INDEX_KEY: True})
+    xom = nk_mapp.xom
+    with xom.keyfs.read_transaction():
+        prod = whitelist_leaks(xom.model.getstage("acme/prod"))
+        strict = whitelist_leaks(xom.model.getstage("acme/strict"))
+    assert [(leak["name"], leak["mirror"]) for leak in prod] == [("acme-leaky", "root/pypi")]
+    assert strict == []  # intersection inheritance: prod's own empty list wins
+    report = nk_mapp.getjson("/+namekeeper/status")
+    leaks = {ix["index"]: ix["mirror_whitelist_leaks"] for ix in report["indexes"]}
+    assert [leak["name"] for leak in leaks["acme/prod"]] == ["acme-leaky"]
+
+
+def zip_bytes() -> bytes:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr("index.html", "<html>docs</html>")
+    return buffer.getvalue()
+
+
+class OnlyAcmeReadsSecretIndexes:
+    """Like devpi-lockdown: an index titled "secret" is readable by user acme (and root) only."""
+
+    @staticmethod
+    @devpi_plugin.hookimpl
+    def devpiserver_stage_get_principals_for_pkg_read(ixconfig: dict[str, Any]) -> Any:
+        return ["acme"] if ixconfig.get("title") == "secret" else None
+
+
+@pytest.mark.notransaction
+@pytest.mark.with_notifier
+def test_the_status_follows_devpis_read_access_json_and_html(makexom: Any, maketestapp: Any,
+                                                             makemapp: Any, nk_config: Path
+                                                             ) -> None:
+    lockdown = OnlyAcmeReadsSecretIndexes()
+    xom = makexom(["--namekeeper-config", str(nk_config)], plugins=[devpi_plugin, lockdown])
+    mapp = makemapp(maketestapp(xom))
+    mapp.create_and_login_user("acme")
+    mapp.create_index("hidden", indexconfig={INDEX_KEY: True, "title": "secret"})
+    mapp.upload_file_pypi("acme_hidden-1.0.tar.gz", b"h", "acme-hidden", "1.0", waithooks=True)
+    mapp.create_index("open", indexconfig={INDEX_KEY: True})
+    mapp.upload_file_pypi("acme_open-1.0.tar.gz", b"o", "acme-open", "1.0", waithooks=True)
+
+    def shown() -> set[str]:
+        return {row["name"] for row in mapp.getjson("/+namekeeper/status")["names"]}
+
+    assert shown() == {"acme-hidden", "acme-open"}  # acme may read both
+    mapp.logout()
+    assert shown() == {"acme-open"}
+    report = mapp.getjson("/+namekeeper/status")
+    assert [ix["index"] for ix in report["indexes"]] == ["acme/open"]
+    page = mapp.testapp.get("/+namekeeper/status", headers={"Accept": "text/html"})
+    assert page.content_type == "text/html"
+    assert "acme-open" in page.text and "acme-hidden" not in page.text
+    assert report["plugin"]["config_loaded"] and report["plugin"]["role"] == "primary"
