@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from _devpi import DevpiServer, make_sdist
 from namekeeper import config as nk_config
@@ -382,3 +384,27 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
         ("http://127.0.0.1:1/artifactory/api/pypi/pypi-local/simple/", 600.0, 3.0),
     ]
     assert pollers[0].name == "poll" and pollers[1].label == "artifactory"
+
+
+def _parsed_by_the_html_parser(page: str) -> list[str]:
+    parser = poll._AnchorText()
+    parser.feed(page)
+    parser.close()
+    return parser.names
+
+
+_ANCHOR_TEXT = st.lists(st.sampled_from([*"aZ09._- \t\n&;#x<>\"'/=", "&amp;", "&lt;", "&#65;",
+                                          "\u00e9"]), max_size=12).map("".join)
+_ATTRS = st.sampled_from(['', ' href="/simple/x/"', " href='/a>b/'", ' data-x="1" href=/y/',
+                          ' href="a"b"'])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_ATTRS, _ANCHOR_TEXT), max_size=6),
+       st.sampled_from(["", "<title>Simple index</title>", "<title>x<a>y</a></title>",
+                        "<!-- <a>hidden</a> -->", "<script>'<a>s</a>'</script>"]))
+def test_the_fast_listing_reader_gives_what_the_html_parser_gives(
+        anchors: list[tuple[str, str]], head: str) -> None:
+    page = f"<!DOCTYPE html><html><head>{head}</head><body>\n" + "".join(
+        f"<a{attrs}>{text}</a><br/>\n" for attrs, text in anchors) + "</body></html>"
+    assert poll.listing_names(page.encode(), "text/html", "idx") == _parsed_by_the_html_parser(page)

@@ -165,3 +165,51 @@ def test_check_and_reserve_use_a_fresh_cached_listing_for_too_similar_names(
     main(["--config", str(config), "--format", "json", "reserve", "acme_t0o1s"])
     capsys.readouterr()
     assert sum(fake_public.attempts.values()) == 1
+
+
+def serve_listing(fake: FakePublicIndex, body: bytes) -> None:
+    """Make the fake answer ``/simple/`` (JSON) with exactly ``body``."""
+    fake._listing_cache = (0, body, b"<html></html>", '"custom"')
+
+
+@pytest.mark.parametrize("layout", ["warehouse", "other key order"])
+def test_invalid_names_and_two_spellings_of_one_project_in_any_layout(
+        fake_public: FakePublicIndex, tmp_path: Path, layout: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = [("Acme_Tools", 3), ("acme.tools", 4), ("bad name!", 5), ("caf\u00e9", 6),
+               ("ok-one", 7)]
+    if layout == "warehouse":
+        projects = [{"name": n, "_last-serial": s} for n, s in entries]
+    else:
+        projects = [{"_last-serial": s, "name": n} for n, s in entries]
+    serve_listing(fake_public, json.dumps({"meta": {"api-version": "1.1", "_last-serial": 9},
+                                           "projects": projects}, ensure_ascii=False).encode())
+    if layout == "warehouse":  # read by the one-pass fast path, never the full JSON parse
+        import namekeeper.public.listing as listing_module
+
+        monkeypatch.setattr(listing_module, "_parse_json", None)
+    listing = fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    for got in (listing, cached_listing(config_for(fake_public), cache_dir=tmp_path)):
+        assert got is not None
+        assert sorted(got) == ["acme-tools", "ok-one"] and len(got) == 2
+        assert got.serial("acme-tools") == 3 and got.info.last_serial == 9
+        assert got.similar("acmet001s") == "acme-tools"
+
+
+def test_a_truncated_listing_is_refused_not_half_read(fake_public: FakePublicIndex,
+                                                      tmp_path: Path) -> None:
+    serve_listing(fake_public, b'{"meta": {"api-version": "1.1"}, "projects": ['
+                               b'{"name": "a", "_last-serial": 1}, {"name": "b", "_last-serial": 2}')
+    with pytest.raises(ListingUnavailable, match="malformed JSON"):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+
+
+def test_names_sharing_one_ultranormalised_key_all_exist(fake_public: FakePublicIndex,
+                                                         tmp_path: Path) -> None:
+    # Legacy projects predating the rule: both exist, and a third spelling is too similar.
+    fake_public.add_project("pool")
+    fake_public.add_project("p00l")
+    listing = fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    assert "pool" in listing and "p00l" in listing and "po0l" not in listing
+    assert listing.similar("pool") is None and listing.similar("po0l") in ("pool", "p00l")
+    assert listing.names == frozenset({"pool", "p00l"})

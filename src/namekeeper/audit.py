@@ -15,7 +15,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,12 +31,14 @@ from .config import Config
 from .errors import UsageError
 from .keeper import Keeper
 from .lockfiles import private_packages
-from .model import Classification, NameEvent, Outcome, PublicProject, Verdict
+from .model import Classification, NameEvent, Outcome, PublicProject, Verdict, utcnow
 from .names import ultranormalize
 from .public.interface import PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects, new_session, public_url
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 ENV_INDEX_TOKEN = "NAMEKEEPER_INDEX_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_INDEX_USERNAME = "NAMEKEEPER_INDEX_USERNAME"
@@ -100,23 +104,32 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
     from .public.listing import fetch_listing
 
     progress = progress or Progress()
+    started = time.perf_counter()
     urls = [check_index_url(u) for u in indexes]
     private = names_of_locks(locks, config) if locks else []
     result = AuditResult()
-    for url in urls:
-        progress.stage(f"listing {public_url(url)}")
-        try:
-            private += names_of_index(url, config)
-        except PollError as exc:
-            result.unreadable.append(str(exc))
-    keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
-    progress.stage("public index: full listing")
-    result.listing = fetch_listing(config.public, cache_dir=cache_dir)
+    # The public listing downloads while the private indexes are read and the plugins load.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namekeeper-listing") as pool:
+        listing = pool.submit(fetch_listing, config.public, cache_dir=cache_dir)
+        for url in urls:
+            progress.stage(f"listing {public_url(url)}")
+            try:
+                private += names_of_index(url, config)
+            except PollError as exc:
+                result.unreadable.append(str(exc))
+        log.info("%d private names read in %.2f s", len(private), time.perf_counter() - started)
+        keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
+        progress.stage("public index: full listing")
+        result.listing = listing.result()
+    info = result.listing.info
+    log.info("public listing of %d projects %s in %.2f s", info.count,
+             "downloaded" if info.downloaded else "revalidated", time.perf_counter() - started)
     progress.stage("classifying", total=len({p.name for p in private}))
     result.rows = classify_all(keeper, store, private, result.listing, workers=workers,
                                advance=progress.advance)
     if reserve:
         result.queued = queue_free(store, result.rows)
+    log.info("audit of %d names done in %.2f s", len(result.rows), time.perf_counter() - started)
     return result
 
 
@@ -174,8 +187,9 @@ def classify_all(keeper: Keeper, store: Store, private: Sequence[PrivateName],
     unique: dict[str, PrivateName] = {}
     for p in private:
         unique.setdefault(p.name, p)
+    now = utcnow()
     events = [NameEvent(name=p.name, display_name=p.display_name, source=p.source,
-                        index=p.index, version=p.version) for p in unique.values()]
+                        index=p.index, version=p.version, seen_at=now) for p in unique.values()]
     store.note_seen_many(events)
     records = store.records(list(unique))
 

@@ -1,0 +1,192 @@
+"""Audit of 10,000 private names against a public index of 800,000 projects, vs the seed's method.
+
+    python benchmarks/bench_audit.py [--public 800000] [--private 10000] [--sample 200] [--json]
+
+- The fake public index (tests/_fake_public.py) runs in its own process on
+  127.0.0.1 with ``--public`` generated projects (mixed spellings, so names
+  need canonicalising); the private index (another fake, PEP 503 HTML only,
+  like Artifactory's) runs in this process with ``--private`` names: 5 % exist
+  publicly (held by someone else: one JSON-API lookup each), 1 % are "too
+  similar" to a public project (o/0, l/1, separators), the rest are free.
+- **cold**: ``namekeeper audit --index <private> --format json`` as a
+  subprocess with an empty listing cache (the listing is downloaded, parsed,
+  cached) and an empty store; **warm**: the same command again (the listing is
+  revalidated with a conditional request, 304). Wall time, start-up included,
+  and each run's peak RSS (``wait4``).
+- **baseline**: the seed's method, one lookup per name in sequence
+  (``SimplePublicIndex.lookup``: the simple page, then the JSON API when it
+  exists), timed on ``--sample`` names drawn like the private ones and
+  extrapolated to ``--private``.
+
+Goals (issue 11): cold <= 10 s, warm <= 3 s, >= 20x faster than the baseline,
+peak RSS <= 400 MB.  Exit 0 when every verdict came back as expected (goals
+met or not: this is a measurement), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from _fake_public import FakePublicIndex  # noqa: E402  (the tests' fake index)
+from namekeeper.config import PublicConfig  # noqa: E402
+from namekeeper.public.simple import SimplePublicIndex  # noqa: E402
+
+WORDS = ["tools", "core", "client", "utils", "sdk", "api", "io", "lib", "plugin", "data"]
+
+_PUBLIC_SERVER = textwrap.dedent("""
+    import sys, threading
+    sys.path.insert(0, sys.argv[1])
+    from _fake_public import FakePublicIndex
+    sys.path.insert(0, sys.argv[2])
+    from bench_audit import public_names
+    fake = FakePublicIndex()
+    fake.add_listed_projects(public_names(int(sys.argv[3])))
+    fake._listing_bodies()  # a real index serves its listing ready-made (from its CDN)
+    fake.start()
+    print(fake.url, flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+    fake.stop()
+""")
+
+
+def public_name(i: int) -> str:
+    """The i-th generated public project, in one of several spellings of its canonical form."""
+    word = WORDS[i % len(WORDS)]
+    spelling = i % 3
+    if spelling == 0:
+        return f"pkg{i:06d}-{word}"
+    if spelling == 1:
+        return f"Pkg{i:06d}_{word.capitalize()}"
+    return f"pkg{i:06d}.{word}"
+
+
+def public_names(n: int) -> list[str]:
+    return [public_name(i) for i in range(n)]
+
+
+def private_names(n: int, public: int, seed: int = 11) -> dict[str, str]:
+    """``n`` private names -> the verdict expected for each."""
+    rng = random.Random(seed)
+    names: dict[str, str] = {}
+    taken = max(1, n * 5 // 100)
+    similar = max(1, n // 100)
+    for i in rng.sample(range(public), taken + similar):
+        canon = public_name(i).lower().replace("_", "-").replace(".", "-")
+        if len(names) < taken:
+            names[canon] = "taken"
+        else:  # o/0 or l/1 look-alike, separators dropped: too similar, refused to everyone
+            look_alike = canon.replace("-", "").replace("o", "0").replace("l", "1")
+            names[look_alike if look_alike != canon else canon + "0"] = "protected"
+    i = 0
+    while len(names) < n:
+        names[f"acme-service-{i:05d}"] = "free"
+        i += 1
+    return names
+
+
+def run_audit(private_url: str, config: Path, cache: Path) -> tuple[float, int, dict[str, Any]]:
+    """(wall seconds, peak RSS bytes, report) of one ``namekeeper audit`` process."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache), "NAMEKEEPER_CONFIG": str(config)}
+    out = tempfile.TemporaryFile()
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "namekeeper", "--format", "json", "audit",
+                             "--index", private_url], stdout=out, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    out.seek(0)
+    text = out.read().decode()
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"audit failed with exit {proc.returncode}:\n{text[:2000]}")
+    return wall, usage.ru_maxrss * 1024, json.loads(text)
+
+
+def baseline(public_url: str, expected: dict[str, str], sample: int) -> float:
+    """Seconds per name of one sequential lookup per name (the seed's method)."""
+    index = SimplePublicIndex(PublicConfig(simple_url=public_url + "simple/",
+                                           json_url=public_url + "pypi/",
+                                           upload_url=public_url + "legacy/"))
+    names = random.Random(3).sample(sorted(expected), min(sample, len(expected)))
+    start = time.perf_counter()
+    for name in names:
+        index.lookup(name)
+    return (time.perf_counter() - start) / len(names)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--public", type=int, default=800_000)
+    parser.add_argument("--private", type=int, default=10_000)
+    parser.add_argument("--sample", type=int, default=200, help="baseline names timed")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    print(f"starting the fake public index with {args.public:,} projects ...", file=sys.stderr)
+    server = subprocess.Popen(
+        [sys.executable, "-c", _PUBLIC_SERVER, str(REPO / "tests"), str(REPO / "benchmarks"),
+         str(args.public)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    private = FakePublicIndex()
+    try:
+        assert server.stdout is not None
+        public_url = server.stdout.readline().strip()
+        if not public_url:
+            raise SystemExit("the fake public index did not start")
+        expected = private_names(args.private, args.public)
+        private.serve_json = False
+        private.add_listed_projects(expected)
+        private.start()
+        with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+            config = Path(tmp) / "namekeeper.toml"
+            config.write_text(f'[public]\nsimple-url = "{public_url}simple/"\n'
+                              f'json-url = "{public_url}pypi/"\nowners = ["acme-security"]\n'
+                              f'[store]\npath = "{Path(tmp) / "store.sqlite3"}"\n')
+            cache = Path(tmp) / "cache"
+            cold, cold_rss, report = run_audit(private.simple_url, config, cache)
+            warm, warm_rss, warm_report = run_audit(private.simple_url, config, cache)
+        per_name = baseline(public_url, expected, args.sample)
+    finally:
+        private.stop()
+        if server.stdin:
+            server.stdin.close()
+        server.wait(timeout=60)
+
+    wrong = sum(1 for doc in (report, warm_report) for row in doc["names"]
+                if expected.get(row["name"]) != row["verdict"])
+    base = per_name * args.private
+    figures = {
+        "public_projects": args.public, "private_names": args.private,
+        "cold_s": round(cold, 2), "warm_s": round(warm, 2),
+        "baseline_s": round(base, 1), "baseline_per_name_ms": round(per_name * 1000, 2),
+        "ratio_cold": round(base / cold, 1), "ratio_warm": round(base / warm, 1),
+        "peak_rss_mb": round(max(cold_rss, warm_rss) / 2**20), "wrong_verdicts": wrong,
+        "goals": {"cold_s": 10, "warm_s": 3, "ratio": 20, "peak_rss_mb": 400},
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"audit of {args.private:,} private names vs {args.public:,} public projects")
+        print(f"  cold (listing downloaded):  {cold:6.2f} s   (goal <= 10 s)")
+        print(f"  warm (listing revalidated): {warm:6.2f} s   (goal <= 3 s)")
+        print(f"  baseline, one lookup per name in sequence: {per_name * 1000:.2f} ms/name "
+              f"x {args.private:,} = {base:.1f} s (sample of {args.sample})")
+        print(f"  ratio: {base / cold:.1f}x cold, {base / warm:.1f}x warm   (goal >= 20x)")
+        print(f"  peak RSS: {figures['peak_rss_mb']} MB   (goal <= 400 MB)")
+        print(f"  wrong verdicts: {wrong}")
+    return 0 if wrong == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
