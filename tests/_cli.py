@@ -13,9 +13,11 @@ from namekeeper.cli import main
 TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
 
 
-def write_config(tmp_path: Path, public_toml: str, extra: str = "") -> Path:
+def write_config(tmp_path: Path, public_toml: str, extra: str = "", *,
+                 ours: str = 'owners = ["acme-security"]') -> Path:
+    """``ours``: the [public] line(s) naming our account or organisation ("" for none)."""
     path = tmp_path / "namekeeper.toml"
-    path.write_text(public_toml + 'owners = ["acme-security"]\n' + """
+    path.write_text(public_toml + ours + "\n" + """
 [placeholder]
 organization = "ACME Corp"
 contact = "security@acme.example"

@@ -117,3 +117,6 @@ class SqliteDeliveryLog:
         rows = self.db.execute("SELECT * FROM retries WHERE next_at <= ? ORDER BY next_at",
                                (now,)).fetchall()
         return [Retry(*row) for row in rows]
+
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        return None  # no store of names here

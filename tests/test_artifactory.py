@@ -199,14 +199,14 @@ def test_move_or_copy_into_an_unwatched_repo_is_ignored(
                     source_repo="pypi-local")
     res = post(app, payload)
     assert res.status_int == 200
-    assert res.json == {"status": "ignored", "reason": "repository 'pypi-other' is not watched"}
+    assert res.json == {"ignored": "repository 'pypi-other' is not watched"}
     assert sink.events == []
 
 
 def test_deployment_to_an_unwatched_repo_is_ignored(app: webtest.TestApp, sink: MemorySink) -> None:
     res = post(app, deployed(repo="docker-local"))
-    assert (res.status_int, res.json["status"]) == (200, "ignored")
-    assert "not watched" in res.json["reason"]
+    assert res.status_int == 200 and "ignored" in res.json
+    assert "not watched" in res.json["ignored"]
     assert sink.events == []
 
 
@@ -230,8 +230,21 @@ def test_understood_but_not_acted_on(app: webtest.TestApp, sink: MemorySink, pay
                                      reason: str) -> None:
     res = post(app, payload)
     assert res.status_int == 200
-    assert res.json["status"] == "ignored"
-    assert reason in res.json["reason"]
+    assert reason in res.json["ignored"]
+    assert sink.events == []
+
+
+@pytest.mark.parametrize("repo", ["generic-local", "pypi-local"])
+def test_jfrogs_own_sample_event_is_ignored_not_refused(sink: MemorySink, repo: str) -> None:
+    app = client(make_source(repos=()), sink)  # every repository watched
+    # JFrog's and telegraf's sample deliveries: a text file, and a checksum that is no checksum.
+    sample = {"domain": "artifact", "event_type": "deployed",
+              "data": {"repo_key": repo, "path": "sample_dir/sample.txt", "name": "sample.txt",
+                       "size": 0, "sha256": "sample_checksum"},
+              "subscription_key": "sample_key", "jpd_origin": "sample_url",
+              "source": "jfrog/user@example.com"}
+    res = post(app, sample)
+    assert (res.status_int, res.json) == (200, {"ignored": "not a Python distribution"})
     assert sink.events == []
 
 

@@ -98,10 +98,17 @@ def test_missing_token_is_a_clear_error_and_nothing_is_uploaded(
 
 def test_dry_run_uploads_nothing(capsys: pytest.CaptureFixture[str], fake: FakePublicIndex,
                                  cfg: Path) -> None:
-    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
-                        "acme-billing", "--dry-run")
-    assert code == 0 and rows[0]["action"] == "dry-run" and rows[0]["verdict"] == "free"
+    code, rows, err = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                          "acme-billing", "--dry-run")
+    assert rows[0]["action"] == "dry-run" and rows[0]["verdict"] == "free"
     assert sum(fake.attempts.values()) == 0
+    # It exits as `check` would (the name is still free), says why a real run would stop
+    # (no token here), and writes nothing.
+    check_code, _, _ = run(capsys, "--config", str(cfg), "check", "acme-billing")
+    assert code == check_code == 1
+    assert "a real run would stop" in err and "NAMEKEEPER_PUBLIC_TOKEN" in err
+    _, status, _ = run(capsys, "--config", str(cfg), "--format", "json", "status")
+    assert status == []
 
 
 def test_every_upload_answer_is_reported(capsys: pytest.CaptureFixture[str],

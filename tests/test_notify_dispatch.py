@@ -201,3 +201,35 @@ def test_disabling_plugins_leaves_the_third_party_notifier_out(monkeypatch):
     pm, report = plugins.get_plugin_manager()
     assert "example" not in report.loaded and not pm.has_plugin("example")
     assert "apprise" in report.loaded
+
+
+def test_a_stale_failed_alert_is_dropped_for_a_target_that_does_not_want_the_new_one():
+    # This target hears only about failures: the "reserved" alert is not for it, but the
+    # failure it could not receive is no longer true and must not arrive late.
+    failures_only = Recorder("failures", ok=False, tags=frozenset({"failed"}))
+    delivery_log = MemoryDeliveryLog()
+    dispatcher = Dispatcher([failures_only], delivery_log, clock=lambda: 0.0)
+    dispatcher.dispatch(simple(Verdict.FREE, Action.FAILED))
+    assert delivery_log.retries
+    failures_only.ok = True
+    assert dispatcher.dispatch(simple(Verdict.OURS, Action.RESERVED)) == {}
+    assert dispatcher.retry_due(1e9) == 0 and len(failures_only.messages) == 1
+
+
+def test_a_retry_whose_state_is_no_longer_current_in_the_store_is_dropped(tmp_path):
+    from namekeeper.store import Store
+
+    store = Store(tmp_path / "s.sqlite3")
+    target = Recorder("t", ok=False)
+    now = [0.0]
+    dispatcher = Dispatcher([target], store.delivery_log(), clock=lambda: now[0])
+    failed = simple(Verdict.FREE, Action.FAILED)
+    store.record_outcome(failed)
+    dispatcher.dispatch(failed)
+    # Another process (a CLI `reserve` without notifiers) reserved the name meanwhile.
+    store.record_outcome(simple(Verdict.OURS, Action.RESERVED), reserved=True)
+    target.ok = True
+    now[0] = 1e9
+    assert dispatcher.retry_due(1e9) == 0
+    assert len(target.messages) == 1  # only the first, failed attempt
+    assert store.delivery_log().pending_retries(1e9) == []

@@ -130,3 +130,25 @@ def test_fingerprint_ignores_wording_and_time_but_not_state():
     failed = simple(Verdict.FREE, Action.FAILED)
     assert fingerprint(failed) != fingerprint(simple(Verdict.FREE, Action.RESERVED))
     assert fingerprint(failed) != fingerprint(simple(Verdict.FREE, Action.FAILED, name="other"))
+
+
+def test_a_high_finding_is_titled_and_advised_as_high_not_critical():
+    message = render(taken(Severity.HIGH, reason="Held by mallory; we cannot tell whether it "
+                                                 "outranks our private package."))
+    assert message.title.startswith("namekeeper [HIGH]:") and "CRITICAL" not in message.title
+    for body in (message.text, message.markdown, message.html):
+        assert "HIGH" in body and "CRITICAL" not in body
+        assert "appeared after the name was in private use" not in body  # critical's advice
+        assert "compare its versions" in body
+    assert "critical" in message.tags  # still routed to the urgent targets
+
+
+def test_title_severity_and_advice_agree_for_every_severity():
+    for severity in Severity:
+        message = render(taken(severity))
+        critical_advice = "dependency-confusion attack" in message.text
+        assert critical_advice == (severity is Severity.CRITICAL)
+        if severity.rank >= Severity.HIGH.rank:
+            assert message.title.startswith(f"namekeeper [{severity.value.upper()}]")
+        else:
+            assert "[" not in message.title.split(":")[0]

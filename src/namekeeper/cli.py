@@ -1,9 +1,9 @@
-"""The command line: `check`, `reserve`, `status`, `notify --test`, `serve`, `plugins`.
+"""The command line: `check`, `reserve`, `status`, `forget`, `notify --test`, `serve`, ...
 
-Exit codes (scripts and CI rely on them): 0 every name is safe (ours, protected,
-excluded, or just reserved); 1 at least one name needs attention (free on
-`check`, taken, or a failed reservation); 2 usage, configuration or input
-error, with nothing uploaded.
+Exit codes (scripts and CI rely on them; `cli_help.EXIT_CODES`): 0 every name is safe
+(ours, protected, excluded, or just reserved); 1 at least one name needs attention
+(free, taken, or a failed reservation); 2 usage, configuration or input error, with
+nothing uploaded; 3 an index could not be asked (the answered names are still printed).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, names
+from .cli_help import add_command
+from .cli_table import Columns, print_table
 from .config import Config, load
 from .errors import IndexUnreachable, NamekeeperError, UsageError
 from .model import Action, NameEvent, Outcome, Verdict
@@ -44,6 +46,9 @@ def _common(parser: argparse.ArgumentParser, *, top: bool,
                         default="table" if top else argparse.SUPPRESS, help="output format")
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="more log output on stderr (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        default=False if top else argparse.SUPPRESS,
+                        help="print only what needs attention (nothing when all is well)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -56,24 +61,31 @@ def make_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    p = sub.add_parser("check", help="classify names against the public index (read-only)")
+    for command in ("check", "reserve"):
+        p = add_command(sub, command)
+        p.add_argument("names", nargs="*", metavar="NAME",
+                       help="project names; '-' reads names from stdin, one per line")
+        p.add_argument("-r", "--names-from", action="append", default=[], metavar="FILE",
+                       type=Path, help="read names from FILE, one per line ('#' comments)")
+        if command == "reserve":
+            p.add_argument("--dry-run", action="store_true",
+                           help="decide and report; upload and write nothing")
+        _common(p, top=False)
+
+    p = add_command(sub, "status")
+    _common(p, top=False)
+
+    p = add_command(sub, "forget")
     p.add_argument("names", nargs="+", metavar="NAME")
     _common(p, top=False)
 
-    p = sub.add_parser("reserve", help="upload the placeholder for every free name")
-    p.add_argument("names", nargs="+", metavar="NAME")
-    p.add_argument("--dry-run", action="store_true", help="decide and report, upload nothing")
-    _common(p, top=False)
-
-    p = sub.add_parser("status", help="what the store knows about every name")
-    _common(p, top=False)
-
-    p = sub.add_parser("notify", help="notification tools")
-    p.add_argument("--test", action="store_true", required=True,
+    p = add_command(sub, "notify")
+    p.add_argument("--test", action="store_true",
                    help="send a test message to every configured target and report each result")
+    p.set_defaults(help_parser=p)
     _common(p, top=False)
 
-    p = sub.add_parser("serve", help="run the webhook receiver, pollers and queue workers")
+    p = add_command(sub, "serve")
     p.add_argument("--host", help="address to listen on (overrides [serve] host)")
     p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
     _common(p, top=False)
@@ -119,17 +131,44 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _validated(raw_names: Sequence[str]) -> list[tuple[str, str]]:
-    """(canonical, display) for every name, or UsageError before any work is done."""
-    result, seen = [], set()
+    """(canonical, display) for every name, or one UsageError naming every invalid one."""
+    result, seen, problems = [], set(), []
     for raw in raw_names:
         try:
             canonical = names.canonical(raw)
         except names.InvalidName as exc:
-            raise UsageError(str(exc)) from None
+            problems.append(str(exc))
+            continue
         if canonical not in seen:
             seen.add(canonical)
             result.append((canonical, raw))
+    if len(problems) == 1:
+        raise UsageError(problems[0])
+    if problems:
+        raise UsageError(f"{len(problems)} invalid names: " + "; ".join(problems))
     return result
+
+
+def _names_given(args: argparse.Namespace) -> list[str]:
+    """The names of the command line, of ``-r FILE`` and of stdin (``-``), in that order."""
+    given = [n for n in args.names if n != "-"]
+    sources = [(str(path), path) for path in args.names_from]
+    if "-" in args.names:
+        sources.append(("stdin", None))
+    for label, path in sources:
+        try:
+            text = sys.stdin.read() if path is None else path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise UsageError(f"cannot read names from {label}: {reason}") from None
+        for line in text.splitlines():
+            name = line.split("#", 1)[0].strip()
+            if name:
+                given.append(name)
+    if not given:
+        raise UsageError(f"no names given: name them, or use -r FILE or '-' for stdin "
+                         f"(see namekeeper {args.command} --help)")
+    return given
 
 
 def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
@@ -155,67 +194,67 @@ def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
     return data
 
 
-_TIME_COLUMNS = {"first_release", "reserved_at", "first_seen_private"}
+def _print_table(rows: list[dict[str, Any]], columns: Columns) -> None:
+    print_table(rows, columns)
 
 
-def _print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*[c.replace("_", " ") for c in columns], show_lines=False)
-    for row in rows:
-        cells = []
-        for c in columns:
-            value = row.get(c)
-            if isinstance(value, list):
-                value = ", ".join(value)
-            elif isinstance(value, str) and c in _TIME_COLUMNS:
-                value = value[:16].replace("T", " ")  # minutes are enough on screen; JSON has all
-            cells.append("" if value is None else str(value))
-        table.add_row(*cells)
-    Console(soft_wrap=False, width=200 if not sys.stdout.isatty() else None).print(table)
+def needs_attention(outcome: Outcome) -> bool:
+    """FREE (a dry run's too: it is still free), TAKEN, or a reservation that did not hold."""
+    return (outcome.verdict in (Verdict.TAKEN, Verdict.FREE)
+            or outcome.action in _FAILED_ACTIONS)
 
 
-def _exit_code(outcomes: list[Outcome], *, reserving: bool) -> int:
-    for o in outcomes:
-        if o.verdict is Verdict.TAKEN or o.action in _FAILED_ACTIONS:
-            return EXIT_ATTENTION
-        if o.verdict is Verdict.FREE and not (reserving and o.action is Action.DRY_RUN):
-            return EXIT_ATTENTION
-    return EXIT_OK
+def _exit_code(outcomes: list[Outcome], unreachable: list[str]) -> int:
+    if unreachable:
+        return EXIT_UNREACHABLE
+    return EXIT_ATTENTION if any(needs_attention(o) for o in outcomes) else EXIT_OK
+
+
+_CHECK_COLUMNS = Columns(key=("name", "verdict", "severity"),
+                         optional=("owners", "highest_version", "organization", "first_release"),
+                         text="reason")
+# The index's answer (message) says more than the prediction's reason.
+_RESERVE_COLUMNS = Columns(key=("name", "verdict", "severity", "action"),
+                           optional=("owners", "highest_version"), text="message")
 
 
 def _run_names(args: argparse.Namespace, config: Config) -> int:
     from .app import build_keeper
 
     reserving = args.command == "reserve"
-    todo = _validated(args.names)
-    keeper, store = build_keeper(config, with_notifiers=reserving)
-    if reserving and not args.dry_run and not config.policy.dry_run:
-        missing = keeper.missing_credentials()
-        if missing:
-            raise UsageError(missing)
-    outcomes = []
+    real_run = reserving and not args.dry_run and not config.policy.dry_run
+    todo = _validated(_names_given(args))
+    keeper, store = build_keeper(config, with_notifiers=real_run)
+    stoppers = [why for why in (keeper.missing_credentials(), keeper.missing_owner()) if why]
+    if real_run and stoppers:
+        raise UsageError("; ".join(stoppers))
+    if reserving and not real_run and stoppers and not args.quiet:
+        print(f"namekeeper: note: a real run would stop here: {'; '.join(stoppers)}",
+              file=sys.stderr)
+    outcomes, unreachable = [], []
     for canonical, display in todo:
-        store.note_seen(NameEvent(name=canonical, display_name=display, source="cli",
-                                  index="command line"))
-        if reserving:
-            outcome = keeper.reserve_name(canonical, display, dry_run=args.dry_run or None,
-                                          budget=keeper.budget_spender())
-        else:
-            outcome = keeper.check(canonical, display)
+        try:
+            if real_run:  # the user says these are private names: remember them
+                store.note_seen(NameEvent(name=canonical, display_name=display, source="cli",
+                                          index="command line"))
+                outcome = keeper.reserve_name(canonical, display, dry_run=False,
+                                              budget=keeper.budget_spender())
+            elif reserving:
+                outcome = keeper.reserve_name(canonical, display, dry_run=True, record_it=False)
+            else:
+                outcome = keeper.check(canonical, display)
+        except IndexUnreachable as exc:
+            unreachable.append(canonical)
+            print(f"namekeeper: error: {canonical}: {_one_line(exc)}", file=sys.stderr)
+            continue
         outcomes.append(outcome)
-    rows = [outcome_json(o, with_action=reserving) for o in outcomes]
+    shown = [o for o in outcomes if needs_attention(o)] if args.quiet else outcomes
+    rows = [outcome_json(o, with_action=reserving) for o in shown]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
-    else:
-        columns = ["name", "verdict", "severity", "owners", "organization", "highest_version",
-                   "first_release", "reason"]
-        if reserving:  # the index's answer says more than the prediction's reason
-            columns[2:2] = ["action"]
-            columns[-1] = "message"
-        _print_table(rows, columns)
-    return _exit_code(outcomes, reserving=reserving)
+    elif rows:
+        _print_table(rows, _RESERVE_COLUMNS if reserving else _CHECK_COLUMNS)
+    return _exit_code(outcomes, unreachable)
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
@@ -239,11 +278,16 @@ def _status(args: argparse.Namespace, config: Config) -> int:
         })
         if rec.verdict in (Verdict.TAKEN.value, Verdict.FREE.value) or q.get("state") == "failed":
             attention = True
+    if args.quiet:
+        rows = [r for r in rows if r["verdict"] in (Verdict.TAKEN.value, Verdict.FREE.value)
+                or r["queue"] == "failed"]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
-    else:
-        _print_table(rows, ["name", "verdict", "severity", "action", "owners", "reserved_at",
-                            "first_seen_private", "queue", "last_error"])
+    elif rows:
+        _print_table(rows, Columns(key=("name", "verdict", "severity"),
+                                   optional=("action", "queue", "reserved_at", "owners",
+                                             "first_seen_private"),
+                                   text="last_error"))
     # Service-wide conditions (budget paused, public index unreachable) need a human too.
     for condition in store.conditions():
         print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
@@ -255,6 +299,9 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
     from .app import notifiers_for
     from .notify.dispatch import send_test
 
+    if not args.test:  # `namekeeper notify` alone: say what it can do
+        args.help_parser.print_help()
+        return EXIT_OK
     notifiers = notifiers_for(config)
     if not notifiers:
         raise UsageError("no notification targets configured: add [notify] urls or config")
@@ -263,8 +310,22 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["target", "delivered", "error"])
+        _print_table(rows, Columns(key=("target", "delivered"), text="error"))
     return EXIT_OK if all(ok for _, ok, _ in results) else EXIT_ATTENTION
+
+
+def _forget(args: argparse.Namespace, config: Config) -> int:
+    from .app import open_store
+
+    todo = [canonical for canonical, _ in _validated(args.names)]
+    known = set(open_store(config).forget(todo))
+    rows = [{"name": n, "forgotten": n in known} for n in todo]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+    elif not args.quiet:
+        for name in todo:
+            print(f"{name}: {'forgotten' if name in known else 'was not in the store'}")
+    return EXIT_OK
 
 
 def _serve(args: argparse.Namespace, config: Config) -> int:
@@ -274,6 +335,12 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
     if overrides:
         config = replace(config, serve=replace(config.serve, **overrides))
     _check_port_free(config.serve.host, config.serve.port)
+    if not config.policy.dry_run:
+        from .app import build_keeper
+
+        missing = build_keeper(config, with_notifiers=False)[0].missing_owner()
+        if missing:  # the service would upload, then cry wolf about its own placeholders
+            raise UsageError(missing)
     return serve(config)
 
 
@@ -311,7 +378,8 @@ def _plugins(args: argparse.Namespace, config: Config) -> int:
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, ["name", "distribution", "version", "hooks", "error"])
+        _print_table(rows, Columns(key=("name",), optional=("distribution", "version", "hooks"),
+                                   text="error"))
     return EXIT_ATTENTION if report.broken else EXIT_OK
 
 
@@ -373,7 +441,7 @@ def _watch(args: argparse.Namespace, config: Config) -> int:
         for row in rows:
             writer.writerow({**row, "owners": "; ".join(row["owners"] or [])})  # type: ignore[arg-type]
     else:
-        _print_table(rows, columns)
+        _print_table(rows, Columns(key=("public", "ours", "kind"), optional=tuple(columns[3:])))
         scope = "every project" if result.full else "projects new since the last scan"
         print(f"{len(new)} new look-alike(s); {len(rows)} on record; scanned {result.scanned} "
               f"of {result.listed} public projects ({scope})", file=sys.stderr)
@@ -398,7 +466,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
-    commands = {"check": _run_names, "reserve": _run_names, "status": _status,
+    commands = {"check": _run_names, "reserve": _run_names, "status": _status, "forget": _forget,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
                 "audit": _audit, "watch": _watch}
     config = None

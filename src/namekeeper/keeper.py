@@ -20,6 +20,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import names
 from .config import Config
+from .errors import IndexUnreachable
 from .model import (
     Action,
     Classification,
@@ -45,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+# How long after our successful upload the owners the index shows are taken as ours.
+OWNERS_LEARNING_WINDOW = timedelta(days=2)
 
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
@@ -77,6 +81,8 @@ class Keeper:
         self.notify_transient = True
         #: The public index's cached full listing, when a fresh one exists (see public/listing.py).
         self.listing: PublicListing | None = None
+        #: Dry runs: ultranormalised key → the name of that class a real run would upload.
+        self._planned: dict[str, str] = {}
 
     def missing_credentials(self) -> str | None:
         """Why an upload cannot be attempted (no token anywhere), or None."""
@@ -84,6 +90,15 @@ class Keeper:
         if has is not None and not has():
             return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
                     "twine one through .pypirc or keyring")
+        return None
+
+    def missing_owner(self) -> str | None:
+        """Why uploading would lead to false alarms (no owner to recognise ours by), or None."""
+        public = self.config.public
+        if public.json_url and not public.owners and not public.organization:
+            return ("set [public] owners = [\"<your account on the public index>\"] (or [public] "
+                    "organization): the index publishes owners, and without ours namekeeper "
+                    "cannot tell its own placeholders from someone else's project")
         return None
 
     def budget_spender(self) -> Callable[[str], float | None]:
@@ -109,7 +124,38 @@ class Keeper:
         local = self.prejudge(name, record, self.listing, trust_absence=False)
         if local is not None:
             return local
-        return self.judge(name, self.public.lookup(name), record)
+        public = self.public.lookup(name)
+        self.learn_placeholder_owners(name, public, record)
+        return self.covered(self.judge(name, public, record))
+
+    def covered(self, cls: Classification, planned: str | None = None) -> Classification:
+        """A FREE name whose ultranormalised class we already hold is PROTECTED by that hold.
+
+        ``planned``: the name of the class a dry run would reserve (nothing held yet).
+        """
+        if cls.verdict is not Verdict.FREE:
+            return cls
+        holder = planned or self.store.held_in_class(cls.name)
+        if holder is None:
+            return cls
+        return Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
+                              f"Covered by our placeholder for {holder}: the public index "
+                              "refuses names this similar to it to everyone.", cls.public)
+
+    def learn_placeholder_owners(self, name: str, public: PublicProject,
+                                 record: NameRecord | None) -> None:
+        """Remember who the index says owns the placeholder we uploaded, the first time it shows.
+
+        Only shortly after our own successful upload: a project that shows up long after
+        could be someone else's registration of a placeholder that was removed.
+        """
+        if (record is None or record.reserved_at is None or not public.exists
+                or not public.ownership_known or not public.owners):
+            return
+        if utcnow() - record.reserved_at > OWNERS_LEARNING_WINDOW:
+            return
+        if not self.store.placeholder_owners(name):
+            self.store.record_placeholder_owners(name, public.owners)
 
     def prejudge(self, name: str, record: NameRecord | None, listing: PublicListing | None, *,
                  trust_absence: bool) -> Classification | None:
@@ -141,7 +187,7 @@ class Keeper:
         return None
 
     def judge(self, name: str, public: PublicProject, record: NameRecord | None) -> Classification:
-        """Turn what the public index says into a verdict; no I/O."""
+        """Turn what the public index says into a verdict; no network I/O."""
         ours_in_store = record is not None and record.reserved
         if not public.exists:
             if ours_in_store and record is not None and record.reserved_at is not None:
@@ -165,21 +211,30 @@ class Keeper:
                     org and public.organization and org.lower() == public.organization.lower()):
                 return Classification(name, Verdict.OURS, Severity.NONE,
                                       "The public project belongs to one of our accounts.", public)
+            uploaders = self.store.placeholder_owners(name) if ours_in_store else frozenset()
+            if uploaders & {o.lower() for o in public.owners}:
+                return Classification(name, Verdict.OURS, Severity.NONE,
+                                      f"namekeeper's placeholder, held by "
+                                      f"{', '.join(sorted(uploaders))}, the account that "
+                                      "uploaded it.", public)
         elif ours_in_store:
             return Classification(name, Verdict.OURS, Severity.NONE,
                                   "namekeeper reserved this name (the index does not publish "
                                   "owners).", public)
         return self._taken(name, public, record)
 
-    def _taken(self, name: str, public: PublicProject,
-               record: NameRecord | None) -> Classification:
+    def _taken(self, name: str, public: PublicProject, record: NameRecord | None, *,
+               appeared_during_upload: bool = False) -> Classification:
+        """Severity and reason from the same facts, so the alert's title, reason and advice agree."""
         who = ", ".join(public.owners) or "unknown owners"
         if public.organization:
             who += f" (organisation {public.organization})"
         first_private = record.first_seen_private if record else None
         private_version = record.highest_private_version if record else None
         reasons = []
-        if (public.first_release and first_private
+        if appeared_during_upload:  # exactly what an attack looks like
+            reasons.append("it was registered between our lookup and our upload")
+        elif (public.first_release and first_private
                 and public.first_release > first_private):
             reasons.append(f"it appeared on the public index ({public.first_release:%Y-%m-%d}) "
                            f"after we first saw it privately ({first_private:%Y-%m-%d})")
@@ -200,18 +255,20 @@ class Keeper:
     # -- reservation ---------------------------------------------------------------------------
 
     def check(self, name: str, display_name: str | None = None) -> Outcome:
-        """Classify and record, without uploading."""
+        """Classify without uploading and without writing anything (`check` is read-only)."""
         record = self.store.get(name)
         cls = self.classify(name, record)
-        outcome = self._outcome(cls, record, display_name or name, Action.SKIPPED, cls.reason)
-        self.store.record_outcome(outcome)
-        return outcome
+        return self._outcome(cls, record, display_name or name, Action.SKIPPED, cls.reason)
 
     def reserve_name(self, name: str, display_name: str | None = None, *,
                      event: NameEvent | None = None, dry_run: bool | None = None,
                      budget: Callable[[str], float | None] | None = None,
-                     holder: str | None = None) -> Outcome:
+                     holder: str | None = None, record_it: bool = True) -> Outcome:
         """Make sure the public name is held; upload the placeholder when it is free.
+
+        ``record_it=False`` (the command line's dry run) writes nothing to the store and
+        alerts nobody.  Of an ultranormalised class only the first name is uploaded; the
+        others are PROTECTED by it (`covered`), without an upload or a budget slot.
 
         ``budget`` spends one new-project slot and returns None, or the seconds to
         wait; a name that must wait gets `Action.RATE_LIMITED` and no upload.
@@ -222,6 +279,8 @@ class Keeper:
         dry_run = self.config.policy.dry_run if dry_run is None else dry_run
         record = self.store.get(name)
         cls = self.classify(name, record)
+        if dry_run:
+            cls = self.covered(cls, self._planned.get(names.ultranormalize(name)))
 
         if cls.verdict is not Verdict.FREE:
             if (cls.verdict is Verdict.TAKEN and not (cls.public and cls.public.ownership_known)
@@ -233,11 +292,12 @@ class Keeper:
                       Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
                       }[cls.verdict]
             return self._finish(self._outcome(cls, record, display, action, cls.reason, event),
-                                held=cls.verdict is Verdict.OURS)
+                                held=cls.verdict is Verdict.OURS, record_it=record_it)
         if dry_run:
+            self._planned.setdefault(names.ultranormalize(name), name)
             return self._finish(self._outcome(cls, record, display, Action.DRY_RUN,
                                               "Dry run: the placeholder would be uploaded.",
-                                              event))
+                                              event), record_it=record_it)
         return self._upload(cls, record, display, event, budget=budget, holder=holder)
 
     def _upload(self, cls: Classification, record: NameRecord | None, display: str,
@@ -266,8 +326,24 @@ class Keeper:
             self.store.refund_budget(cls.name)  # a definite answer: no project was created
         if result.action is Action.RATE_LIMITED:
             result = replace(result, retry_after=self._pause(result.retry_after))
-        return self._finish(self._after_upload(cls, record, display, result, event),
-                            held=result.action in _HELD)
+        outcome = self._finish(self._after_upload(cls, record, display, result, event),
+                               held=result.action in _HELD)
+        if result.action in _HELD and holder is None:
+            # The queue confirms every upload by a later lookup (`confirm`), which learns the
+            # owners then; a command-line run has no later, so it asks now.
+            self._learn_owners_now(cls.name)
+        return outcome
+
+    def _learn_owners_now(self, name: str) -> None:
+        """Right after our upload, ask who the index says owns it (a CDN-stale 404 says nothing)."""
+        if not self.public.publishes_owners():
+            return
+        try:
+            public = self.public.lookup(name)
+        except IndexUnreachable as exc:
+            log.info("%s: could not ask for the placeholder's owners yet: %s", name, exc)
+            return
+        self.learn_placeholder_owners(name, public, self.store.get(name))
 
     def _pause(self, asked: float | None) -> float:
         """Obey the index's 429 for at most ``[queue] max-pause``; raise the pause condition."""
@@ -313,6 +389,7 @@ class Keeper:
         """
         record = self.store.get(name)
         public = self.public.lookup(name)
+        self.learn_placeholder_owners(name, public, record)
         cls = self.judge(name, public, record)
         if cls.verdict is Verdict.OURS:
             if public.exists or record is None or record.reserved_at is None:
@@ -344,11 +421,9 @@ class Keeper:
                                  result.message, event)
         if result.action is Action.TAKEN:
             public = cls.public or PublicProject(cls.name, exists=True)
-            taken = self._taken(cls.name, public, record)
-            # Registered between our lookup and our upload: exactly what an attack looks like.
-            severity = Severity.CRITICAL if not public.exists else taken.severity
-            return self._outcome(Classification(cls.name, Verdict.TAKEN, severity,
-                                                taken.reason, cls.public), record, display,
+            taken = self._taken(cls.name, public, record,
+                                appeared_during_upload=not public.exists)
+            return self._outcome(replace(taken, public=cls.public), record, display,
                                  Action.TAKEN, result.message, event)
         if result.action is Action.PROTECTED:
             return self._outcome(Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
@@ -379,7 +454,9 @@ class Keeper:
                        public=cls.public, event=event,
                        first_seen_private=record.first_seen_private if record else None)
 
-    def _finish(self, outcome: Outcome, *, held: bool = False) -> Outcome:
+    def _finish(self, outcome: Outcome, *, held: bool = False, record_it: bool = True) -> Outcome:
+        if not record_it:
+            return outcome
         self.store.record_outcome(outcome, reserved=held)
         log.info("%s: %s (%s) — %s", outcome.name, outcome.verdict.value, outcome.action.value,
                  outcome.message)

@@ -27,6 +27,7 @@ from .model import NameEvent, Outcome
 from .store_budget import Budget
 from .store_bulk import BulkNames
 from .store_health import Condition, StoreHealth
+from .store_placeholders import PlaceholderRecords
 from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
     BUDGET_WINDOW,
@@ -58,12 +59,12 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory):
+class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, PlaceholderRecords):
     """The SQLite store; safe to share between threads and processes.
 
-    The queue with its leases, the budget, the conditions and bulk name writes
-    live in their own modules (`store_queue`, `store_budget`, `store_health`,
-    `store_bulk`): one concern each.
+    The queue with its leases, the budget, the conditions, bulk name writes and our own
+    placeholders live in their own modules (`store_queue`, `store_budget`, `store_health`,
+    `store_bulk`, `store_watch`, `store_placeholders`): one concern each.
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -311,7 +312,7 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory):
             cur = db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
                              "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
                              "AND updated_at <= ?", (now, now - older_than))
-            return cur.rowcount
+            return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
 
     # -- notification deliveries ------------------------------------------------------------------
 

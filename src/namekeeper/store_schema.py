@@ -15,6 +15,12 @@ from packaging.version import InvalidVersion, Version
 from .model import NameEvent
 
 SCHEMA = """
+-- Owners the public index reported for a placeholder we uploaded (store_placeholders.py).
+CREATE TABLE IF NOT EXISTS placeholder_owners (
+    name TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (name, owner)
+);
 CREATE TABLE IF NOT EXISTS names (
     name TEXT PRIMARY KEY,
     display_name TEXT NOT NULL,

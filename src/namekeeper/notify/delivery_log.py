@@ -53,6 +53,13 @@ class StoreDeliveryLog:
                                         "ORDER BY next_at", (now,)).fetchall()
         return [self._retry(r) for r in rows]
 
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        row = self.store._db().execute("SELECT verdict, action FROM names WHERE name=?",
+                                       (name,)).fetchone()
+        if row is None or row["verdict"] is None or row["action"] is None:
+            return None
+        return row["verdict"], row["action"]
+
     @staticmethod
     def _retry(row: sqlite3.Row) -> Retry:
         return Retry(target=row["target"], name=row["name"], fingerprint=row["fingerprint"],

@@ -175,6 +175,9 @@ class DeliveryLog(Protocol):
     def pending_retries(self, now: float) -> list[Retry]:
         """Every retry due at ``now`` (``next_at <= now``), oldest first."""
 
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        """(verdict, action) the store records for ``name`` now; None when it cannot say."""
+
 
 class MemoryDeliveryLog:
     """A `DeliveryLog` in a few dicts: for tests and one-shot CLI runs."""
@@ -205,6 +208,9 @@ class MemoryDeliveryLog:
     def pending_retries(self, now: float) -> list[Retry]:
         return sorted((r for r in self.retries.values() if r.next_at <= now),
                       key=lambda r: r.next_at)
+
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        return None  # no store behind it: every retry is still current
 
 
 # ---------------------------------------------------------------------------
@@ -270,9 +276,10 @@ class Dispatcher:
     def dispatch(self, outcome: Outcome) -> dict[str, bool]:
         """Deliver ``outcome`` to each notifier that wants it and has not had it; name → ok."""
         message = self.render(outcome)
+        fp = fingerprint(outcome)
+        self._drop_stale_retries(outcome.name, fp, message.tags)
         if not message.tags:
             return {}
-        fp = fingerprint(outcome)
         payload = outcome_to_json(outcome)
         results: dict[str, bool] = {}
         for notifier in self.notifiers:
@@ -306,6 +313,25 @@ class Dispatcher:
                 log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
                             error)
         return results
+
+    def _drop_stale_retries(self, name: str, fp: str, tags: frozenset[str]) -> None:
+        """A newer state of ``name`` makes every pending alert about an older one stale.
+
+        A target that wants the new alert gets it (and its retry replaced) in `dispatch`;
+        one that does not must not receive the old one later either.
+        """
+        for notifier in self.notifiers:
+            pending = self.log.retry_for(notifier.name, name)
+            if (pending is not None and pending.fingerprint != fp
+                    and not (tags and self._wants(notifier, tags))):
+                log.info("dropping the pending alert about %s to %r: its state changed",
+                         name, notifier.name)
+                self.log.clear_retry(notifier.name, name)
+
+    def _is_stale(self, outcome: Outcome) -> bool:
+        """True when the store's current state of the name is not the one this alert is about."""
+        current = self.log.current_state(outcome.name)
+        return current is not None and current != (outcome.verdict.value, outcome.action.value)
 
     def dispatch_rendered(self, message: Message, about: Outcome, fp: str) -> dict[str, bool]:
         """Deliver an alert rendered elsewhere (a look-alike: `notify.render_lookalike`) to
@@ -342,6 +368,12 @@ class Dispatcher:
             except ValueError as exc:
                 log.error("dropping unreadable retry for %s to %r: %s",
                           retry.name, retry.target, exc)
+                self.log.clear_retry(retry.target, retry.name)
+                continue
+            if self._is_stale(outcome):
+                log.info("dropping the retry of the %s alert about %s to %r: the name is %s now",
+                         outcome.action.value, retry.name, retry.target,
+                         "/".join(self.log.current_state(outcome.name) or ()))
                 self.log.clear_retry(retry.target, retry.name)
                 continue
             if self._attempt(notifier, self.render(outcome), outcome, retry.fingerprint,

@@ -54,6 +54,11 @@ _ADVICE = {
         "and developer environments that installed it, and report the project to the public "
         "index if it impersonates yours."
     ),
+    # HIGH: urgent (routed like critical), but the facts of an attack were not established.
+    "high": (
+        "Find out whether the public project could win over your private one: compare its "
+        "versions with your private package's, and treat it as an attack until you know."
+    ),
     TAG_RESERVED: "Nothing to do: a harmless placeholder now holds the name on the public index.",
     TAG_PROTECTED: (
         "Nothing to do: the public index refuses this name to everyone, so nobody can take it."
@@ -127,6 +132,16 @@ def _safe_url(url: str | None) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return None
     return quote(url, safe=":/?#@!$&'*+,;=%-._~")
+
+
+def _advice_keys(outcome: Outcome, tags: frozenset[str]) -> list[str]:
+    """The advice paragraphs for ``outcome``, chosen by its severity like its title."""
+    keys = []
+    if TAG_CRITICAL in tags:
+        keys.append(TAG_CRITICAL if outcome.severity is Severity.CRITICAL else "high")
+    keys += [t for t in (TAG_TAKEN, TAG_RESERVED, TAG_PROTECTED, TAG_FAILED, TAG_RATE_LIMITED)
+             if t in tags]
+    return keys
 
 
 def _headline(tags: frozenset[str], name: str) -> str:
@@ -220,13 +235,13 @@ def render(outcome: Outcome, project_url: str | None = None,
     facts.add("Severity", f"{severity}: {outcome.reason}" if outcome.reason else severity)
     facts.add("Verdict", f"{outcome.verdict.value}, action {outcome.action.value}")
     facts.add("When", _when(outcome.at))
-    advice = " ".join(_ADVICE[t] for t in (TAG_CRITICAL, TAG_TAKEN, TAG_RESERVED, TAG_PROTECTED,
-                                           TAG_FAILED, TAG_RATE_LIMITED) if t in tags)
+    advice = " ".join(_ADVICE[t] for t in _advice_keys(outcome, tags))
     facts.add("What to do now", advice)
     url = _safe_url(project_url if outcome.public is None or not outcome.public.url
                     else outcome.public.url)
 
-    marker = " [CRITICAL]" if TAG_CRITICAL in tags else ""
+    # The title says the outcome's own severity: the reason and advice are about the same one.
+    marker = f" [{severity}]" if TAG_CRITICAL in tags else ""
     title = f"namekeeper{marker}: {headline}"
     return Message(
         title=title,

@@ -68,7 +68,9 @@ _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}", re.ASCII)
 
 def _json_response(start_response: Callable[..., Any], http_status: int, status: str,
                    reason: str, extra_headers: Iterable[tuple[str, str]] = ()) -> list[bytes]:
-    body = json.dumps({"status": status, "reason": reason}).encode("utf-8")
+    # An ignored delivery says only what was ignored: {"ignored": "not a Python distribution"}.
+    answer = {"ignored": reason} if status == "ignored" else {"status": status, "reason": reason}
+    body = json.dumps(answer).encode("utf-8")
     phrases = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
                405: "Method Not Allowed", 411: "Length Required", 413: "Content Too Large",
                503: "Service Unavailable"}

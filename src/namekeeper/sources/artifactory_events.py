@@ -38,6 +38,10 @@ CHECKSUM_RE = re.compile(r"[0-9a-fA-F]*", re.ASCII)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+#: The whole answer to a file that is not a Python distribution: ``{"ignored": this}``.
+NOT_A_DISTRIBUTION = "not a Python distribution"
+
+
 class DeliveryIgnored(Exception):
     """Understood, but nothing to act on: answered 200 with the reason."""
 
@@ -101,20 +105,28 @@ def _watched(repo: str, repos: tuple[str, ...]) -> None:
         raise DeliveryIgnored("repo_not_watched", f"repository {repo!r} is not watched")
 
 
+def _filename(path: str, name: str | None) -> str:
+    """The file's own name: ``data.name`` when given (it must agree with the path)."""
+    if name and ("/" in name or "\\" in name):
+        raise DeliveryRejected("invalid_name", f"data.name {shown(name)} is not a bare filename")
+    if name and path and path.rsplit("/", 1)[-1] != name:
+        raise _bad_shape(f"data.name {shown(name)} does not match the last segment of the path")
+    return name if name else path.rsplit("/", 1)[-1]
+
+
+def _require_distribution(filename: str) -> None:
+    if not filename.endswith(DIST_SUFFIXES):
+        raise DeliveryIgnored("not_distribution", NOT_A_DISTRIBUTION)
+
+
 def artifact_event(repo: str, path: str, name: str | None, sha256: str) -> NameEvent:
     """The event for a file at ``repo``/``path``; the project name comes from the filename.
 
     Shared by the webhook and the reconciliation so both produce the same key
     for the same file, and a file seen both ways is one event.
     """
-    filename = name if name else path.rsplit("/", 1)[-1]
-    if name and ("/" in name or "\\" in name):
-        raise DeliveryRejected("invalid_name", f"data.name {shown(name)} is not a bare filename")
-    if name and path and path.rsplit("/", 1)[-1] != name:
-        raise _bad_shape(f"data.name {shown(name)} does not match the last segment of the path")
-    if not filename.endswith(DIST_SUFFIXES):
-        raise DeliveryIgnored("not_distribution",
-                              f"{shown(filename or path or '/')} is not a Python distribution")
+    filename = _filename(path, name)
+    _require_distribution(filename)
     try:
         display, canonical_name, version = name_from_filename(filename)
     except InvalidName as exc:
@@ -165,7 +177,6 @@ def _artifact_payload(event_type: str, data: dict[str, Any], repos: tuple[str, .
     repo = _repo_key(str(_string(data, "repo_key", "data.")), "data.repo_key")
     path = str(_string(data, "path", "data.", max_length=MAX_PATH_LENGTH)).lstrip("/")
     name = _string(data, "name", "data.", required=False, max_length=MAX_PATH_LENGTH)
-    sha256 = _checksum(data, "sha256", "data.")
     if event_type in ("moved", "copied"):
         # The file now lives at the target; a move into a repository produces no
         # "deployed" there, so this is the only signal the target ever gets.
@@ -176,7 +187,10 @@ def _artifact_payload(event_type: str, data: dict[str, Any], repos: tuple[str, .
             path = target_path
             name = None  # data.name describes the source, which a move may rename
     _watched(repo, repos)
-    return artifact_event(repo, path, name, sha256)
+    # Before the checksum: JFrog's own sample deploys sample.txt with "sha256": "sample_checksum",
+    # a well-formed delivery with nothing in it for us.
+    _require_distribution(_filename(path, name))
+    return artifact_event(repo, path, name, _checksum(data, "sha256", "data."))
 
 
 def _property_payload(data: dict[str, Any], repos: tuple[str, ...]) -> NameEvent:

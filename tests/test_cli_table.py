@@ -1,0 +1,53 @@
+"""Tables at 80 columns: names, verdicts and severities whole; reasons wrap; pipes stay plain."""
+
+from __future__ import annotations
+
+from namekeeper.cli_table import Columns, render
+
+ROWS = [
+    {"name": "requests", "verdict": "taken", "severity": "high", "owners": ["psf", "nateprewitt"],
+     "highest_version": "2.32.3", "reason": "Held by psf, nateprewitt; we cannot tell whether "
+                                            "it outranks our private package."},
+    {"name": "asyncio", "verdict": "protected", "severity": "none", "owners": [],
+     "reason": "The public index refuses standard-library module names to everyone."},
+    {"name": "acme-internal-billing-service-client", "verdict": "free", "severity": "low",
+     "owners": [], "reason": "Nobody holds this name on the public index; anyone could "
+                             "register it."},
+]
+COLUMNS = Columns(key=("name", "verdict", "severity"),
+                  optional=("owners", "highest_version", "organization", "first_release"),
+                  text="reason")
+
+
+def test_at_80_columns_no_key_cell_is_cut_and_the_reason_wraps() -> None:
+    out = render(ROWS, COLUMNS, width=80, terminal=True, color=False)
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    for row in ROWS:
+        assert any(row["name"] in line and row["verdict"] in line and row["severity"] in line
+                   for line in lines), row["name"]
+    assert "…" not in out
+    assert "register it." in out  # the reason is all there, wrapped
+    assert len(lines) <= 12  # three names fit a screen
+
+
+def test_a_very_narrow_terminal_moves_the_reason_below() -> None:
+    out = render(ROWS, COLUMNS, width=60, terminal=True, color=False)
+    assert all(len(line) <= 60 for line in out.splitlines())
+    assert "acme-internal-billing-service-client" in out
+    assert "asyncio: The public index refuses" in out.replace("\n", " ")
+
+
+def test_piped_output_is_plain_one_line_per_row() -> None:
+    out = render(ROWS, COLUMNS, width=80, terminal=False, color=False)
+    lines = out.rstrip("\n").splitlines()
+    assert len(lines) == 1 + len(ROWS)  # a header and one line per name
+    assert not any(ch in out for ch in "─━│┃┏┓└┘╭╮")
+    assert "\x1b[" not in out
+    assert lines[1].split()[:3] == ["requests", "taken", "high"]
+
+
+def test_colour_only_when_asked() -> None:
+    plain = render(ROWS, COLUMNS, width=80, terminal=True, color=False)
+    coloured = render(ROWS, COLUMNS, width=80, terminal=True, color=True)
+    assert "\x1b[" not in plain and "\x1b[" in coloured
