@@ -196,3 +196,30 @@ def test_the_status_follows_devpis_read_access_json_and_html(makexom: Any, maket
     assert page.content_type == "text/html"
     assert "acme-open" in page.text and "acme-hidden" not in page.text
     assert report["plugin"]["config_loaded"] and report["plugin"]["role"] == "primary"
+
+
+@pytest.mark.notransaction
+def test_backfill_queues_every_project_once_the_most_recently_changed_first(nk_mapp: Any
+                                                                           ) -> None:
+    nk_mapp.create_and_login_user("acme")
+    nk_mapp.create_index("legacy")
+    for name in ("acme-first", "acme-second", "acme-third"):
+        nk_mapp.upload_file_pypi(f"{name.replace('-', '_')}-1.0.tar.gz", name.encode(), name, "1.0")
+    nk_mapp.upload_file_pypi("acme_first-2.0.tar.gz", b"again", "acme-first", "2.0")
+    face = face_for(nk_mapp.xom)
+    assert face is not None and face.service is not None
+    assert face.backfill() == 0  # not opted in yet
+    nk_mapp.set_key_value(INDEX_KEY, True, indexname="acme/legacy")
+    assert face.backfill() == 3
+    claimed = [face.service.store.get(n) for n in ("acme-first", "acme-second", "acme-third")]
+    assert all(r is not None and r.first_index == "acme/legacy" for r in claimed)
+    with nk_mapp.xom.keyfs.read_transaction():
+        events = face._index_events(nk_mapp.xom.model.getstage("acme/legacy"))
+    assert [(e.name, e.version) for e in events] == [
+        ("acme-first", "2.0"), ("acme-third", "1.0"), ("acme-second", "1.0")]
+    store = face.service.store
+    claims = [store.claim("test-holder") for _ in range(3)]
+    assert [c.name for c in claims if c] == ["acme-first", "acme-third", "acme-second"]
+    assert face.backfill() == 0  # once per index; a restart's repeat is deduplicated
+    face._backfilled.clear()
+    assert face.backfill() == 0

@@ -88,7 +88,8 @@ class QueueLeases:
             self._due_confirmations(db, now)
             row = db.execute("SELECT name, event, attempts, confirming FROM queue "
                              "WHERE state='pending' AND not_before <= ? "
-                             "ORDER BY not_before, enqueued_at LIMIT 1", (now,)).fetchone()
+                             # rowid: a batch shares one enqueued_at; keep its order
+                             "ORDER BY not_before, enqueued_at, rowid LIMIT 1", (now,)).fetchone()
             if row is None:
                 return None
             db.execute("UPDATE queue SET state='claimed', claimed_by=?, lease_until=?, "
