@@ -176,7 +176,9 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
 # anchor) is read with one regex pass; any other page goes through the HTML parser, which
 # is ten times slower on 10,000 names and gives the same names on such a page.
-_PLAIN_ANCHOR = re.compile(r"""<a(?:\s(?:[^>"']|"[^"]*"|'[^']*')*)?>([^<]*)</a\s*>""", re.I)
+_PLAIN_ANCHOR = re.compile(
+    r"""<a((?:\s+[\w:.-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`/]+))?)*)\s*>([^<]*)</a\s*>""",
+    re.I)
 _ANY_ANCHOR = re.compile(r"<a[\s>/]", re.I)
 _RAW_TEXT = re.compile(r"<(?:script|style|xmp|plaintext|!--|!\[CDATA\[)", re.I)
 # Python versions differ on whether markup inside these is markup: plain text only.
@@ -187,7 +189,7 @@ def _simple_anchor_texts(text: str) -> list[str] | None:
     """The anchors' texts when every anchor of ``text`` is plain, else None (use the parser)."""
     if _RAW_TEXT.search(text) or any("<" in m[1] for m in _TEXT_ONLY.findall(text)):
         return None
-    texts = _PLAIN_ANCHOR.findall(text)
+    texts = [t for _, t in _PLAIN_ANCHOR.findall(text)]
     if len(texts) != len(_ANY_ANCHOR.findall(text)):
         return None
     return [(html.unescape(t) if "&" in t else t).strip() for t in texts]
