@@ -133,3 +133,37 @@ def test_stdlib_names_are_protected_without_asking(keeper: Keeper, name: str) ->
 
 def test_policy_exclusions_are_not_looked_up(keeper: Keeper) -> None:
     assert keeper.classify("acme-fork-requests", None).verdict is Verdict.EXCLUDED
+
+
+def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(
+        tmp_path: Path) -> None:
+    from namekeeper.model import Action, UploadResult
+    from namekeeper.notify.render import render
+    from namekeeper.placeholder import PlaceholderBuilder
+    from namekeeper.reserve.interface import ReservationBackend
+
+    class Absent(PublicIndex):
+        def lookup(self, name: str) -> PublicProject:
+            return PublicProject(name, exists=False, ownership_known=True)
+
+    class Builder(PlaceholderBuilder):
+        def build(self, name: str, display_name: str, outdir: Path) -> list[Path]:
+            return [outdir / f"{name}-0.0.0.tar.gz"]
+
+    class SomeoneWasFaster(ReservationBackend):
+        def upload(self, name: str, files: list[Path]) -> UploadResult:
+            return UploadResult(Action.TAKEN, "403 isn't allowed to upload to project")
+
+        def has_credentials(self) -> bool:
+            return True
+
+    config = Config(public=PublicConfig(owners=("acme-security",)),
+                    store=StoreConfig(path=tmp_path / "s.sqlite3"))
+    keeper = Keeper(config, Store(config.store.path), Absent(), Builder(), SomeoneWasFaster())
+    outcome = keeper.reserve_name("acme-a")
+    assert (outcome.verdict, outcome.severity) == (Verdict.TAKEN, Severity.CRITICAL)
+    assert "registered between our lookup and our upload" in outcome.reason
+    assert "cannot tell" not in outcome.reason
+    message = render(outcome)
+    assert message.title.startswith("namekeeper [CRITICAL]")
+    assert "dependency-confusion attack" in message.text

@@ -131,3 +131,21 @@ def svc_queue_settled(svc: Service) -> bool:
 
     counts = Store(svc.store_path).queue_counts()
     return counts["pending"] == 0 and counts["claimed"] == 0
+
+
+def test_notify_test_names_each_target_by_host_with_the_real_failure_reason(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with serving_http() as receiver:
+        dead = closed_port()
+        cfg = tmp_path / "nk.toml"
+        cfg.write_text(f'[notify]\nurls = ["{receiver.url()}", '
+                       f'"json://bot:hunter2secret@127.0.0.1:{dead}/hook-s3cr3t-path"]\n'
+                       f'[store]\npath = "s.sqlite3"\n')
+        code = main(["--config", str(cfg), "--format", "json", "notify", "--test"])
+    out = capsys.readouterr().out
+    rows = json.loads(out)
+    assert code == 1
+    assert rows[1]["target"] == f"json://127.0.0.1:{dead}"
+    assert rows[0]["target"].startswith("json://127.0.0.1:")
+    assert "Connection error" in rows[1]["error"]  # apprise's own reason, not a generic one
+    assert "hunter2secret" not in out and "s3cr3t" not in out

@@ -306,7 +306,9 @@ def _notify_test(args: argparse.Namespace, config: Config) -> int:
     if not notifiers:
         raise UsageError("no notification targets configured: add [notify] urls or config")
     results = send_test(config, notifiers)
-    rows = [{"target": t, "delivered": ok, "error": err} for t, ok, err in results]
+    where = {n.name: n.target() for n in notifiers}
+    rows = [{"target": where.get(name, name), "delivered": ok, "error": err}
+            for name, ok, err in results]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
     else:

@@ -134,7 +134,24 @@ class AppriseNotifier(Notifier):
         self.name = name
         self._service = service
         self.tags = frozenset(str(t).lower() for t in service.tags)
+        self._last_failure: str | None = None
         _MASK.register(secrets)
+
+    def target(self) -> str:
+        """``scheme://host[:port]`` from apprise's privacy form of the URL: no token, no path."""
+        private = str(self._service.url(privacy=True))
+        try:
+            parts = urlsplit(private)
+            host = parts.hostname
+            port = parts.port
+        except ValueError:
+            host, port = None, None
+        if not host or "..." in host or "*" in host:  # a token-only service (Slack): no host
+            return f"{_schema_of(self._service)} ({self.name})"
+        return f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+
+    def last_failure(self) -> str | None:
+        return self._last_failure
 
     def __repr__(self) -> str:
         return f"AppriseNotifier({self.name!r}, tags={sorted(self.tags)})"
@@ -163,6 +180,7 @@ class AppriseNotifier(Notifier):
             return True
         reasons = "; ".join(_MASK.mask(entry.message) for entry in result.logs()
                             if entry.level in ("WARNING", "ERROR", "CRITICAL"))
+        self._last_failure = reasons or None
         log.warning("notification %r about %s was not delivered: %s", self.name, outcome.name,
                     reasons or "the service reported a failure")
         return False

@@ -399,7 +399,10 @@ class Dispatcher:
             ok = deliver(message, outcome) if deliver is not None else notifier.notify(outcome)
         except Exception as exc:  # noqa: BLE001 - a notifier's bug must not stop the others
             return redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
-        return None if ok else "the target did not accept the notification"
+        if ok:
+            return None
+        return redact_text(notifier.last_failure() or "the target did not accept the "
+                           "notification", self.secrets)
 
     def _attempt(self, notifier: Notifier, message: Message, outcome: Outcome, fp: str,
                  payload: str, attempt: int) -> bool:

@@ -53,6 +53,14 @@ class Notifier(ABC):
         """Whether an alert with these tags is for this notifier; by default every alert is."""
         return True
 
+    def target(self) -> str:
+        """Where this notifier delivers, for people (a host, never a secret part); its name."""
+        return self.name
+
+    def last_failure(self) -> str | None:
+        """Why the last delivery failed, in the target's own words (secrets masked), if known."""
+        return None
+
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         """Deliver an already rendered ``message``; by default `notify` does the work.
 
