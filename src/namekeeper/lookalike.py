@@ -29,7 +29,7 @@ import enum
 import fnmatch
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA
@@ -203,6 +203,22 @@ def honest(found: Likeness, words: Mapping[str, int], common_at: int) -> bool:
     return made_everyday_words if found.kind in _TYPO_KINDS else True
 
 
+class _WordsLess(Mapping[str, int]):
+    """Word counts less some others, without copying the (large) first."""
+
+    def __init__(self, counts: Mapping[str, int], less: Mapping[str, int]) -> None:
+        self._counts, self._less = counts, less
+
+    def __getitem__(self, word: str) -> int:
+        return self._counts.get(word, 0) - self._less.get(word, 0)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._counts)
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 class LookalikeIndex:
     """Built from our canonical names; `match` answers for one public canonical name."""
 
@@ -222,7 +238,7 @@ class LookalikeIndex:
         # Two strings within distance 2 whose edits all fall in one half share the other half:
         # our names by their first half (s[:h]) and by what follows the middle ("|" + s[h+1:]).
         # One to a few lookups per public name instead of one per character deleted.
-        self._by_half: dict[str, list[str]] = {}
+        self._by_half: dict[str, list[tuple[int, int, str, str]]] = {}  # (n, bound, name, flat)
         self._flat: dict[str, str] = {}
         halves: dict[int, set[int]] = {}
         tails: dict[int, set[int]] = {}
@@ -242,27 +258,28 @@ class LookalikeIndex:
             bound = t.max_distance(n)
             if bound:
                 h = n // 2
-                _add(self._by_half, flat[:h], name)
-                _add(self._by_half, "|" + flat[h + 1:], name)
+                entry = (n, bound, name, flat)
+                self._by_half.setdefault(flat[:h], []).append(entry)
+                self._by_half.setdefault("|" + flat[h + 1:], []).append(entry)
                 for m in range(n - bound, n + bound + 1):
                     halves.setdefault(m, set()).add(h)
                     tails.setdefault(m, set()).add(n - h - 1)
         self._halves_for = {m: tuple(sorted(v)) for m, v in halves.items()}
         self._tails_for = {m: tuple(sorted(v)) for m, v in tails.items()}
 
-    def words_of(self, listing: Iterable[str], lookalikes: Iterable[str] = ()) -> Counter[str]:
+    def words_of(self, listing: Iterable[str], lookalikes: Iterable[str] = (),
+                 counts: Mapping[str, int] | None = None) -> Mapping[str, int]:
         """`word_counts` of a public listing, leaving out our names and the look-alikes in it.
 
         What makes a word everyday is its use by projects that do not look like
         ours: our reserved placeholders, or a squatter's ten variants of our name,
         must not make our company's word look common and silence the reports.
+        ``counts``: the listing's `word_counts`, when the caller keeps them.
         """
-        names = listing if isinstance(listing, (list, tuple)) else list(listing)
-        counts = word_counts(names)
+        names = listing if isinstance(listing, (list, tuple, set, frozenset)) else list(listing)
         left_out = self.ours.intersection(names) | set(lookalikes)
-        if left_out:
-            counts.subtract(word_counts(left_out))
-        return counts
+        return _WordsLess(counts if counts is not None else word_counts(names),
+                          word_counts(left_out))
 
     def __len__(self) -> int:
         return len(self.ours)
@@ -307,57 +324,58 @@ class LookalikeIndex:
         ours = self._by_skeleton.get(skeleton(flat))
         if ours:
             return self._likeness(public, ours, Kind.VISUAL)
-        if "-" in public:
-            ours = self._by_words.get(_words_key(public))
+        words = public.split("-")
+        if len(words) > 1:
+            ours = self._by_words.get("-".join(sorted(words)))
             if ours:
                 return self._likeness(public, ours, Kind.SWAPPED_WORDS)
         # Our name with an affix added (acme-billing-sdk), or with one of its affixes dropped.
-        for stem in _stems(public):
-            stem_flat = stem.replace("-", "")
-            ours = self._by_squashed.get(stem_flat)
-            if ours and len(stem_flat) >= self.thresholds.affix_length:
-                return self._likeness(public, ours, Kind.AFFIX)
+        if (words[0] in AFFIX_WORDS_BEFORE or words[-1] in AFFIX_WORDS_AFTER
+                or public[-1].isdigit() or public.startswith("py")):
+            found = self._affixed(public)
+            if found:
+                return found
         ours = self._by_stem.get(flat)
         if ours:
             return self._likeness(public, ours, Kind.AFFIX)
         return None
 
+    def _affixed(self, public: str) -> Likeness | None:
+        for stem in _stems(public):
+            stem_flat = stem.replace("-", "")
+            ours = self._by_squashed.get(stem_flat)
+            if ours and len(stem_flat) >= self.thresholds.affix_length:
+                return self._likeness(public, ours, Kind.AFFIX)
+        return None
+
     def _near(self, public: str, flat: str) -> Likeness | None:
         m = len(flat)
-        ours_by_half = self._by_half
-        candidates: set[str] = set()
+        get = self._by_half.get
         # Our names within distance 2 keep one half intact (see __init__): look both up.
-        for h in self._halves_for.get(m, ()):
-            hit = ours_by_half.get(flat[:h])
-            if hit:
-                candidates.update(hit)
-        for k in self._tails_for.get(m, ()):
-            hit = ours_by_half.get("|" + flat[m - k:])
-            if hit:
-                candidates.update(hit)
-        if not candidates:
+        found = [hit for hit in (get(flat[:h]) for h in self._halves_for.get(m, ())) if hit]
+        found += [hit for hit in (get("|" + flat[m - k:]) for k in self._tails_for.get(m, ()))
+                  if hit]
+        if not found:
             return None
-        best: tuple[int, str, Kind] | None = None
-        for ours in candidates:
-            ours_flat = self._flat[ours]
-            bound = self.thresholds.max_distance(len(ours_flat))
-            if abs(len(ours_flat) - m) > bound:
-                continue
-            distance = OSA.distance(flat, ours_flat, score_cutoff=bound)
-            if distance > bound or distance == 0:
-                continue
-            kind = (_edit_kind(flat, ours_flat) if distance == 1 else None) or Kind.EDIT
-            if best is None or (distance, ours) < best[:2]:
-                best = (distance, ours, kind)
+        best: tuple[int, str, str, int] | None = None  # (distance, name, flat, bound)
+        distance_of = OSA.distance
+        for hits in found:
+            for n, bound, ours, ours_flat in hits:  # a name found twice is measured twice: cheap
+                if not -bound <= n - m <= bound:
+                    continue
+                distance = distance_of(flat, ours_flat, score_cutoff=bound)
+                if 0 < distance <= bound and (best is None or (distance, ours) < best[:2]):
+                    best = (distance, ours, ours_flat, bound)
         if best is None:
             return None
+        distance, ours, ours_flat, bound = best
+        kind = (_edit_kind(flat, ours_flat) if distance == 1 else None) or Kind.EDIT
         # A typo that also moves a separator (``boslib`` for ``bot-lib``) is two changes to
         # the eye: hold the name as written to the same bound.
-        bound = self.thresholds.max_distance(len(self._flat[best[1]]))
-        distance = OSA.distance(public, best[1], score_cutoff=bound)
+        distance = distance_of(public, ours, score_cutoff=bound)
         if distance > bound:
             return None
-        return Likeness(public, best[1], best[2], distance)
+        return Likeness(public, ours, kind, distance)
 
     def _prefix(self, public: str) -> Likeness | None:
         for prefix in self.prefixes:

@@ -148,12 +148,14 @@ class Service:
 
     def _watch(self) -> None:
         """A look-alike scan at start, then every ``[watch] interval`` (`namekeeper.watch`)."""
-        from .watch import dispatcher_alerts, run_watch
+        from .watch import WatchState, dispatcher_alerts, run_watch
 
         alerts = dispatcher_alerts(self.keeper.alerts) if self.keeper.alerts else None
+        state = WatchState()  # between scans: only new public projects cost anything
         while not self.stop.is_set():
             try:
-                result = run_watch(self.config, self.store, self.keeper.public, alerts=alerts)
+                result = run_watch(self.config, self.store, self.keeper.public, alerts=alerts,
+                                   state=state)
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",
                          len(result.new), result.scanned)

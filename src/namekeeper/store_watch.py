@@ -101,20 +101,40 @@ class WatchMemory:
             db.executemany("INSERT OR IGNORE INTO watch_allow(glob, added_at) VALUES (?,?)",
                            [(g, self._clock()) for g in globs])
 
+    def our_names(self) -> list[str]:
+        """Every name of ours (private, reserved), canonical, sorted."""
+        return [r[0] for r in self._db().execute("SELECT name FROM names ORDER BY name")]
+
     def scanned_listing(self) -> tuple[str | None, frozenset[str] | None]:
         """(digest of what the last scan looked for, the names it scanned), or (None, None)."""
-        rows = dict(self._db().execute(
-            "SELECT key, value FROM watch_state WHERE key IN ('basis', 'names')").fetchall())
+        rows = dict(self._db().execute("SELECT key, value FROM watch_state").fetchall())
         if "basis" not in rows or "names" not in rows:
             return None, None
-        text = zlib.decompress(rows["names"]).decode("ascii")
-        return str(rows["basis"]), frozenset(text.split("\n") if text else ())
+        names = set(_unpack(rows["names"]))
+        names.update(_unpack(rows.get("added")))
+        return str(rows["basis"]), frozenset(names)
 
-    def remember_scan(self, basis: str, names: Iterable[str]) -> None:
-        blob = zlib.compress("\n".join(names).encode("ascii"), 1)
+    def remember_scan(self, basis: str, names: Iterable[str], *, added: bool = False) -> None:
+        """The names a scan saw: all of them, or with ``added`` the ones new since the last."""
         with self._write() as db:
-            db.executemany("INSERT OR REPLACE INTO watch_state(key, value) VALUES (?,?)",
-                           [("basis", basis), ("names", blob)])
+            if not added:
+                db.execute("DELETE FROM watch_state WHERE key='added'")
+                db.executemany("INSERT OR REPLACE INTO watch_state(key, value) VALUES (?,?)",
+                               [("basis", basis), ("names", _pack(names))])
+                return
+            row = db.execute("SELECT value FROM watch_state WHERE key='added'").fetchone()
+            known = list(_unpack(row[0] if row else None))
+            db.execute("INSERT OR REPLACE INTO watch_state(key, value) VALUES ('added', ?)",
+                       (_pack([*known, *names]),))
+
+
+def _pack(names: Iterable[str]) -> bytes:
+    return zlib.compress("\n".join(names).encode("ascii"), 1)
+
+
+def _unpack(blob: bytes | None) -> list[str]:
+    text = zlib.decompress(blob).decode("ascii") if blob else ""
+    return text.split("\n") if text else []
 
 
 def _stored(row: sqlite3.Row) -> StoredLookalike:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .config import Config
-from .lookalike import Likeness, LookalikeIndex, Thresholds
+from .lookalike import Likeness, LookalikeIndex, Thresholds, word_counts
 from .model import Action, Outcome, PublicProject, Severity, Verdict
 from .notify.dispatch import Dispatcher
 from .notify.render_lookalike import lookalike_fingerprint, render_lookalike
@@ -56,44 +57,71 @@ class WatchResult:
     listing: PublicListing | None = None
 
 
-def build_index(config: Config, store: Store, thresholds: Thresholds | None = None
-                ) -> LookalikeIndex:
-    ours = [record.name for record in store.all_names()]
+@dataclass
+class WatchState:
+    """What a long-running process (`serve`) keeps between scans, so that an incremental scan
+    costs only its new names: the index, the names scanned, the listing's word counts."""
+
+    basis: str | None = None
+    index: LookalikeIndex | None = None
+    names: frozenset[str] | None = None
+    words: Counter[str] | None = None
+
+
+def build_index(config: Config, store: Store, ours: list[str] | None = None,
+                thresholds: Thresholds | None = None) -> LookalikeIndex:
     allow = list(config.watch.allow) + store.watch_allowed()
-    return LookalikeIndex(ours, prefixes=config.watch.prefixes, allow=allow,
-                          thresholds=thresholds)
+    return LookalikeIndex(store.our_names() if ours is None else ours,
+                          prefixes=config.watch.prefixes, allow=allow, thresholds=thresholds)
 
 
-def basis(index: LookalikeIndex) -> str:
+def basis(config: Config, store: Store, ours: list[str],
+          thresholds: Thresholds | None = None) -> str:
     """A digest of what a scan looks for: when it changes, the next scan is a full one."""
-    blob = json.dumps([sorted(index.ours), index.prefixes, index.allow_globs,
-                       repr(index.thresholds)])
+    blob = json.dumps([ours, sorted(config.watch.prefixes),
+                       sorted(set(config.watch.allow) | set(store.watch_allowed())),
+                       repr(thresholds or Thresholds())])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def run_watch(config: Config, store: Store, public: PublicIndex, *,
               alerts: Callable[[Outcome, StoredLookalike], bool] | None = None,
               full: bool = False, cache_dir: Path | None = None,
-              listing: PublicListing | None = None) -> WatchResult:
+              listing: PublicListing | None = None, state: WatchState | None = None
+              ) -> WatchResult:
     """One scan (see the module's docstring); raises `PublicIndexUnavailable` when the
     listing cannot be had.  ``alerts(about, lookalike)`` delivers one alert, True when
-    every target has it."""
-    index = build_index(config, store)
+    every target has it; ``state`` is kept by the caller between scans."""
+    state = state if state is not None else WatchState()
+    ours = store.our_names()
+    wanted = basis(config, store, ours)
+    if state.index is None or state.basis != wanted:
+        state.index, state.names, state.words = build_index(config, store, ours), None, None
+    index = state.index
     listing = listing or fetch_listing(config.public, cache_dir=cache_dir)
-    wanted = basis(index)
-    last_basis, last_names = store.scanned_listing()
+    if state.names is None or state.basis != wanted:
+        state.basis, state.names = store.scanned_listing()
     result = WatchResult(listed=len(listing), listing=listing)
-    if full or last_basis != wanted or last_names is None:
+    previous = state.names
+    if full or state.basis != wanted or previous is None:
         todo: list[str] | frozenset[str] = list(listing)
     else:
         result.full = False
-        todo = listing.names - last_names
+        todo = listing.names - previous
     result.scanned = len(todo)
     known = {item.public for item in store.lookalikes()}
     raw = [hit for hit in map(index.match, todo) if hit is not None]
     if raw:
-        words = index.words_of(listing, known | {hit.public for hit in raw})
+        if state.words is None or result.full:
+            state.words = word_counts(listing)
+        elif todo:
+            state.words.update(word_counts(todo))
+        words = index.words_of(listing.names, known | {hit.public for hit in raw}, state.words)
         raw = index.quiet(raw, words)
+    elif result.full:
+        state.words = None  # counted when first needed
+    elif state.words is not None and todo:
+        state.words.update(word_counts(todo))
     fresh = [hit for hit in raw if hit.public not in known]
     store.add_lookalikes(_with_facts(fresh, public))
     result.new = [hit.public for hit in fresh]
@@ -101,7 +129,11 @@ def run_watch(config: Config, store: Store, public: PublicIndex, *,
     gone = [p for p in known if p not in listing or index.allowed(p)]
     if gone:
         store.forget_lookalikes(gone)
-    store.remember_scan(wanted, listing.names)
+    if result.full:
+        store.remember_scan(wanted, listing.names)
+    elif todo:
+        store.remember_scan(wanted, todo, added=True)
+    state.basis, state.names = wanted, listing.names
     result.lookalikes = store.lookalikes()
     if alerts is not None:
         for item in result.lookalikes:
