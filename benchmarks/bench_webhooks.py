@@ -1,6 +1,7 @@
 """Webhook intake under load: sustained accepted events/s and latency, with durable enqueue.
 
     /work/venv/bin/python benchmarks/bench_webhooks.py [--count 5000] [--threads 8] [--json]
+        [--store postgresql://user@127.0.0.1:5432/db]   # + 1 and 3 replicas on the database
 
 Starts ``namekeeper serve`` as a subprocess on a free port of 127.0.0.1, with
 the Artifactory webhook source (signing on) and its public side pointed at a
@@ -52,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN
+from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN, ENV_STORE_PASSWORD
 from namekeeper.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,8 +143,11 @@ def stop_fake(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def write_config(workdir: Path, public_toml: str, *, workers: int, dry_run: bool) -> Path:
+def write_config(workdir: Path, public_toml: str, *, workers: int, dry_run: bool,
+                 store_url: str | None = None) -> Path:
     config = workdir / "namekeeper.toml"
+    store = (f'url = "{store_url}"' if store_url
+             else f'path = "{(workdir / "state.sqlite3").as_posix()}"')
     config.write_text(public_toml + textwrap.dedent(f"""
         [placeholder]
         organization = "Bench Org"
@@ -153,7 +157,7 @@ def write_config(workdir: Path, public_toml: str, *, workers: int, dry_run: bool
         dry-run = {"true" if dry_run else "false"}
 
         [store]
-        path = "{(workdir / 'state.sqlite3').as_posix()}"
+        {store}
 
         [serve]
         host = "127.0.0.1"
@@ -227,16 +231,20 @@ def get(port: int, path: str) -> tuple[int, str]:
 # --------------------------------------------------------------------------- load
 
 
-def run_load(port: int, bodies: list[tuple[str, bytes, str]], *, threads: int,
+def run_load(port: int | list[int], bodies: list[tuple[str, bytes, str]], *, threads: int,
              max_seconds: float, rate: float) -> LoadResult:
-    """Post every body once from ``threads`` keep-alive connections; bounded in time."""
+    """Post every body once from ``threads`` keep-alive connections; bounded in time.
+
+    With several ports (replicas), client thread k talks to ``ports[k % len(ports)]``.
+    """
+    ports = port if isinstance(port, list) else [port]
     result = LoadResult()
     lock = threading.Lock()
     next_index = iter(range(len(bodies)))
     start = time.perf_counter() + 0.05  # every thread starts from the same instant
     deadline = start + max_seconds
 
-    def client() -> None:
+    def client(port: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         latencies, statuses, accepted, sent = [], Counter[str](), [], 0
         while True:
@@ -277,7 +285,8 @@ def run_load(port: int, bodies: list[tuple[str, bytes, str]], *, threads: int,
             result.accepted_names.update(accepted)
             result.sent += sent
 
-    workers = [threading.Thread(target=client, name=f"load-{k}") for k in range(threads)]
+    workers = [threading.Thread(target=client, args=(ports[k % len(ports)],), name=f"load-{k}")
+               for k in range(threads)]
     while time.perf_counter() < start:
         pass
     for t in workers:
@@ -301,6 +310,49 @@ def journaled_names(store_path: Path) -> set[str]:
                                              ("artifactory",))}
 
 
+def journaled_in_database(url: str, password: str | None) -> tuple[set[str], dict[str, int]]:
+    """(names of every Artifactory event in the shared database's journal, queue counts)."""
+    from namekeeper.store_postgres import PostgresStore
+
+    store = PostgresStore(url, password=password, create_schema=False)
+    try:
+        events = store.snapshot().tables["events"]  # (key, name, source, idx, received_at)
+        return {row[1] for row in events if row[2] == "artifactory"}, store.queue_counts()
+    finally:
+        store.close()
+
+
+#: The goals of several machines (issue 12), measured beside SQLite in the same run.
+GOAL_PG_P99_OVER_SQLITE = 1.5
+GOAL_THREE_OVER_ONE = 1.0
+
+
+def compare(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    sqlite, one, three = (reports["sqlite x1"], reports["postgresql x1"],
+                          reports["postgresql x3"])
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 2) if a is not None and b else None
+
+    p99_ratio = ratio(one["p99_ms"], sqlite["p99_ms"])
+    three_ratio = ratio(three["events_per_s"], one["events_per_s"])
+    goals = {
+        f"postgresql x1 >= {GOAL_EVENTS_PER_S:.0f} events/s":
+            one["events_per_s"] >= GOAL_EVENTS_PER_S,
+        f"postgresql x1 p99 <= {GOAL_PG_P99_OVER_SQLITE}x SQLite's":
+            p99_ratio is not None and p99_ratio <= GOAL_PG_P99_OVER_SQLITE,
+        "postgresql x3 together no slower than x1":
+            three_ratio is not None and three_ratio >= GOAL_THREE_OVER_ONE,
+    }
+    lines = [f"{label:>15}: {r['events_per_s']:>7} events/s, p50 {r['p50_ms']} ms, "
+             f"p99 {r['p99_ms']} ms" for label, r in reports.items()]
+    lines += [f"postgresql x1 / SQLite: events/s {ratio(one['events_per_s'], sqlite['events_per_s'])}"
+              f"x, p99 {p99_ratio}x;  postgresql x3 / x1: events/s {three_ratio}x"]
+    lines += [f"  goal {goal}: {'met' if met else 'NOT met'}" for goal, met in goals.items()]
+    return {"p99_pg1_over_sqlite": p99_ratio, "events_pg3_over_pg1": three_ratio,
+            "goals": goals, "lines": lines}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -322,6 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="how long the fake public index takes to answer a lookup, like a "
                              "real one far away (default 50; 0 = instant, so the workers hammer "
                              "the store as fast as they can)")
+    parser.add_argument("--store", metavar="URL",
+                        help="also measure on this shared database (postgresql://user@host/db, "
+                             f"password from {ENV_STORE_PASSWORD}) with one and three replicas, "
+                             "beside SQLite in the same run")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 200_000 and 1 <= args.threads <= 64
@@ -331,54 +387,103 @@ def main(argv: list[str] | None = None) -> int:
                      "--warmup up to 10000, --index-latency-ms up to 10000")
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
-    run_id = secrets.token_hex(3)
     secret = secrets.token_hex(32)
     token = "bench-" + secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NAMEKEEPER_")}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("NAMEKEEPER_") or k == ENV_STORE_PASSWORD}
     env.update({ENV_ARTIFACTORY_SECRET: secret, ENV_PUBLIC_TOKEN: token})
-    bodies = [webhook(i, run_id, secret.encode()) for i in range(args.warmup + args.count)]
-    warmup, measured = bodies[:args.warmup], bodies[args.warmup:]
-
-    report: dict[str, Any] = {
+    base: dict[str, Any] = {
         "machine_cores": os.cpu_count(), "python": sys.version.split()[0],
         "threads": args.threads, "rate_target": args.rate or None,
         "workers": args.workers, "worker_mode": "upload" if args.upload else "dry-run",
         "index_latency_ms": args.index_latency_ms,
     }
-    fake, public_toml = start_fake(token, lifetime=args.max_seconds + 300,
+    # SQLite alone; with --store, SQLite (the baseline) then the database with 1 and 3 replicas.
+    plan = [("sqlite", None, 1)]
+    if args.store:
+        plan += [("postgresql", args.store, 1), ("postgresql", args.store, 3)]
+    fake, public_toml = start_fake(token, lifetime=len(plan) * (2 * args.max_seconds + 300),
                                    lookup_latency=args.index_latency_ms / 1000)
-    service = None
+    reports: dict[str, dict[str, Any]] = {}
     try:
-        with tempfile.TemporaryDirectory(prefix="nk-bench-webhooks-") as tmp:
-            workdir = Path(tmp)
-            config = write_config(workdir, public_toml, workers=args.workers,
-                                  dry_run=not args.upload)
+        for backend, store_url, replicas in plan:
+            label = f"{backend} x{replicas}"
+            log(f"--- {label}")
             try:
-                service, port = start_service(config, env, workdir)
+                reports[label] = {**base, "store": backend, "replicas": replicas,
+                                  **scenario(args, public_toml, env, secret, log,
+                                             store_url=store_url, replicas=replicas)}
             except BenchError as exc:
                 print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
                 return 2
-            log(f"namekeeper serve on 127.0.0.1:{port}; {len(warmup)} warm-up events ...")
-            warm = run_load(port, warmup, threads=args.threads, max_seconds=args.max_seconds,
+    finally:
+        stop_fake(fake)
+    if not args.store:
+        report = reports["sqlite x1"]
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_report(report)
+        return 0 if all(report["correct"].values()) else 1
+    comparison = compare(reports)
+    if args.json:
+        print(json.dumps({"scenarios": reports, "comparison": comparison}, indent=2))
+    else:
+        for report in reports.values():
+            print(f"\n=== {report['store']}, {report['replicas']} replica(s)")
+            print_report(report)
+        print("\n=== the shared database beside SQLite (same run, same machine)")
+        for line in comparison["lines"]:
+            print(line)
+    return 0 if all(all(r["correct"].values()) for r in reports.values()) else 1
+
+
+def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], secret: str,
+             log: Any, *, store_url: str | None, replicas: int) -> dict[str, Any]:
+    """One measurement: ``replicas`` services on one store, loaded, stopped, journal checked."""
+    run_id = secrets.token_hex(3)
+    bodies = [webhook(i, run_id, secret.encode()) for i in range(args.warmup + args.count)]
+    warmup, measured = bodies[:args.warmup], bodies[args.warmup:]
+    report: dict[str, Any] = {}
+    services: list[subprocess.Popen[bytes]] = []
+    with tempfile.TemporaryDirectory(prefix="nk-bench-webhooks-") as tmp:
+        ports = []
+        try:
+            for r in range(replicas):
+                workdir = Path(tmp) / f"r{r}"
+                workdir.mkdir()
+                config = write_config(workdir, public_toml, workers=args.workers,
+                                      dry_run=not args.upload, store_url=store_url)
+                proc, port = start_service(config, env, workdir)
+                services.append(proc)
+                ports.append(port)
+            log(f"namekeeper serve x{replicas} on 127.0.0.1:{','.join(map(str, ports))}; "
+                f"{len(warmup)} warm-up events ...")
+            warm = run_load(ports, warmup, threads=args.threads, max_seconds=args.max_seconds,
                             rate=0.0) if warmup else LoadResult()
             log(f"{len(measured)} events from {args.threads} threads"
                 f"{f' at {args.rate:g}/s' if args.rate else ''} (cap {args.max_seconds:g} s) ...")
-            load = run_load(port, measured, threads=args.threads, max_seconds=args.max_seconds,
+            load = run_load(ports, measured, threads=args.threads, max_seconds=args.max_seconds,
                             rate=args.rate)
-            _, metrics = get(port, "/metrics")
-            code, stop_s = stop_service(service)
-            service = None
-            journal = journaled_names(workdir / "state.sqlite3")
-            queue = Store(workdir / "state.sqlite3").queue_counts()
-            stderr_tail = (workdir / "serve.stderr").read_text(errors="replace")
+            _, metrics = get(ports[0], "/metrics")
+            stops = [stop_service(proc) for proc in services]
+            services = []
+            codes = [code for code, _ in stops]
+            stop_s = max(seconds for _, seconds in stops)
+            if store_url is None:
+                journal = journaled_names(Path(tmp) / "r0" / "state.sqlite3")
+                queue = Store(Path(tmp) / "r0" / "state.sqlite3").queue_counts()
+            else:
+                journal, queue = journaled_in_database(store_url, env.get(ENV_STORE_PASSWORD))
             report["service_errors_logged"] = sum(
-                1 for line in stderr_tail.splitlines() if " ERROR " in line)
-    finally:
-        if service is not None:
-            service.kill()
-            service.wait()
-        stop_fake(fake)
-
+                1 for r in range(replicas)
+                for line in (Path(tmp) / f"r{r}" / "serve.stderr").read_text(
+                    errors="replace").splitlines() if " ERROR " in line)
+        finally:
+            for proc in services:
+                proc.kill()
+                proc.wait()
+    code = 0 if all(c == 0 for c in codes) else (codes[0] if len(codes) == 1 else None)
     lat = sorted(load.latencies_ms)
     accepted = len(load.accepted_names)
     events_s = accepted / load.wall_s if load.wall_s else 0.0
@@ -420,11 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     non_202 = (load.sent - accepted) + (warm.sent - len(warm.accepted_names))
     report["correct"] = {"every_answer_202": non_202 == 0, "every_accepted_event_journaled":
                          not lost, "clean_shutdown": code == 0}
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report)
-    return 0 if all(report["correct"].values()) else 1
+    return report
 
 
 def print_report(r: dict[str, Any]) -> None:

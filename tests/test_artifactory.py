@@ -47,10 +47,16 @@ class MemorySink:
             self.arrived.set()
             return True
 
+    def take_turn(self, job: str, seconds: float) -> bool:
+        return True  # one process: every periodic round is its turn
+
 
 class FailingSink:
     def accept(self, event: NameEvent) -> bool:
         raise RuntimeError("database is locked")
+
+    def take_turn(self, job: str, seconds: float) -> bool:
+        return True  # one process: every periodic round is its turn
 
 
 def deployed(path: str = "acme-utils/1.0/acme_utils-1.0-py3-none-any.whl",

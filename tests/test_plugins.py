@@ -9,7 +9,7 @@ import pytest
 from namekeeper import plugins
 
 #: The built-ins, as namekeeper's pyproject.toml declares them in the `namekeeper` group.
-BUILTINS = {"simple-index", "placeholder", "twine", "apprise", "artifactory", "poll"}
+BUILTINS = {"store", "simple-index", "placeholder", "twine", "apprise", "artifactory", "poll"}
 
 
 def install_fake_distribution(site: Path, dist: str, entry_points: dict[str, str],

@@ -42,6 +42,9 @@ class MemorySink:
         self.changed.set()
         return True
 
+    def take_turn(self, job: str, seconds: float) -> bool:
+        return True  # one process: every periodic round is its turn
+
     @property
     def names(self) -> set[str]:
         return {e.name for e in self.events.values()}
@@ -325,6 +328,9 @@ def test_run_survives_an_unreachable_index_and_a_failing_sink(local_index: Local
         def accept(self, event: NameEvent) -> bool:
             BrokenSink.calls += 1
             raise OSError("disk full")
+
+        def take_turn(self, job: str, seconds: float) -> bool:
+            return True  # one process: every periodic round is its turn
 
     poller = SimpleIndexPoller(PollConfig(url=url, interval=0.01), max_backoff=0.02)
     stop = threading.Event()

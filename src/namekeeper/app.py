@@ -6,28 +6,39 @@ the same way whichever face of namekeeper runs.
 
 from __future__ import annotations
 
-import sqlite3
-
 import pluggy
 
 from .config import Config
-from .errors import StoreError
+from .errors import ConfigError, StoreError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
-from .store import Store
+from .store_interface import StoreBackend
 
 
-def open_store(config: Config) -> Store:
-    """The configured store, or a one-line `StoreError` saying why it cannot be used."""
-    path = config.store.path
-    try:
-        return Store(path)
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"[store] path {path} is not a namekeeper database ({exc})") from None
-    except OSError as exc:
-        raise StoreError(f"[store] path {path} cannot be created or opened: "
-                         f"{exc.strerror or exc}") from None
+def open_store(config: Config, pm: pluggy.PluginManager | None = None, *,
+               any_schema: bool = False) -> StoreBackend:
+    """The store ``config.store`` names, from whichever plugin serves its URL.
+
+    A store that cannot be used raises a one-line `StoreError` saying why; so does one
+    whose schema is older or newer than this code's, unless ``any_schema`` (for `migrate`).
+    """
+    pm = pm or get_plugin_manager()[0]
+    store: StoreBackend | None = pm.hook.namekeeper_store(config=config)
+    if store is None:
+        scheme = (config.store.url or "").partition(":")[0]
+        raise ConfigError(f"[store] url: no installed plugin provides a {scheme!r} store")
+    if any_schema:
+        return store
+    version = store.schema_version()
+    if version.found == 0:  # an empty database: created on first use, like a new SQLite file
+        store.migrate()
+        version = store.schema_version()
+    problem = version.problem()
+    if problem:
+        store.close()
+        raise StoreError(f"the store at {store.location}: {problem}")
+    return store
 
 
 def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> list[Notifier]:
@@ -36,12 +47,12 @@ def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> lis
     return [n for batch in pm.hook.namekeeper_notifiers(config=config) for n in (batch or [])]
 
 
-def build_keeper(config: Config, *, with_notifiers: bool = True, store: Store | None = None,
-                 pm: pluggy.PluginManager | None = None,
-                 with_listing: bool = True) -> tuple[Keeper, Store]:
+def build_keeper(config: Config, *, with_notifiers: bool = True,
+                 store: StoreBackend | None = None, pm: pluggy.PluginManager | None = None,
+                 with_listing: bool = True) -> tuple[Keeper, StoreBackend]:
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
-    store = store or open_store(config)
+    store = store or open_store(config, pm)
     public = pm.hook.namekeeper_public_index(config=config)
     if public is None:
         raise RuntimeError("no plugin provides a public index lookup")

@@ -36,7 +36,7 @@ from .names import ultranormalize
 from .public.interface import PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects, new_session, public_url
-from .store import Store
+from .store_interface import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def names_of_locks(paths: Sequence[Path], config: Config) -> list[PrivateName]:
 
 # -- classifying -------------------------------------------------------------------------------
 
-def classify_all(keeper: Keeper, store: Store, private: Sequence[PrivateName],
+def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateName],
                  listing: PublicListing, *, workers: int = LOOKUP_WORKERS,
                  advance: Callable[[int], None] = lambda n: None) -> list[AuditRow]:
     """Record, classify (locally where possible, else one lookup) and record the verdicts."""
@@ -259,7 +259,7 @@ def reservation_order(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return chosen
 
 
-def queue_free(store: Store, rows: Sequence[AuditRow]) -> list[str]:
+def queue_free(store: StoreBackend, rows: Sequence[AuditRow]) -> list[str]:
     """Queue the FREE names in `reservation_order`; returns the names queued."""
     chosen = reservation_order([r.outcome for r in rows if r.outcome is not None])
     events = [o.event or NameEvent(name=o.name, display_name=o.display_name, source="audit",

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from . import __version__, names
+from . import __version__, cli_store, names
 from .cli_help import add_command
 from .cli_table import Columns, print_table
 from .config import Config, load
@@ -127,6 +127,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
                                        "every broken one; exit 1 when one is broken")
     _common(p, top=False)
+    cli_store.add_parser(sub, _common)
     return parser
 
 
@@ -470,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status, "forget": _forget,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
-                "audit": _audit, "watch": _watch}
+                "audit": _audit, "watch": _watch, "store": cli_store.run}
     config = None
     try:
         config = load(args.config)

@@ -35,6 +35,7 @@ ENV_CONFIG = "NAMEKEEPER_CONFIG"
 ENV_PUBLIC_TOKEN = "NAMEKEEPER_PUBLIC_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_ARTIFACTORY_SECRET = "NAMEKEEPER_ARTIFACTORY_SECRET"  # noqa: S105
 ENV_ARTIFACTORY_TOKEN = "NAMEKEEPER_ARTIFACTORY_TOKEN"  # noqa: S105
+ENV_STORE_PASSWORD = "NAMEKEEPER_STORE_PASSWORD"  # noqa: S105
 
 
 class Secret:
@@ -146,9 +147,15 @@ class PolicyConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
+    """Where the state lives: a SQLite file (``path``), or a database ``url`` shared by replicas."""
+
     path: Path = field(
         default_factory=lambda: Path(platformdirs.user_data_dir("namekeeper")) / "namekeeper.sqlite3"
     )
+    #: ``postgresql://user@host:port/db`` (or a third-party backend's URL); None: SQLite at path.
+    url: str | None = None
+    #: The database password, from NAMEKEEPER_STORE_PASSWORD (libpq's own sources work too).
+    password: Secret | None = None
 
 
 @dataclass(frozen=True)
@@ -426,6 +433,48 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
     return from_dict(data, file)
 
 
+def store_config_for(location: str) -> StoreConfig:
+    """The `StoreConfig` for a store named on the command line (as ``[store] url`` takes it)."""
+    problems = _Problems()
+    store = _store_config(_Table({"url": location}, "store", {"url"}, problems), None, problems)
+    problems.raise_if_any(None)
+    return store
+
+
+def _store_config(st: _Table, source: Path | None, problems: _Problems) -> StoreConfig:
+    """``[store] path`` or ``url``: a plain path or ``sqlite:///path`` is SQLite, anything else
+    with a scheme (``postgresql://``) goes to the backend that claims it."""
+    store_path, url = st.get("path", str), st.get("url", str)
+    if store_path and url:
+        problems.add("[store] takes either path or url, not both")
+        url = None
+    if url:
+        try:
+            parts = urlsplit(url)
+            has_password = parts.password is not None or "password=" in parts.query
+        except ValueError:
+            problems.add("[store] url is not a valid URL")
+            parts, has_password, url = None, False, None
+        if parts is None:
+            pass
+        elif parts.scheme == "sqlite":
+            if not url.startswith("sqlite:///") or len(url) <= len("sqlite:///"):
+                problems.add("[store] url: a SQLite store is written sqlite:///path/to/file")
+                url = None
+            else:
+                store_path, url = url[len("sqlite://"):], None
+        elif len(parts.scheme) < 2:  # no scheme, or a Windows drive letter: a path
+            store_path, url = url, None
+        elif has_password:
+            # Never in a file (or a log line that quotes the setting): from the environment.
+            problems.add(f"[store] url must not contain a password: set {ENV_STORE_PASSWORD}")
+            url = None
+    if store_path and source is not None:
+        store_path = str((source.parent / Path(store_path).expanduser()).resolve())
+    return StoreConfig(path=Path(store_path) if store_path else StoreConfig().path, url=url,
+                       password=_env_secret(ENV_STORE_PASSWORD))
+
+
 def _url(value: str, key: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -470,11 +519,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
         dry_run=pol.get("dry-run", bool, False),
     )
 
-    st = _Table(top.get("store", dict, {}), "store", {"path"}, problems)
-    store_path = st.get("path", str)
-    if store_path and source is not None:
-        store_path = str((source.parent / Path(store_path).expanduser()).resolve())
-    store = StoreConfig(path=Path(store_path)) if store_path else StoreConfig()
+    store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}, problems),
+                          source, problems)
 
     sv = _Table(top.get("serve", dict, {}), "serve",
                 {"host", "port", "max-body", "workers", "body-timeout", "connection-limit"},

@@ -15,16 +15,17 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from .config import ENV_ARTIFACTORY_SECRET, Config
+from .errors import StoreError
 from .sources.interface import EventSource
-from .store import Store
 from .store_budget import CONDITION_PAUSED
+from .store_interface import StoreBackend
 from .worker import WorkerPool
 
 
 class StoreProbe:
     """The store's health, probed at most every ``every`` seconds (integrity: ``integrity_every``)."""
 
-    def __init__(self, store: Store, *, every: float = 5.0, integrity_every: float = 60.0,
+    def __init__(self, store: StoreBackend, *, every: float = 5.0, integrity_every: float = 60.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.every = every
@@ -43,15 +44,15 @@ class StoreProbe:
             if self._integrity_at is None or now - self._integrity_at >= self.integrity_every:
                 self._integrity_at = now
                 found = self.store.probe_integrity()
-                self._integrity = (f"the store {self.store.path} fails its integrity check "
+                self._integrity = (f"the store {self.store.location} fails its integrity check "
                                    f"({found})" if found else None)
             if self._checked_at is None or now - self._checked_at >= self.every:
                 self._checked_at = now
                 try:
                     self.store.probe_writable()
                     self._problem = None
-                except sqlite3.Error as exc:
-                    self._problem = f"the store {self.store.path} does not take writes ({exc})"
+                except (sqlite3.Error, StoreError) as exc:
+                    self._problem = f"the store {self.store.location} does not take writes ({exc})"
             return self._integrity or self._problem
 
 
@@ -70,7 +71,7 @@ def startup_problems(config: Config, credentials_problem: str | None) -> list[st
 class Health:
     """Collects the reasons; one instance per service."""
 
-    def __init__(self, config: Config, store: Store, workers: WorkerPool,
+    def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str]) -> None:
         self.config = config
         self.store = store
@@ -98,8 +99,8 @@ class Health:
             return found  # the store's other answers cannot be trusted
         try:
             found += self._store_reasons(now)
-        except sqlite3.Error as exc:
-            found.append(f"the store {self.store.path} cannot be read ({exc})")
+        except (sqlite3.Error, StoreError) as exc:
+            found.append(f"the store {self.store.location} cannot be read ({exc})")
         return found
 
     def _store_reasons(self, now: float) -> list[str]:

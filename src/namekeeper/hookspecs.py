@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from .public.interface import PublicIndex
     from .reserve.interface import ReservationBackend
     from .sources.interface import EventSource
+    from .store_interface import StoreBackend
 
 PROJECT_NAME = "namekeeper"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
@@ -48,3 +49,11 @@ def namekeeper_reservation_backend(config: Config) -> ReservationBackend | None:
 @hookspec
 def namekeeper_notifiers(config: Config) -> list[Notifier]:
     """Return the notifiers this plugin contributes; each receives every `Outcome` worth telling."""
+
+
+@hookspec(firstresult=True)
+def namekeeper_store(config: Config) -> StoreBackend | None:
+    """Return the store for ``config.store`` (its ``url``'s scheme, or SQLite at its ``path``).
+
+    Return None for a URL this plugin does not serve, so that another plugin can.
+    """

@@ -37,8 +37,8 @@ from .placeholder import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
-from .store import NameRecord, Store
 from .store_budget import CONDITION_PAUSED
+from .store_interface import NameRecord, StoreBackend
 from .store_queue import LeaseLost
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _outranks(public: str | None, private: str | None) -> bool:
 class Keeper:
     """Classify → reserve → notify, for one name at a time."""
 
-    def __init__(self, config: Config, store: Store, public: PublicIndex,
+    def __init__(self, config: Config, store: StoreBackend, public: PublicIndex,
                  builder: PlaceholderBuilder | None = None,
                  backend: ReservationBackend | None = None,
                  alerts: Dispatcher | None = None) -> None:

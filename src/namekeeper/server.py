@@ -28,7 +28,7 @@ from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
-from .store import Store
+from .store_interface import StoreBackend
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,12 @@ class GroupCommitSink:
     commit), so under load the disk is asked once per batch, not per event.
     """
 
-    def __init__(self, store: Store, wake: Callable[[], None], max_batch: int = 256) -> None:
+    def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256,
+                 *, holder: str = "this-process") -> None:
         self.store = store
         self.wake = wake
         self.max_batch = max_batch
+        self.holder = holder
         self._pending: list[tuple[NameEvent, Future[bool]]] = []
         self._lock = threading.Lock()
         self._committing = False
@@ -60,6 +62,9 @@ class GroupCommitSink:
         if lead:
             self._commit_pending()
         return done.result()
+
+    def take_turn(self, job: str, seconds: float) -> bool:
+        return self.store.lease_job(job, self.holder, seconds)
 
     def _commit_pending(self) -> None:
         while True:
@@ -92,7 +97,8 @@ class Service:
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
                                   threads=config.serve.workers, clock=clock)
-        self.sink = GroupCommitSink(self.store, self.workers.notify_work)
+        self.sink = GroupCommitSink(self.store, self.workers.notify_work,
+                                    holder=self.workers.holder)
         self.stop = threading.Event()
         self._source_threads: list[threading.Thread] = []
         self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
@@ -102,11 +108,15 @@ class Service:
         self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
         self.health = Health(config, self.store, self.workers, self.sources,
                              startup_problems(config, self.keeper.missing_credentials()))
+        #: Who holds this process's leases, on queue items and on periodic jobs alike.
+        self.holder = self.workers.holder
 
     def start(self) -> None:
         for problem in self.health.fixed:
             log.warning("%s", problem)
-        self._checkpointer = self.store.checkpoint_in_background(self.stop)
+        self._maintenance = self.store.background_maintenance(self.stop)
+        # Work queued by another replica (or process) wakes this one's idle workers.
+        self._work_watch = self.store.watch_for_work(self.workers.notify_work, self.stop)
         self.workers.start()
         for source in self.sources:
             if type(source).run is EventSource.run:
@@ -137,8 +147,12 @@ class Service:
     def _recheck(self) -> None:
         """Every known name is looked at again each ``recheck-interval``."""
         interval = self.config.queue.recheck_interval
-        while not self.stop.wait(min(interval / 4, 60.0)) and not self.workers.store_error:
+        period = min(interval / 4, 60.0)
+        while not self.stop.wait(period) and not self.workers.store_error:
             try:
+                # One replica at a time: the lease outlives a round, so its holder keeps it.
+                if not self.store.lease_job("recheck", self.holder, 3 * period):
+                    continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
             except Exception as exc:  # noqa: BLE001 - try again next round
@@ -152,8 +166,14 @@ class Service:
 
         alerts = dispatcher_alerts(self.keeper.alerts) if self.keeper.alerts else None
         state = WatchState()  # between scans: only new public projects cost anything
+        # One replica scans at a time; the holder's next scan renews the lease.
+        lease = 2 * self.config.watch.interval + 60
         while not self.stop.is_set():
             try:
+                if not self.store.lease_job("watch", self.workers.holder, lease):
+                    if self.stop.wait(self.config.watch.interval):
+                        return
+                    continue
                 result = run_watch(self.config, self.store, self.keeper.public, alerts=alerts,
                                    state=state)
                 self.watch_scans += 1
@@ -176,6 +196,9 @@ class Service:
     def _retry_notifications(self, dispatcher: Dispatcher) -> None:
         while not self.stop.wait(1.0) and not self.workers.store_error:
             try:
+                # Two replicas retrying the same alert at once would send it twice.
+                if not self.store.lease_job("notify-retry", self.holder, 30.0):
+                    continue
                 dispatcher.retry_due(time.time())
             except Exception as exc:  # noqa: BLE001
                 if self._store_corrupt(exc):

@@ -27,6 +27,7 @@ from .model import NameEvent, Outcome
 from .store_budget import Budget
 from .store_bulk import BulkNames
 from .store_health import Condition, StoreHealth
+from .store_interface import StoreBackend
 from .store_placeholders import PlaceholderRecords
 from .store_queue import QueueLeases, add_queue_columns, holder_id
 from .store_schema import (
@@ -40,6 +41,7 @@ from .store_schema import (
     higher_version,
     ts,
 )
+from .store_sqlite_transfer import SqliteTransfer
 from .store_watch import WATCH_SCHEMA, WatchMemory
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ __all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "W
            "event_from_json", "event_to_json", "holder_id", "unusable"]
 
 
-def unusable(path: Path, exc: sqlite3.Error) -> StoreError:
+def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
     """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
     return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
                       "move it away to start afresh")
@@ -59,7 +61,8 @@ _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, PlaceholderRecords):
+class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory,
+            PlaceholderRecords, StoreBackend):
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions, bulk name writes and our own
@@ -69,6 +72,7 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, Placeholde
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
         self.path = Path(path)
+        self.location = str(path)
         if str(path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
@@ -140,6 +144,9 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, Placeholde
         thread = threading.Thread(target=run, name="namekeeper-checkpoint", daemon=True)
         thread.start()
         return thread
+
+    def background_maintenance(self, stop: threading.Event) -> threading.Thread | None:
+        return self.checkpoint_in_background(stop)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -315,6 +322,22 @@ class Store(QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory, Placeholde
             return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
 
     # -- notification deliveries ------------------------------------------------------------------
+
+    # -- periodic jobs (one process at a time) -------------------------------------------------
+
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        # In `settings` ("job-lease:<job>" -> {"holder", "expires_at"}): the write transaction
+        # serialises the check and the update, and the file keeps the tables it had.
+        now = self._clock() if now is None else now
+        key = f"job-lease:{job}"
+        with self._write() as db:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            lease = json.loads(row["value"]) if row else None
+            if lease and lease["holder"] != holder and lease["expires_at"] > now:
+                return False
+            db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)",
+                       (key, json.dumps({"holder": holder, "expires_at": now + seconds})))
+            return True
 
     def delivery_log(self) -> StoreDeliveryLog:
         """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""

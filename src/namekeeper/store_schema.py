@@ -179,3 +179,30 @@ def higher_version(a: str | None, b: str | None) -> str | None:
     if pb is None:
         return a
     return a if pa >= pb else b
+
+
+#: What `store copy` carries from one backend to another, table by table, in this order.
+#: Surrogate ids are left out: rows are copied in id order, so history keeps its sequence.
+TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "names": ("name", "display_name", "first_seen_private", "first_source", "first_index",
+              "highest_private_version", "verdict", "severity", "action", "reason", "message",
+              "owners", "organization", "public_versions", "public_first_release",
+              "upload_started_at", "reserved_at", "attempts", "updated_at"),
+    "history": ("name", "at", "kind", "detail"),
+    "events": ("key", "name", "source", "idx", "received_at"),
+    "queue": ("name", "state", "event", "attempts", "not_before", "claimed_by", "last_error",
+              "enqueued_at", "updated_at", "lease_until", "confirm_at", "confirming"),
+    "budget": ("name", "at"),
+    "delivered": ("target", "name", "fingerprint", "at"),
+    "delivery_retries": ("target", "name", "fingerprint", "payload", "attempts", "next_at"),
+    "conditions": ("key", "text", "since"),
+    # watch_state is left out: a cache of the last scan (the next scan is then a full one).
+    "lookalikes": ("public", "ours", "kind", "distance", "owners", "organization",
+                   "first_release", "found_at", "alerted_at"),
+    "watch_allow": ("glob", "added_at"),
+    "placeholder_owners": ("name", "owner"),
+}
+#: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
+ORDERED_BY_ID = frozenset({"history", "budget"})
+#: The SQLite schema's version (in ``settings``); bump it with every change of `SCHEMA`.
+SQLITE_SCHEMA_VERSION = 1

@@ -34,7 +34,7 @@ from .notify.dispatch import Dispatcher
 from .notify.render_lookalike import lookalike_fingerprint, render_lookalike
 from .public.interface import PublicIndex, PublicIndexUnavailable
 from .public.listing import PublicListing, fetch_listing
-from .store import Store
+from .store_interface import StoreBackend
 from .store_watch import StoredLookalike
 
 log = logging.getLogger(__name__)
@@ -68,14 +68,14 @@ class WatchState:
     words: Counter[str] | None = None
 
 
-def build_index(config: Config, store: Store, ours: list[str] | None = None,
+def build_index(config: Config, store: StoreBackend, ours: list[str] | None = None,
                 thresholds: Thresholds | None = None) -> LookalikeIndex:
     allow = list(config.watch.allow) + store.watch_allowed()
     return LookalikeIndex(store.our_names() if ours is None else ours,
                           prefixes=config.watch.prefixes, allow=allow, thresholds=thresholds)
 
 
-def basis(config: Config, store: Store, ours: list[str],
+def basis(config: Config, store: StoreBackend, ours: list[str],
           thresholds: Thresholds | None = None) -> str:
     """A digest of what a scan looks for: when it changes, the next scan is a full one."""
     blob = json.dumps([ours, sorted(config.watch.prefixes),
@@ -84,7 +84,7 @@ def basis(config: Config, store: Store, ours: list[str],
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def run_watch(config: Config, store: Store, public: PublicIndex, *,
+def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
               alerts: Callable[[Outcome, StoredLookalike], bool] | None = None,
               full: bool = False, cache_dir: Path | None = None,
               listing: PublicListing | None = None, state: WatchState | None = None
@@ -129,7 +129,7 @@ def run_watch(config: Config, store: Store, public: PublicIndex, *,
     gone = [p for p in known if p not in listing or index.allowed(p)]
     if gone:
         store.forget_lookalikes(gone)
-    if result.full:
+    if result.full or gone:  # a project gone from the listing must be new when it returns
         store.remember_scan(wanted, listing.names)
     elif todo:
         store.remember_scan(wanted, todo, added=True)

@@ -26,7 +26,8 @@ from .config import QueueConfig
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store import Store, WorkItem, holder_id, unusable
+from .store import holder_id, unusable
+from .store_interface import StoreBackend, WorkItem
 from .store_queue import LeaseLost
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ CONDITION_UNREACHABLE = "public-index-unreachable"
 class WorkerPool:
     """A few threads draining the durable queue; safe to run beside other processes."""
 
-    def __init__(self, keeper: Keeper, store: Store, queue: QueueConfig, *, threads: int = 2,
+    def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
         self.keeper = keeper
         keeper.notify_transient = False  # the pool retries; it alerts when it gives up
@@ -131,7 +132,7 @@ class WorkerPool:
         """The store is corrupt: say so once, stop the workers (retrying cannot help)."""
         with self._lock:
             if self.store_error is None:
-                self.store_error = str(unusable(self.store.path, exc))
+                self.store_error = str(unusable(self.store.location, exc))
                 log.error("%s; the queue workers stop", self.store_error)
         self.stop.set()
         self.wake.set()

@@ -233,8 +233,13 @@ class ArtifactorySource(EventSource):
         if not self.reconciles:
             stop.wait()
             return
+        # One replica reconciles at a time; the holder's next round renews the lease.
+        lease = 2 * self.config.reconcile_interval + 60
         while not stop.is_set():
             try:
+                if not sink.take_turn("artifactory-reconcile", lease):
+                    stop.wait(self.config.reconcile_interval)
+                    continue
                 count = self.reconcile_once(sink, stop=stop)
                 log.info("Artifactory reconciliation queued %d new event(s)", count)
             except Exception as exc:  # noqa: BLE001 - the loop must survive; retried next time

@@ -23,6 +23,15 @@ class EventSink(Protocol):
         """Queue ``event``; return False when it was already known (a duplicate)."""
         ...
 
+    def take_turn(self, job: str, seconds: float) -> bool:
+        """True when this process should run the periodic ``job`` now (a listing, a poll).
+
+        Several replicas share one store: a lease on the job, held for ``seconds`` and
+        renewed by each turn, lets one of them at a time do it; another takes over when
+        the holder stops renewing.  Call it before each round and skip the round on False.
+        """
+        ...
+
 
 class EventSource:
     """A webhook receiver (``routes``) and/or a background loop (``run``)."""

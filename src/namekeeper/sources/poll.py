@@ -176,6 +176,8 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
 # anchor) is read with one regex pass; any other page goes through the HTML parser, which
 # is ten times slower on 10,000 names and gives the same names on such a page.
+# Attributes must be well formed (name, optionally = a quoted or bare value, whitespace
+# between): anything odd (``href="a"b"``) is left to the parser, which has its own rules.
 _PLAIN_ANCHOR = re.compile(
     r"""<a((?:\s+[\w:.-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`/]+))?)*)\s*>([^<]*)</a\s*>""",
     re.I)
@@ -382,8 +384,13 @@ class SimpleIndexPoller(EventSource):
     def run(self, sink: EventSink, stop: threading.Event) -> None:
         """Poll until ``stop`` is set; a failing poll is logged and retried, never fatal."""
         log.info("polling %s every %.0f s", self.label, self.config.interval)
+        # One replica polls this index at a time; the holder's next poll renews the lease.
+        lease = 2 * self.config.interval + 60
         while not stop.is_set():
             try:
+                if not sink.take_turn(f"poll:{self.label}", lease):
+                    stop.wait(self.config.interval)
+                    continue
                 self.poll_once(sink)
             except PollError as exc:
                 log.warning("poll of %s failed (retry in %.0f s): %s",

@@ -1,0 +1,78 @@
+"""`namekeeper store migrate` and `namekeeper store copy --from A --to B`.
+
+A store is named as ``[store] url`` names it: a path, ``sqlite:///path`` or
+``postgresql://user@host/db`` (password from NAMEKEEPER_STORE_PASSWORD).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import replace
+
+from .config import Config, store_config_for
+from .errors import StoreError
+
+
+def add_parser(sub: argparse._SubParsersAction,
+               common: Callable[..., None]) -> None:
+    p = sub.add_parser("store", help="create, upgrade or copy the store")
+    actions = p.add_subparsers(dest="store_command", metavar="ACTION")
+    actions.required = True
+    m = actions.add_parser("migrate", help="create or upgrade the configured store's schema "
+                                           "(refuses a schema newer than this namekeeper)")
+    common(m, top=False)
+    c = actions.add_parser("copy", help="copy everything from one store into a new, empty one "
+                                        "(e.g. SQLite into PostgreSQL)")
+    c.add_argument("--from", dest="source", required=True, metavar="STORE",
+                   help="path, sqlite:///path or postgresql://user@host/db")
+    c.add_argument("--to", dest="target", required=True, metavar="STORE",
+                   help="an empty store (created if missing), named the same way")
+    common(c, top=False)
+    common(p, top=False)
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    from .app import open_store
+
+    if args.store_command == "migrate":
+        store = open_store(config, any_schema=True)
+        try:
+            version = store.migrate()
+        finally:
+            store.close()
+        _report(args, {"store": store.location, "from_version": version.found,
+                       "to_version": version.known},
+                f"store at {store.location}: schema version {version.found} -> {version.known}"
+                if version.found != version.known else
+                f"store at {store.location}: schema version {version.known}, nothing to do")
+        return 0
+    source = open_store(replace(config, store=store_config_for(args.source)))
+    try:
+        target = open_store(replace(config, store=store_config_for(args.target)), any_schema=True)
+        try:
+            if target.schema_version().found == 0:
+                target.migrate()  # a brand-new database
+            problem = target.schema_version().problem()
+            if problem:
+                raise StoreError(f"the store at {target.location}: {problem}")
+            if source.location == target.location:
+                raise StoreError("--from and --to name the same store")
+            snapshot = source.snapshot()
+            target.restore(snapshot)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    counts = {table: len(rows) for table, rows in snapshot.tables.items()}
+    _report(args, {"from": source.location, "to": target.location, "rows": counts},
+            f"copied {counts['names']} name(s), {counts['history']} history entries, "
+            f"{counts['queue']} queue item(s), {counts['events']} event(s), "
+            f"{counts['delivered'] + counts['delivery_retries']} delivery record(s) "
+            f"from {source.location} to {target.location}")
+    return 0
+
+
+def _report(args: argparse.Namespace, data: dict[str, object], line: str) -> None:
+    print(json.dumps(data, indent=2) if args.format == "json" else line)

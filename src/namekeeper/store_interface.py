@@ -1,0 +1,363 @@
+"""The store's contract: what the keeper, the workers, the server and the CLI may ask of it.
+
+Every backend (SQLite, the embedded default; PostgreSQL, for several replicas
+on several machines; a third party's, through the ``namekeeper_store`` hook)
+implements `StoreBackend` and passes the same contract test suite
+(``tests/test_store_contract.py``).  Nothing outside a backend's own module
+touches SQL.
+
+The promises every backend keeps, whatever its concurrency model:
+
+- an event `accept`-ed is durable when the call returns, and is journaled
+  once however often (and through however many replicas) it arrives;
+- `claim` leases a ready item to exactly one holder, across processes, and only an
+  expired lease is ever reclaimed;
+- `take_budget` never grants more than ``limit`` slots per `BUDGET_WINDOW`,
+  however many processes ask at once;
+- `lease_job` grants a periodic job (re-check, reconciliation) to one holder
+  at a time, so that the replicas take turns instead of electing a leader.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .errors import StoreError
+from .model import NameEvent, Outcome
+from .store_health import Condition
+from .store_queue import DEFAULT_LEASE
+from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
+from .store_watch import StoredLookalike
+
+if TYPE_CHECKING:
+    from .notify.dispatch import DeliveryLog
+
+__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "NameRecord", "QueueState",
+           "SchemaVersion", "StoreBackend", "StoreSnapshot", "StoreUnavailable", "WorkItem"]
+
+
+class QueueState(str, Enum):
+    """Where a name's queue item is.  A ``str`` so that counts and JSON read as before."""
+
+    PENDING = "pending"
+    CLAIMED = "claimed"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached or used right now; the message names it (never a secret)."""
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    """The schema a store holds (``found``; 0: empty) and the one this code writes (``known``)."""
+
+    found: int
+    known: int
+
+    def problem(self) -> str | None:
+        """Why this code must not use the store as it is, or None."""
+        if self.found > self.known:
+            return (f"its schema is version {self.found}, newer than this namekeeper knows "
+                    f"({self.known}): upgrade namekeeper")
+        if self.found < self.known:
+            return (f"its schema is version {self.found}, this namekeeper needs {self.known}: "
+                    "run `namekeeper store migrate`")
+        return None
+
+
+@dataclass(frozen=True)
+class StoreSnapshot:
+    """Everything a store holds, backend-neutral: what `namekeeper store copy` moves.
+
+    ``tables`` maps each table of `store_schema.TRANSFERRED_COLUMNS` to its rows (tuples in
+    that column order, history and budget in their original order).
+    """
+
+    tables: Mapping[str, tuple[tuple[Any, ...], ...]]
+    budget_paused_until: float
+
+
+class StoreBackend(ABC):
+    """The durable state of namekeeper: names, history, journal, queue, budget, deliveries."""
+
+    #: What to call the store in logs and errors (a path, or a URL without its password).
+    location: str
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections; the object must not be used afterwards."""
+
+    @abstractmethod
+    def writable(self) -> bool:
+        """True when a write can be committed right now (for /healthz)."""
+
+    def background_maintenance(self, stop: threading.Event) -> threading.Thread | None:
+        """Start the backend's housekeeping thread (checkpoints, ...), if it has one."""
+        return None
+
+    def watch_for_work(self, wake: Callable[[], None], stop: threading.Event
+                       ) -> threading.Thread | None:
+        """Call ``wake`` soon after any process queues work; None when the backend cannot tell.
+
+        Without it an idle worker notices another process's work at its next poll.
+        """
+        return None
+
+    # -- schema and transfer -----------------------------------------------------------------------
+
+    @abstractmethod
+    def schema_version(self) -> SchemaVersion:
+        """The schema version found in the store and the one this code knows."""
+
+    @abstractmethod
+    def migrate(self) -> SchemaVersion:
+        """Create or upgrade the schema; refuses (`StoreError`) a schema newer than known.
+
+        Returns the version found before the migration (``found``) and now (``known``).
+        """
+
+    @abstractmethod
+    def snapshot(self) -> StoreSnapshot:
+        """A consistent copy of everything in the store (read in one transaction)."""
+
+    @abstractmethod
+    def restore(self, snapshot: StoreSnapshot) -> None:
+        """Fill an empty store with ``snapshot`` in one transaction; `StoreError` if not empty."""
+
+    # -- names and history -------------------------------------------------------------------------
+
+    @abstractmethod
+    def note_seen(self, event: NameEvent) -> None:
+        """Remember that a private index has this name (first time seen, highest version)."""
+
+    @abstractmethod
+    def get(self, name: str) -> NameRecord | None: ...
+
+    @abstractmethod
+    def all_names(self) -> list[NameRecord]: ...
+
+    @abstractmethod
+    def mark_upload_started(self, name: str, display_name: str) -> None:
+        """Written before every upload, so a crash mid-upload is recognised after a restart."""
+
+    @abstractmethod
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        """Store the latest verdict/action for a name and append it to the history."""
+
+    @abstractmethod
+    def history(self, name: str) -> list[dict[str, Any]]:
+        """The name's history, oldest first: ``{"at", "kind", "detail"}``."""
+
+    # -- many names at once (audit): one transaction per call ---------------------------------------
+
+    @abstractmethod
+    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
+        """`note_seen` for every event, in one transaction."""
+
+    @abstractmethod
+    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
+        """What the store knows of each of ``names`` (absent names are left out)."""
+
+    @abstractmethod
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        """`record_outcome` (not reserved) for every outcome, in one transaction."""
+
+    @abstractmethod
+    def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
+        """`accept` every event in one transaction; workers claim them in the given order."""
+
+    # -- event journal and queue with leases --------------------------------------------------------
+    # A claim has a holder (one process: `store_queue.holder_id`) and an expiry; the holder
+    # renews it while working; only an expired lease is reclaimed, by any process.
+
+    def accept(self, event: NameEvent) -> bool:
+        """Journal ``event`` and queue its name; False when the event (key) was seen before."""
+        return self.accept_many([event])[0]
+
+    @abstractmethod
+    def accept_many(self, events: list[NameEvent]) -> list[bool]:
+        """`accept` for several events in one transaction (one durable commit for the lot)."""
+
+    @abstractmethod
+    def claim(self, holder: str, lease_seconds: float = DEFAULT_LEASE, *,
+              now: float | None = None) -> WorkItem | None:
+        """Lease the oldest ready item to ``holder`` until ``now + lease_seconds``, or None.
+
+        Never the same item to two callers, whichever processes they run in.
+        """
+
+    @abstractmethod
+    def renew(self, name: str, holder: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
+        """Extend ``holder``'s lease on ``name``; False when it is no longer theirs."""
+
+    @abstractmethod
+    def reclaim_expired(self, *, now: float | None = None) -> list[str]:
+        """Make every item whose lease has expired pending again; returns their names."""
+
+    @abstractmethod
+    def stuck_leases(self, grace: float, *, now: float | None = None) -> int:
+        """Items whose lease expired more than ``grace`` s ago and that nobody reclaimed."""
+
+    @abstractmethod
+    def begin_upload(self, name: str, holder: str, display_name: str) -> bool:
+        """Record ``upload_started_at`` while ``holder`` holds ``name``; False: do not upload."""
+
+    @abstractmethod
+    def complete(self, name: str, holder: str, *, confirm_at: float | None = None) -> bool:
+        """``holder`` is done with ``name`` (look again at ``confirm_at``); False: lease lost."""
+
+    @abstractmethod
+    def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
+                count_attempt: bool = True, max_attempts: int | None = None,
+                confirming: bool = False) -> str:
+        """Give a claimed item back for a later try: ``pending``, ``failed`` or ``lost``."""
+
+    @abstractmethod
+    def release_held(self, holder: str) -> int:
+        """On a clean shutdown: every item ``holder`` still holds is pending again at once."""
+
+    @abstractmethod
+    def schedule_confirmations(self, *, now: float | None = None) -> int:
+        """Queue a lookup for every done item whose ``confirm_at`` has come."""
+
+    @abstractmethod
+    def next_ready_at(self) -> float | None:
+        """When the earliest pending item (or confirmation) becomes ready (the workers' sleep)."""
+
+    @abstractmethod
+    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
+        """Queue again every settled name last looked at more than ``older_than`` s ago."""
+
+    @abstractmethod
+    def queue_counts(self) -> dict[str, int]:
+        """Items per `QueueState` value (every state present, zero included)."""
+
+    @abstractmethod
+    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Per item, by name: name, state, attempts, not_before, last_error, claimed_by,
+        lease_until, confirm_at."""
+
+    @abstractmethod
+    def forget_reservation(self, name: str) -> None:
+        """The index does not have our upload after all: the name is not held."""
+
+    # -- periodic jobs ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        """Take (or keep) the lease on a periodic job for ``seconds``; False while another holds it."""
+
+    # -- budget of new public projects --------------------------------------------------------------
+
+    @abstractmethod
+    def take_budget(self, name: str, limit: int, *, now: float | None = None) -> float | None:
+        """Spend one new-project slot; None on success, else seconds until a slot frees.
+
+        A success clears the ``budget-paused`` condition (spending again: the pause is over).
+        """
+
+    @abstractmethod
+    def refund_budget(self, name: str) -> None:
+        """Give back a slot whose upload created no project."""
+
+    @abstractmethod
+    def pause_budget(self, seconds: float) -> float:
+        """The public index said 429: spend nothing for ``seconds``; returns the pause's end."""
+
+    @abstractmethod
+    def budget_paused_until(self, *, now: float | None = None) -> float | None:
+        """When the current pause ends, or None when spending is allowed."""
+
+    @abstractmethod
+    def budget_left(self, limit: int, *, now: float | None = None) -> int: ...
+
+    @abstractmethod
+    def budget_spent_at(self) -> list[float]: ...
+
+    # -- conditions and health probes ---------------------------------------------------------------
+
+    @abstractmethod
+    def raise_condition(self, key: str, text: str) -> bool:
+        """Record a service-wide problem; True only for the call that raised it (it alerts)."""
+
+    @abstractmethod
+    def clear_condition(self, key: str) -> bool:
+        """The problem is over; True when the condition was raised."""
+
+    @abstractmethod
+    def conditions(self) -> list[Condition]: ...
+
+    @abstractmethod
+    def probe_writable(self) -> None:
+        """Commit a tiny write; raises when the store cannot take writes."""
+
+    @abstractmethod
+    def probe_integrity(self) -> str | None:
+        """None when a quick integrity check passes, else what it found (one line)."""
+
+    # -- our own placeholders; forgetting names -----------------------------------------------------
+
+    @abstractmethod
+    def record_placeholder_owners(self, name: str, owners: Iterable[str]) -> None:
+        """Remember the accounts the index reports for a placeholder we just uploaded."""
+
+    @abstractmethod
+    def placeholder_owners(self, name: str) -> frozenset[str]: ...
+
+    @abstractmethod
+    def held_in_class(self, name: str) -> str | None:
+        """Another name with ``name``'s ultranormalised key that we hold or are uploading."""
+
+    @abstractmethod
+    def forget(self, names: Iterable[str]) -> list[str]:
+        """Remove every trace of ``names``; returns those the store knew."""
+
+    # -- what `watch` remembers ---------------------------------------------------------------------
+
+    @abstractmethod
+    def lookalikes(self) -> list[StoredLookalike]:
+        """Every look-alike reported so far, oldest first."""
+
+    @abstractmethod
+    def add_lookalikes(self, found: Sequence[StoredLookalike]) -> list[str]:
+        """Record look-alikes not recorded yet; the public names that were new, in order."""
+
+    @abstractmethod
+    def mark_lookalike_alerted(self, public: str) -> None: ...
+
+    @abstractmethod
+    def forget_lookalikes(self, publics: Iterable[str]) -> None:
+        """Drop rows (the project left the listing, or was allowed): a return is new again."""
+
+    @abstractmethod
+    def watch_allowed(self) -> list[str]: ...
+
+    @abstractmethod
+    def allow_lookalikes(self, globs: Iterable[str]) -> None: ...
+
+    @abstractmethod
+    def scanned_listing(self) -> tuple[str | None, frozenset[str] | None]:
+        """(digest of what the last scan looked for, the names it scanned), or (None, None)."""
+
+    @abstractmethod
+    def remember_scan(self, basis: str, names: Iterable[str], *, added: bool = False) -> None:
+        """The names a scan saw: all of them, or with ``added`` the ones new since the last."""
+
+    @abstractmethod
+    def our_names(self) -> list[str]:
+        """Every name of ours (private, reserved), canonical, sorted."""
+
+    # -- notification deliveries --------------------------------------------------------------------
+
+    @abstractmethod
+    def delivery_log(self) -> DeliveryLog:
+        """The dispatcher's memory (what was sent where, what waits for a retry), in this store."""

@@ -1,0 +1,89 @@
+"""Periodic jobs take turns between replicas: one process at a time polls, reconciles, scans."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from _notify_servers import closed_port
+from namekeeper.config import PollConfig
+from namekeeper.model import NameEvent
+from namekeeper.server import GroupCommitSink
+from namekeeper.sources.poll import SimpleIndexPoller
+from namekeeper.store import Store
+
+
+class TurnSink:
+    """A sink that records the turns asked for and answers them with ``mine``."""
+
+    def __init__(self, mine: bool) -> None:
+        self.mine = mine
+        self.asked: list[tuple[str, float]] = []
+
+    def accept(self, event: NameEvent) -> bool:
+        return True
+
+    def take_turn(self, job: str, seconds: float) -> bool:
+        self.asked.append((job, seconds))
+        return self.mine
+
+
+def test_two_processes_on_one_store_take_turns_on_a_job(tmp_path: Path) -> None:
+    first = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-a:1")
+    second = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-b:2")
+    assert first.take_turn("artifactory-reconcile", 60)
+    assert not second.take_turn("artifactory-reconcile", 60)
+    assert first.take_turn("artifactory-reconcile", 60)  # the holder's next round renews it
+    assert second.take_turn("poll:nexus", 60)  # another job, another holder
+
+
+def run_briefly(poller: SimpleIndexPoller, sink: TurnSink) -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=poller.run, args=(sink, stop), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not sink.asked and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    stop.set()
+    thread.join(10)
+
+
+def test_a_poller_polls_only_on_its_turn() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/simple/"  # any poll fails at once: it shows
+    others = SimpleIndexPoller(PollConfig(url=url, interval=600.0, name="nexus"), timeout=1)
+    run_briefly(others, TurnSink(mine=False))
+    assert others.consecutive_failures == 0  # another replica's turn: not even tried
+
+    mine = SimpleIndexPoller(PollConfig(url=url, interval=600.0, name="nexus"), timeout=1)
+    sink = TurnSink(mine=True)
+    run_briefly(mine, sink)
+    assert mine.consecutive_failures == 1
+    [(job, seconds)] = sink.asked
+    assert job == "poll:nexus" and seconds > 600.0  # outlives the interval: the holder renews
+
+
+def test_artifactory_reconciles_only_on_its_turn(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from namekeeper.config import ArtifactoryConfig, Secret
+    from namekeeper.sources.artifactory import ArtifactorySource
+
+    rounds: list[str] = []
+    for mine in (False, True):
+        source = ArtifactorySource(ArtifactoryConfig(
+            repos=("pypi-local",), base_url="http://127.0.0.1:9/artifactory",
+            token=Secret("t"), secret=Secret("s"), reconcile_interval=600.0))
+        monkeypatch.setattr(source, "reconcile_once",
+                            lambda sink, stop=None, mine=mine: rounds.append(str(mine)) or 0)
+        sink = TurnSink(mine=mine)
+        stop = threading.Event()
+        thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not sink.asked and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)
+        stop.set()
+        thread.join(10)
+        assert [job for job, _ in sink.asked] == ["artifactory-reconcile"]
+    assert rounds == ["True"]  # only the replica whose turn it was listed the repositories

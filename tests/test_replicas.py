@@ -1,0 +1,199 @@
+"""Several `serve` replicas on one PostgreSQL: kill -9 and restarts, slow uploads, a database restart.
+
+No load balancer: the test itself spreads the webhooks over the replicas
+round-robin and, like Artifactory, sends a delivery again (to the next
+replica) when it was not answered 202.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from _fake_public import FakePublicIndex, FaultPlan
+from _notify_servers import serving_http
+from _postgres import PostgresServer, start_postgres
+from namekeeper.store_postgres import PostgresStore
+from test_serve import TOKEN, Service, payload, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def replica(tmp_path: Path, name: str, fake: FakePublicIndex, url: str, password: str,
+            extra: str) -> Service:
+    """A `serve` process whose store is the shared database at ``url``."""
+    home = tmp_path / name
+    home.mkdir()
+    svc = Service(home, fake.config_toml(), extra)
+    svc.config.write_text(svc.config.read_text().replace('path = "state.sqlite3"',
+                                                         f'url = "{url}"'))
+    svc.env["NAMEKEEPER_STORE_PASSWORD"] = password
+    return svc
+
+
+def deliver(replicas: list[Service], body: bytes, start: int, *, deadline: float) -> int:
+    """Post ``body`` to the replicas from ``start`` on until one answers 202; returns tries."""
+    tries = 0
+    while time.monotonic() < deadline:
+        svc = replicas[(start + tries) % len(replicas)]
+        tries += 1
+        try:
+            if svc.post(body).status_code == 202:
+                return tries
+        except requests.RequestException:
+            pass  # killed, or restarting: the sender tries again elsewhere
+        time.sleep(0.02)
+    raise AssertionError("a delivery was never accepted")
+
+
+def test_three_replicas_killed_at_random_reserve_each_name_once_within_the_budget(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    url = postgres.new_database()
+    free = [f"acme-free-{i:02d}" for i in range(50)]
+    taken = [f"acme-taken-{i}" for i in range(10)]
+    limit = 40
+    with FakePublicIndex(new_projects_per_hour=1000) as fake, serving_http() as alerts:
+        fake.add_user("acme-security", TOKEN)
+        for name in taken:
+            fake.add_project(name, owners=["mallory"], versions=["1.0"])
+        # Slow uploads: a third of them stall, so kills land in the middle of uploads.
+        fake.faults = FaultPlan(rate=0.3, kinds=("stall",), paths=("/legacy/",),
+                                stall_seconds=1.5, seed=12)
+        extra = (f'[notify]\nurls = ["{alerts.url("/alerts")}"]\n'
+                 f"[queue]\nnew-projects-per-hour = {limit}\n")
+        replicas = [replica(tmp_path, f"r{i}", fake, url, postgres.password, extra)
+                    for i in range(3)]
+        for svc in replicas:
+            svc.start()
+        # 300 events: five files (versions) of each of 60 names, shuffled.
+        events = [payload(n, version=f"1.{v}") for n in free + taken for v in range(5)]
+        random.Random(7).shuffle(events)
+        stop_killing = threading.Event()
+        kills: Counter[int] = Counter()
+
+        def killer() -> None:
+            rng = random.Random(3)
+            # Six kills at random moments, then the replicas are left to finish.
+            while sum(kills.values()) < 6 and not stop_killing.wait(rng.uniform(1.0, 3.0)):
+                victim = rng.randrange(len(replicas))
+                replicas[victim].stop(signal.SIGKILL)
+                kills[victim] += 1
+                stop_killing.wait(rng.uniform(0.2, 1.5))
+                replicas[victim].start()
+
+        chaos = threading.Thread(target=killer, daemon=True)
+        chaos.start()
+        store = PostgresStore(url, password=postgres.password, create_schema=False)
+        try:
+            deadline = time.monotonic() + 300
+            for i, body in enumerate(events):
+                deliver(replicas, body, i, deadline=deadline)
+            chaos.join(300)
+            assert sum(kills.values()) == 6
+            wait_for(lambda: sum(fake.project(n) is not None for n in free) >= limit, 300,
+                     "the budget's worth of names reserved")
+            wait_for(lambda: len({_alert_name(r.body) for r in alerts.requests}) >= len(taken),
+                     120, "an alert for every taken name")
+            wait_for(lambda: store.queue_counts()["claimed"] == 0, 60, "no item left claimed")
+            time.sleep(2)  # let any duplicate alert or upload show itself
+        finally:
+            stop_killing.set()
+            chaos.join(30)
+            for svc in replicas:
+                if svc.proc is not None and svc.proc.poll() is None:
+                    svc.stop()
+            spent = store.budget_spent_at()
+            store.close()
+        created = [n for n in free if fake.project(n) is not None]
+        assert len(created) == limit  # never more in the window, counted on the index itself
+        assert len(spent) == limit
+        assert all(fake.uploads[n] == 1 for n in created), {n: fake.uploads[n] for n in created}
+        alerted = Counter(_alert_name(r.body) for r in alerts.requests)
+        assert alerted == dict.fromkeys(taken, 1)  # each taken name alerted once, nothing else
+
+
+def _alert_name(body: bytes) -> str:
+    text = json.dumps(json.loads(body))
+    found = [word for word in text.replace('"', " ").replace("/", " ").split()
+             if word.startswith("acme-")]
+    return found[0].rstrip(".,:;") if found else "?"
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[PostgresServer]:
+    """A cluster of its own, since the test stops it (the session's one serves the others)."""
+    workdir = Path(tempfile.mkdtemp(prefix="namekeeper-pg-"))
+    server = start_postgres(workdir)
+    try:
+        yield server
+    finally:
+        if server.running():
+            server.stop("immediate")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_postgresql_restarted_under_load_never_acknowledges_an_unstored_event(
+        tmp_path: Path, own_postgres: PostgresServer) -> None:
+    url = own_postgres.new_database()
+    with FakePublicIndex(new_projects_per_hour=1000) as fake:
+        fake.add_user("acme-security", TOKEN)
+        svc = replica(tmp_path, "r0", fake, url, own_postgres.password,
+                      "[queue]\nnew-projects-per-hour = 1000\n").start()
+        answers: dict[str, list[int]] = {}
+        stop = threading.Event()
+
+        def load() -> None:
+            i = 0
+            while not stop.is_set():
+                name = f"acme-load-{i:04d}"
+                try:
+                    status = svc.post(payload(name)).status_code
+                except requests.RequestException:
+                    status = 0
+                answers.setdefault(name, []).append(status)
+                i += 1
+
+        sender = threading.Thread(target=load, daemon=True)
+        sender.start()
+        try:
+            wait_for(lambda: len(answers) >= 30, 60, "load before the restart")
+            own_postgres.stop("immediate")
+            wait_for(lambda: any(503 in a for a in answers.values()), 60,
+                     "intake to answer 503 while the database is down")
+            down_at = len(answers)
+            time.sleep(1)
+            own_postgres.start()
+            wait_for(lambda: any(a[-1] == 202 for n, a in list(answers.items())[down_at + 1:]),
+                     60, "intake to resume")
+            wait_for(lambda: len(answers) >= down_at + 30, 60, "load after the restart")
+        finally:
+            stop.set()
+            sender.join(30)
+        # Every name answered 503 is sent again, as Artifactory would.
+        for name, statuses in answers.items():
+            if 202 not in statuses:
+                assert svc.post(payload(name)).status_code == 202
+        store = PostgresStore(url, password=own_postgres.password, create_schema=False)
+        try:
+            wait_for(lambda: all(fake.uploads[n] == 1 for n in answers), 120,
+                     "every name reserved")
+            journaled = {row[1] for row in store.snapshot().tables["events"]}  # key, name, ...
+        finally:
+            store.close()
+            svc.stop()
+        acknowledged = {n for n, statuses in answers.items() if 202 in statuses}
+        assert acknowledged <= journaled  # never 202 for an event that was not stored
+        assert set(answers) == journaled  # nothing lost once resent
+        assert any(503 in statuses for statuses in answers.values())
+        assert all(fake.uploads[n] == 1 for n in answers)

@@ -1,0 +1,109 @@
+"""Choosing the store: ``[store] url`` → the backend that serves it, through the namekeeper_store hook."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from _cli import TOKEN, run, write_config
+from _devpi import free_port
+from _fake_public import FakePublicIndex
+from _postgres import PostgresServer
+from namekeeper import config as cfg
+from namekeeper.app import open_store
+from namekeeper.errors import ConfigError
+from namekeeper.store import Store
+from test_plugins import install_fake_distribution
+
+
+def store_config(tmp_path: Path, body: str) -> cfg.Config:
+    path = tmp_path / "namekeeper.toml"
+    path.write_text("[store]\n" + body + "\n")
+    return cfg.load(path)
+
+
+def test_a_plain_path_and_a_sqlite_url_are_the_sqlite_store(tmp_path: Path) -> None:
+    assert store_config(tmp_path, 'url = "state/a.sqlite3"').store.path == \
+        (tmp_path / "state/a.sqlite3").resolve()
+    c = store_config(tmp_path, f'url = "sqlite:///{tmp_path}/b.sqlite3"')
+    assert c.store.url is None and c.store.path == tmp_path / "b.sqlite3"
+    store = open_store(c)
+    assert isinstance(store, Store) and store.path == tmp_path / "b.sqlite3"
+
+
+def test_a_postgresql_url_keeps_its_password_out_of_the_file(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", "s3cret-from-env")
+    c = store_config(tmp_path, 'url = "postgresql://nk@db.internal:5432/namekeeper"')
+    assert c.store.url == "postgresql://nk@db.internal:5432/namekeeper"
+    assert c.store.password is not None and c.store.password.reveal() == "s3cret-from-env"
+    assert "s3cret" not in repr(c)
+
+
+@pytest.mark.parametrize("body, message", [
+    ('url = "postgresql://nk:hunter2@db/nk"', "must not contain a password"),
+    ('url = "postgresql://nk@db/nk?password=hunter2"', "must not contain a password"),
+    ('url = "sqlite://relative"', "sqlite:///path/to/file"),
+    ('path = "a.sqlite3"\nurl = "postgresql://db/nk"', "either path or url"),
+])
+def test_bad_store_settings_are_one_clear_error(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        store_config(tmp_path, body)
+    assert "hunter2" not in str(err.value)
+
+
+def test_an_unknown_scheme_names_the_missing_plugin(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no installed plugin provides a 'mongodb' store"):
+        open_store(store_config(tmp_path, 'url = "mongodb://db/nk"'))
+
+
+def test_a_third_party_plugin_serves_its_own_scheme(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    install_fake_distribution(
+        tmp_path / "site", "nk_memstore", {"memstore": "nk_memstore_mod"},
+        {"nk_memstore_mod": (
+            "from namekeeper.hookspecs import hookimpl\n"
+            "from namekeeper.store import Store\n"
+            "@hookimpl\ndef namekeeper_store(config):\n"
+            "    if (config.store.url or '').startswith('mem:'):\n"
+            "        return Store(':memory:')\n")})
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert open_store(store_config(tmp_path, 'url = "mem://x"')).location == ":memory:"
+    # ... and leaves every other URL to the built-ins.
+    assert isinstance(open_store(store_config(tmp_path, 'url = "x.sqlite3"')), Store)
+
+
+@pytest.mark.slow
+def test_reserve_and_status_on_a_postgresql_store(capsys: pytest.CaptureFixture[str],
+                                                  tmp_path: Path, fake: FakePublicIndex,
+                                                  postgres: PostgresServer,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", postgres.password)
+    config = write_config(tmp_path, fake.config_toml())
+    config.write_text(config.read_text().replace('path = "state.sqlite3"',
+                                                 f'url = "{postgres.new_database()}"'))
+    fake.add_project("acme-utils", owners=["mallory"])
+    run(capsys, "--config", str(config), "reserve", "acme-billing", "acme-utils")
+    code, rows, _ = run(capsys, "--config", str(config), "--format", "json", "status")
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["acme-billing"]["verdict"] == "ours" and by_name["acme-billing"]["reserved_at"]
+    assert by_name["acme-utils"]["verdict"] == "taken"
+    assert code == 1 and not (tmp_path / "state.sqlite3").exists()
+
+
+@pytest.mark.slow
+def test_an_unreachable_database_is_one_line_exit_2(capsys: pytest.CaptureFixture[str],
+                                                    tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("psycopg")
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", "never-shown-pw")
+    config = tmp_path / "namekeeper.toml"
+    config.write_text(f'[store]\nurl = "postgresql://nk@127.0.0.1:{free_port()}/nk'
+                      '?connect_timeout=1"\n')
+    code, out, err = run(capsys, "--config", str(config), "status")
+    assert code == 2
+    assert err.count("\n") == 1 and "cannot connect to the store at postgresql://nk@127.0.0.1" in err
+    assert "never-shown-pw" not in err and "Traceback" not in err

@@ -1,0 +1,524 @@
+"""The store's contract, run against every backend: SQLite and a real PostgreSQL.
+
+Each test opens stores through `open_store`, a factory bound to one fresh
+location (a file, or a fresh database); opening it twice is two processes (or
+two replicas) on the same state.  The concurrency tests use one store object
+per thread, each with its own connections, as separate replicas would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
+from namekeeper.notify.dispatch import Retry
+from namekeeper.store import Store
+from namekeeper.store_interface import BUDGET_WINDOW, QueueState, StoreBackend
+
+OpenStore = Callable[..., StoreBackend]
+
+
+class Clock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def ev(name: str, key: str | None = None, version: str | None = None,
+       seen_at: datetime | None = None, source: str = "artifactory") -> NameEvent:
+    kw = {"seen_at": seen_at} if seen_at else {}
+    return NameEvent(name=name, display_name=name, source=source, index="pypi-local",
+                     version=version, key=key, **kw)
+
+
+def outcome(name: str, verdict: Verdict = Verdict.OURS, action: Action = Action.RESERVED
+            ) -> Outcome:
+    return Outcome(name=name, display_name=name, verdict=verdict, action=action,
+                   severity=Severity.NONE, reason="r", message=f"{name}: {action.value}")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenStore]:
+    """A factory of stores on one fresh location of the backend under test."""
+    opened: list[StoreBackend] = []
+    if request.param == "sqlite":
+        path = tmp_path / "s.sqlite3"
+
+        def make(clock: Any = time.time) -> StoreBackend:
+            return Store(path, clock=clock)
+    else:
+        from namekeeper.store_postgres import PostgresStore
+
+        server = request.getfixturevalue("postgres")
+        url = server.new_database()
+
+        def make(clock: Any = time.time) -> StoreBackend:
+            return PostgresStore(url, password=server.password, clock=clock, max_size=4)
+
+    def tracked(**kw: Any) -> StoreBackend:
+        store = make(**kw)
+        opened.append(store)
+        return store
+
+    yield tracked
+    for store in opened:
+        store.close()
+
+
+# -- journal and queue -----------------------------------------------------------------------------
+
+
+def test_accepted_events_survive_a_new_store_on_the_same_location(open_store: OpenStore) -> None:
+    assert open_store().accept(ev("acme-a", key="k1"))
+    item = open_store().claim("w")
+    assert item is not None and item.name == "acme-a" and item.event.key == "k1"
+
+
+def test_the_same_delivery_twice_is_one_event(open_store: OpenStore) -> None:
+    store = open_store()
+    assert store.accept(ev("acme-a", key="repo:path:sha"))
+    assert not store.accept(ev("acme-a", key="repo:path:sha"))
+    assert store.queue_counts() == {"pending": 1, "claimed": 0, "done": 0, "failed": 0}
+
+
+def test_the_same_name_from_two_sources_is_one_piece_of_work(open_store: OpenStore) -> None:
+    store = open_store()
+    assert store.accept(ev("acme-a", key="artifactory:1"))
+    assert store.accept(ev("acme-a", key="poll:x:acme-a", source="poll"))
+    assert store.claim("w") is not None
+    assert store.claim("w") is None
+
+
+def test_a_batch_answers_each_event_as_accept_would(open_store: OpenStore) -> None:
+    store = open_store()
+    answers = store.accept_many([ev("acme-b", key="1"), ev("acme-a", key="2"),
+                                 ev("acme-b", key="1"), ev("acme-c")])
+    assert answers == [True, True, False, True]
+    assert [i["name"] for i in store.queue_items()] == ["acme-a", "acme-b", "acme-c"]
+
+
+def test_a_reserved_name_is_never_queued_again(open_store: OpenStore) -> None:
+    store = open_store()
+    store.accept(ev("acme-a", key="1"))
+    assert store.claim("w") is not None
+    store.record_outcome(outcome("acme-a"), reserved=True)
+    assert store.complete("acme-a", "w")
+    store.accept(ev("acme-a", key="2"))
+    assert store.claim("w") is None
+    rec = store.get("acme-a")
+    assert rec is not None and rec.reserved and rec.verdict == "ours"
+
+
+def test_a_name_we_could_not_hold_is_looked_at_again_on_new_evidence(
+        open_store: OpenStore) -> None:
+    store = open_store()
+    store.accept(ev("acme-a", key="1"))
+    store.claim("w")
+    store.record_outcome(outcome("acme-a", Verdict.TAKEN, Action.SKIPPED))
+    store.complete("acme-a", "w")
+    assert store.claim("w") is None
+    store.accept(ev("acme-a", key="2"))
+    item = store.claim("w")
+    assert item is not None and item.event.key == "2"
+
+
+def test_first_seen_and_highest_private_version_are_kept(open_store: OpenStore) -> None:
+    store = open_store()
+    later = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    earlier = later - timedelta(days=30)
+    store.accept(ev("acme-a", key="1", version="1.2", seen_at=later))
+    store.accept(ev("acme-a", key="2", version="1.10", seen_at=earlier))
+    store.accept(ev("acme-a", key="3", version="bogus!", seen_at=later))
+    rec = store.get("acme-a")
+    assert rec is not None
+    assert rec.first_seen_private == earlier
+    assert rec.highest_private_version == "1.10"
+    assert [h["kind"] for h in store.history("acme-a")] == ["seen"]
+
+
+def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
+        open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    assert store.claim("crashed", lease_seconds=60) is not None
+    restarted = open_store(clock=clock)
+    assert restarted.claim("new") is None
+    assert restarted.reclaim_expired() == []  # a live lease is never taken
+    assert restarted.stuck_leases(0) == 0
+    clock.t += 61
+    assert restarted.stuck_leases(0) == 1
+    assert restarted.reclaim_expired() == ["acme-a"]
+    assert restarted.claim("new") is not None
+    # The old holder can no longer settle or upload what is not theirs.
+    assert not store.complete("acme-a", "crashed")
+    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert not store.begin_upload("acme-a", "crashed", "acme-a")
+    assert restarted.begin_upload("acme-a", "new", "acme-a")
+    assert [h["kind"] for h in store.history("acme-a")][-2:] == ["lease-expired",
+                                                                "upload-started"]
+
+
+def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(
+        open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    store.claim("me", lease_seconds=60)
+    for _ in range(5):
+        clock.t += 40
+        assert store.renew("acme-a", "me", 60)
+        assert store.reclaim_expired() == []
+    assert not store.renew("acme-a", "someone-else", 60)
+    [item] = store.queue_items("claimed")
+    assert item["claimed_by"] == "me" and item["lease_until"] == clock.t + 60
+    assert store.release_held("me") == 1
+    assert store.claim("other") is not None
+
+
+def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    item = store.claim("w")
+    assert item is not None and not item.confirming
+    assert store.complete("acme-a", "w", confirm_at=clock.t + 300)
+    assert store.next_ready_at() == clock.t + 300
+    assert store.claim("w") is None
+    clock.t += 300
+    again = store.claim("w")
+    assert again is not None and again.name == "acme-a" and again.confirming
+    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) == "pending"
+    clock.t += 5
+    still = store.claim("w")
+    assert still is not None and still.confirming
+    assert store.complete("acme-a", "w")
+    clock.t += 10_000
+    assert store.schedule_confirmations() == 0 and store.claim("w") is None
+
+
+def test_a_reservation_the_index_does_not_confirm_is_forgotten(open_store: OpenStore) -> None:
+    store = open_store()
+    store.record_outcome(outcome("acme-a"), reserved=True)
+    store.forget_reservation("acme-a")
+    rec = store.get("acme-a")
+    assert rec is not None and not rec.reserved
+    assert store.history("acme-a")[-1]["kind"] == "unconfirmed"
+
+
+def test_a_condition_is_raised_once_and_cleared(open_store: OpenStore) -> None:
+    a, b = open_store(), open_store()
+    assert a.raise_condition("public-index-unreachable", "down since 10:00")
+    assert not b.raise_condition("public-index-unreachable", "still down")  # b does not alert
+    [condition] = a.conditions()
+    assert (condition.key, condition.text) == ("public-index-unreachable", "still down")
+    assert b.clear_condition("public-index-unreachable")
+    assert not a.clear_condition("public-index-unreachable")
+    assert a.conditions() == []
+
+
+def test_the_health_probes_pass_on_a_healthy_store(open_store: OpenStore) -> None:
+    store = open_store()
+    store.probe_writable()
+    assert store.probe_integrity() is None
+
+
+def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    for attempt in range(1, 4):
+        clock.t += 100
+        item = store.claim("w", now=clock.t)
+        assert item is not None and item.attempts == attempt - 1
+        state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
+                              max_attempts=3)
+    assert state == QueueState.FAILED
+    assert store.queue_items("failed")[0]["last_error"] == "boom 3"
+    assert store.history("acme-a")[-1]["kind"] == "failed"
+    clock.t += 1000
+    assert store.claim("w", now=clock.t) is None
+
+
+def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    store.claim("w", now=clock.t)
+    assert store.release("acme-a", "w", not_before=clock.t + 50, count_attempt=False) \
+        == QueueState.PENDING
+    assert store.next_ready_at() == clock.t + 50
+    assert store.claim("w", now=clock.t + 49) is None
+    item = store.claim("w", now=clock.t + 50)
+    assert item is not None and item.attempts == 0
+
+
+def test_settled_names_are_queued_again_for_the_periodic_recheck(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.accept_many([ev("acme-a", key="1"), ev("acme-b", key="2")])
+    for _ in range(2):
+        item = store.claim("w")
+        assert item is not None
+        store.complete(item.name, "w")
+    clock.t += 100
+    assert store.schedule_recheck(3600) == 0
+    clock.t += 3600
+    assert store.schedule_recheck(3600) == 2
+    assert store.queue_counts()["pending"] == 2
+
+
+def test_upload_started_and_outcome_are_on_record(open_store: OpenStore) -> None:
+    store = open_store()
+    store.mark_upload_started("acme-x", "Acme.X")
+    store.record_outcome(outcome("acme-x"), reserved=True)
+    [rec] = store.all_names()
+    assert rec.display_name == "Acme.X" and rec.attempts == 1
+    assert rec.upload_started_at is not None and rec.reserved
+    assert [h["kind"] for h in store.history("acme-x")] == ["upload-started", "outcome"]
+    assert store.history("acme-x")[1]["detail"]["action"] == "reserved"
+
+
+def test_the_store_reports_itself_writable(open_store: OpenStore) -> None:
+    assert open_store().writable()
+
+
+# -- concurrency: several processes (replicas) on one store -----------------------------------------
+
+
+def test_concurrent_workers_never_claim_the_same_name(open_store: OpenStore) -> None:
+    open_store().accept_many([ev(f"acme-{i}", key=str(i)) for i in range(60)])
+    replicas = [open_store() for _ in range(4)]
+    start = threading.Barrier(len(replicas))
+
+    def drain(store: StoreBackend) -> list[str]:
+        start.wait()
+        got = []
+        while (item := store.claim(f"w{id(store)}")) is not None:
+            got.append(item.name)
+        return got
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        claimed = [name for batch in pool.map(drain, replicas) for name in batch]
+    assert sorted(claimed) == sorted(f"acme-{i}" for i in range(60))
+
+
+def test_concurrent_intake_journals_each_delivery_once(open_store: OpenStore) -> None:
+    replicas = [open_store() for _ in range(4)]
+    events = [ev(f"acme-{i % 20}", key=f"k{i % 60}") for i in range(240)]
+    start = threading.Barrier(len(replicas))
+
+    def intake(r: int) -> list[bool]:
+        start.wait()
+        mine = events[r::len(replicas)]
+        return [ok for i in range(0, len(mine), 7)
+                for ok in replicas[r].accept_many(mine[i:i + 7])]
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        answers = [ok for batch in pool.map(intake, range(len(replicas))) for ok in batch]
+    assert answers.count(True) == 60
+    assert open_store().queue_counts()["pending"] == 20
+
+
+def test_the_budget_holds_in_total_under_concurrent_replicas(open_store: OpenStore) -> None:
+    # Every replica counts and inserts at the same moment: only a lock that serialises the
+    # count-then-insert keeps the total at the limit.
+    replicas = [open_store() for _ in range(8)]
+    start = threading.Barrier(len(replicas))
+
+    def spend(r: int) -> int:
+        start.wait()
+        return sum(replicas[r].take_budget(f"n{r}-{i}", 5) is None for i in range(5))
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        granted = sum(pool.map(spend, range(len(replicas))))
+    assert granted == 5
+    assert len(open_store().budget_spent_at()) == 5
+
+
+def test_a_periodic_job_has_one_holder_until_its_lease_expires(open_store: OpenStore) -> None:
+    clock = Clock()
+    a, b = open_store(clock=clock), open_store(clock=clock)
+    assert a.lease_job("recheck", "a", 60)
+    assert not b.lease_job("recheck", "b", 60)
+    assert a.lease_job("recheck", "a", 60)  # the holder renews
+    assert b.lease_job("other-job", "b", 60)
+    clock.t += 61
+    assert b.lease_job("recheck", "b", 60)  # a stopped renewing: b takes over
+    assert not a.lease_job("recheck", "a", 60)
+
+
+def test_concurrent_replicas_take_a_free_job_lease_once(open_store: OpenStore) -> None:
+    replicas = [open_store() for _ in range(6)]
+    start = threading.Barrier(len(replicas))
+
+    def take(r: int) -> bool:
+        start.wait()
+        return replicas[r].lease_job("reconcile", f"r{r}", 60)
+
+    with ThreadPoolExecutor(len(replicas)) as pool:
+        assert sum(pool.map(take, range(len(replicas)))) == 1
+
+
+# -- budget ------------------------------------------------------------------------------------------
+
+
+def test_budget_is_never_exceeded_within_the_window(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    for i in range(3):
+        assert store.take_budget(f"n{i}", 3) is None
+        clock.t += 10
+    wait = store.take_budget("n3", 3)
+    assert wait is not None and abs(wait - (BUDGET_WINDOW - 30)) < 0.01
+    clock.t += wait
+    assert store.take_budget("n3", 3) is None  # the slot frees exactly when the window moves
+    assert store.budget_left(3) == 0
+
+
+def test_refund_and_pause(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    assert store.take_budget("a", 1) is None
+    store.refund_budget("a")
+    assert store.budget_left(1) == 1
+    assert store.pause_budget(120) == clock.t + 120
+    assert store.budget_paused_until() == clock.t + 120
+    store.raise_condition("budget-paused", "the index asked us to wait")
+    assert store.take_budget("b", 1) == 120
+    clock.t += 121
+    assert store.budget_paused_until() is None
+    assert store.take_budget("b", 1) is None
+    assert store.conditions() == []  # spending again: the pause is over
+
+
+# -- delivery log ------------------------------------------------------------------------------------
+
+
+def test_deliveries_and_retries_survive_a_new_store(open_store: OpenStore) -> None:
+    log = open_store().delivery_log()
+    log.record_delivery("ops", "acme-a", "fp1", True, None)
+    log.record_delivery("ops", "acme-b", "fp2", False, "receiver down")
+    log.schedule_retry(Retry("ops", "acme-b", "fp2", "{}", 1, 500.0))
+    log.schedule_retry(Retry("ops", "acme-b", "fp3", "{}", 2, 600.0))  # replaces the older one
+    again = open_store()
+    log2 = again.delivery_log()
+    assert log2.was_delivered("ops", "acme-a", "fp1")
+    assert not log2.was_delivered("ops", "acme-a", "fp2")
+    assert log2.retry_for("ops", "acme-b") == Retry("ops", "acme-b", "fp3", "{}", 2, 600.0)
+    assert log2.pending_retries(599.0) == []
+    assert [r.fingerprint for r in log2.pending_retries(600.0)] == ["fp3"]
+    log2.clear_retry("ops", "acme-b")
+    assert log2.retry_for("ops", "acme-b") is None
+    assert [h["kind"] for h in again.history("acme-b")] == ["notify-failed"]
+
+
+# -- wake-ups ---------------------------------------------------------------------------------------
+
+
+def test_an_idle_replica_hears_of_work_queued_by_another(
+        open_store: OpenStore, request: pytest.FixtureRequest) -> None:
+    idle, busy = open_store(), open_store()
+    woken, stop = threading.Event(), threading.Event()
+    watcher = idle.watch_for_work(woken.set, stop)
+    if watcher is None:
+        pytest.skip(f"{request.node.callspec.id}: no notifications; the workers poll")
+    try:
+        assert woken.wait(10)  # the first wake-up: "look once, in case you missed something"
+        woken.clear()
+        busy.accept(ev("acme-a", key="1"))
+        assert woken.wait(10)
+    finally:
+        stop.set()
+        watcher.join(10)
+
+
+# -- many names at once (audit) -----------------------------------------------------------------
+
+
+def test_bulk_writes_match_their_one_name_counterparts(open_store: OpenStore) -> None:
+    store = open_store()
+    store.note_seen_many([ev("acme-b", version="2.0"), ev("acme-a", version="1.0"),
+                          ev("acme-b", version="3.0")])
+    store.record_outcomes([outcome("acme-b", Verdict.TAKEN, Action.SKIPPED), outcome("acme-a")])
+    found = store.records(["acme-a", "acme-b", "acme-missing"])
+    assert set(found) == {"acme-a", "acme-b"}
+    assert found["acme-b"].highest_private_version == "3.0"
+    assert found["acme-b"].verdict == "taken" and not found["acme-a"].reserved
+
+
+def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore) -> None:
+    store = open_store()
+    order = ["acme-z", "acme-a", "acme-m", "acme-b"]
+    assert store.enqueue_in_order([ev(n, key=n) for n in order]) == [True] * 4
+    claimed = [item.name for item in iter(lambda: store.claim("w"), None)]
+    assert claimed == order
+
+
+# -- what `watch` remembers -------------------------------------------------------------------------
+
+
+def test_watch_memory_round_trips(open_store: OpenStore) -> None:
+    from namekeeper.store_watch import StoredLookalike
+
+    store = open_store()
+    found = StoredLookalike(public="acme-uti1s", ours="acme-utils", kind="homoglyph", distance=1,
+                            owners=("mallory",), organization=None,
+                            first_release=datetime(2026, 1, 2, tzinfo=timezone.utc),
+                            found_at=datetime(2026, 3, 4, tzinfo=timezone.utc), alerted=False)
+    assert store.add_lookalikes([found]) == ["acme-uti1s"]
+    assert store.add_lookalikes([found]) == []  # reported once
+    store.mark_lookalike_alerted("acme-uti1s")
+    assert open_store().lookalikes() == [StoredLookalike(**{**found.__dict__, "alerted": True})]
+    store.allow_lookalikes(["acme-*", "acme-*"])
+    assert store.watch_allowed() == ["acme-*"]
+    assert store.scanned_listing() == (None, None)
+    store.remember_scan("digest-1", ["a", "b"])
+    store.remember_scan("digest-2", ["a", "b", "c"])
+    assert open_store().scanned_listing() == ("digest-2", frozenset({"a", "b", "c"}))
+    store.remember_scan("digest-2", ["d"], added=True)
+    store.remember_scan("digest-2", ["e"], added=True)
+    assert store.scanned_listing() == ("digest-2", frozenset("abcde"))
+    store.remember_scan("digest-3", ["x"])
+    assert store.scanned_listing() == ("digest-3", frozenset({"x"}))
+    store.record_outcome(outcome("acme-b"))
+    store.note_seen(ev("acme-a"))
+    assert store.our_names() == ["acme-a", "acme-b"]
+    store.forget_lookalikes(["acme-uti1s"])
+    assert store.lookalikes() == []
+
+
+# -- our own placeholders; forgetting names -------------------------------------------------------
+
+
+def test_placeholder_owners_classes_and_forget(open_store: OpenStore) -> None:
+    store = open_store()
+    store.record_placeholder_owners("acme-utils", ["Acme-Security", "acme-bot"])
+    assert store.placeholder_owners("acme-utils") == {"acme-security", "acme-bot"}
+    store.record_outcome(outcome("acme-utils"), reserved=True)
+    assert store.held_in_class("acme_uti1s") == "acme-utils"  # the same ultranormalised class
+    assert store.held_in_class("acme-utils") is None  # not another name
+    store.accept(ev("acme-utils", key="k"))
+    assert store.delivery_log().current_state("acme-utils") == ("ours", "reserved")
+    assert store.forget(["acme-utils", "acme-never-seen"]) == ["acme-utils"]
+    assert store.get("acme-utils") is None and store.placeholder_owners("acme-utils") == set()
+    assert store.queue_items() == [] and store.history("acme-utils") == []
+
+
+def test_the_recheck_also_queues_names_no_source_queued(open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    store.record_outcome(outcome("acme-cli"), reserved=True)  # reserved from the command line
+    assert store.schedule_recheck(3600) == 1
+    item = store.claim("w")
+    assert item is not None and item.name == "acme-cli"
