@@ -30,7 +30,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -91,6 +91,14 @@ class PublicListing:
         self._lines = lines  # sorted; "\t" sorts before every character of a name
         self._canonical: list[str] | None = None
         self._names: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, names: Iterable[str], info: ListingInfo | None = None) -> PublicListing:
+        """A listing of canonical ``names`` (no serials): for tests and benchmarks."""
+        ordered = list(dict.fromkeys(names))
+        lines = sorted(f"{ultranormalize(n)}\t{n}\t" for n in ordered)
+        return cls(info or ListingInfo(url="memory:", count=len(lines), validated_at=time.time()),
+                   lines)
 
     def _held(self, key: str) -> list[tuple[str, str]]:
         """(canonical name, serial) of every project whose ultranormalised key is ``key``."""
