@@ -234,6 +234,8 @@ def test_devpi_export_and_import_reserve_nothing_twice(tmp_path: Path,
         prod = old.new_index("prod", reserve_public_names=True)
         prod.upload(*release(tmp_path, "acme-imported-lib"))
         wait_for(lambda: reserved(public, "acme-imported-lib"), 60, "reserved before export")
+        wait_for(lambda: names(old).get("acme-imported-lib", {}).get("queue") == "done", 60,
+                 "the outcome recorded before the server stops")
     dump, new_dir = tmp_path / "dump", tmp_path / "b" / "server"
     devpi_command("export", "--serverdir", str(old.serverdir), str(dump))
     devpi_command("import", "--serverdir", str(new_dir), "--no-root-pypi", str(dump))
