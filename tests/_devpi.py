@@ -107,7 +107,7 @@ class DevpiServer:
         """Upload ``files`` with the real twine CLI (basic auth), as a user of the index would."""
         upload_url = f"{self.url}{index}/" if index else self.upload_url
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWINE_")}
-        result = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+        result = subprocess.run(
             [sys.executable, "-m", "twine", "upload", "--repository-url", upload_url,
              "-u", self.user, "-p", self.password, "--non-interactive", "--disable-progress-bar",
              *map(str, files)],
@@ -147,7 +147,7 @@ def _auth_header(user: str, token: str) -> str:
 
 
 def _create_index(session: requests.Session, url: str, index: str,
-                  ixconfig: Mapping[str, object] = {}) -> None:  # noqa: B006 - never mutated
+                  ixconfig: Mapping[str, object] = {}) -> None:
     body = {"type": "stage", "bases": [], "volatile": True, **ixconfig}
     r = session.put(f"{url}{index}", json=body, timeout=30)
     if r.status_code not in (200, 201):
@@ -179,7 +179,7 @@ def start_devpi(
     workdir: Path,
     *,
     user: str = "user",
-    password: str = "secret-pw",  # noqa: S107 - a throwaway test password
+    password: str = "secret-pw",
     index: str = "dev",
     namekeeper_plugin: bool = False,
     server_args: Sequence[str] = (),
@@ -195,7 +195,7 @@ def start_devpi(
     log_path = workdir / "devpi-server.log"
     blocked = () if namekeeper_plugin else ("namekeeper",)
     proc_env = {**os.environ, **(env or {})}
-    init = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+    init = subprocess.run(
         _launch("init", blocked, ["--serverdir", str(serverdir), "--no-root-pypi"]),
         capture_output=True, text=True, env=proc_env, timeout=120, check=False,
     )
@@ -204,7 +204,7 @@ def start_devpi(
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+        proc = subprocess.Popen(
             _launch("serve", blocked, ["--serverdir", str(serverdir), "--host", "127.0.0.1",
                                        "--port", str(port), *ARGON2_FAST, *server_args]),
             stdout=log_file, stderr=subprocess.STDOUT, env=proc_env,

@@ -56,7 +56,7 @@ def _start_http() -> HttpReceiver:
     holder: dict[str, HttpReceiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             receiver = holder["r"]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)

@@ -557,7 +557,7 @@ class FakeArtifactory:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 auth = self.headers.get("Authorization")
                 fake.requests.append((self.path, auth))
                 if auth != f"Bearer {TOKEN}":

@@ -10,6 +10,7 @@ import json
 import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,6 +18,8 @@ from namekeeper.config import ArtifactoryConfig, Secret
 from namekeeper.model import NameEvent
 from namekeeper.names import InvalidName, canonical, validate_name
 from namekeeper.sources.artifactory import WEBHOOK_PATH, ArtifactorySource
+
+pytestmark = pytest.mark.slow  # thousands of generated requests per test
 
 SECRET = "whsec-fuzz-not-a-real-secret"
 FUZZ = settings(max_examples=1500, deadline=None, database=None,

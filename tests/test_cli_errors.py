@@ -97,6 +97,7 @@ def test_a_config_value_of_the_wrong_type_says_what_it_must_be(
     assert "<class" not in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_namekeeper_runs_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "namekeeper", "--version"],
                           capture_output=True, text=True, timeout=60)

@@ -26,7 +26,7 @@ from test_serve import wait_for
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "pypi-devpi-plugin-token-SECRET"  # noqa: S105
+TOKEN = "pypi-devpi-plugin-token-SECRET"
 
 
 def write_config(path: Path, fake: FakePublicIndex, extra: str = "") -> Path:

@@ -6,6 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from _notify_servers import closed_port
 from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
@@ -29,6 +31,7 @@ class TurnSink:
         return self.mine
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_store_take_turns_on_a_job(tmp_path: Path) -> None:
     first = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-a:1")
     second = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-b:2")

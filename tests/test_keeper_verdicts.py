@@ -104,7 +104,7 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
 
     from namekeeper.model import Action, Outcome, utcnow
 
-    CDN_GRACE = timedelta(seconds=keeper.config.public.cdn_grace)  # noqa: N806
+    CDN_GRACE = timedelta(seconds=keeper.config.public.cdn_grace)
 
     keeper.store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
                                         action=Action.RESERVED, severity=Severity.NONE, reason="",

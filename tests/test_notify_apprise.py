@@ -21,8 +21,10 @@ from namekeeper.notify.apprise import notifiers_from_config_file, notifiers_from
 from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog, send_test
 from namekeeper.notify.render import render
 
-PASSWORD = "pa55-Word-never-shown"  # noqa: S105 - a test credential
-SLACK_TOKEN = "zQ8vR2sLk4NwXy7TpA1bC3dE"  # noqa: S105
+pytestmark = pytest.mark.slow  # real apprise to local HTTP and SMTP receivers
+
+PASSWORD = "pa55-Word-never-shown"
+SLACK_TOKEN = "zQ8vR2sLk4NwXy7TpA1bC3dE"
 TEAMS_SIGNATURE = "sIgNaTuRe-0123456789abcdef"
 
 

@@ -19,7 +19,7 @@ from namekeeper.notify.dispatch import (
     outcome_to_json,
 )
 
-TOKEN = "pypi-AgEIcHlwaS5vcmcCJGNhZmUtc2VjcmV0LXRva2Vu"  # noqa: S105 - a fake public-index token
+TOKEN = "pypi-AgEIcHlwaS5vcmcCJGNhZmUtc2VjcmV0LXRva2Vu"
 
 
 def test_the_same_alert_is_sent_once_and_a_change_is_sent_again():

@@ -13,6 +13,8 @@ from _notify_servers import HttpReceiver, Received, closed_port, serving_http
 from namekeeper.cli import main
 from test_serve import TOKEN, Service, payload, wait_for
 
+pytestmark = pytest.mark.slow  # the service and its alert receivers run as real servers
+
 
 def test_notify_test_reports_each_target(capsys: pytest.CaptureFixture[str],
                                          tmp_path: Path) -> None:
@@ -107,7 +109,7 @@ def bind_receiver(port: int) -> HttpReceiver:
     holder: dict[str, HttpReceiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             r = holder["r"]
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             with r.cond:

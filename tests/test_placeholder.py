@@ -278,6 +278,7 @@ def test_a_custom_template_is_rendered_and_built(tmp_path: Path) -> None:
     assert twine_check([str(sdist)], strict=True) is False
 
 
+@pytest.mark.slow
 def test_the_subprocess_build_of_the_same_template_gives_the_same_bytes(tmp_path: Path) -> None:
     """The bundled template runs its backend in-process; a copy runs it as any frontend would."""
     in_process = build_one(tmp_path / "a")
@@ -287,6 +288,7 @@ def test_the_subprocess_build_of_the_same_template_gives_the_same_bytes(tmp_path
     assert in_process.read_bytes() == as_subprocess.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_custom_backend_never_sees_our_secrets(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "pypi-secret-token-value"

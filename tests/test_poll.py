@@ -91,7 +91,7 @@ def local_index() -> Iterator[LocalIndex]:
     index = LocalIndex(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             index.requests.append(dict(self.headers.items()))
             if index.required_auth and self.headers.get("Authorization") != index.required_auth:
                 self._send(Page(401, b"unauthorized", "text/plain"))
@@ -110,7 +110,7 @@ def local_index() -> Iterator[LocalIndex]:
             self.end_headers()
             self.wfile.write(page.body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -135,7 +135,7 @@ def html_listing(*anchor_texts: str) -> bytes:
 
 @pytest.mark.slow
 def test_twine_upload_of_make_sdist_appears_in_devpi_simple_index(
-        devpi: DevpiServer, tmp_path: Path) -> None:  # noqa: F811
+        devpi: DevpiServer, tmp_path: Path) -> None:
     index = devpi.new_index("fixture-check")
     index.upload(make_sdist(tmp_path, "Acme.Utils", "1.0"))
 
@@ -158,7 +158,7 @@ def test_twine_upload_of_make_sdist_appears_in_devpi_simple_index(
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["json", "html"])
 def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
-        devpi: DevpiServer, tmp_path: Path, form: str,  # noqa: F811
+        devpi: DevpiServer, tmp_path: Path, form: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     if form == "html":  # an index that only speaks PEP 503, like Artifactory
         monkeypatch.setattr(poll, "ACCEPT", "text/html")
@@ -239,7 +239,7 @@ def test_list_projects_reads_pep_691_json_and_refuses_malformed_or_oversized_lis
 @pytest.mark.parametrize("kind", ["bearer", "basic", "url-userinfo"])
 def test_auth_is_sent_and_a_refused_poll_fails_without_leaking_the_secret(
         local_index: LocalIndex, caplog: pytest.LogCaptureFixture, kind: str) -> None:
-    secret = "s3cr3t-Value-42"  # noqa: S105 - test value
+    secret = "s3cr3t-Value-42"
     path_url = local_index.serve("/simple/", Page(body=html_listing("acme-utils")))
     if kind == "bearer":
         local_index.required_auth = f"Bearer {secret}"

@@ -145,7 +145,7 @@ def test_check_and_reserve_use_a_fresh_cached_listing_for_too_similar_names(
         capsys: pytest.CaptureFixture[str]) -> None:
     from namekeeper.cli import main
 
-    token = "pypi-listing-test-token"  # noqa: S105
+    token = "pypi-listing-test-token"
     fake_public.add_user("acme-security", token)
     fake_public.add_project("acme-tools")
     config = tmp_path / "namekeeper.toml"

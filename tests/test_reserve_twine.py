@@ -68,7 +68,7 @@ def backend_for(url: str, token: str | None = TOKEN, *, username: str = "__token
 
 
 @pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:  # noqa: F811 - imported fixture
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
     fake_public.add_user(USER, TOKEN)
     return fake_public
 
@@ -156,7 +156,7 @@ def test_names_the_index_refuses_to_everyone_are_protected(
     assert fake.uploads[name] == 0
 
 
-def test_the_new_project_rate_limit_says_when_to_retry(fake_public: FakePublicIndex,  # noqa: F811
+def test_the_new_project_rate_limit_says_when_to_retry(fake_public: FakePublicIndex,
                                                       tmp_path: Path) -> None:
     limited = FakePublicIndex(new_projects_per_hour=1).start()
     try:
@@ -310,10 +310,10 @@ class _Scripted(BaseHTTPRequestHandler):
     server: _ScriptedServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.posts += 1
         status, reason, headers, body = self.server.script
@@ -433,7 +433,7 @@ def test_the_module_is_the_reservation_backend_plugin(fake: FakePublicIndex) -> 
 
 
 @pytest.mark.slow
-def test_a_placeholder_uploads_to_a_real_devpi(devpi: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_a_placeholder_uploads_to_a_real_devpi(devpi: Any, tmp_path: Path) -> None:
     assert devpi.password == DEVPI_PASSWORD  # so the leak check covers it
     index = devpi.new_index("reserve-twine")
     backend = backend_for(index.upload_url, devpi.password, username=devpi.user)

@@ -23,8 +23,10 @@ from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.store import Store
 
-TOKEN = "pypi-serve-test-token-SECRET"  # noqa: S105
-HOOK_SECRET = "webhook-SECRET-value"  # noqa: S105
+pytestmark = pytest.mark.slow  # every test runs `namekeeper serve` as a subprocess
+
+TOKEN = "pypi-serve-test-token-SECRET"
+HOOK_SECRET = "webhook-SECRET-value"
 
 
 def free_port() -> int:

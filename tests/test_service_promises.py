@@ -24,6 +24,8 @@ from namekeeper.worker import WorkerPool
 from test_serve import Service, payload, wait_for
 from test_worker import Clock, make_pool
 
+pytestmark = pytest.mark.slow  # the fake public index and `serve` subprocesses
+
 
 class Alerts:
     """Stands in for the dispatcher: keeps every outcome and condition it is handed."""
@@ -203,7 +205,6 @@ def test_a_store_write_failure_during_uploads_is_reclaimed_after_the_lease(
     assert pool.store.get("acme-a").reserved and pool.store.get("acme-b").reserved
 
 
-@pytest.mark.slow
 def test_two_serve_processes_on_one_store_never_upload_a_name_twice(tmp_path: Path) -> None:
     with FakePublicIndex(new_projects_per_hour=1000) as fake:
         from test_serve import TOKEN

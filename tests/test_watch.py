@@ -19,6 +19,8 @@ from namekeeper.config import ConfigError, from_dict
 from namekeeper.model import NameEvent
 from namekeeper.store import Store
 
+pytestmark = pytest.mark.slow  # the public listing comes from the fake public index
+
 OURS = ["acme-billing", "acme-payments", "acme-mail", "zorbit-sync", "acme-invoice-renderer",
         "acme-billing-client", "internal-auth"]
 #: (public name, the one of ours it imitates, kind), each planted on the fake public index.

@@ -13,7 +13,7 @@ from namekeeper.model import NameEvent
 from namekeeper.store import BUDGET_WINDOW, Store
 from namekeeper.worker import WorkerPool
 
-TOKEN = "pypi-worker-test-token"  # noqa: S105
+TOKEN = "pypi-worker-test-token"
 
 
 class Clock:

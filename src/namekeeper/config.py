@@ -120,6 +120,8 @@ class PublicConfig:
     timeout: float = 10.0
     # How long the index may answer 404 for a project we just uploaded (CDN-cached answers).
     cdn_grace: float = 3600.0
+    # Lookups retry connection errors, 5xx and 429 this many times (with backoff) before failing.
+    retries: int = 3
 
     @property
     def web_url(self) -> str | None:
@@ -631,7 +633,7 @@ def _watch_config(w: _Table, problems: _Problems, *, enabled: bool) -> WatchConf
 _SECONDS = "a number of seconds"
 _DURATION_KINDS = (str, int, float)
 _PUBLIC_KEYS = {"index", "simple-url", "json-url", "upload-url", "username", "password", "owners",
-                "organization", "timeout", "cdn-grace"}
+                "organization", "timeout", "cdn-grace", "retries"}
 _POLL_KEYS = {"url", "interval", "token-env", "username", "password-env", "name"}
 
 
@@ -656,6 +658,10 @@ def _public_config(pub: _Table) -> PublicConfig:
                                 default=default)
 
     json_url = pub.get("json-url", str, preset.json_url)
+    retries = pub.get("retries", int, 3, what="a whole number of retries")
+    if retries < 0:
+        problems.add(f"[public] retries must be 0 or more, got {retries}")
+        retries = 3
     return PublicConfig(
         simple_url=url("simple-url", preset.simple_url),
         json_url=problems.checked(_url, json_url, "[public] json-url") if json_url else None,
@@ -667,6 +673,7 @@ def _public_config(pub: _Table) -> PublicConfig:
         timeout=float(pub.get("timeout", (int, float), 10.0, what=_SECONDS)),
         cdn_grace=problems.checked(parse_duration, pub.get("cdn-grace", _DURATION_KINDS, "1h"),
                                    "[public] cdn-grace", default=3600.0),
+        retries=retries,
     )
 
 

@@ -366,7 +366,7 @@ class Keeper:
             if self.alerts is not None:
                 try:
                     self.alerts.dispatch_condition(key, text, frozenset({tag}))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("notifying about %s failed", key)
 
     def fail(self, name: str, display: str, message: str, event: NameEvent | None = None
@@ -470,5 +470,5 @@ class Keeper:
             return
         try:
             self.alerts.dispatch(outcome)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("notifying about %s failed", outcome.name)

@@ -68,7 +68,7 @@ def in_process_runner(backend_file: Path) -> Runner:
                 result["return_val"] = getattr(module, hook_name)(**kwargs)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - the backend exits with SystemExit on purpose
+        except BaseException as exc:
             raise subprocess.CalledProcessError(1, list(cmd), output=str(exc).encode()) from exc
         (control_dir / "output.json").write_text(json.dumps(result), encoding="utf-8")
 

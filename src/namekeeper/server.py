@@ -141,7 +141,7 @@ class Service:
     def _run_source(self, source: EventSource) -> None:
         try:
             source.run(self.sink, self.stop)
-        except Exception:  # noqa: BLE001 - a source dying must show in /healthz, not kill us
+        except Exception:
             log.exception("event source %s stopped with an error", source.name)
 
     def _recheck(self) -> None:
@@ -155,7 +155,7 @@ class Service:
                     continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
-            except Exception as exc:  # noqa: BLE001 - try again next round
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("scheduling the periodic re-check failed")
@@ -179,7 +179,7 @@ class Service:
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",
                          len(result.new), result.scanned)
-            except Exception as exc:  # noqa: BLE001 - an unreachable index: the next round tries
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("the look-alike scan failed")
@@ -200,7 +200,7 @@ class Service:
                 if not self.store.lease_job("notify-retry", self.holder, 30.0):
                     continue
                 dispatcher.retry_due(time.time())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("retrying notifications failed")

@@ -111,7 +111,7 @@ class WorkerPool:
                     self.store_unusable(exc)
                     return
                 log.warning("renewing leases failed (will retry): %s", exc)
-            except Exception:  # noqa: BLE001 - the heartbeat must survive anything
+            except Exception:
                 log.exception("renewing leases failed")
 
     def tend_leases(self) -> None:
@@ -152,7 +152,7 @@ class WorkerPool:
                 errors += 1
                 log.warning("queue worker %s: the store failed (%s); retrying", worker, exc)
                 busy = False
-            except Exception:  # noqa: BLE001 - a worker thread must survive anything
+            except Exception:
                 errors += 1
                 log.exception("queue worker %s hit an unexpected error", worker)
                 busy = False
@@ -201,7 +201,7 @@ class WorkerPool:
             return
         except sqlite3.DatabaseError:
             raise  # the loop decides: back off, or stop on a corrupt store
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then shown as FAILED
+        except Exception as exc:
             log.exception("reserving %s failed", item.name)
             error = f"{type(exc).__name__}: {exc}"
             if self._retry(item, error, None) == "failed":

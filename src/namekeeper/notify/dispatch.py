@@ -388,7 +388,7 @@ class Dispatcher:
             return True
         try:
             return bool(wants(tags))
-        except Exception:  # noqa: BLE001 - a broken plugin gets the alert rather than losing it
+        except Exception:
             log.exception("notifier %r failed to answer wants(); sending anyway", notifier.name)
             return True
 

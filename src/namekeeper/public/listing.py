@@ -265,7 +265,7 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
             headers["If-None-Match"] = str(meta["etag"])
         if meta.get("last_modified"):
             headers["If-Modified-Since"] = str(meta["last_modified"])
-    session = session or build_session()
+    session = session or build_session(retries=public.retries)
     deadline = time.monotonic() + MAX_LISTING_SECONDS
     try:
         with session.get(public.simple_url, headers=headers, stream=True,

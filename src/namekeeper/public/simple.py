@@ -133,9 +133,10 @@ class SimplePublicIndex(PublicIndex):
     """Lookups against a PEP 503/691 simple index, plus warehouse's JSON API when configured."""
 
     def __init__(self, config: PublicConfig, *, session: requests.Session | None = None,
-                 retries: int = 3, backoff_factor: float = 0.5,
+                 retries: int | None = None, backoff_factor: float = 0.5,
                  max_retry_after: float = 15.0) -> None:
         self.config = config
+        retries = config.retries if retries is None else retries
         self.session = session or build_session(retries=retries, backoff_factor=backoff_factor,
                                                 max_retry_after=max_retry_after)
 

@@ -118,7 +118,7 @@ class _Answer:
     def from_response(cls, response: requests.Response) -> _Answer:
         try:
             body = response.text[:_MAX_BODY]
-        except Exception:  # noqa: BLE001 - an undecodable body is no answer
+        except (LookupError, ValueError, requests.RequestException):  # undecodable: no answer
             body = ""
         reason = response.reason
         if isinstance(reason, bytes):

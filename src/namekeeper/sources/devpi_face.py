@@ -144,7 +144,7 @@ class DevpiFace:
             return
         try:
             self.service.store.accept_many(todo)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the events wait for the next try
             with self._lock:
                 self._unrecorded[:0] = todo
             self._intake_failed(exc)
@@ -218,7 +218,7 @@ class DevpiFace:
         try:
             self.retry_unrecorded()
             self.backfill()
-        except Exception:  # noqa: BLE001 - an exception here would stop devpi-server itself
+        except Exception:
             log.exception("namekeeper plugin: scanning devpi's indexes failed")
 
 
@@ -236,7 +236,7 @@ class DevpiWorker:
             return
         try:
             service.start()
-        except Exception as exc:  # noqa: BLE001 - raising here would take devpi-server down
+        except Exception as exc:
             face.problem = f"cannot start the workers: {exc}"
             log.exception("namekeeper plugin: %s", face.problem)
             return
