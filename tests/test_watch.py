@@ -16,8 +16,12 @@ from _lookalike_names import public_names
 from _notify_servers import HttpReceiver, serving_http
 from namekeeper.cli import main
 from namekeeper.config import ConfigError, from_dict
-from namekeeper.model import NameEvent
+from namekeeper.model import NameEvent, PublicProject
+from namekeeper.names import ultranormalize
+from namekeeper.public.interface import PublicIndex
+from namekeeper.public.listing import ListingInfo, PublicListing
 from namekeeper.store import Store
+from namekeeper.watch import WatchState, run_watch
 
 pytestmark = pytest.mark.slow  # the public listing comes from the fake public index
 
@@ -181,13 +185,12 @@ def test_the_lookalike_alert_goes_out_once_with_the_facts(
         _notify_cfg(cfg, receiver)
         assert watch(capsys, cfg, "--once")[0] == 1
         got = receiver.wait_for(len(PLANTED))
-        bodies = [json.dumps(r.json()) for r in got]
-        [biling] = [b for b in bodies if "acme-biling " in b or "acme-biling\\n" in b
-                    or "acme-biling on" in b]
-        assert "acme-billing" in biling and "mallory" in biling and "2026-11-30" in biling
-        assert "omitted" in biling
-        assert all("lookalike" in json.dumps(r.json()).lower() or "look" in b
-                   for r, b in zip(got, bodies, strict=True))
+        titles = {r.json()["title"]: r.json()["message"] for r in got}
+        assert len(titles) == len(PLANTED)  # one alert per look-alike
+        text = titles["namekeeper: acme-biling on the public index looks like our acme-billing"]
+        assert "omitted, edit distance 1" in text and "mallory" in text
+        assert "2026-11-30 12:00 UTC" in text
+        assert "namekeeper: acme-brand-new appeared on the public index in our prefix acme-" in titles
         # A second scan and an incremental one alert only what is new.
         assert watch(capsys, cfg, "--once")[0] == 0
         public.add_project("acme-paymentss", owners=["eve"])
@@ -209,3 +212,43 @@ def test_a_failed_alert_is_sent_again_on_the_next_scan(
         receiver.wait_for(failed + len(PLANTED))  # ... but the alerts are delivered now
         assert watch(capsys, cfg, "--once")[0] == 0
         assert len(receiver.requests) == failed + len(PLANTED)
+
+
+class _Facts(PublicIndex):
+    def lookup(self, name: str) -> PublicProject:
+        return PublicProject(name=name, exists=True, owners=("mallory",), ownership_known=True)
+
+
+def _listing(names: list[str]) -> PublicListing:
+    return PublicListing(ListingInfo(url="test://", count=len(names), validated_at=0.0),
+                         "\n".join(names), "\n".join(map(ultranormalize, names)), "")
+
+
+@pytest.mark.parametrize("kept", [True, False], ids=["serve", "fresh-process"])
+def test_a_lookalike_that_leaves_the_listing_and_returns_is_new_again(
+        tmp_path: Path, kept: bool) -> None:
+    _store_ours(tmp_path, OURS)
+    config = from_dict({"store": {"path": str(tmp_path / "state.sqlite3")}})
+    store = Store(tmp_path / "state.sqlite3")
+    state = WatchState() if kept else None
+    base = public_names(2_000)
+
+    def scan(names: list[str]) -> list[str]:
+        return run_watch(config, store, _Facts(), listing=_listing(names), state=state).new
+
+    assert scan([*base, "acme-biling"]) == ["acme-biling"]
+    assert scan([*base, "acme-biling", "unrelated-new"]) == []
+    assert scan(base) == []  # taken down: forgotten
+    assert store.lookalikes() == []
+    assert scan([*base, "acme-biling"]) == ["acme-biling"]  # back: reported again
+
+
+def test_lookalike_alerts_are_routed_by_their_tag(capsys: pytest.CaptureFixture[str],
+                                                 cfg: Path) -> None:
+    with serving_http() as receiver:
+        cfg.write_text(cfg.read_text() + '\n[notify]\nurls = ['
+                       f'"lookalike={receiver.url("/watchers")}", '
+                       f'"taken,failed={receiver.url("/others")}"]\n')
+        assert watch(capsys, cfg, "--once")[0] == 1
+        got = receiver.wait_for(len(PLANTED))
+        assert {r.path for r in got} == {"/watchers"}

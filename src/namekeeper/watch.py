@@ -129,7 +129,7 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
     gone = [p for p in known if p not in listing or index.allowed(p)]
     if gone:
         store.forget_lookalikes(gone)
-    if result.full:
+    if result.full or gone:  # a project gone from the listing must be new when it returns
         store.remember_scan(wanted, listing.names)
     elif todo:
         store.remember_scan(wanted, todo, added=True)
