@@ -170,7 +170,7 @@ def test_an_unreachable_public_index_is_exit_3(capsys: pytest.CaptureFixture[str
                                                tmp_path: Path) -> None:
     _store_ours(tmp_path, OURS)
     cfg = write_config(tmp_path, '[public]\nsimple-url = "http://127.0.0.1:9/simple/"\n'
-                                 'json-url = "http://127.0.0.1:9/pypi/"\n')
+                                 'json-url = "http://127.0.0.1:9/pypi/"\nretries = 0\n')
     assert main(["--config", str(cfg), "watch", "--once"]) == 3
     assert capsys.readouterr().err.startswith("namekeeper: error:")
 
