@@ -203,7 +203,7 @@ class WorkerPool:
             return
         except sqlite3.DatabaseError:
             raise  # the loop decides: back off, or stop on a corrupt store
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then shown as FAILED
+        except Exception as exc:  # any failure is retried, then shown as FAILED
             # Redacted before it is logged, stored or alerted; the traceback only at DEBUG.
             error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
             log.error("reserving %s failed: %s", item.name, error,
