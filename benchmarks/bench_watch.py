@@ -41,7 +41,6 @@ from rapidfuzz.distance import OSA, Levenshtein
 from namekeeper.config import Config, StoreConfig
 from namekeeper.lookalike import LookalikeIndex
 from namekeeper.model import NameEvent, PublicProject
-from namekeeper.names import ultranormalize
 from namekeeper.public.interface import PublicIndex
 from namekeeper.public.listing import ListingInfo, PublicListing
 from namekeeper.store import Store
@@ -65,7 +64,7 @@ class StubIndex(PublicIndex):
 
 def listing_of(names: list[str]) -> PublicListing:
     info = ListingInfo(url="bench://listing", count=len(names), validated_at=time.time())
-    return PublicListing(info, "\n".join(names), "\n".join(map(ultranormalize, names)), "")
+    return PublicListing.of(names, info)
 
 
 def read_listing(path: Path) -> list[str]:

@@ -102,3 +102,12 @@ def test_python_dash_m_namekeeper_runs_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "namekeeper", "--version"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.startswith("namekeeper ")
+
+
+def test_serve_refuses_to_start_without_an_owner_for_an_index_with_owners(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex) -> None:
+    cfg = write_config(tmp_path, fake.config_toml(), ours="")
+    code, _, err = run(capsys, "--config", str(cfg), "serve", "--port", "0")
+    assert code == 2
+    one_line_error(err)
+    assert "[public] owners" in err

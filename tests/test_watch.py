@@ -17,7 +17,6 @@ from _notify_servers import HttpReceiver, serving_http
 from namekeeper.cli import main
 from namekeeper.config import ConfigError, from_dict
 from namekeeper.model import NameEvent, PublicProject
-from namekeeper.names import ultranormalize
 from namekeeper.public.interface import PublicIndex
 from namekeeper.public.listing import ListingInfo, PublicListing
 from namekeeper.store import Store
@@ -220,8 +219,7 @@ class _Facts(PublicIndex):
 
 
 def _listing(names: list[str]) -> PublicListing:
-    return PublicListing(ListingInfo(url="test://", count=len(names), validated_at=0.0),
-                         "\n".join(names), "\n".join(map(ultranormalize, names)), "")
+    return PublicListing.of(names, ListingInfo(url="test://", count=len(names), validated_at=0.0))
 
 
 @pytest.mark.parametrize("kept", [True, False], ids=["serve", "fresh-process"])

@@ -19,7 +19,7 @@ import json
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import IO, Any
 
 from .audit import AuditResult, AuditRow, Progress
 from .model import Severity, Verdict
@@ -74,8 +74,9 @@ def summary_line(counts: dict[str, int]) -> str:
     return line
 
 
-def render(result: AuditResult, fmt: str, *, estimate: str | None = None) -> tuple[str, str]:
-    """(stdout text, stderr text) of the report in ``fmt``."""
+def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
+           stream: IO[str] | None = None) -> tuple[str, str]:
+    """(stdout text, stderr text) of the report in ``fmt``; a table fits ``stream``."""
     rows = ordered(result.rows)
     counts = summary(result.rows)
     line = summary_line(counts)
@@ -95,7 +96,7 @@ def render(result: AuditResult, fmt: str, *, estimate: str | None = None) -> tup
         return out.getvalue(), "\n".join([line, *notes]) + "\n"
     if fmt == "markdown":
         return _markdown(rows, line, notes), ""
-    return _table(rows) + "\n".join([line, *notes]) + "\n", ""
+    return _table(rows, stream or sys.stdout) + "\n".join([line, *notes]) + "\n", ""
 
 
 def _cell(value: Any) -> str:
@@ -112,16 +113,20 @@ def _markdown(rows: list[dict[str, Any]], line: str, notes: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _table(rows: list[dict[str, Any]]) -> str:
-    from rich.console import Console
-    from rich.table import Table
+def _table(rows: list[dict[str, Any]], stream: IO[str]) -> str:
+    """The CLI's table (80 columns on a terminal, plain in a pipe), for ``stream``."""
+    import os
 
-    table = Table(*COLUMNS, show_lines=False)
-    for r in rows:
-        table.add_row(*(_cell(r[c]) for c in COLUMNS))
-    out = io.StringIO()
-    Console(file=out, soft_wrap=False, width=200, no_color=True).print(table)
-    return out.getvalue()
+    from rich.console import Console
+
+    from .cli_table import Columns
+    from .cli_table import render as render_table
+
+    terminal = stream.isatty()
+    return render_table(rows, Columns(key=("name", "verdict", "severity"),
+                                      optional=("owners", "index"), text="reason"),
+                        width=Console(file=stream).width if terminal else 80, terminal=terminal,
+                        color=terminal and not os.environ.get("NO_COLOR"))
 
 
 class _RichProgress(Progress):

@@ -20,7 +20,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import names
 from .config import Config
-from .errors import IndexUnreachable
+from .keeper_ours import OwnPlaceholders
 from .model import (
     Action,
     Classification,
@@ -47,9 +47,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-# How long after our successful upload the owners the index shows are taken as ours.
-OWNERS_LEARNING_WINDOW = timedelta(days=2)
-
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
 
@@ -64,7 +61,7 @@ def _outranks(public: str | None, private: str | None) -> bool:
         return False
 
 
-class Keeper:
+class Keeper(OwnPlaceholders):
     """Classify → reserve → notify, for one name at a time."""
 
     def __init__(self, config: Config, store: StoreBackend, public: PublicIndex,
@@ -90,15 +87,6 @@ class Keeper:
         if has is not None and not has():
             return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
                     "twine one through .pypirc or keyring")
-        return None
-
-    def missing_owner(self) -> str | None:
-        """Why uploading would lead to false alarms (no owner to recognise ours by), or None."""
-        public = self.config.public
-        if public.json_url and not public.owners and not public.organization:
-            return ("set [public] owners = [\"<your account on the public index>\"] (or [public] "
-                    "organization): the index publishes owners, and without ours namekeeper "
-                    "cannot tell its own placeholders from someone else's project")
         return None
 
     def budget_spender(self) -> Callable[[str], float | None]:
@@ -127,35 +115,6 @@ class Keeper:
         public = self.public.lookup(name)
         self.learn_placeholder_owners(name, public, record)
         return self.covered(self.judge(name, public, record))
-
-    def covered(self, cls: Classification, planned: str | None = None) -> Classification:
-        """A FREE name whose ultranormalised class we already hold is PROTECTED by that hold.
-
-        ``planned``: the name of the class a dry run would reserve (nothing held yet).
-        """
-        if cls.verdict is not Verdict.FREE:
-            return cls
-        holder = planned or self.store.held_in_class(cls.name)
-        if holder is None:
-            return cls
-        return Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
-                              f"Covered by our placeholder for {holder}: the public index "
-                              "refuses names this similar to it to everyone.", cls.public)
-
-    def learn_placeholder_owners(self, name: str, public: PublicProject,
-                                 record: NameRecord | None) -> None:
-        """Remember who the index says owns the placeholder we uploaded, the first time it shows.
-
-        Only shortly after our own successful upload: a project that shows up long after
-        could be someone else's registration of a placeholder that was removed.
-        """
-        if (record is None or record.reserved_at is None or not public.exists
-                or not public.ownership_known or not public.owners):
-            return
-        if utcnow() - record.reserved_at > OWNERS_LEARNING_WINDOW:
-            return
-        if not self.store.placeholder_owners(name):
-            self.store.record_placeholder_owners(name, public.owners)
 
     def prejudge(self, name: str, record: NameRecord | None, listing: PublicListing | None, *,
                  trust_absence: bool) -> Classification | None:
@@ -333,17 +292,6 @@ class Keeper:
             # owners then; a command-line run has no later, so it asks now.
             self._learn_owners_now(cls.name)
         return outcome
-
-    def _learn_owners_now(self, name: str) -> None:
-        """Right after our upload, ask who the index says owns it (a CDN-stale 404 says nothing)."""
-        if not self.public.publishes_owners():
-            return
-        try:
-            public = self.public.lookup(name)
-        except IndexUnreachable as exc:
-            log.info("%s: could not ask for the placeholder's owners yet: %s", name, exc)
-            return
-        self.learn_placeholder_owners(name, public, self.store.get(name))
 
     def _pause(self, asked: float | None) -> float:
         """Obey the index's 429 for at most ``[queue] max-pause``; raise the pause condition."""

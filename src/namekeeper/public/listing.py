@@ -22,6 +22,7 @@ API for other parts of namekeeper (audit, watch): a `PublicListing` answers
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 ACCEPT_LISTING = f"{SIMPLE_JSON}, text/html;q=0.1"
 #: How old a cached listing may be for `check` to use it (too-similar names barely change).
 FRESH_FOR = 24 * 3600.0
-_FORMAT = 1
+_FORMAT = 2  # 2: one sorted list of key/name/serial lines
 _SECTION = "\x1e"  # ASCII record separator: never part of a project name
 _CHUNK = 1024 * 1024
 # The public index's name rule: anything else in a listing is skipped, never trusted.
@@ -80,56 +81,57 @@ class ListingInfo:
 class PublicListing:
     """Every project of the public index: existence and "too similar" answered in memory.
 
-    Held as one dict from ultranormalised key to the canonical name(s) having it: an
-    existing name and a "too similar" one are both a single lookup, and 800,000
-    projects cost one dict, not a set and a dict.
+    Held as one sorted list of ``"<ultranormalised key>\\t<canonical name>\\t<serial>"``
+    lines: every question is a binary search for a key, and loading the cache is one
+    split of its text, with no hashing of 800,000 names.
     """
 
-    def __init__(self, info: ListingInfo, canonical_text: str, ultra_text: str,
-                 serial_text: str) -> None:
+    def __init__(self, info: ListingInfo, lines: list[str]) -> None:
         self.info = info
-        # Canonical names, one per line, in the order of the serial column.
-        self._ordered = canonical_text.split("\n") if canonical_text else []
-        self._serial_order = self._ordered
-        ultra = ultra_text.split("\n") if ultra_text else []
-        if len(ultra) != len(self._ordered):
-            raise ValueError("listing columns differ in length")
-        index: dict[str, str | tuple[str, ...]] = dict(zip(ultra, self._ordered, strict=True))
-        if len(index) < len(ultra):
-            # A few legacy projects share a key: keep them all (and a name listed twice once).
-            index = {}
-            for key, name in zip(ultra, self._ordered, strict=True):
-                held = index.get(key)
-                if held is None:
-                    index[key] = name
-                elif held != name and not (isinstance(held, tuple) and name in held):
-                    index[key] = (*((held,) if isinstance(held, str) else held), name)
-            if len(set(self._ordered)) < len(self._ordered):
-                self._serial_order = self._ordered  # the serial column keeps the duplicates
-                self._ordered = list(dict.fromkeys(self._ordered))
-        self._index = index
-        self._serial_text = serial_text
-        self._serials: dict[str, int] | None = None
+        self._lines = lines  # sorted; "\t" sorts before every character of a name
+        self._canonical: list[str] | None = None
         self._names: frozenset[str] | None = None
+
+    @classmethod
+    def of(cls, names: Iterable[str], info: ListingInfo | None = None) -> PublicListing:
+        """A listing of canonical ``names`` (no serials): for tests and benchmarks."""
+        ordered = list(dict.fromkeys(names))
+        lines = sorted(f"{ultranormalize(n)}\t{n}\t" for n in ordered)
+        return cls(info or ListingInfo(url="memory:", count=len(lines), validated_at=time.time()),
+                   lines)
+
+    def _held(self, key: str) -> list[tuple[str, str]]:
+        """(canonical name, serial) of every project whose ultranormalised key is ``key``."""
+        prefix = key + "\t"
+        lines = self._lines
+        i = bisect.bisect_left(lines, prefix)
+        found = []
+        while i < len(lines) and lines[i].startswith(prefix):
+            _, name, serial = lines[i].split("\t")
+            found.append((name, serial))
+            i += 1
+        return found
 
     def __contains__(self, name: object) -> bool:
         """True when the canonical ``name`` is a project of the index."""
         if not isinstance(name, str):
             return False
-        held = self._index.get(ultranormalize(name))
-        return held == name if isinstance(held, str) else held is not None and name in held
+        return any(held == name for held, _ in self._held(ultranormalize(name)))
 
     def __len__(self) -> int:
-        return len(self._ordered)
+        return len(self._lines)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._ordered)
+        """Every canonical name, in the order of their ultranormalised keys."""
+        if self._canonical is None:
+            self._canonical = [line.split("\t", 2)[1] for line in self._lines]
+        return iter(self._canonical)
 
     @property
     def names(self) -> frozenset[str]:
         """Every canonical project name (compare two listings with set operations)."""
         if self._names is None:
-            self._names = frozenset(self._ordered)
+            self._names = frozenset(self)
         return self._names
 
     def similar(self, name: str) -> str | None:
@@ -137,20 +139,17 @@ class PublicListing:
 
         None when ``name`` itself exists: then it is a project, to be looked up.
         """
-        held = self._index.get(ultranormalize(name))
-        if held is None or held == name or (isinstance(held, tuple) and name in held):
+        held = [n for n, _ in self._held(ultranormalize(name))]
+        if not held or name in held:
             return None
-        return held if isinstance(held, str) else held[0]
+        return held[0]
 
     def serial(self, name: str) -> int | None:
         """The index's ``_last-serial`` of a project (changes with every release), if listed."""
-        if self._serials is None:
-            values = self._serial_text.split("\n") if self._serial_text else []
-            self._serials = {}
-            for n, v in zip(self._serial_order, values, strict=False):
-                if v and n not in self._serials:  # two spellings of one project: the first
-                    self._serials[n] = int(v)
-        return self._serials.get(name)
+        for held, serial in self._held(ultranormalize(name)):
+            if held == name:
+                return int(serial) if serial else None
+        return None
 
 
 def default_cache_dir() -> Path:
@@ -184,7 +183,7 @@ def _write_atomically(path: Path, write: Any) -> None:
         raise
 
 
-def _save(cache_dir: Path, info: ListingInfo, columns: tuple[str, str, str]) -> None:
+def _save(cache_dir: Path, info: ListingInfo, lines: list[str]) -> None:
     data_path, meta_path = _paths(cache_dir, info.url)
     header = {"format": _FORMAT, "url": info.url, "etag": info.etag,
               "last_modified": info.last_modified, "last_serial": info.last_serial,
@@ -192,9 +191,8 @@ def _save(cache_dir: Path, info: ListingInfo, columns: tuple[str, str, str]) -> 
 
     def write_data(out: IO[str]) -> None:
         out.write(json.dumps(header))
-        for column in columns:
-            out.write(_SECTION)
-            out.write(column)
+        out.write(_SECTION)
+        out.write("\n".join(lines))
 
     _write_atomically(data_path, write_data)
     _save_meta(meta_path, header, info.validated_at)
@@ -213,7 +211,7 @@ def _load(cache_dir: Path, url: str, meta: dict[str, Any]) -> PublicListing | No
     except (OSError, UnicodeDecodeError):
         return None
     parts = text.split(_SECTION)
-    if len(parts) != 4:
+    if len(parts) != 2:
         return None
     try:
         header = json.loads(parts[0])
@@ -222,16 +220,13 @@ def _load(cache_dir: Path, url: str, meta: dict[str, Any]) -> PublicListing | No
     if not isinstance(header, dict) or any(header.get(k) != meta.get(k)
                                            for k in ("format", "url", "etag", "last_modified")):
         return None  # a crash between the two writes: the pair does not belong together
-    try:
-        listing = PublicListing(ListingInfo(url=url, count=0, validated_at=0.0), parts[1],
-                                parts[2], parts[3])
-    except ValueError:
+    lines = parts[1].split("\n") if parts[1] else []
+    if len(lines) != header.get("count"):
         return None
-    listing.info = ListingInfo(url=url, count=len(listing),
-                               validated_at=float(meta["validated_at"]),
-                               etag=header.get("etag"), last_modified=header.get("last_modified"),
-                               last_serial=header.get("last_serial"))
-    return listing
+    info = ListingInfo(url=url, count=len(lines), validated_at=float(meta["validated_at"]),
+                       etag=header.get("etag"), last_modified=header.get("last_modified"),
+                       last_serial=header.get("last_serial"))
+    return PublicListing(info, lines)
 
 
 def cached_listing(public: PublicConfig, *, cache_dir: Path | None = None,
@@ -285,15 +280,14 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
     except requests.RequestException as exc:
         # requests' messages can carry request details; name the failure class only.
         raise ListingUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
-    columns = _columns(*raw)
-    count = columns[0].count("\n") + 1 if columns[0] else 0
-    info = ListingInfo(url=url, count=count, validated_at=time.time(), etag=etag,
+    lines = _lines(raw)
+    info = ListingInfo(url=url, count=len(lines), validated_at=time.time(), etag=etag,
                        last_modified=last_modified, last_serial=last_serial, downloaded=True)
     try:
-        _save(cache_dir, info, columns)
+        _save(cache_dir, info, lines)
     except OSError as exc:  # a read-only cache costs a download next time, never the answer
         log.warning("cannot cache the public listing in %s: %s", cache_dir, exc.strerror)
-    return PublicListing(info, *columns)
+    return PublicListing(info, lines)
 
 
 def _revalidated(cached: PublicListing, now: float) -> PublicListing:
@@ -343,25 +337,27 @@ def _project_pair(obj: dict[str, Any]) -> Any:
 
 
 def _parse(body: IO[bytes], content_type: str,
-           url: str) -> tuple[tuple[list[bytes], list[bytes]], int | None]:
-    """((raw names, their serials as digits or b""), the index's last serial) of a listing."""
+           url: str) -> tuple[list[list[bytes]], int | None]:
+    """([raw names, their serials as digits or b""], the index's last serial) of a listing."""
     media_type = content_type.split(";", 1)[0].strip().lower()
     data = body.read()
     if not media_type.endswith("json"):
         # PEP 503 HTML: the poller's parser, one implementation of that format.
         names = listing_names(data, content_type, url)
-        return ([n.encode("utf-8", "replace") for n in names], [b""] * len(names)), None
-    stripped = data.strip()
+        return [[n.encode("utf-8", "replace") for n in names], [b""] * len(names)], None
     pairs = _PROJECT.findall(data)
     last = data.rfind(b'"name"')
-    if (pairs and len(pairs) == data.count(b'"name"') and stripped[:1] == b"{"
-            and stripped[-1:] == b"}" and _PROJECTS_CLOSED.match(data, last)):
+    if (pairs and len(pairs) == data.count(b'"name"') and data[:64].lstrip()[:1] == b"{"
+            and data[-64:].rstrip()[-1:] == b"}" and _PROJECTS_CLOSED.match(data, last)):
         meta = _META_SERIAL.search(data)
-        return ([n for n, _ in pairs], [v for _, v in pairs]), int(meta[1]) if meta else None
+        del data  # 40 MB less while the columns are built
+        names, serials = [n for n, _ in pairs], [v for _, v in pairs]
+        del pairs
+        return [names, serials], int(meta[1]) if meta else None
     return _parse_json(data, url)
 
 
-def _parse_json(data: bytes, url: str) -> tuple[tuple[list[bytes], list[bytes]], int | None]:
+def _parse_json(data: bytes, url: str) -> tuple[list[list[bytes]], int | None]:
     try:
         doc = json.loads(data, object_hook=_project_pair)
     except (ValueError, UnicodeDecodeError):
@@ -377,15 +373,18 @@ def _parse_json(data: bytes, url: str) -> tuple[tuple[list[bytes], list[bytes]],
             serials.append(b"" if item[1] is None else str(item[1]).encode())
     meta = doc.get("meta")
     serial = meta.get("_last-serial") if isinstance(meta, dict) else None
-    return (names, serials), serial if isinstance(serial, int) else None
+    return [names, serials], serial if isinstance(serial, int) else None
 
 
-def _columns(names: list[bytes], serials: list[bytes]) -> tuple[str, str, str]:
-    """(canonical names, ultranormalised keys, serials), one per line, aligned.
+def _lines(raw: list[list[bytes]]) -> list[str]:
+    """The sorted ``key\\tcanonical\\tserial`` lines of ``[raw names, serials]``.
 
     Whole-column operations: 800,000 names are checked, canonicalised (``[-_.]+``
-    → ``-``, lowercase: PEP 503) and ultranormalised in a few C-speed passes.
+    → ``-``, lowercase: PEP 503) and ultranormalised in a few C-speed passes.  ``raw``
+    is emptied, so each column is freed as soon as it has been used (peak memory).
     """
+    serials = raw.pop()
+    names = raw.pop()
     text = b"\n".join(names)
     if not _all_valid(text, len(names)):  # rare: drop what is no project name
         kept = [(n, s) for n, s in zip(names, serials, strict=True)
@@ -394,11 +393,28 @@ def _columns(names: list[bytes], serials: list[bytes]) -> tuple[str, str, str]:
                  len(names) - len(kept))
         names, serials = [n for n, _ in kept], [s for _, s in kept]
         text = b"\n".join(names)
+    if not names:
+        return []
+    del names
+    serial_text = b"\n".join(serials)
+    del serials
     canonical = text.translate(_CANONICAL_TABLE)
+    del text
     while b"--" in canonical:  # a run of separators is one hyphen
         canonical = canonical.replace(b"--", b"-")
-    ultra = canonical.translate(_ULTRA_TABLE, b"-")
-    return canonical.decode("ascii"), ultra.decode("ascii"), b"\n".join(serials).decode("ascii")
+    ultra = canonical.translate(_ULTRA_TABLE, b"-").decode("ascii").split("\n")
+    canon = canonical.decode("ascii").split("\n")
+    serial = serial_text.decode("ascii").split("\n")
+    del serial_text, canonical
+    if len(set(canon)) < len(canon):  # two spellings of one project: the first counts
+        first: dict[str, tuple[str, str]] = {}
+        for c, u, v in zip(canon, ultra, serial, strict=True):
+            first.setdefault(c, (u, v))
+        canon, ultra, serial = list(first), [u for u, _ in first.values()], \
+            [v for _, v in first.values()]
+    lines = [f"{u}\t{c}\t{v}" for u, c, v in zip(ultra, canon, serial, strict=True)]
+    lines.sort()
+    return lines
 
 
 def _all_valid(text: bytes, count: int) -> bool:

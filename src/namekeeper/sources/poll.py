@@ -180,7 +180,7 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
 # Attributes must be well formed (name, optionally = a quoted or bare value, whitespace
 # between): anything odd (``href="a"b"``) is left to the parser, which has its own rules.
 _PLAIN_ANCHOR = re.compile(
-    r"""<a(?:\s+[^\s"'>/=]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+))?)*\s*/?>([^<]*)</a\s*>""",
+    r"""<a((?:\s+[\w:.-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`/]+))?)*)\s*>([^<]*)</a\s*>""",
     re.I)
 _ANY_ANCHOR = re.compile(r"<a[\s>/]", re.I)
 _RAW_TEXT = re.compile(r"<(?:script|style|xmp|plaintext|!--|!\[CDATA\[)", re.I)
@@ -192,7 +192,7 @@ def _simple_anchor_texts(text: str) -> list[str] | None:
     """The anchors' texts when every anchor of ``text`` is plain, else None (use the parser)."""
     if _RAW_TEXT.search(text) or any("<" in m[1] for m in _TEXT_ONLY.findall(text)):
         return None
-    texts = _PLAIN_ANCHOR.findall(text)
+    texts = [t for _, t in _PLAIN_ANCHOR.findall(text)]
     if len(texts) != len(_ANY_ANCHOR.findall(text)):
         return None
     return [(html.unescape(t) if "&" in t else t).strip() for t in texts]
