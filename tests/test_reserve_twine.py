@@ -413,7 +413,7 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 
 def test_the_real_placeholder_is_accepted(backend: TwineReservationBackend,
                                           fake: FakePublicIndex, tmp_path: Path) -> None:
-    from namekeeper.placeholder import TemplatePlaceholderBuilder
+    from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
 
     files = TemplatePlaceholderBuilder(Config()).build("acme-utils", "Acme_Utils",
                                                        tmp_path / "dist")

@@ -33,7 +33,7 @@ from .model import (
     utcnow,
 )
 from .notify.interface import TAG_FAILED, TAG_PAUSED
-from .placeholder import PlaceholderBuilder
+from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend

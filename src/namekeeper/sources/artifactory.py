@@ -40,18 +40,7 @@ from ..config import ENV_ARTIFACTORY_SECRET, ENV_ARTIFACTORY_TOKEN, ArtifactoryC
 from ..hookspecs import hookimpl
 from ..model import NameEvent
 from . import artifactory_reconcile
-from .artifactory_events import (
-    DIST_SUFFIXES,
-    MAX_PATH_LENGTH,
-    MAX_PROPERTY_VALUES,
-    MAX_WORD_LENGTH,
-    PYPI_NAME_PROPERTIES,
-    SOURCE_NAME,
-    DeliveryIgnored,
-    DeliveryRejected,
-    artifact_event,
-    event_from_payload,
-)
+from .artifactory_events import SOURCE_NAME, DeliveryIgnored, DeliveryRejected, event_from_payload
 from .interface import EventSink, EventSource, WSGIApp
 
 if TYPE_CHECKING:
@@ -268,11 +257,3 @@ def namekeeper_event_sources(config: Config) -> list[EventSource]:
     if af.secret is None and not af.base_url:
         return []
     return [ArtifactorySource(af, max_body=config.serve.max_body, timeout=config.public.timeout)]
-
-
-__all__ = [
-    "AUTH_HEADER", "DEFAULT_MAX_BODY", "DIST_SUFFIXES", "MAX_PATH_LENGTH", "MAX_PROPERTY_VALUES",
-    "MAX_WORD_LENGTH", "PYPI_NAME_PROPERTIES", "SOURCE_NAME", "WEBHOOK_PATH", "ArtifactorySource",
-    "DeliveryIgnored", "DeliveryRejected", "artifact_event", "event_from_payload",
-    "namekeeper_event_sources",
-]

@@ -1,7 +1,7 @@
 """Render the placeholder project for a name: validated values, escaped per file, checked.
 
 This is the first half of building a placeholder (`namekeeper.placeholder`
-has the template contract; `namekeeper.placeholder_build` the second half).
+has the template contract; `namekeeper.placeholder.build` the second half).
 Everything here is pure file work on a fresh directory: configured text is
 validated and folded to one line, escaped for the file type it lands in, and
 the rendered ``pyproject.toml`` is checked so that no installer would ever
@@ -30,9 +30,9 @@ else:  # pragma: no cover
 
 from packaging.version import InvalidVersion, Version
 
-from . import names
-from .config import PlaceholderConfig
-from .errors import PlaceholderError
+from .. import names
+from ..config import PlaceholderConfig
+from ..errors import PlaceholderError
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

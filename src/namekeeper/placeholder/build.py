@@ -1,6 +1,6 @@
 """Build a rendered placeholder project into its sdist, the way a PEP 517 frontend would.
 
-The second half of building a placeholder (`namekeeper.placeholder_render`
+The second half of building a placeholder (`namekeeper.placeholder.render`
 is the first).  The backend's ``build_sdist`` runs through
 ``build.ProjectBuilder`` without isolation, with one of two runners:
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import build
 
-from .config import Config
+from ..config import Config
 
 SUBPROCESS_TIMEOUT = 120.0
 
