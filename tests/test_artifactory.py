@@ -503,7 +503,7 @@ def test_counters_tell_what_happened(sink: MemorySink) -> None:
     post(app, deployed(), auth=None)
     post(app, b"{oops")
     post(app, deployed(path="x/1.0/a..-1.0.tar.gz"))
-    assert source.counters == {
+    assert source.metrics().events == {
         "accepted": 1, "duplicate": 1, "ignored:not_distribution": 1,
         "rejected:unauthorized": 1, "rejected:malformed_json": 1, "rejected:invalid_name": 1,
     }

@@ -154,9 +154,6 @@ def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(
         def upload(self, name: str, files: list[Path]) -> UploadResult:
             return UploadResult(Action.TAKEN, "403 isn't allowed to upload to project")
 
-        def has_credentials(self) -> bool:
-            return True
-
     config = Config(public=PublicConfig(owners=("acme-security",)),
                     store=StoreConfig(path=tmp_path / "s.sqlite3"))
     keeper = Keeper(config, Store(config.store.path), Absent(), Builder(), SomeoneWasFaster())

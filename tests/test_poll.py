@@ -22,6 +22,7 @@ from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
 from namekeeper.plugins import get_plugin_manager
 from namekeeper.sources import poll
+from namekeeper.sources.interface import SourceMetrics
 from namekeeper.sources.poll import PollError, SimpleIndexPoller, list_projects
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
@@ -180,6 +181,7 @@ def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
     assert sink.names == {"acme-utils", "foo-bar", "zeta-lib"}
     assert (poller.polls_ok, poller.polls_failed, poller.last_error) == (3, 0, None)
     assert poller.last_poll_at is not None
+    assert poller.metrics() == SourceMetrics(last_poll_at=poller.last_poll_at, label=poller.label)
 
 
 # --- hostile and malformed listings ---------------------------------------------------------

@@ -32,7 +32,7 @@ def make_pool(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyP
     path.write_text(fake.config_toml(owners=["acme-security"]) + extra)
     config = cfg.load(path)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
-    keeper, _ = build_keeper(config, with_notifiers=False, store=store)
+    keeper, _ = build_keeper(config, with_notifiers=False, store=store, for_queue=True)
     return WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
 
 

@@ -70,27 +70,23 @@ class Keeper:
     def __init__(self, config: Config, store: StoreBackend, public: PublicIndex,
                  builder: PlaceholderBuilder | None = None,
                  backend: ReservationBackend | None = None,
-                 alerts: Dispatcher | None = None) -> None:
+                 alerts: Dispatcher | None = None, *, notify_transient: bool = True) -> None:
         self.config = config
         self.store = store
         self.public = public
         self.builder = builder
         self.backend = backend
         self.alerts = alerts
-        #: False under the queue: a failure it will retry is not worth an alert yet.
-        self.notify_transient = True
+        #: False under the queue (`WorkerPool`): a failure it will retry is not worth an alert yet.
+        self.notify_transient = notify_transient
         #: The public index's cached full listing, when a fresh one exists (see public/listing.py).
         self.listing: PublicListing | None = None
         #: Dry runs: ultranormalised key → the name of that class a real run would upload.
         self._planned: dict[str, str] = {}
 
     def missing_credentials(self) -> str | None:
-        """Why an upload cannot be attempted (no token anywhere), or None."""
-        has = getattr(self.backend, "has_credentials", None)
-        if has is not None and not has():
-            return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
-                    "twine one through .pypirc or keyring")
-        return None
+        """Why an upload cannot be attempted (no token anywhere), in the backend's words, or None."""
+        return self.backend.unready_reason() if self.backend is not None else None
 
     def missing_owner(self) -> str | None:
         """Why uploading would lead to false alarms (no owner to recognise ours by), or None."""

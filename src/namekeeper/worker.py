@@ -40,8 +40,9 @@ class WorkerPool:
 
     def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
+        # The pool retries and alerts when it gives up: build the keeper with
+        # notify_transient=False (`app.build_keeper(..., for_queue=True)`).
         self.keeper = keeper
-        keeper.notify_transient = False  # the pool retries; it alerts when it gives up
         self.store = store
         self.queue = queue
         self.threads_wanted = threads

@@ -307,7 +307,7 @@ class Dispatcher:
         for notifier in self.notifiers:
             if not self._wants(notifier, tags):
                 continue
-            error = self._send(notifier, message, about)
+            error = self.send_once(notifier, message, about)
             results[notifier.name] = error is None
             if error is not None:
                 log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
@@ -346,7 +346,7 @@ class Dispatcher:
                 continue
             if self.log.was_delivered(notifier.name, about.name, fp):
                 continue
-            error = self._send(notifier, message, about)
+            error = self.send_once(notifier, message, about)
             self.log.record_delivery(notifier.name, about.name, fp, error is None, error)
             results[notifier.name] = error is None
         return results
@@ -383,20 +383,17 @@ class Dispatcher:
 
     @staticmethod
     def _wants(notifier: Notifier, tags: frozenset[str]) -> bool:
-        wants = getattr(notifier, "wants", None)
-        if wants is None:
-            return True
         try:
-            return bool(wants(tags))
+            return bool(notifier.wants(tags))
         except Exception:
             log.exception("notifier %r failed to answer wants(); sending anyway", notifier.name)
             return True
 
-    def _send(self, notifier: Notifier, message: Message, outcome: Outcome) -> str | None:
-        """None when delivered, else why not; never raises."""
+    def send_once(self, notifier: Notifier, message: Message, outcome: Outcome) -> str | None:
+        """Deliver ``message`` to ``notifier`` once, no routing, no record, no retry: None when
+        delivered, else why not (secrets masked); never raises."""
         try:
-            deliver = getattr(notifier, "deliver", None)
-            ok = deliver(message, outcome) if deliver is not None else notifier.notify(outcome)
+            ok = notifier.deliver(message, outcome)
         except Exception as exc:  # noqa: BLE001 - a notifier's bug must not stop the others
             return redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
         if ok:
@@ -406,7 +403,7 @@ class Dispatcher:
 
     def _attempt(self, notifier: Notifier, message: Message, outcome: Outcome, fp: str,
                  payload: str, attempt: int) -> bool:
-        error = self._send(notifier, message, outcome)
+        error = self.send_once(notifier, message, outcome)
         ok = error is None
         self.log.record_delivery(notifier.name, outcome.name, fp, ok, error)
         if ok:
@@ -460,6 +457,6 @@ def send_test(config: Config, notifiers: Sequence[Notifier]) -> list[tuple[str, 
     message, outcome = make_test_message(), make_test_outcome()
     results = []
     for notifier in notifiers:
-        error = dispatcher._send(notifier, message, outcome)
+        error = dispatcher.send_once(notifier, message, outcome)
         results.append((notifier.name, error is None, error))
     return results

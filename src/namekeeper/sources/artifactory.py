@@ -41,7 +41,7 @@ from ..hookspecs import hookimpl
 from ..model import NameEvent
 from . import artifactory_reconcile
 from .artifactory_events import SOURCE_NAME, DeliveryIgnored, DeliveryRejected, event_from_payload
-from .interface import EventSink, EventSource, WSGIApp
+from .interface import EventSink, EventSource, SourceMetrics, WSGIApp
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -104,6 +104,10 @@ class ArtifactorySource(EventSource):
     def _count(self, key: str) -> None:
         with self._lock:
             self.counters[key] += 1
+
+    def metrics(self) -> SourceMetrics:
+        with self._lock:
+            return SourceMetrics(events=dict(self.counters))
 
     # ---- webhook -------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
-from .interface import EventSink, EventSource
+from .interface import EventSink, EventSource, SourceMetrics
 
 if TYPE_CHECKING:
     from ..config import Config, PollConfig
@@ -322,6 +322,9 @@ class SimpleIndexPoller(EventSource):
 
     def __repr__(self) -> str:
         return f"SimpleIndexPoller({self.label!r})"
+
+    def metrics(self) -> SourceMetrics:
+        return SourceMetrics(last_poll_at=self.last_poll_at, label=self.label)
 
     def problems(self, now: float) -> list[str]:
         """The private index has not answered for longer than the poll interval."""
