@@ -224,11 +224,6 @@ def project_page(web_url: str | None, name: str) -> str | None:
     return web_url.rstrip("/") + "/project/" + quote(name, safe="") + "/"
 
 
-def config_secrets(config: Config) -> list[str]:
-    """Every secret in ``config``, so that none can slip into a message."""
-    return [s.reveal() for s in config.secrets()]
-
-
 class Dispatcher:
     """Delivers alerts to notifiers, once per state, with retries for failures."""
 
@@ -263,7 +258,7 @@ class Dispatcher:
                     delivery_log: DeliveryLog, **kwargs: Any) -> Dispatcher:
         kwargs.setdefault("backoff_first", config.notify.retry_first)
         return cls(notifiers, delivery_log, web_url=config.public.web_url,
-                   secrets=config_secrets(config), max_attempts=config.queue.max_attempts,
+                   secrets=[s.reveal() for s in config.secrets()], max_attempts=config.queue.max_attempts,
                    **kwargs)
 
     def render(self, outcome: Outcome) -> Message:

@@ -24,8 +24,6 @@ from typing import Any
 
 import build
 
-from ..config import Config
-
 SUBPROCESS_TIMEOUT = 120.0
 
 Runner = Callable[..., None]  # pyproject_hooks: runner(cmd, cwd, extra_environ)
@@ -73,11 +71,6 @@ def in_process_runner(backend_file: Path) -> Runner:
         (control_dir / "output.json").write_text(json.dumps(result), encoding="utf-8")
 
     return run
-
-
-def secret_values(config: Config) -> frozenset[str]:
-    """Every secret the config holds, so the environment variables carrying them can be hidden."""
-    return frozenset(s.reveal() for s in config.secrets())
 
 
 def subprocess_runner(secret_values: frozenset[str]) -> Runner:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ..config import Config
 from ..errors import PlaceholderError
 from ..hookspecs import hookimpl
-from .build import SdistBuildError, build_sdist, in_process_runner, secret_values, subprocess_runner
+from .build import SdistBuildError, build_sdist, in_process_runner, subprocess_runner
 from .interface import PlaceholderBuilder
 from .render import bundled_template, check_build_system, placeholder_facts, render
 
@@ -36,7 +36,8 @@ class TemplatePlaceholderBuilder(PlaceholderBuilder):
             if not (self.custom_template / "pyproject.toml").is_file():
                 raise PlaceholderError(f"[placeholder] template {self.custom_template} has no "
                                        "pyproject.toml")
-        self._secret_values = secret_values(config)
+        # Environment variables carrying any of these are hidden from a user's backend.
+        self._secret_values = frozenset(s.reveal() for s in config.secrets())
 
     @property
     def template(self) -> Traversable:
