@@ -11,12 +11,10 @@ import pytest
 from _notify_helpers import Recorder, SqliteDeliveryLog, simple, taken, with_public
 from namekeeper import config as nk_config
 from namekeeper import plugins
-from namekeeper.model import Action, Outcome, Severity, Verdict
+from namekeeper.model import Action, Outcome, Severity, Verdict, outcome_from_json, outcome_to_json
 from namekeeper.notify.dispatch import (
     Dispatcher,
     MemoryDeliveryLog,
-    outcome_from_json,
-    outcome_to_json,
 )
 from namekeeper.notify.interface import Message, Notifier
 
