@@ -607,7 +607,7 @@ class FakePublicIndex:
         offset = plan.echo_offset if plan else 0
         body = (f"{filler[:offset]}<b>{password}</b> sent as <code>Authorization: {auth}</code> "
                 f"{filler}").encode()
-        self._send(h, 400, f"Bad Request (credential {password})", body, content_type="text/html")
+        self._send(h, 400, "Bad Request", body, content_type="text/html")
 
     def _count_attempt(self, content_type: str, body: bytes) -> None:
         try:

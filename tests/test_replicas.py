@@ -101,8 +101,10 @@ def test_three_replicas_killed_at_random_reserve_each_name_once_within_the_budge
                 deliver(replicas, body, i, deadline=deadline)
             chaos.join(300)
             assert sum(kills.values()) == 6
-            wait_for(lambda: sum(fake.project(n) is not None for n in free) >= limit, 300,
-                     "the budget's worth of names reserved")
+            # The budget is spent once every slot is taken: by an upload, or by a process
+            # killed between taking its slot and uploading (an unknown outcome keeps its slot).
+            wait_for(lambda: len(store.budget_spent_at()) >= limit, 300,
+                     "the budget's worth of slots spent")
             wait_for(lambda: len({_alert_name(r.body) for r in alerts.requests}) >= len(taken),
                      120, "an alert for every taken name")
             wait_for(lambda: store.queue_counts()["claimed"] == 0, 60, "no item left claimed")
@@ -116,8 +118,10 @@ def test_three_replicas_killed_at_random_reserve_each_name_once_within_the_budge
             spent = store.budget_spent_at()
             store.close()
         created = [n for n in free if fake.project(n) is not None]
-        assert len(created) == limit  # never more in the window, counted on the index itself
         assert len(spent) == limit
+        # Never more in the window, counted on the index itself; at most one slot per worker
+        # thread lost to each kill.
+        assert limit - 2 * 6 <= len(created) <= limit
         assert all(fake.uploads[n] == 1 for n in created), {n: fake.uploads[n] for n in created}
         alerted = Counter(_alert_name(r.body) for r in alerts.requests)
         assert alerted == dict.fromkeys(taken, 1)  # each taken name alerted once, nothing else

@@ -184,8 +184,9 @@ def test_healthz_makes_no_write_per_request(tmp_path: Path, fake_public: FakePub
         service.shutdown(5)
 
 
-def test_health_and_metrics_show_a_paused_budget_conditions_and_stuck_leases(
-        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_metrics_and_status_show_a_paused_budget_conditions_and_stuck_leases(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     service = _service(tmp_path, fake_public, monkeypatch, '[queue]\nlease = "1s"\n')
     store = service.store
     store.pause_budget(600)
@@ -201,3 +202,6 @@ def test_health_and_metrics_show_a_paused_budget_conditions_and_stuck_leases(
     assert "namekeeper_budget_left 0" in metrics
     assert "namekeeper_healthy 0" in metrics
     assert 'namekeeper_condition{key="public-index-unreachable"} 1' in metrics
+    code = main(["--config", str(tmp_path / "nk.toml"), "status"])
+    err = capsys.readouterr().err
+    assert code == 1 and "attention: the public index has been unreachable" in err

@@ -522,3 +522,10 @@ def test_the_recheck_also_queues_names_no_source_queued(open_store: OpenStore) -
     assert store.schedule_recheck(3600) == 1
     item = store.claim("w")
     assert item is not None and item.name == "acme-cli"
+
+
+def test_a_batch_is_claimed_in_the_order_it_arrived(open_store: OpenStore) -> None:
+    store = open_store()
+    order = ["acme-z", "acme-a", "acme-m", "acme-b"]
+    store.accept_many([ev(n, key=n) for n in order])
+    assert [item.name for item in iter(lambda: store.claim("w"), None)] == order

@@ -7,7 +7,9 @@ leaking a token.
 
 from __future__ import annotations
 
+import base64
 import difflib
+import html
 import logging
 import os
 import re
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,14 +63,56 @@ class Secret:
         return hash(self._value)
 
 
+_MARKUP = re.compile(r"<[^>]{0,200}>")
+
+
+def _base64_cores(secret: str) -> list[str]:
+    """What any base64 text containing ``secret`` surely contains (``user:secret`` in Basic auth).
+
+    A secret's bytes encode differently by their offset modulo 3 in the encoded
+    text; for each offset the characters that depend only on the secret are the
+    same whatever precedes or follows it.
+    """
+    raw = secret.encode()
+    cores = []
+    for offset in range(3):
+        encoded = base64.b64encode(b"\0" * offset + raw).decode("ascii").rstrip("=")
+        start = 4 if offset else 0  # the first group mixes in what precedes
+        whole = (offset + len(raw)) // 3 * 4  # groups made of secret bytes only
+        core = encoded[start:whole]
+        if len(core) >= 8:
+            cores.append(core)
+    return cores
+
+
+def _replace_all(text: str, forms: list[str]) -> str:
+    for form in forms:
+        text = text.replace(form, "***")
+    return text
+
+
 def redact(text: str, secrets: Iterable[str], *, min_length: int = 1) -> str:
     """``text`` with every secret at least ``min_length`` long replaced by ``***``.
 
+    The one redaction helper: call it on the whole text *before* cutting it short.
+    Besides the secret itself it finds its URL-quoted and base64 forms (Basic auth),
+    a secret split by markup (``tok<b>en</b>``) or written with HTML entities.
     Longest first, so a secret that contains another is never half-replaced.
     """
+    forms: list[str] = []
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= min_length:
-            text = text.replace(secret, "***")
+            forms += [secret, quote(secret, safe="")]
+            if len(secret) >= 8:
+                forms += _base64_cores(secret)
+    if not forms:
+        return text
+    forms = sorted(set(forms), key=len, reverse=True)
+    text = _replace_all(text, forms)
+    # Markup or entities between the secret's characters: judge the text without them.
+    for variant in (html.unescape(text), _MARKUP.sub("", text), _MARKUP.sub("", html.unescape(text))):
+        if variant != text and _replace_all(variant, forms) != variant:
+            text = _replace_all(variant, forms)
     return text
 
 

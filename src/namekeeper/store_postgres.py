@@ -481,7 +481,9 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     # -- event journal and queue -----------------------------------------------------------------
 
     def accept_many(self, events: list[NameEvent]) -> list[bool]:
-        return self._accept_batch(events, self._clock(), 0.0)
+        # A microsecond apart: rows are written in name order (below), but a batch is
+        # claimed in the order it arrived, as SQLite's rowid keeps it there.
+        return self._accept_batch(events, self._clock(), 1e-6)
 
     def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
         """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""

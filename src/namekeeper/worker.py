@@ -22,9 +22,10 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
-from .config import QueueConfig
+from .config import QueueConfig, redact
 from .keeper import Keeper
 from .model import Action, Outcome
+from .notify.dispatch import config_secrets
 from .public.interface import PublicIndexUnavailable
 from .store import holder_id, unusable
 from .store_interface import StoreBackend, WorkItem
@@ -61,6 +62,7 @@ class WorkerPool:
         self._outage_streak = 0
         self._lookups_ok = 0
         self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
+        self._secrets = tuple(config_secrets(keeper.config))
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -202,9 +204,11 @@ class WorkerPool:
             return
         except sqlite3.DatabaseError:
             raise  # the loop decides: back off, or stop on a corrupt store
-        except Exception as exc:
-            log.exception("reserving %s failed", item.name)
-            error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # any failure is retried, then shown as FAILED
+            # Redacted before it is logged, stored or alerted; the traceback only at DEBUG.
+            error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
+            log.error("reserving %s failed: %s", item.name, error,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
             if self._retry(item, error, None) == "failed":
                 self.keeper.fail(item.name, display, f"giving up after {self.queue.max_attempts} "
                                                      f"attempts: {error}", item.event)

@@ -115,9 +115,10 @@ class _Answer:
     retry_after: float | None
 
     @classmethod
-    def from_response(cls, response: requests.Response) -> _Answer:
+    def from_response(cls, response: requests.Response, secrets: tuple[str, ...]) -> _Answer:
+        """The answer, with ``secrets`` redacted from the *whole* text before anything is cut."""
         try:
-            body = response.text[:_MAX_BODY]
+            body = redact(response.text, secrets)[:_MAX_BODY]
         except (LookupError, ValueError, requests.RequestException):  # undecodable: no answer
             body = ""
         reason = response.reason
@@ -125,7 +126,7 @@ class _Answer:
             reason = reason.decode("latin-1")
         return cls(
             status=response.status_code,
-            reason=reason or "",
+            reason=redact(reason or "", secrets),
             body=body,
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
@@ -142,6 +143,7 @@ class _Answer:
         return False
 
     def detail(self, secrets: tuple[str, ...]) -> str:
+        """One line quoting the answer (already redacted in full by `from_response`)."""
         reason = self.reason.strip()
         if not reason or reason.lower() in _GENERIC_REASONS:
             snippet = _one_line(self.body)
@@ -353,8 +355,8 @@ class TwineReservationBackend(ReservationBackend):
                 return UploadResult(Action.FAILED, f"upload of {name} failed: "
                                                    f"{_describe(exc, secrets)}", transient=True,
                                     outcome_unknown=True)
-            return _result_for_answer(name, file.name, _Answer.from_response(exc.response),
-                                      secrets)
+            return _result_for_answer(name, file.name,
+                                      _Answer.from_response(exc.response, secrets), secrets)
         except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema) as exc:
             return UploadResult(Action.FAILED, f"cannot upload to {self._url}: "

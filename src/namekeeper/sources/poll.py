@@ -30,6 +30,7 @@ import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
 from .. import __version__
+from ..config import redact
 from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
 from ..model import NameEvent
@@ -100,11 +101,11 @@ def auth_for(config: PollConfig) -> AuthBase | None:
     return None
 
 
-def _describe(exc: Exception) -> str:
-    """One line about a failure; `PollError` texts are credential-free by construction."""
+def _describe(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
+    """One line about a failure, its credentials redacted before it is cut short."""
     if isinstance(exc, PollError):
         return str(exc)
-    return f"{type(exc).__name__}: {shown(str(exc), 200)}"
+    return f"{type(exc).__name__}: {shown(redact(str(exc), secrets), 200)}"
 
 
 class _AnchorText(HTMLParser):
@@ -310,6 +311,7 @@ class SimpleIndexPoller(EventSource):
         self.max_backoff = max_backoff
         self.session = session or new_session()
         self._auth = auth_for(config)
+        self._secrets = tuple(s.reveal() for s in (config.token, config.password) if s is not None)
         self._lock = threading.Lock()
         self.seen: set[str] = set()
         self._logged_invalid: set[str] = set()
@@ -347,7 +349,7 @@ class SimpleIndexPoller(EventSource):
             except Exception as exc:
                 self.polls_failed += 1
                 self.consecutive_failures += 1
-                self.last_error = _describe(exc)
+                self.last_error = _describe(exc, self._secrets)
                 raise
             self.polls_ok += 1
             self.consecutive_failures = 0
@@ -400,7 +402,7 @@ class SimpleIndexPoller(EventSource):
                             self.label, self.next_delay(), exc)
             except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
                 log.error("poll of %s failed unexpectedly (retry in %.0f s): %s",
-                          self.label, self.next_delay(), _describe(exc))
+                          self.label, self.next_delay(), _describe(exc, self._secrets))
             stop.wait(self.next_delay())
 
 
