@@ -366,7 +366,7 @@ def _plugins(args: argparse.Namespace, config: Config) -> int:
     from .plugins import get_plugin_manager
 
     _, report = get_plugin_manager()
-    secrets = [s.reveal() for s in config.secrets()]
+    secrets = config.secret_values()
     rows: list[dict[str, Any]] = [
         {"name": p.name, "distribution": p.distribution, "version": p.version,
          "hooks": list(p.hooks), "builtin": p.builtin, "error": None} for p in report.plugins]

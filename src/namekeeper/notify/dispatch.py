@@ -164,7 +164,7 @@ class Dispatcher:
                     delivery_log: DeliveryLog, **kwargs: Any) -> Dispatcher:
         kwargs.setdefault("backoff_first", config.notify.retry_first)
         return cls(notifiers, delivery_log, web_url=config.public.web_url,
-                   secrets=[s.reveal() for s in config.secrets()], max_attempts=config.queue.max_attempts,
+                   secrets=config.secret_values(), max_attempts=config.queue.max_attempts,
                    **kwargs)
 
     def render(self, outcome: Outcome) -> Message:

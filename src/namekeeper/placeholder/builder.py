@@ -37,7 +37,7 @@ class TemplatePlaceholderBuilder(PlaceholderBuilder):
                 raise PlaceholderError(f"[placeholder] template {self.custom_template} has no "
                                        "pyproject.toml")
         # Environment variables carrying any of these are hidden from a user's backend.
-        self._secret_values = frozenset(s.reveal() for s in config.secrets())
+        self._secret_values = frozenset(config.secret_values())
 
     @property
     def template(self) -> Traversable:
