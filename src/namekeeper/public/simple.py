@@ -18,15 +18,13 @@ import logging
 from datetime import datetime, timezone
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from .. import __version__
 from ..config import Config, PublicConfig
 from ..hookspecs import hookimpl
+from ..http import new_session, public_url
 from ..model import PublicProject
 from ..names import InvalidName, name_from_filename
 from .interface import PublicIndex, PublicIndexUnavailable
@@ -35,50 +33,6 @@ log = logging.getLogger(__name__)
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT_SIMPLE = f"{SIMPLE_JSON}, text/html;q=0.1"
-USER_AGENT = f"namekeeper/{__version__} requests/{requests.__version__}"
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, honouring Retry-After only up to a bound so a lookup cannot hang.
-
-    Older urllib3 releases lack ``retry_after_max``; capping here works with all.
-    """
-
-    max_retry_after: float = 15.0
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.max_retry_after)
-
-
-def _redacted(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def build_session(*, retries: int = 3, backoff_factor: float = 0.5, backoff_max: float = 10.0,
-                  max_retry_after: float = 15.0) -> requests.Session:
-    """A session that names namekeeper and retries GETs on connection errors, 5xx and 429."""
-    retry_class = type("CappedRetry", (_CappedRetry,), {"max_retry_after": max_retry_after})
-    retry = retry_class(
-        total=retries,
-        backoff_factor=backoff_factor,
-        backoff_max=backoff_max,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=["GET"],
-        respect_retry_after_header=True,
-        raise_on_status=False,  # the last answer comes back; lookup() turns it into an error
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
 
 
 class _AnchorParser(HTMLParser):
@@ -137,8 +91,8 @@ class SimplePublicIndex(PublicIndex):
                  max_retry_after: float = 15.0) -> None:
         self.config = config
         retries = config.retries if retries is None else retries
-        self.session = session or build_session(retries=retries, backoff_factor=backoff_factor,
-                                                max_retry_after=max_retry_after)
+        self.session = session or new_session(retries=retries, backoff_factor=backoff_factor,
+                                              max_retry_after=max_retry_after)
 
     def project_url(self, name: str) -> str | None:
         web = self.config.web_url
@@ -186,14 +140,14 @@ class SimplePublicIndex(PublicIndex):
         except requests.RequestException as exc:
             # str(exc) can embed request details; name the failure and the redacted URL only.
             raise PublicIndexUnavailable(
-                f"public index unreachable at {_redacted(url)} ({type(exc).__name__})"
+                f"public index unreachable at {public_url(url)} ({type(exc).__name__})"
             ) from None
 
     @staticmethod
     def _expect_ok(response: requests.Response) -> None:
         if response.status_code != 200:
             raise PublicIndexUnavailable(
-                f"public index answered {response.status_code} for {_redacted(response.url)}"
+                f"public index answered {response.status_code} for {public_url(response.url)}"
             )
 
     @staticmethod
@@ -204,7 +158,7 @@ class SimplePublicIndex(PublicIndex):
             data = None
         if not isinstance(data, dict):
             raise PublicIndexUnavailable(
-                f"public index sent an unreadable answer for {_redacted(response.url)}"
+                f"public index sent an unreadable answer for {public_url(response.url)}"
             )
         return data
 

@@ -24,15 +24,14 @@ import threading
 import time
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from .. import __version__
 from ..config import redact
 from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
+from ..http import new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
 from .interface import EventSink, EventSource, SourceMetrics
@@ -61,20 +60,6 @@ class PollError(IndexUnreachable):
 
     The message names the index without credentials and is safe to log.
     """
-
-
-def public_url(url: str) -> str:
-    """``url`` without userinfo, query and fragment: how an index is named in logs and events."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:  # a malformed port: the request will fail, the name must not
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class BearerAuth(AuthBase):
@@ -284,13 +269,6 @@ def list_projects(
     return projects
 
 
-def new_session() -> requests.Session:
-    """A session that names namekeeper in its User-Agent."""
-    session = requests.Session()
-    session.headers["User-Agent"] = f"namekeeper/{__version__} (simple-index poller)"
-    return session
-
-
 class SimpleIndexPoller(EventSource):
     """Polls one ``[[poll]]`` index and emits an event per project it has not seen yet.
 
@@ -309,7 +287,7 @@ class SimpleIndexPoller(EventSource):
         self.label = config.name or self.index
         self.timeout = timeout
         self.max_backoff = max_backoff
-        self.session = session or new_session()
+        self.session = session or new_session(purpose="simple-index poller")
         self._auth = auth_for(config)
         self._secrets = tuple(s.reveal() for s in (config.token, config.password) if s is not None)
         self._lock = threading.Lock()
