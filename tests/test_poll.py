@@ -21,6 +21,7 @@ from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
 from namekeeper.plugins import get_plugin_manager
+from namekeeper.simple_html import anchors
 from namekeeper.sources import poll
 from namekeeper.sources.interface import SourceMetrics
 from namekeeper.sources.poll import PollError, SimpleIndexPoller, list_projects
@@ -395,10 +396,7 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
 
 
 def _parsed_by_the_html_parser(page: str) -> list[str]:
-    parser = poll._AnchorText()
-    parser.feed(page)
-    parser.close()
-    return parser.names
+    return [anchor.text for anchor in anchors(page)]
 
 
 _ANCHOR_TEXT = st.lists(st.sampled_from([*"aZ09._- \t\n&;#x<>\"'/=", "&amp;", "&lt;", "&#65;",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -27,38 +26,13 @@ from ..hookspecs import hookimpl
 from ..http import new_session, public_url
 from ..model import PublicProject
 from ..names import InvalidName, name_from_filename
+from ..simple_html import anchors
 from .interface import PublicIndex, PublicIndexUnavailable
 
 log = logging.getLogger(__name__)
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT_SIMPLE = f"{SIMPLE_JSON}, text/html;q=0.1"
-
-
-class _AnchorParser(HTMLParser):
-    """File names of a PEP 503 project page: the anchors' text, else their href's last segment."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.filenames: list[str] = []
-        self._href: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href") or ""
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            text = "".join(self._text).strip()
-            path = urlsplit(self._href).path
-            self.filenames.append(text or unquote(path.rstrip("/").rsplit("/", 1)[-1]))
-            self._href = None
 
 
 def _versions_from_filenames(filenames: list[str]) -> tuple[str, ...]:
@@ -175,10 +149,10 @@ class SimplePublicIndex(PublicIndex):
             names = [f.get("filename") for f in files if isinstance(f, dict)] \
                 if isinstance(files, list) else []
             return _versions_from_filenames([n for n in names if isinstance(n, str)])
-        parser = _AnchorParser()
-        parser.feed(response.text)
-        parser.close()
-        return _versions_from_filenames(parser.filenames)
+        # A project page's anchor text is the file name; else the href's last segment is.
+        return _versions_from_filenames([
+            a.text or unquote(urlsplit(a.href).path.rstrip("/").rsplit("/", 1)[-1])
+            for a in anchors(response.text)])
 
     @staticmethod
     def _from_json(name: str, data: dict[str, Any], simple_versions: tuple[str, ...],

@@ -22,7 +22,6 @@ import logging
 import re
 import threading
 import time
-from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -34,6 +33,7 @@ from ..hookspecs import hookimpl
 from ..http import new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
+from ..simple_html import anchors
 from .interface import EventSink, EventSource, SourceMetrics
 
 if TYPE_CHECKING:
@@ -93,37 +93,6 @@ def _describe(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
     return f"{type(exc).__name__}: {shown(redact(str(exc), secrets), 200)}"
 
 
-class _AnchorText(HTMLParser):
-    """Collects the text of every ``<a>`` element: in PEP 503 the anchor text *is* the name."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.names: list[str] = []
-        self._current: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._finish()  # an unclosed anchor ends where the next begins
-            self._current = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._finish()
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._current.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._current is not None:
-            self.names.append("".join(self._current).strip())
-            self._current = None
-
-
 def _charset(content_type: str) -> str:
     for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
@@ -153,10 +122,7 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
     simple = _simple_anchor_texts(text)
     if simple is not None:
         return simple
-    parser = _AnchorText()
-    parser.feed(text)
-    parser.close()
-    return parser.names
+    return [anchor.text for anchor in anchors(text)]
 
 
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
