@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.version import InvalidVersion, Version
-
 from . import names
 from .config import Config
 from .errors import IndexUnreachable
@@ -32,6 +30,7 @@ from .model import (
     Verdict,
     utcnow,
 )
+from .names import outranks
 from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
@@ -52,16 +51,6 @@ OWNERS_LEARNING_WINDOW = timedelta(days=2)
 
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
-
-
-def _outranks(public: str | None, private: str | None) -> bool:
-    """True when pip would prefer the public version over our private one."""
-    if not public or not private:
-        return False
-    try:
-        return Version(public) > Version(private)
-    except InvalidVersion:
-        return False
 
 
 class Keeper:
@@ -234,7 +223,7 @@ class Keeper:
                 and public.first_release > first_private):
             reasons.append(f"it appeared on the public index ({public.first_release:%Y-%m-%d}) "
                            f"after we first saw it privately ({first_private:%Y-%m-%d})")
-        if _outranks(public.highest_version, private_version):
+        if outranks(public.highest_version, private_version):  # pip would take the public one
             reasons.append(f"its version {public.highest_version} outranks our private "
                            f"{private_version}, so pip with --extra-index-url would install it")
         if reasons:

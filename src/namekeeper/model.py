@@ -91,16 +91,10 @@ class PublicProject:
 
     @property
     def highest_version(self) -> str | None:
-        from packaging.version import InvalidVersion, Version
+        """The highest valid version, normalised (``1.0-RC1`` → ``1.0rc1``)."""
+        from .names import highest_version, parsed_version
 
-        best: Version | None = None
-        for raw in self.versions:
-            try:
-                v = Version(raw)
-            except InvalidVersion:
-                continue
-            if best is None or v > best:
-                best = v
+        best = parsed_version(highest_version(self.versions))
         return str(best) if best is not None else None
 
 
