@@ -22,8 +22,9 @@ from twine.commands.check import check as twine_check
 from namekeeper import names
 from namekeeper.config import Config, from_dict
 from namekeeper.errors import PlaceholderError
+from namekeeper.names import one_line
 from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
-from namekeeper.placeholder.render import LICENSE_EXPRESSION, bundled_template, escape_toml, one_line
+from namekeeper.placeholder.render import LICENSE_EXPRESSION, bundled_template, escape_toml
 from namekeeper.plugins import get_plugin_manager
 
 if sys.version_info >= (3, 11):

@@ -39,6 +39,15 @@ def shown(value: str, limit: int = 60) -> str:
     return text + ("…" if len(value) > limit else "")
 
 
+def one_line(text: str, limit: int | None = None) -> str:
+    """Outside text (configured, a server's answer, an exception) safe for one line of a
+    message, a header or a terminal: whitespace folded, unprintable characters (escape
+    sequences above all) dropped, cut to ``limit`` characters with "…"."""
+    folded = " ".join(str(text).split())
+    clean = "".join(ch for ch in folded if ch.isprintable())
+    return clean if limit is None or len(clean) <= limit else clean[: limit - 1] + "…"
+
+
 def validate_name(name: str) -> str:
     """Return ``name`` unchanged if PyPI would accept it as a project name, else raise."""
     if not isinstance(name, str) or not name:

@@ -33,6 +33,7 @@ from packaging.version import InvalidVersion, Version
 from .. import names
 from ..config import PlaceholderConfig
 from ..errors import PlaceholderError
+from ..names import one_line
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -48,15 +49,9 @@ SUMMARY_LIMIT = 512  # the public index refuses longer summaries
 
 # --- values -----------------------------------------------------------------------------
 
-def one_line(value: str) -> str:
-    """``value`` folded to one line, without control characters.
-
-    Configured text ends up in PKG-INFO headers (a newline there would start a
-    new header) and in installer output (an escape sequence there would drive
-    the user's terminal).
-    """
-    folded = " ".join(str(value).split())
-    return "".join(ch for ch in folded if ch.isprintable())
+# Configured text goes through `names.one_line`: it ends up in PKG-INFO headers (a newline
+# there would start a new header) and in installer output (an escape sequence there would
+# drive the user's terminal).
 
 
 _EMAIL = re.compile(

@@ -53,7 +53,7 @@ from twine import utils as twine_utils
 from ..config import ENV_PUBLIC_TOKEN, PublicConfig, redact
 from ..hookspecs import hookimpl
 from ..model import Action, UploadResult
-from ..names import InvalidName, canonical, name_from_filename
+from ..names import InvalidName, canonical, name_from_filename, one_line
 from ._twine_credentials import Credentials, find_credentials, split_userinfo
 from ._twine_output import capturing
 from ._twine_session import UploadSettings
@@ -97,14 +97,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 # --------------------------------------------------------------------------- the answer
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TAGS = re.compile(r"<[^>]{0,200}>")
 
 
 def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
-    """An untrusted server text, safe for one line of a message or a notification."""
-    text = " ".join(_CONTROL.sub(" ", _TAGS.sub(" ", text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """An untrusted server text (HTML tags too), safe for one line of a message."""
+    return one_line(_TAGS.sub(" ", text), limit)
 
 
 @dataclass(frozen=True)
