@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex, FaultPlan
 from _notify_helpers import Recorder
 from namekeeper import config as cfg
@@ -27,7 +28,6 @@ from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog
 from namekeeper.reserve.twine import _Answer, _result_for_answer
 from namekeeper.store import Store
 from namekeeper.worker import WorkerPool
-from test_worker import Clock
 
 #: As long as a real account-wide upload token.
 TOKEN = "pypi-" + secrets.token_urlsafe(132)

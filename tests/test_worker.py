@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
@@ -14,14 +15,6 @@ from namekeeper.store import BUDGET_WINDOW, Store
 from namekeeper.worker import WorkerPool
 
 TOKEN = "pypi-worker-test-token"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def make_pool(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
