@@ -59,9 +59,6 @@ class Recorder(Notifier):
     def wants(self, tags: frozenset[str]) -> bool:
         return self.tags is None or bool(self.tags & tags)
 
-    def notify(self, outcome: Outcome) -> bool:  # pragma: no cover - deliver is used
-        raise AssertionError("the dispatcher should call deliver()")
-
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         self.messages.append(message)
         return self.ok

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import webtest
 
+from _doubles import MemorySink
 from namekeeper import config as config_module
 from namekeeper.config import ArtifactoryConfig, Secret
 from namekeeper.model import NameEvent
@@ -27,28 +28,6 @@ SECRET = "whsec-Zq9-not-a-real-secret"
 TOKEN = "tok-Lr7-not-a-real-token"
 WHEEL_SHA = "a" * 64
 SDIST_SHA = "b" * 64
-
-
-class MemorySink:
-    """An in-memory event store that dedupes by key, like the real one."""
-
-    def __init__(self) -> None:
-        self.events: list[NameEvent] = []
-        self.keys: set[str | None] = set()
-        self.arrived = threading.Event()
-        self._lock = threading.Lock()
-
-    def accept(self, event: NameEvent) -> bool:
-        with self._lock:
-            if event.key in self.keys:
-                return False
-            self.keys.add(event.key)
-            self.events.append(event)
-            self.arrived.set()
-            return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
 
 
 class FailingSink:
@@ -503,7 +482,7 @@ def test_counters_tell_what_happened(sink: MemorySink) -> None:
     post(app, deployed(), auth=None)
     post(app, b"{oops")
     post(app, deployed(path="x/1.0/a..-1.0.tar.gz"))
-    assert source.counters == {
+    assert source.metrics().events == {
         "accepted": 1, "duplicate": 1, "ignored:not_distribution": 1,
         "rejected:unauthorized": 1, "rejected:malformed_json": 1, "rejected:invalid_name": 1,
     }

@@ -7,15 +7,14 @@ import hashlib
 import hmac
 import io
 import json
-import threading
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _doubles import MemorySink
 from namekeeper.config import ArtifactoryConfig, Secret
-from namekeeper.model import NameEvent
 from namekeeper.names import InvalidName, canonical, validate_name
 from namekeeper.sources.artifactory import WEBHOOK_PATH, ArtifactorySource
 
@@ -24,26 +23,6 @@ pytestmark = pytest.mark.slow  # thousands of generated requests per test
 SECRET = "whsec-fuzz-not-a-real-secret"
 FUZZ = settings(max_examples=1500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.events: list[NameEvent] = []
-        self.calls = 0
-        self.keys: set[str | None] = set()
-        self._lock = threading.Lock()
-
-    def accept(self, event: NameEvent) -> bool:
-        with self._lock:
-            self.calls += 1
-            if event.key in self.keys:
-                return False
-            self.keys.add(event.key)
-            self.events.append(event)
-            return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
 
 
 SINK = MemorySink()

@@ -22,8 +22,8 @@ def one_line_error(err: str) -> None:
 
 def test_every_namekeeper_error_shares_one_base() -> None:
     from namekeeper.config import ConfigError
+    from namekeeper.errors import PlaceholderError
     from namekeeper.names import InvalidName
-    from namekeeper.placeholder import PlaceholderError
     from namekeeper.public.interface import PublicIndexUnavailable
 
     for kind in (errors.UsageError, ConfigError, InvalidName, PlaceholderError,

@@ -17,37 +17,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _devpi import DevpiServer, make_sdist
+from _doubles import MemorySink
 from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
 from namekeeper.plugins import get_plugin_manager
+from namekeeper.simple_html import anchors
 from namekeeper.sources import poll
+from namekeeper.sources.interface import SourceMetrics
 from namekeeper.sources.poll import PollError, SimpleIndexPoller, list_projects
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
-
-
-class MemorySink:
-    """Records events, deduplicating on their key like the durable store does."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, NameEvent] = {}
-        self.changed = threading.Event()
-
-    def accept(self, event: NameEvent) -> bool:
-        key = event.key or event.name
-        if key in self.events:
-            return False
-        self.events[key] = event
-        self.changed.set()
-        return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
-
-    @property
-    def names(self) -> set[str]:
-        return {e.name for e in self.events.values()}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -169,7 +149,7 @@ def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
 
     assert poller.poll_once(sink) == 2
     assert sink.names == {"acme-utils", "foo-bar"}
-    event = sink.events[f"poll:{index.simple_url}:acme-utils"]
+    event = sink.by_key(f"poll:{index.simple_url}:acme-utils")
     assert (event.source, event.index, event.display_name) == ("poll", index.simple_url,
                                                                "acme-utils")
 
@@ -180,6 +160,7 @@ def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
     assert sink.names == {"acme-utils", "foo-bar", "zeta-lib"}
     assert (poller.polls_ok, poller.polls_failed, poller.last_error) == (3, 0, None)
     assert poller.last_poll_at is not None
+    assert poller.metrics() == SourceMetrics(last_poll_at=poller.last_poll_at, label=poller.label)
 
 
 # --- hostile and malformed listings ---------------------------------------------------------
@@ -197,7 +178,7 @@ def test_hostile_anchors_are_skipped_and_logged_once_while_valid_names_still_arr
 
     assert poller.poll_once(sink) == 2
     assert sink.names == {"good-one", "other-pkg"}
-    assert sink.events[f"poll:{url}:good-one"].display_name == "Good.One"  # first spelling wins
+    assert sink.by_key(f"poll:{url}:good-one").display_name == "Good.One"  # first spelling wins
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "4 invalid project name(s)" in warnings[0]
@@ -272,7 +253,7 @@ def test_auth_is_sent_and_a_refused_poll_fails_without_leaking_the_secret(
 
     allowed = SimpleIndexPoller(good)
     assert allowed.poll_once(sink) == 1
-    event = next(iter(sink.events.values()))
+    event = sink.events[0]
     assert event.index == path_url, "the event names the index without credentials"
     shown = [caplog.text, repr(event), repr(allowed), str(refused.last_error)]
     if kind != "url-userinfo":  # a URL with userinfo is the user's choice, kept as written
@@ -296,7 +277,7 @@ def test_run_survives_failing_polls_and_stops_when_asked(
     thread = threading.Thread(target=poller.run, args=(sink, stop), daemon=True)
     thread.start()
     try:
-        assert sink.changed.wait(timeout=30), "the loop died before the index recovered"
+        assert sink.arrived.wait(timeout=30), "the loop died before the index recovered"
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -393,10 +374,7 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
 
 
 def _parsed_by_the_html_parser(page: str) -> list[str]:
-    parser = poll._AnchorText()
-    parser.feed(page)
-    parser.close()
-    return parser.names
+    return [anchor.text for anchor in anchors(page)]
 
 
 _ANCHOR_TEXT = st.lists(st.sampled_from([*"aZ09._- \t\n&;#x<>\"'/=", "&amp;", "&lt;", "&#65;",

@@ -222,6 +222,7 @@ def test_a_stalled_index_times_out_as_a_transient_failure(fake: FakePublicIndex,
 def test_without_a_token_nothing_is_sent(fake: FakePublicIndex, tmp_path: Path) -> None:
     backend = backend_for(fake.upload_url, token=None)
     assert not backend.has_credentials()
+    assert "NAMEKEEPER_PUBLIC_TOKEN" in (backend.unready_reason() or "")
     result = upload(backend, tmp_path, "acme-utils")
     assert result.action is Action.FAILED
     assert "no upload token" in result.message and "NAMEKEEPER_PUBLIC_TOKEN" in result.message
@@ -239,7 +240,7 @@ def test_a_pypirc_section_for_the_upload_url_supplies_the_token(
                       f"[public]\nrepository = {fake.upload_url}\n"
                       f"username = __token__\npassword = {TOKEN}\n")
     backend = backend_for(fake.upload_url, token=None, config_file=str(pypirc))
-    assert backend.has_credentials()
+    assert backend.has_credentials() and backend.unready_reason() is None
     assert upload(backend, tmp_path, "acme-utils").action is Action.RESERVED
 
 
@@ -413,7 +414,7 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 
 def test_the_real_placeholder_is_accepted(backend: TwineReservationBackend,
                                           fake: FakePublicIndex, tmp_path: Path) -> None:
-    from namekeeper.placeholder import TemplatePlaceholderBuilder
+    from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
 
     files = TemplatePlaceholderBuilder(Config()).build("acme-utils", "Acme_Utils",
                                                        tmp_path / "dist")

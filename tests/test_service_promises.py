@@ -16,13 +16,14 @@ from typing import Any
 
 import pytest
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.model import Action, NameEvent, Outcome
 from namekeeper.public.simple import SimplePublicIndex
 from namekeeper.store import BUDGET_WINDOW
 from namekeeper.worker import WorkerPool
 from test_serve import Service, payload, wait_for
-from test_worker import Clock, make_pool
+from test_worker import make_pool
 
 pytestmark = pytest.mark.slow  # the fake public index and `serve` subprocesses
 

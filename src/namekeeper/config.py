@@ -297,6 +297,10 @@ class Config:
         found += [s for table in self.plugins.values() for s in _secrets_in(table)]
         return [s for s in found if s is not None and s.reveal()]
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The text of every secret (`secrets`): what `redact` masks in messages."""
+        return tuple(s.reveal() for s in self.secrets())
+
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}

@@ -92,7 +92,7 @@ class Service:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         pm, _ = get_plugin_manager()  # one load of the plugins for keeper and sources
-        self.keeper, self.store = build_keeper(config, pm=pm)
+        self.keeper, self.store = build_keeper(config, pm=pm, for_queue=True)
         self.sources: list[EventSource] = [
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
@@ -261,9 +261,9 @@ class Service:
             pass  # the store is unreadable: /healthz says so; the other figures still count
         lines += ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
                  "# TYPE namekeeper_events_total counter"]
-        for source in self.sources:
-            counters = getattr(source, "counters", {})
-            for key, value in sorted(dict(counters).items()):
+        figures = [(source, source.metrics()) for source in self.sources]
+        for source, metrics in figures:
+            for key, value in sorted(metrics.events.items()):
                 result, _, reason = str(key).partition(":")
                 labels = f'source="{_label(source.name)}",result="{_label(result)}"'
                 if reason:
@@ -275,12 +275,11 @@ class Service:
             lines.append(f'namekeeper_reservations_total{{action="{action}"}} {n}')
         lines += ["# HELP namekeeper_poll_last_timestamp_seconds When each poller last ran.",
                   "# TYPE namekeeper_poll_last_timestamp_seconds gauge"]
-        for source in self.sources:
-            last = getattr(source, "last_poll_at", None)
-            if last is not None:
-                ident = getattr(source, "label", None) or source.name
+        for source, metrics in figures:
+            if metrics.last_poll_at is not None:
+                ident = metrics.label or source.name
                 lines.append(f'namekeeper_poll_last_timestamp_seconds{{poller="{_label(ident)}"}}'
-                             f" {last:.3f}")
+                             f" {metrics.last_poll_at:.3f}")
         return "\n".join(lines) + "\n"
 
 

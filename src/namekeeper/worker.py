@@ -25,7 +25,6 @@ from dataclasses import replace
 from .config import QueueConfig, redact
 from .keeper import Keeper
 from .model import Action, Outcome
-from .notify.dispatch import config_secrets
 from .public.interface import PublicIndexUnavailable
 from .store import holder_id, unusable
 from .store_interface import StoreBackend, WorkItem
@@ -41,8 +40,9 @@ class WorkerPool:
 
     def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
+        # The pool retries and alerts when it gives up: build the keeper with
+        # notify_transient=False (`app.build_keeper(..., for_queue=True)`).
         self.keeper = keeper
-        keeper.notify_transient = False  # the pool retries; it alerts when it gives up
         self.store = store
         self.queue = queue
         self.threads_wanted = threads
@@ -61,7 +61,7 @@ class WorkerPool:
         self._outage_streak = 0
         self._lookups_ok = 0
         self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
-        self._secrets = tuple(config_secrets(keeper.config))
+        self._secrets = keeper.config.secret_values()
 
     # -- lifecycle -----------------------------------------------------------------------------
 

@@ -16,10 +16,9 @@ import threading
 import weakref
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
 from ..config import Config, load
 from ..model import NameEvent
+from ..names import highest_version
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,6 @@ def upload_event(stage: Any, project: str, version: str) -> NameEvent:
         log.debug("no version data for %s %s on %s", project, version, stage.name)
     return NameEvent(name=project, display_name=display, source=SOURCE, index=stage.name,
                      version=version, key=event_key(stage.name, project, version))
-
-
-def _highest(versions: Any) -> str | None:
-    best: tuple[Version, str] | None = None
-    for raw in versions or ():
-        try:
-            parsed = Version(raw)
-        except InvalidVersion:
-            continue
-        if best is None or parsed > best[0]:
-            best = (parsed, raw)
-    return best[1] if best else None
 
 
 class DevpiFace:
@@ -205,7 +192,7 @@ class DevpiFace:
         names = dict(projects) if isinstance(projects, dict) else {p: p for p in projects}
         ranked = []
         for project, display in names.items():
-            version = _highest(stage.list_versions_perstage(project))
+            version = highest_version(stage.list_versions_perstage(project) or ())
             serial = stage.get_last_project_change_serial_perstage(project)
             ranked.append((-(serial or 0), project, str(display or project), version))
         ranked.sort()
