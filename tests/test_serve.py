@@ -160,10 +160,12 @@ def test_webhooks_become_placeholders(service: Service, fake: FakePublicIndex) -
     wait_for(lambda: all(fake.uploads[n] == 1 for n in names), 60, "the placeholders")
     # The same delivery again is acknowledged and changes nothing.
     assert service.post(payload("acme-wheel")).status_code == 202
-    metrics = requests.get(service.url + "metrics", timeout=5).text
-    assert 'namekeeper_reservations_total{action="reserved"} 4' in metrics
-    assert "namekeeper_budget_left 16" in metrics
-    assert 'namekeeper_queue_depth{state="done"} 4' in metrics
+    # An item is done only once a lookup has confirmed its upload (confirm-after), a moment later.
+    def metrics() -> str:
+        return requests.get(service.url + "metrics", timeout=5).text
+    wait_for(lambda: 'namekeeper_queue_depth{state="done"} 4' in metrics(), 30, "the confirmations")
+    assert 'namekeeper_reservations_total{action="reserved"} 4' in metrics()
+    assert "namekeeper_budget_left 16" in metrics()
     assert service.stop() == 0
     assert all(fake.uploads[n] == 1 for n in names)
     log = service.log.read_text()
