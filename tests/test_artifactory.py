@@ -10,7 +10,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +18,7 @@ import pytest
 import webtest
 
 from _doubles import MemorySink
+from _servers import serving, url_of
 from namekeeper import config as config_module
 from namekeeper.config import ArtifactoryConfig, Secret
 from namekeeper.model import NameEvent
@@ -567,9 +568,8 @@ class FakeArtifactory:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/artifactory/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.handler = Handler
+        self.base_url = ""  # set once it is served (the `fake_artifactory` fixture)
 
 
 def listing(*uris: str) -> dict[str, Any]:
@@ -582,11 +582,9 @@ def listing(*uris: str) -> dict[str, Any]:
 @pytest.fixture
 def fake_artifactory() -> Iterator[FakeArtifactory]:
     fake = FakeArtifactory()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
-    fake.thread.join(timeout=10)
+    with serving(fake.handler) as server:
+        fake.base_url = url_of(server) + "artifactory/"
+        yield fake
 
 
 def reconciling_source(fake: FakeArtifactory, repos: tuple[str, ...] = ("pypi-local",),

@@ -7,7 +7,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,18 +20,13 @@ import requests
 
 from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex, FaultPlan
+from _servers import free_port
 from namekeeper.store import Store
 
 pytestmark = pytest.mark.slow  # every test runs `namekeeper serve` as a subprocess
 
 TOKEN = "pypi-serve-test-token-SECRET"
 HOOK_SECRET = "webhook-SECRET-value"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
