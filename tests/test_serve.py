@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import requests
 
+from _cli import TOKEN
 from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex, FaultPlan
 from _servers import free_port
@@ -25,7 +26,6 @@ from namekeeper.store import Store
 
 pytestmark = pytest.mark.slow  # every test runs `namekeeper serve` as a subprocess
 
-TOKEN = "pypi-serve-test-token-SECRET"
 HOOK_SECRET = "webhook-SECRET-value"
 
 
@@ -121,12 +121,6 @@ repos = ["pypi-local"]
         code = self.proc.wait(timeout=60)
         self._log.close()
         return code
-
-
-@pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
-    fake_public.add_user("acme-security", TOKEN)
-    return fake_public
 
 
 @pytest.fixture
