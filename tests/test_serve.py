@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import os
 import signal
@@ -20,6 +19,7 @@ import requests
 
 from _cli import TOKEN
 from _devpi import DevpiServer, make_sdist
+from _doubles import sign
 from _fake_public import FakePublicIndex, FaultPlan
 from _servers import free_port
 from namekeeper.store import Store
@@ -51,10 +51,6 @@ def payload(name: str, *, repo: str = "pypi-local", kind: str = "whl", version: 
     return json.dumps({"domain": "artifact", "event_type": event_type, "data": data,
                        "subscription_key": "nk", "jpd_origin": "https://artifactory.example.com",
                        "source": "jfrog/jfrt@01"}).encode()
-
-
-def sign(body: bytes, secret: str = HOOK_SECRET) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 #: Short confirmation and lease times, so tests never wait minutes for an item to settle.
@@ -111,7 +107,7 @@ repos = ["pypi-local"]
 
     def post(self, body: bytes, *, auth: str | None = None, **headers: str) -> requests.Response:
         hdrs = {"Content-Type": "application/json",
-                "X-JFrog-Event-Auth": sign(body) if auth is None else auth, **headers}
+                "X-JFrog-Event-Auth": sign(body, HOOK_SECRET) if auth is None else auth, **headers}
         return self.http.post(self.url + "webhooks/artifactory", data=body, headers=hdrs,
                               timeout=30)
 
@@ -263,7 +259,7 @@ def test_the_service_is_a_wsgi_callable_for_any_wsgi_server(tmp_path: Path, fake
         assert client.get("/healthz").status_int == 200
         body = payload("acme-gunicorn")
         answer = client.post("/webhooks/artifactory", body,
-                             headers={"X-JFrog-Event-Auth": sign(body),
+                             headers={"X-JFrog-Event-Auth": sign(body, HOOK_SECRET),
                                       "Content-Type": "application/json"})
         assert answer.status_int == 202
         wait_for(lambda: fake.uploads["acme-gunicorn"] == 1, 60, "the placeholder")
