@@ -22,7 +22,7 @@ import requests
 
 from _devpi import DevpiServer, _launch, make_sdist, make_wheel, start_devpi
 from _fake_public import FakePublicIndex
-from test_serve import wait_for
+from _servers import wait_for
 
 pytestmark = pytest.mark.slow
 

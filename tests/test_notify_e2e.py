@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from _cli import TOKEN
 from _fake_public import FakePublicIndex
 from _notify_servers import serving_http
-from _servers import free_port
+from _servers import Service, free_port, payload, wait_for
 from namekeeper.cli import main
-from test_serve import TOKEN, Service, payload, wait_for
 
 pytestmark = pytest.mark.slow  # the service and its alert receivers run as real servers
 

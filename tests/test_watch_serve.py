@@ -10,7 +10,7 @@ import pytest
 
 from _fake_public import FakePublicIndex
 from _notify_servers import serving_http
-from test_serve import Service, payload, wait_for
+from _servers import Service, payload, wait_for
 
 
 @pytest.mark.slow
