@@ -19,6 +19,16 @@ as fast as it is answered (closed loop: the throughput the service can
 sustain); ``--rate N`` paces the whole load to N events/s instead (open loop,
 latency counted from each request's scheduled time).  Every answer must be 202.
 
+``--healthz-flood N`` measures twice in the same run, each half of the events:
+first alone, then while other threads GET ``/healthz`` N times a second (a load
+balancer gone wild); goal: webhook p99 moves by no more than 20 %.
+
+With ``--upload``, a latency phase runs first (after the warm-up has drained):
+``--latency-names`` webhooks, one every half second, each timed from its 202 to
+its placeholder being on the fake public index (the store's ``reserved_at``,
+written once the index has answered the upload): the window in which an
+attacker could still take the name; goal: median <= 1 s while the budget has room.
+
 Then: the service gets SIGTERM and must exit 0 within 30 s, and the store is
 opened to check that every accepted event is in the events journal.
 
@@ -60,6 +70,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 GOAL_EVENTS_PER_S = 500.0
 GOAL_P99_MS = 50.0
+GOAL_FLOOD_P99_RATIO = 1.2  # a /healthz flood may move webhook p99 by 20 % at most
+GOAL_PLACEHOLDER_MEDIAN_S = 1.0
 WEBHOOK_PATH = "/webhooks/artifactory"
 REPO_KEY = "pypi-local"
 USER = "bench-user"
@@ -297,6 +309,81 @@ def run_load(port: int | list[int], bodies: list[tuple[str, bytes, str]], *, thr
     return result
 
 
+def flood_healthz(port: int, rate: float, stop: threading.Event, threads: int = 2
+                  ) -> Counter[str]:
+    """GET /healthz ``rate`` times a second from ``threads`` keep-alive connections until ``stop``."""
+    statuses: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        interval = threads / rate
+        next_at = time.perf_counter() + k * interval / threads
+        while not stop.is_set():
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += interval
+            try:
+                conn.request("GET", "/healthz")
+                resp = conn.getresponse()
+                resp.read()
+                status = str(resp.status)
+            except (OSError, http.client.HTTPException) as exc:
+                status = type(exc).__name__
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            with lock:
+                statuses[status] += 1
+        conn.close()
+
+    workers = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(threads)]
+    for t in workers:
+        t.start()
+    stop.wait()
+    for t in workers:
+        t.join(10)
+    return statuses
+
+
+def wait_drained(store_path: Path, timeout: float) -> bool:
+    """True once nothing is pending or claimed in the queue (within ``timeout`` s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        counts = Store(store_path).queue_counts()
+        if counts["pending"] == 0 and counts["claimed"] == 0:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def placeholder_latency(port: int, bodies: list[tuple[str, bytes, str]], store_path: Path, *,
+                        every: float = 0.5, timeout: float = 60.0) -> tuple[list[float], int]:
+    """Seconds from each webhook's 202 to its placeholder being held; and how many never were."""
+    answered: dict[str, float] = {}
+    for name, body, signature in bodies:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("POST", WEBHOOK_PATH, body=body, headers={
+            "Content-Type": "application/json", "X-JFrog-Event-Auth": signature})
+        resp = conn.getresponse()
+        resp.read()
+        if resp.status == 202:
+            answered[name] = time.time()
+        conn.close()
+        time.sleep(every)
+    deadline = time.monotonic() + timeout
+    held: dict[str, float] = {}
+    while time.monotonic() < deadline and len(held) < len(answered):
+        store = Store(store_path)
+        for name in answered.keys() - held.keys():
+            record = store.get(name)
+            if record is not None and record.reserved_at is not None:
+                held[name] = record.reserved_at.timestamp()
+        store.close()
+        time.sleep(0.1)
+    return sorted(held[n] - answered[n] for n in held), len(answered) - len(held)
+
+
 def _percentile(sorted_values: list[float], pct: float) -> float:
     rank = max(1, -(-len(sorted_values) * pct // 100))
     return sorted_values[int(rank) - 1]
@@ -378,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure on this shared database (postgresql://user@host/db, "
                              f"password from {ENV_STORE_PASSWORD}) with one and three replicas, "
                              "beside SQLite in the same run")
+    parser.add_argument("--healthz-flood", type=float, default=0.0, metavar="N",
+                        help="measure the second half of the events while /healthz is asked "
+                             "N times a second (default 0: no flood)")
+    parser.add_argument("--latency-names", type=int, default=20,
+                        help="with --upload: webhooks timed from 202 to placeholder (default 20)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if not (1 <= args.count <= 200_000 and 1 <= args.threads <= 64
@@ -461,10 +553,49 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
                 f"{len(warmup)} warm-up events ...")
             warm = run_load(ports, warmup, threads=args.threads, max_seconds=args.max_seconds,
                             rate=0.0) if warmup else LoadResult()
-            log(f"{len(measured)} events from {args.threads} threads"
-                f"{f' at {args.rate:g}/s' if args.rate else ''} (cap {args.max_seconds:g} s) ...")
-            load = run_load(ports, measured, threads=args.threads, max_seconds=args.max_seconds,
-                            rate=args.rate)
+            store_file = Path(tmp) / "r0" / "state.sqlite3"
+            if args.upload and args.latency_names and store_url is None:
+                wait_drained(store_file, 120)
+                log(f"{args.latency_names} webhooks timed from 202 to placeholder ...")
+                spans, missing = placeholder_latency(
+                    ports[0], [webhook(i, run_id + "l", secret.encode())
+                               for i in range(args.latency_names)], store_file)
+                report["placeholder_latency_s"] = {
+                    "median": round(statistics.median(spans), 3) if spans else None,
+                    "p90": round(_percentile(spans, 90), 3) if spans else None,
+                    "max": round(spans[-1], 3) if spans else None,
+                    "held": len(spans), "not_held_in_60_s": missing}
+            if args.healthz_flood:
+                half = len(measured) // 2
+                log(f"{half} events alone, then {len(measured) - half} under a /healthz flood "
+                    f"of {args.healthz_flood:g}/s, from {args.threads} threads ...")
+                alone = run_load(ports, measured[:half], threads=args.threads,
+                                 max_seconds=args.max_seconds / 2, rate=args.rate)
+                flood_statuses: Counter[str] = Counter()
+                stop_flood = threading.Event()
+                flooder = threading.Thread(target=lambda: flood_statuses.update(
+                    flood_healthz(ports[0], args.healthz_flood, stop_flood)), daemon=True)
+                flooder.start()
+                time.sleep(0.5)
+                load = run_load(ports, measured[half:], threads=args.threads,
+                                max_seconds=args.max_seconds / 2, rate=args.rate)
+                stop_flood.set()
+                flooder.join(15)
+                a_lat = sorted(alone.latencies_ms)
+                report["healthz_flood"] = {
+                    "rate": args.healthz_flood, "healthz_answers": dict(flood_statuses),
+                    "p99_ms_alone": round(_percentile(a_lat, 99), 2) if a_lat else None,
+                    "events_per_s_alone": round(len(alone.accepted_names) / alone.wall_s, 1)
+                    if alone.wall_s else None}
+                warm.accepted_names |= alone.accepted_names  # the journal check covers them
+                warm.sent += alone.sent
+                warm.statuses.update(alone.statuses)
+            else:
+                log(f"{len(measured)} events from {args.threads} threads"
+                    f"{f' at {args.rate:g}/s' if args.rate else ''} (cap {args.max_seconds:g} s)"
+                    " ...")
+                load = run_load(ports, measured, threads=args.threads,
+                                max_seconds=args.max_seconds, rate=args.rate)
             _, metrics = get(ports[0], "/metrics")
             stops = [stop_service(proc) for proc in services]
             services = []
@@ -522,6 +653,16 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
                                                    if args.rate else ""): throughput_ok,
         f"p99 <= {GOAL_P99_MS:.0f} ms": p99 is not None and p99 <= GOAL_P99_MS,
     }
+    flood = report.get("healthz_flood")
+    if flood and flood["p99_ms_alone"] and p99 is not None:
+        flood["p99_ms_flooded"] = round(p99, 2)
+        flood["ratio_p99_flooded_over_alone"] = round(p99 / flood["p99_ms_alone"], 2)
+        report["goals"][f"/healthz flood moves p99 by <= {GOAL_FLOOD_P99_RATIO - 1:.0%}"] = (
+            p99 <= GOAL_FLOOD_P99_RATIO * flood["p99_ms_alone"])
+    latency = report.get("placeholder_latency_s")
+    if latency:
+        report["goals"][f"202 -> placeholder median <= {GOAL_PLACEHOLDER_MEDIAN_S:g} s"] = (
+            latency["median"] is not None and latency["median"] <= GOAL_PLACEHOLDER_MEDIAN_S)
     non_202 = (load.sent - accepted) + (warm.sent - len(warm.accepted_names))
     report["correct"] = {"every_answer_202": non_202 == 0, "every_accepted_event_journaled":
                          not lost, "clean_shutdown": code == 0}
@@ -541,6 +682,18 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"latency:   p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, "
           f"max {r['max_ms']} ms  (goal p99 <= {GOAL_P99_MS:.0f} ms: ratio "
           f"{r['ratio_p99_over_goal']})")
+    flood = r.get("healthz_flood")
+    if flood:
+        print(f"/healthz flood of {flood['rate']:g}/s (answers {flood['healthz_answers']}): "
+              f"webhook p99 {flood.get('p99_ms_alone')} ms alone, {flood.get('p99_ms_flooded')} ms "
+              f"flooded: ratio {flood.get('ratio_p99_flooded_over_alone')} (goal <= "
+              f"{GOAL_FLOOD_P99_RATIO}); {flood['events_per_s_alone']} events/s alone")
+    latency = r.get("placeholder_latency_s")
+    if latency:
+        print(f"202 -> placeholder on the index: median {latency['median']} s, p90 "
+              f"{latency['p90']} s, max {latency['max']} s ({latency['held']} held, "
+              f"{latency['not_held_in_60_s']} not within 60 s; goal median <= "
+              f"{GOAL_PLACEHOLDER_MEDIAN_S:g} s)")
     for goal, met in r["goals"].items():
         print(f"  goal {goal}: {'met' if met else 'NOT met'}")
     j = r["journal"]

@@ -205,3 +205,7 @@ def test_health_metrics_and_status_show_a_paused_budget_conditions_and_stuck_lea
     code = main(["--config", str(tmp_path / "nk.toml"), "status"])
     err = capsys.readouterr().err
     assert code == 1 and "attention: the public index has been unreachable" in err
+    assert "rate-limited" in err  # the pause lasts: shown
+    store.pause_budget(-1)  # ...and once it is over, not any more
+    main(["--config", str(tmp_path / "nk.toml"), "status"])
+    assert "rate-limited" not in capsys.readouterr().err

@@ -284,7 +284,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
                                              "first_seen_private"),
                                    text="last_error"))
     # Service-wide conditions (budget paused, public index unreachable) need a human too.
+    paused = store.budget_paused_until() is not None
     for condition in store.conditions():
+        if condition.key == "budget-paused" and not paused:
+            continue  # the pause is over; the condition clears when a slot is next spent
         print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
         attention = True
     return EXIT_ATTENTION if attention else EXIT_OK
