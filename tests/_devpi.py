@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -35,6 +34,8 @@ from pathlib import Path
 import pytest
 import requests
 from packaging.utils import canonicalize_name
+
+from _servers import free_port
 
 #: Cheap password hashing (hidden devpi-server flags); only devpi-server knows them, not devpi-init.
 ARGON2_FAST = ("--argon2-memory-cost", "8", "--argon2-parallelism", "1", "--argon2-time-cost", "1")
@@ -65,14 +66,6 @@ sys.exit(runner.return_code)
 
 class DevpiError(RuntimeError):
     """devpi did not start or refused a request; the message carries what it said."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
-"""Test doubles shared by the tests: an in-memory event sink and a clock the test sets."""
+"""Test doubles shared by the tests: an in-memory event sink, a clock the test sets, and
+Artifactory's webhook signature."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import threading
 
 from namekeeper.model import NameEvent
@@ -48,3 +51,8 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The ``X-JFrog-Event-Auth`` value Artifactory sends with ``body``: HMAC-SHA256, hex."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

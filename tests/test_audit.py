@@ -286,7 +286,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
 
 def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
         capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex) -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/simple/"
     code, doc, _ = audit(capsys, cfg, "--index", dead, "--index", private.simple_url)
@@ -297,7 +297,7 @@ def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
 
 def test_an_unreachable_public_index_is_exit_3_in_one_line(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, private: FakePublicIndex) -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     port = free_port()
     cfg = write_config(tmp_path, f'[public]\nsimple-url = "http://127.0.0.1:{port}/simple/"\n'

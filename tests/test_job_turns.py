@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from _notify_servers import closed_port
+from _servers import free_port
 from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
 from namekeeper.server import GroupCommitSink
@@ -54,7 +54,7 @@ def run_briefly(poller: SimpleIndexPoller, sink: TurnSink) -> None:
 
 
 def test_a_poller_polls_only_on_its_turn() -> None:
-    url = f"http://127.0.0.1:{closed_port()}/simple/"  # any poll fails at once: it shows
+    url = f"http://127.0.0.1:{free_port()}/simple/"  # any poll fails at once: it shows
     others = SimpleIndexPoller(PollConfig(url=url, interval=600.0, name="nexus"), timeout=1)
     run_briefly(others, TurnSink(mine=False))
     assert others.consecutive_failures == 0  # another replica's turn: not even tried

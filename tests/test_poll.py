@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from _devpi import DevpiServer, make_sdist
 from _doubles import MemorySink
+from _servers import serving, url_of
 from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
@@ -93,16 +94,9 @@ def local_index() -> Iterator[LocalIndex]:
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    index.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
+        index.url = url_of(server)
         yield index
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def html_listing(*anchor_texts: str) -> bytes:
@@ -338,7 +332,7 @@ def test_backoff_doubles_the_interval_per_consecutive_failure_up_to_a_ceiling() 
 
 
 def test_unreachable_index_is_a_poll_error_naming_the_url_without_credentials() -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     url = f"http://bot:hunter2@127.0.0.1:{free_port()}/simple/?token=abc"
     poller = SimpleIndexPoller(PollConfig(url=url, interval=60), timeout=5)

@@ -27,6 +27,7 @@ from _fake_public import (
     build_sdist,
     http_date_after,
 )
+from _servers import serving
 from namekeeper import hookspecs
 from namekeeper.config import Config, PublicConfig, Secret
 from namekeeper.model import Action, UploadResult
@@ -346,16 +347,9 @@ class _ScriptedServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def scripted() -> Iterator[_ScriptedServer]:
-    server = _ScriptedServer(("127.0.0.1", 0), _Scripted)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(_Scripted, server_class=_ScriptedServer) as server:
+        assert isinstance(server, _ScriptedServer)
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(("status", "reason", "body", "action", "says"), [
