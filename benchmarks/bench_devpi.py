@@ -38,7 +38,7 @@ from _devpi import DevpiServer, make_sdist, start_devpi  # noqa: E402
 from _fake_public import FakePublicIndex  # noqa: E402
 
 GOAL_OVERHEAD = 0.05
-TOKEN = "bench-devpi-token-not-secret"  # noqa: S105
+TOKEN = "bench-devpi-token-not-secret"
 
 
 def upload(server: DevpiServer, path: Path) -> float:

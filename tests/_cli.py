@@ -10,7 +10,7 @@ import pytest
 from _fake_public import FakePublicIndex
 from namekeeper.cli import main
 
-TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"  # noqa: S105
+TOKEN = "pypi-AgEIcHlwaS5vcmcSECRETVALUE-for-tests"
 
 
 def write_config(tmp_path: Path, public_toml: str, extra: str = "", *,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -35,6 +34,8 @@ from pathlib import Path
 import pytest
 import requests
 from packaging.utils import canonicalize_name
+
+from _servers import free_port
 
 #: Cheap password hashing (hidden devpi-server flags); only devpi-server knows them, not devpi-init.
 ARGON2_FAST = ("--argon2-memory-cost", "8", "--argon2-parallelism", "1", "--argon2-time-cost", "1")
@@ -65,14 +66,6 @@ sys.exit(runner.return_code)
 
 class DevpiError(RuntimeError):
     """devpi did not start or refused a request; the message carries what it said."""
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)
@@ -107,7 +100,7 @@ class DevpiServer:
         """Upload ``files`` with the real twine CLI (basic auth), as a user of the index would."""
         upload_url = f"{self.url}{index}/" if index else self.upload_url
         env = {k: v for k, v in os.environ.items() if not k.startswith("TWINE_")}
-        result = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+        result = subprocess.run(
             [sys.executable, "-m", "twine", "upload", "--repository-url", upload_url,
              "-u", self.user, "-p", self.password, "--non-interactive", "--disable-progress-bar",
              *map(str, files)],
@@ -147,7 +140,7 @@ def _auth_header(user: str, token: str) -> str:
 
 
 def _create_index(session: requests.Session, url: str, index: str,
-                  ixconfig: Mapping[str, object] = {}) -> None:  # noqa: B006 - never mutated
+                  ixconfig: Mapping[str, object] = {}) -> None:
     body = {"type": "stage", "bases": [], "volatile": True, **ixconfig}
     r = session.put(f"{url}{index}", json=body, timeout=30)
     if r.status_code not in (200, 201):
@@ -179,7 +172,7 @@ def start_devpi(
     workdir: Path,
     *,
     user: str = "user",
-    password: str = "secret-pw",  # noqa: S107 - a throwaway test password
+    password: str = "secret-pw",
     index: str = "dev",
     namekeeper_plugin: bool = False,
     server_args: Sequence[str] = (),
@@ -199,7 +192,7 @@ def start_devpi(
     blocked = () if namekeeper_plugin else ("namekeeper",)
     proc_env = {**os.environ, **(env or {})}
     if initialise:
-        init = subprocess.run(  # noqa: S603 - fixed argv, our own interpreter
+        init = subprocess.run(
             _launch("init", blocked, ["--serverdir", str(serverdir), "--no-root-pypi"]),
             capture_output=True, text=True, env=proc_env, timeout=120, check=False,
         )
@@ -209,7 +202,7 @@ def start_devpi(
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+        proc = subprocess.Popen(
             _launch("serve", blocked, ["--serverdir", str(serverdir), "--host", "127.0.0.1",
                                        "--port", str(port), *ARGON2_FAST, *server_args]),
             stdout=log_file, stderr=subprocess.STDOUT, env=proc_env,

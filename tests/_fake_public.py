@@ -129,7 +129,7 @@ class _File:
 
     @property
     def md5(self) -> str:
-        return hashlib.md5(self.content).hexdigest()  # noqa: S324 - warehouse reports it
+        return hashlib.md5(self.content).hexdigest()
 
     @property
     def blake2_256(self) -> str:
@@ -259,7 +259,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     timeout = 60  # an idle keep-alive connection is dropped eventually
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         """Quiet: test output stays readable."""
 
     def setup(self) -> None:
@@ -272,13 +272,13 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             self.server.fake._track(self.connection, False)
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
+    def do_GET(self) -> None:
         self.server.fake._handle(self, "GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.server.fake._handle(self, "POST")
 
-    def do_HEAD(self) -> None:  # noqa: N802
+    def do_HEAD(self) -> None:
         self.server.fake._handle(self, "HEAD")
 
 

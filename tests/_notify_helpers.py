@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import replace
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from namekeeper.model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
-from namekeeper.notify.dispatch import Retry
 from namekeeper.notify.interface import Message, Notifier
 
 SEEN = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
@@ -59,64 +56,6 @@ class Recorder(Notifier):
     def wants(self, tags: frozenset[str]) -> bool:
         return self.tags is None or bool(self.tags & tags)
 
-    def notify(self, outcome: Outcome) -> bool:  # pragma: no cover - deliver is used
-        raise AssertionError("the dispatcher should call deliver()")
-
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         self.messages.append(message)
         return self.ok
-
-
-class SqliteDeliveryLog:
-    """The `DeliveryLog` protocol on SQLite: state that survives a restart."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path)
-        with self.db:
-            self.db.execute("CREATE TABLE IF NOT EXISTS delivered (target TEXT, name TEXT, "
-                            "fingerprint TEXT, PRIMARY KEY (target, name))")
-            self.db.execute("CREATE TABLE IF NOT EXISTS attempts (target TEXT, name TEXT, "
-                            "fingerprint TEXT, ok INTEGER, error TEXT)")
-            self.db.execute("CREATE TABLE IF NOT EXISTS retries (target TEXT, name TEXT, "
-                            "fingerprint TEXT, payload TEXT, attempts INTEGER, next_at REAL, "
-                            "PRIMARY KEY (target, name))")
-
-    def close(self) -> None:
-        self.db.close()
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        row = self.db.execute("SELECT fingerprint FROM delivered WHERE target=? AND name=?",
-                              (target, name)).fetchone()
-        return row is not None and row[0] == fingerprint
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        with self.db:
-            self.db.execute("INSERT INTO attempts VALUES (?, ?, ?, ?, ?)",
-                            (target, name, fingerprint, int(ok), error))
-            if ok:
-                self.db.execute("INSERT OR REPLACE INTO delivered VALUES (?, ?, ?)",
-                                (target, name, fingerprint))
-
-    def schedule_retry(self, retry: Retry) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO retries VALUES (?, ?, ?, ?, ?, ?)",
-                            (retry.target, retry.name, retry.fingerprint, retry.payload,
-                             retry.attempts, retry.next_at))
-
-    def retry_for(self, target: str, name: str) -> Retry | None:
-        row = self.db.execute("SELECT * FROM retries WHERE target=? AND name=?",
-                              (target, name)).fetchone()
-        return Retry(*row) if row else None
-
-    def clear_retry(self, target: str, name: str) -> None:
-        with self.db:
-            self.db.execute("DELETE FROM retries WHERE target=? AND name=?", (target, name))
-
-    def pending_retries(self, now: float) -> list[Retry]:
-        rows = self.db.execute("SELECT * FROM retries WHERE next_at <= ? ORDER BY next_at",
-                               (now,)).fetchall()
-        return [Retry(*row) for row in rows]
-
-    def current_state(self, name: str) -> tuple[str, str] | None:
-        return None  # no store of names here

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import socketserver
 import threading
 from collections.abc import Iterator
@@ -18,6 +17,8 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from _servers import serving
 
 
 @dataclass
@@ -52,11 +53,13 @@ class HttpReceiver:
             return list(self.requests)
 
 
-def _start_http() -> HttpReceiver:
+@contextmanager
+def serving_http(port: int = 0) -> Iterator[HttpReceiver]:
+    """An `HttpReceiver` (on ``port``, or any free one) for the duration of the block."""
     holder: dict[str, HttpReceiver] = {}
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             receiver = holder["r"]
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length)
@@ -70,29 +73,9 @@ def _start_http() -> HttpReceiver:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    receiver = HttpReceiver(server)
-    holder["r"] = receiver
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return receiver
-
-
-@contextmanager
-def serving_http() -> Iterator[HttpReceiver]:
-    """An `HttpReceiver` for the duration of the block."""
-    receiver = _start_http()
-    try:
-        yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-
-
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on (connection refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    with serving(Handler, port) as server:
+        holder["r"] = HttpReceiver(server)
+        yield holder["r"]
 
 
 @dataclass

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from _devpi import free_port
+from _servers import free_port
 
 #: The superuser the tests create; the store connects as this role.
 USER = "namekeeper"

@@ -10,6 +10,23 @@ import pytest
 pytest_plugins = ["_fake_public", "_devpi", "_postgres", "_cli", "pytest_devpi_server",
                   "test_devpi_server.plugin"]
 
+# `pytest -m "not slow"` is the developer's inner loop.  A test is slow when it starts a server,
+# a subprocess or builds a package: every test using one of these fixtures (directly or through
+# another fixture) is marked here, so a new test cannot forget it; files that start servers
+# inline say so with a module-level `pytestmark`.
+SERVER_FIXTURES = frozenset({
+    "fake_public",  # the fake public index (an HTTP server)
+    "devpi", "makexom",  # devpi-server, as a process or in-process with its own database
+    "postgres",  # a PostgreSQL cluster
+    "fake_artifactory", "local_index", "scripted", "http_receiver", "smtp_sink",  # local servers
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import hmac
 import io
 import json
 import logging
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import webtest
 
+from _doubles import MemorySink, sign
+from _servers import serving, url_of
 from namekeeper import config as config_module
 from namekeeper.config import ArtifactoryConfig, Secret
 from namekeeper.model import NameEvent
@@ -27,28 +28,6 @@ SECRET = "whsec-Zq9-not-a-real-secret"
 TOKEN = "tok-Lr7-not-a-real-token"
 WHEEL_SHA = "a" * 64
 SDIST_SHA = "b" * 64
-
-
-class MemorySink:
-    """An in-memory event store that dedupes by key, like the real one."""
-
-    def __init__(self) -> None:
-        self.events: list[NameEvent] = []
-        self.keys: set[str | None] = set()
-        self.arrived = threading.Event()
-        self._lock = threading.Lock()
-
-    def accept(self, event: NameEvent) -> bool:
-        with self._lock:
-            if event.key in self.keys:
-                return False
-            self.keys.add(event.key)
-            self.events.append(event)
-            self.arrived.set()
-            return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
 
 
 class FailingSink:
@@ -98,10 +77,6 @@ def property_added(key: str = "pypi.name", values: list[Any] | None = None) -> d
     }
 
 
-def sign(body: bytes, secret: str = SECRET) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def make_source(*, signing: bool = True, repos: tuple[str, ...] = ("pypi-local",),
                 secret: str | None = SECRET, max_body: int = 1024 * 1024,
                 **extra: Any) -> ArtifactorySource:
@@ -120,7 +95,7 @@ def post(app: webtest.TestApp, payload: Any, *, auth: str | None = "sign",
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
     headers = {"Content-Type": "application/json"}
     if auth == "sign":
-        headers["X-JFrog-Event-Auth"] = sign(body)
+        headers["X-JFrog-Event-Auth"] = sign(body, SECRET)
     elif auth is not None:
         headers["X-JFrog-Event-Auth"] = auth
     return app.post(WEBHOOK_PATH, body, headers=headers, status=status, expect_errors=True)
@@ -273,7 +248,7 @@ def test_pypi_name_property_is_queued(app: webtest.TestApp, sink: MemorySink, ke
 
 def test_signed_delivery_accepts_upper_case_hex(app: webtest.TestApp, sink: MemorySink) -> None:
     body = json.dumps(deployed()).encode()
-    post(app, body, auth=sign(body).upper(), status=202)
+    post(app, body, auth=sign(body, SECRET).upper(), status=202)
     assert len(sink.events) == 1
 
 
@@ -282,8 +257,8 @@ def test_signed_delivery_accepts_upper_case_hex(app: webtest.TestApp, sink: Memo
     "",
     SECRET,  # the plain secret is not a signature
     "0" * 64,
-    sign(b'{"domain": "artifact"}'),  # a valid signature of another body
-    sign(json.dumps(deployed()).encode(), secret="another secret"),
+    sign(b'{"domain": "artifact"}', SECRET),  # a valid signature of another body
+    sign(json.dumps(deployed()).encode(), "another secret"),
 ])
 def test_signing_mode_refuses_anything_but_the_body_signature(
         app: webtest.TestApp, sink: MemorySink, auth: str | None) -> None:
@@ -297,13 +272,13 @@ def test_signature_covers_the_raw_bytes_not_the_parsed_json(app: webtest.TestApp
                                                             sink: MemorySink) -> None:
     signed = json.dumps(deployed()).encode()
     reformatted = json.dumps(deployed(), indent=2).encode()  # same JSON, other bytes
-    post(app, reformatted, auth=sign(signed), status=401)
+    post(app, reformatted, auth=sign(signed, SECRET), status=401)
     assert sink.events == []
 
 
 @pytest.mark.parametrize("auth, status", [
     (SECRET, 202), (SECRET + "x", 401), (SECRET[:-1], 401), (None, 401),
-    (sign(json.dumps(deployed()).encode()), 401),  # a signature is not the secret
+    (sign(json.dumps(deployed()).encode(), SECRET), 401),  # a signature is not the secret
 ])
 def test_plain_secret_mode(sink: MemorySink, auth: str | None, status: int) -> None:
     app = client(make_source(signing=False), sink)
@@ -320,7 +295,7 @@ def test_without_a_secret_every_delivery_is_refused_and_that_is_logged_once(
     assert len(startup_errors) == 1
     assert "NAMEKEEPER_ARTIFACTORY_SECRET" in startup_errors[0].getMessage()
     app = client(source, sink)
-    for auth in ("", "None", sign(json.dumps(deployed()).encode(), secret="")):
+    for auth in ("", "None", sign(json.dumps(deployed()).encode(), "")):
         post(app, deployed(), auth=auth, status=401)
     assert sink.events == []
     assert source.counters["rejected:unauthorized"] == 3
@@ -344,7 +319,7 @@ def call(source: ArtifactorySource, sink: Any, body: bytes, environ: dict[str, A
          ) -> tuple[int, dict[str, Any], RecordingStream]:
     """Call the WSGI app directly, for requests webtest cannot express (chunked, bad lengths)."""
     stream = RecordingStream(body)
-    env = {"REQUEST_METHOD": "POST", "wsgi.input": stream, "HTTP_X_JFROG_EVENT_AUTH": sign(body),
+    env = {"REQUEST_METHOD": "POST", "wsgi.input": stream, "HTTP_X_JFROG_EVENT_AUTH": sign(body, SECRET),
            **environ}
     seen: dict[str, str] = {}
 
@@ -503,7 +478,7 @@ def test_counters_tell_what_happened(sink: MemorySink) -> None:
     post(app, deployed(), auth=None)
     post(app, b"{oops")
     post(app, deployed(path="x/1.0/a..-1.0.tar.gz"))
-    assert source.counters == {
+    assert source.metrics().events == {
         "accepted": 1, "duplicate": 1, "ignored:not_distribution": 1,
         "rejected:unauthorized": 1, "rejected:malformed_json": 1, "rejected:invalid_name": 1,
     }
@@ -557,7 +532,7 @@ class FakeArtifactory:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 auth = self.headers.get("Authorization")
                 fake.requests.append((self.path, auth))
                 if auth != f"Bearer {TOKEN}":
@@ -588,9 +563,8 @@ class FakeArtifactory:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/artifactory/"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.handler = Handler
+        self.base_url = ""  # set once it is served (the `fake_artifactory` fixture)
 
 
 def listing(*uris: str) -> dict[str, Any]:
@@ -603,11 +577,9 @@ def listing(*uris: str) -> dict[str, Any]:
 @pytest.fixture
 def fake_artifactory() -> Iterator[FakeArtifactory]:
     fake = FakeArtifactory()
-    fake.thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
-    fake.thread.join(timeout=10)
+    with serving(fake.handler) as server:
+        fake.base_url = url_of(server) + "artifactory/"
+        yield fake
 
 
 def reconciling_source(fake: FakeArtifactory, repos: tuple[str, ...] = ("pypi-local",),

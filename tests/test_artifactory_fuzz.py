@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import hmac
 import io
 import json
-import threading
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from _doubles import MemorySink, sign
 from namekeeper.config import ArtifactoryConfig, Secret
-from namekeeper.model import NameEvent
 from namekeeper.names import InvalidName, canonical, validate_name
 from namekeeper.sources.artifactory import WEBHOOK_PATH, ArtifactorySource
+
+pytestmark = pytest.mark.slow  # thousands of generated requests per test
 
 SECRET = "whsec-fuzz-not-a-real-secret"
 FUZZ = settings(max_examples=1500, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.events: list[NameEvent] = []
-        self.calls = 0
-        self.keys: set[str | None] = set()
-        self._lock = threading.Lock()
-
-    def accept(self, event: NameEvent) -> bool:
-        with self._lock:
-            self.calls += 1
-            if event.key in self.keys:
-                return False
-            self.keys.add(event.key)
-            self.events.append(event)
-            return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
 
 
 SINK = MemorySink()
@@ -88,10 +68,6 @@ def check(source: ArtifactorySource, body: bytes, auth: str | None, authentic: b
         assert event.source == "artifactory" and event.key and event.index
     assert source.counters["rejected:uninterpretable"] == 0, "an exception escaped the parser"
     return status
-
-
-def sign(body: bytes) -> str:
-    return hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
 
 
 HOSTILE_FILENAMES = [
@@ -170,7 +146,7 @@ BODIES = st.one_of(
 def test_any_body_signed_or_not_gets_a_consistent_answer(body: bytes, signed: bool,
                                                          plain: bool) -> None:
     source = PLAIN if plain else SIGNED
-    auth = (SECRET if plain else sign(body)) if signed else None
+    auth = (SECRET if plain else sign(body, SECRET)) if signed else None
     check(source, body, auth, authentic=signed)
 
 
@@ -178,7 +154,7 @@ def test_any_body_signed_or_not_gets_a_consistent_answer(body: bytes, signed: bo
 @given(body=BODIES, auth=st.one_of(st.none(), st.text(max_size=80),
                                    st.binary(min_size=32, max_size=32).map(bytes.hex)))
 def test_forged_or_garbled_auth_is_always_401(body: bytes, auth: str | None) -> None:
-    check(SIGNED, body, auth, authentic=auth is not None and auth.strip().lower() == sign(body))
+    check(SIGNED, body, auth, authentic=auth is not None and auth.strip().lower() == sign(body, SECRET))
 
 
 def _is_valid_name(name: str) -> bool:
@@ -205,6 +181,6 @@ def test_no_event_is_ever_accepted_for_an_invalid_name(name: str, kind: str,
     if as_string:
         payload["data"] = json.dumps(data)
     body = json.dumps(payload).encode()
-    status = check(SIGNED, body, sign(body), authentic=True)
+    status = check(SIGNED, body, sign(body, SECRET), authentic=True)
     if not _is_valid_name(name):
         assert status in (200, 400), f"invalid name {name!r} answered {status}"

@@ -22,6 +22,8 @@ from namekeeper.audit import budget_estimate, index_auth, reservation_order
 from namekeeper.cli import main
 from namekeeper.store import Store
 
+pytestmark = pytest.mark.slow  # private and public indexes are fake servers
+
 PRIVATE_NAMES = [
     "acme-taken",          # held by someone else on the public index
     "acme-ours",           # held by our account
@@ -284,7 +286,7 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
 
 def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
         capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex) -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     dead = f"http://127.0.0.1:{free_port()}/simple/"
     code, doc, _ = audit(capsys, cfg, "--index", dead, "--index", private.simple_url)
@@ -295,11 +297,11 @@ def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
 
 def test_an_unreachable_public_index_is_exit_3_in_one_line(
         capsys: pytest.CaptureFixture[str], tmp_path: Path, private: FakePublicIndex) -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     port = free_port()
     cfg = write_config(tmp_path, f'[public]\nsimple-url = "http://127.0.0.1:{port}/simple/"\n'
-                                 f'json-url = "http://127.0.0.1:{port}/pypi/"\n')
+                                 f'json-url = "http://127.0.0.1:{port}/pypi/"\nretries = 0\n')
     code = main(["--config", str(cfg), "audit", "--index", private.simple_url])
     _, err = capsys.readouterr()
     assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
@@ -325,7 +327,6 @@ def test_index_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyP
     assert "tok-secret" not in repr(bearer)
 
 
-@pytest.mark.slow
 def test_audit_of_a_real_devpi_index(capsys: pytest.CaptureFixture[str], cfg: Path,
                                      devpi: DevpiServer, tmp_path: Path) -> None:
     index = devpi.new_index("audit")

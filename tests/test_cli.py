@@ -15,6 +15,9 @@ from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
 from namekeeper.cli import main
 
+# The command line against the fake public index, building real placeholders.
+pytestmark = pytest.mark.slow
+
 
 def test_reserve_then_pip_refuses_to_install_and_a_second_reserve_uploads_nothing(
         tmp_path: Path, fake: FakePublicIndex, cfg: Path) -> None:

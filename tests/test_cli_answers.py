@@ -106,7 +106,8 @@ def test_every_name_in_the_store_is_rechecked_whatever_its_source(
 def test_an_unreachable_index_exits_3_and_prints_what_was_answered(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     cfg = write_config(tmp_path, '[public]\nsimple-url = "http://127.0.0.1:9/simple/"\n'
-                                 'json-url = "http://127.0.0.1:9/pypi/"\ntimeout = 1\n')
+                                 'json-url = "http://127.0.0.1:9/pypi/"\ntimeout = 1\n'
+                                 'retries = 0\n')
     code, rows, err = run(capsys, "--config", str(cfg), "--format", "json", "check",
                           "asyncio", "acme-x")
     assert code == 3

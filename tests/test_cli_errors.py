@@ -22,8 +22,8 @@ def one_line_error(err: str) -> None:
 
 def test_every_namekeeper_error_shares_one_base() -> None:
     from namekeeper.config import ConfigError
+    from namekeeper.errors import PlaceholderError
     from namekeeper.names import InvalidName
-    from namekeeper.placeholder import PlaceholderError
     from namekeeper.public.interface import PublicIndexUnavailable
 
     for kind in (errors.UsageError, ConfigError, InvalidName, PlaceholderError,
@@ -97,6 +97,7 @@ def test_a_config_value_of_the_wrong_type_says_what_it_must_be(
     assert "<class" not in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_namekeeper_runs_the_command_line() -> None:
     done = subprocess.run([sys.executable, "-m", "namekeeper", "--version"],
                           capture_output=True, text=True, timeout=60)

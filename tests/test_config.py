@@ -16,6 +16,7 @@ upload-url = "http://127.0.0.1:9/legacy/"
 username = "__token__"
 owners = ["Acme-Security"]
 organization = "acme"
+retries = 0
 [placeholder]
 organization = "ACME Corp"
 contact = "security@acme.example"
@@ -55,7 +56,7 @@ def test_every_documented_key_is_read(tmp_path: Path, monkeypatch: pytest.Monkey
     c = cfg.load(path)
     assert c.public.simple_url == "http://127.0.0.1:9/simple/"
     assert c.public.json_url is None  # "" = the index has no JSON API
-    assert c.public.owners == ("acme-security",)
+    assert c.public.owners == ("acme-security",) and c.public.retries == 0
     assert c.public.token is not None and c.public.token.reveal() == "pypi-tok"
     assert c.placeholder.template == (tmp_path / "tpl").resolve()
     assert c.placeholder.version == "0.0.0.dev0"
@@ -93,6 +94,7 @@ def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
     ("[publik]\n", r"unknown section \[publik\] \(did you mean \[public\]\?\)"),
     ("[public]\nowner = ['acme']", r"unknown key 'owner' \(did you mean 'owners'\?\)"),
     ("[public]\ntimeout = 'soon'", "timeout must be a number of seconds, got 'soon'"),
+    ("[public]\nretries = -1", "retries must be 0 or more, got -1"),
     ("[serve]\nport = true", "port must be a port number, got True"),
     ("[placeholder]\nversion = 'not a version'", "version"),
     ("[queue]\nnew-projects-per-hour = 0", "new-projects-per-hour"),

@@ -22,11 +22,11 @@ import requests
 
 from _devpi import DevpiServer, _launch, make_sdist, make_wheel, start_devpi
 from _fake_public import FakePublicIndex
-from test_serve import wait_for
+from _servers import wait_for
 
 pytestmark = pytest.mark.slow
 
-TOKEN = "pypi-devpi-plugin-token-SECRET"  # noqa: S105
+TOKEN = "pypi-devpi-plugin-token-SECRET"
 
 
 def write_config(path: Path, fake: FakePublicIndex, extra: str = "") -> Path:
@@ -295,7 +295,8 @@ def test_a_replica_replays_history_and_uploads_nothing(
 def start_replica(workdir: Path, primary: DevpiServer, config: Path) -> Any:
     import contextlib
 
-    from _devpi import ARGON2_FAST, _wait_ready, free_port
+    from _devpi import ARGON2_FAST, _wait_ready
+    from _servers import free_port
 
     @contextlib.contextmanager
     def run() -> Iterator[str]:

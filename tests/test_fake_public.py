@@ -24,7 +24,9 @@ from _fake_public import (
 from _fake_public import post_upload as upload
 from namekeeper import config as nk_config
 
-TOKEN = "pypi-test-token-alice"  # noqa: S105
+pytestmark = pytest.mark.slow  # the fake public index is a server, driven by real twine
+
+TOKEN = "pypi-test-token-alice"
 
 
 def post_upload(fake: FakePublicIndex, name: str, version: str = "0.0.0", *,
@@ -33,7 +35,7 @@ def post_upload(fake: FakePublicIndex, name: str, version: str = "0.0.0", *,
 
 
 @pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:  # noqa: F811
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
     fake_public.add_user("alice", TOKEN)
     return fake_public
 
@@ -63,7 +65,7 @@ def test_upload_without_valid_token_is_refused(fake: FakePublicIndex, auth: str 
     if auth is None:
         answer = post_upload(fake, "acme-thing", token=None)
     elif auth == "wrong-token":
-        answer = post_upload(fake, "acme-thing", token="nope")  # noqa: S106
+        answer = post_upload(fake, "acme-thing", token="nope")
     else:
         answer = post_upload(fake, "acme-thing", username="alice")
     assert answer.status_code == 403

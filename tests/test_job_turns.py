@@ -6,7 +6,9 @@ import threading
 import time
 from pathlib import Path
 
-from _notify_servers import closed_port
+import pytest
+
+from _servers import free_port
 from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
 from namekeeper.server import GroupCommitSink
@@ -29,6 +31,7 @@ class TurnSink:
         return self.mine
 
 
+@pytest.mark.slow
 def test_two_processes_on_one_store_take_turns_on_a_job(tmp_path: Path) -> None:
     first = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-a:1")
     second = GroupCommitSink(Store(tmp_path / "s.sqlite3"), lambda: None, holder="host-b:2")
@@ -51,7 +54,7 @@ def run_briefly(poller: SimpleIndexPoller, sink: TurnSink) -> None:
 
 
 def test_a_poller_polls_only_on_its_turn() -> None:
-    url = f"http://127.0.0.1:{closed_port()}/simple/"  # any poll fails at once: it shows
+    url = f"http://127.0.0.1:{free_port()}/simple/"  # any poll fails at once: it shows
     others = SimpleIndexPoller(PollConfig(url=url, interval=600.0, name="nexus"), timeout=1)
     run_briefly(others, TurnSink(mine=False))
     assert others.consecutive_failures == 0  # another replica's turn: not even tried

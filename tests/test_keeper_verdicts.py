@@ -104,7 +104,7 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
 
     from namekeeper.model import Action, Outcome, utcnow
 
-    CDN_GRACE = timedelta(seconds=keeper.config.public.cdn_grace)  # noqa: N806
+    CDN_GRACE = timedelta(seconds=keeper.config.public.cdn_grace)
 
     keeper.store.record_outcome(Outcome(name="acme-a", display_name="acme-a", verdict=Verdict.OURS,
                                         action=Action.RESERVED, severity=Severity.NONE, reason="",
@@ -139,7 +139,7 @@ def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(
         tmp_path: Path) -> None:
     from namekeeper.model import Action, UploadResult
     from namekeeper.notify.render import render
-    from namekeeper.placeholder import PlaceholderBuilder
+    from namekeeper.placeholder.interface import PlaceholderBuilder
     from namekeeper.reserve.interface import ReservationBackend
 
     class Absent(PublicIndex):
@@ -153,9 +153,6 @@ def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(
     class SomeoneWasFaster(ReservationBackend):
         def upload(self, name: str, files: list[Path]) -> UploadResult:
             return UploadResult(Action.TAKEN, "403 isn't allowed to upload to project")
-
-        def has_credentials(self) -> bool:
-            return True
 
     config = Config(public=PublicConfig(owners=("acme-security",)),
                     store=StoreConfig(path=tmp_path / "s.sqlite3"))

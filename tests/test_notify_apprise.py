@@ -12,7 +12,8 @@ from requests.adapters import HTTPAdapter
 from requests.models import PreparedRequest, Response
 
 from _notify_helpers import PAGE, simple, taken, with_public
-from _notify_servers import closed_port, serving_http, serving_smtp
+from _notify_servers import serving_http, serving_smtp
+from _servers import free_port
 from namekeeper import config as nk_config
 from namekeeper.config import ConfigError
 from namekeeper.model import Action, Severity, Verdict
@@ -21,8 +22,10 @@ from namekeeper.notify.apprise import notifiers_from_config_file, notifiers_from
 from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog, send_test
 from namekeeper.notify.render import render
 
-PASSWORD = "pa55-Word-never-shown"  # noqa: S105 - a test credential
-SLACK_TOKEN = "zQ8vR2sLk4NwXy7TpA1bC3dE"  # noqa: S105
+pytestmark = pytest.mark.slow  # real apprise to local HTTP and SMTP receivers
+
+PASSWORD = "pa55-Word-never-shown"
+SLACK_TOKEN = "zQ8vR2sLk4NwXy7TpA1bC3dE"
 TEAMS_SIGNATURE = "sIgNaTuRe-0123456789abcdef"
 
 
@@ -203,7 +206,7 @@ def _failing_targets(good, broken, caplog) -> None:
     broken.status = 500
     notifiers = notifiers_from_urls([
         f"json://nk:{PASSWORD}@127.0.0.1:{broken.port}/hook",
-        f"json://nk:{PASSWORD}@127.0.0.1:{closed_port()}/hook",
+        f"json://nk:{PASSWORD}@127.0.0.1:{free_port()}/hook",
         f"json://127.0.0.1:{good.port}/hook",
     ])
     now = [1000.0]
@@ -252,7 +255,7 @@ def test_apprise_debug_logging_never_shows_a_webhook_token(monkeypatch, caplog):
 
 def test_notify_test_reaches_every_target_and_reports_each(http_receiver):
     config = _config([f"reserved=json://127.0.0.1:{http_receiver.port}/ok",
-                      f"json://127.0.0.1:{closed_port()}/down"])
+                      f"json://127.0.0.1:{free_port()}/down"])
     notifiers = nk_apprise.namekeeper_notifiers(config)
     results = send_test(config, notifiers)
     assert [(name, ok) for name, ok, _ in results] == [("apprise:json#1", True),

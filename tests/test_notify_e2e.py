@@ -3,21 +3,23 @@
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import pytest
 
+from _cli import TOKEN
 from _fake_public import FakePublicIndex
-from _notify_servers import HttpReceiver, Received, closed_port, serving_http
+from _notify_servers import serving_http
+from _servers import Service, free_port, payload, wait_for
 from namekeeper.cli import main
-from test_serve import TOKEN, Service, payload, wait_for
+
+pytestmark = pytest.mark.slow  # the service and its alert receivers run as real servers
 
 
 def test_notify_test_reports_each_target(capsys: pytest.CaptureFixture[str],
                                          tmp_path: Path) -> None:
     with serving_http() as receiver:
-        dead = closed_port()
+        dead = free_port()
         cfg = tmp_path / "nk.toml"
         cfg.write_text(f'[notify]\nurls = ["{receiver.url()}", "json://127.0.0.1:{dead}/x"]\n'
                        f'[store]\npath = "s.sqlite3"\n')
@@ -45,7 +47,7 @@ def test_service_alerts_once_per_state_routes_by_tag_and_retries(tmp_path: Path,
     fake.add_user("acme-security", TOKEN)
     fake.add_project("acme-taken", owners=["mallory"], versions=["1.0"])
     with serving_http() as alerts, serving_http() as reserved_channel:
-        late_port = closed_port()
+        late_port = free_port()
         notify = (f'[notify]\nretry-first = "1s"\nurls = ["{alerts.url("/alerts")}", '
                   f'"reserved={reserved_channel.url("/reserved")}", '
                   f'"json://127.0.0.1:{late_port}/late"]\n')
@@ -67,14 +69,10 @@ def test_service_alerts_once_per_state_routes_by_tag_and_retries(tmp_path: Path,
 
             # The target that refused connections gets the alert once it is up: the failed
             # delivery was kept in the store and retried.
-            late = bind_receiver(late_port)
-            try:
+            with serving_http(late_port) as late:
                 with late.cond:
                     assert late.cond.wait_for(lambda: len(late.requests) >= 1, 30)
                 assert "acme-taken" in late.requests[0].body.decode()
-            finally:
-                late.server.shutdown()
-                late.server.server_close()
 
             # The same state again (another file of the same project): no second alert.
             assert svc.post(payload("acme-taken", kind="sdist")).status_code == 202
@@ -100,32 +98,6 @@ def test_service_alerts_once_per_state_routes_by_tag_and_retries(tmp_path: Path,
         assert "acme-taken" in log and "json" in log  # the failed delivery was logged
 
 
-def bind_receiver(port: int) -> HttpReceiver:
-    """An `HttpReceiver` on a given port (the one a target was refused on)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    holder: dict[str, HttpReceiver] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            r = holder["r"]
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with r.cond:
-                r.requests.append(Received(self.path, dict(self.headers), body))
-                r.cond.notify_all()
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    holder["r"] = HttpReceiver(server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return holder["r"]
-
-
 def svc_queue_settled(svc: Service) -> bool:
     from namekeeper.store import Store
 
@@ -136,7 +108,7 @@ def svc_queue_settled(svc: Service) -> bool:
 def test_notify_test_names_each_target_by_host_with_the_real_failure_reason(
         capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     with serving_http() as receiver:
-        dead = closed_port()
+        dead = free_port()
         cfg = tmp_path / "nk.toml"
         cfg.write_text(f'[notify]\nurls = ["{receiver.url()}", '
                        f'"json://bot:hunter2secret@127.0.0.1:{dead}/hook-s3cr3t-path"]\n'

@@ -19,9 +19,12 @@ from hypothesis import strategies as st
 from packaging.metadata import Metadata, parse_email
 from twine.commands.check import check as twine_check
 
-from namekeeper import names, placeholder
+from namekeeper import names
 from namekeeper.config import Config, from_dict
-from namekeeper.placeholder import PlaceholderError, TemplatePlaceholderBuilder
+from namekeeper.errors import PlaceholderError
+from namekeeper.names import one_line
+from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
+from namekeeper.placeholder.render import LICENSE_EXPRESSION, bundled_template, escape_toml
 from namekeeper.plugins import get_plugin_manager
 
 if sys.version_info >= (3, 11):
@@ -73,7 +76,7 @@ def copy_bundled_template(dest: Path) -> Path:
             else:
                 (target / child.name).write_bytes(child.read_bytes())
 
-    copy(placeholder.bundled_template(), dest)
+    copy(bundled_template(), dest)
     return dest
 
 
@@ -119,7 +122,7 @@ def test_pkg_info_says_what_it_is_and_whom_to_contact(tmp_path: Path) -> None:
     assert meta.name == "Acme_Utils"
     assert str(meta.version) == "0.0.0"
     assert meta.classifiers == ["Development Status :: 7 - Inactive"]
-    assert meta.license_expression == placeholder.LICENSE_EXPRESSION
+    assert meta.license_expression == LICENSE_EXPRESSION
     assert meta.license is None and b"\nLicense:" not in raw
     assert meta.author == ORG and meta.maintainer == ORG
     assert meta.author_email == CONTACT and meta.maintainer_email == CONTACT
@@ -196,7 +199,7 @@ HOSTILE = [
 def test_hostile_config_values_stay_data(tmp_path: Path, value: str) -> None:
     sdist = build_one(tmp_path, make_config(organization=value, contact=value))
     files = members(sdist)
-    shown = placeholder.one_line(value)
+    shown = one_line(value)
 
     pyproject = tomllib.loads(files["acme_utils-0.0.0/pyproject.toml"].decode())
     assert set(pyproject) == {"build-system", "project"}
@@ -208,7 +211,7 @@ def test_hostile_config_values_stay_data(tmp_path: Path, value: str) -> None:
     assert data["message"].startswith(f"Acme_Utils is a private package of {shown},")
     assert data["message"].endswith(f"contact {shown}")
 
-    bundled = placeholder.bundled_template().joinpath(*BACKEND.split("/")).read_bytes()
+    bundled = bundled_template().joinpath(*BACKEND.split("/")).read_bytes()
     assert files[f"acme_utils-0.0.0/{BACKEND}"] == bundled  # code is never rendered
 
     raw, unparsed = parse_email(files["acme_utils-0.0.0/PKG-INFO"])
@@ -228,7 +231,7 @@ def test_markdown_description_escapes_markup(tmp_path: Path) -> None:
 
 @given(st.text())
 def test_toml_escaping_round_trips_any_text(value: str) -> None:
-    document = f'key = "{placeholder.escape_toml(value)}"\n'
+    document = f'key = "{escape_toml(value)}"\n'
 
     assert tomllib.loads(document) == {"key": value}
 
@@ -278,6 +281,7 @@ def test_a_custom_template_is_rendered_and_built(tmp_path: Path) -> None:
     assert twine_check([str(sdist)], strict=True) is False
 
 
+@pytest.mark.slow
 def test_the_subprocess_build_of_the_same_template_gives_the_same_bytes(tmp_path: Path) -> None:
     """The bundled template runs its backend in-process; a copy runs it as any frontend would."""
     in_process = build_one(tmp_path / "a")
@@ -287,6 +291,7 @@ def test_the_subprocess_build_of_the_same_template_gives_the_same_bytes(tmp_path
     assert in_process.read_bytes() == as_subprocess.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_custom_backend_never_sees_our_secrets(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "pypi-secret-token-value"

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -17,37 +17,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _devpi import DevpiServer, make_sdist
+from _doubles import MemorySink
+from _servers import serving, url_of
 from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
 from namekeeper.plugins import get_plugin_manager
+from namekeeper.simple_html import anchors
 from namekeeper.sources import poll
+from namekeeper.sources.interface import SourceMetrics
 from namekeeper.sources.poll import PollError, SimpleIndexPoller, list_projects
 
 JSON_ACCEPT = "application/vnd.pypi.simple.v1+json"
-
-
-class MemorySink:
-    """Records events, deduplicating on their key like the durable store does."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, NameEvent] = {}
-        self.changed = threading.Event()
-
-    def accept(self, event: NameEvent) -> bool:
-        key = event.key or event.name
-        if key in self.events:
-            return False
-        self.events[key] = event
-        self.changed.set()
-        return True
-
-    def take_turn(self, job: str, seconds: float) -> bool:
-        return True  # one process: every periodic round is its turn
-
-    @property
-    def names(self) -> set[str]:
-        return {e.name for e in self.events.values()}
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> bool:
@@ -91,7 +72,7 @@ def local_index() -> Iterator[LocalIndex]:
     index = LocalIndex(url="")
 
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             index.requests.append(dict(self.headers.items()))
             if index.required_auth and self.headers.get("Authorization") != index.required_auth:
                 self._send(Page(401, b"unauthorized", "text/plain"))
@@ -110,19 +91,12 @@ def local_index() -> Iterator[LocalIndex]:
             self.end_headers()
             self.wfile.write(page.body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    index.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
+        index.url = url_of(server)
         yield index
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 def html_listing(*anchor_texts: str) -> bytes:
@@ -135,7 +109,7 @@ def html_listing(*anchor_texts: str) -> bytes:
 
 @pytest.mark.slow
 def test_twine_upload_of_make_sdist_appears_in_devpi_simple_index(
-        devpi: DevpiServer, tmp_path: Path) -> None:  # noqa: F811
+        devpi: DevpiServer, tmp_path: Path) -> None:
     index = devpi.new_index("fixture-check")
     index.upload(make_sdist(tmp_path, "Acme.Utils", "1.0"))
 
@@ -158,7 +132,7 @@ def test_twine_upload_of_make_sdist_appears_in_devpi_simple_index(
 @pytest.mark.slow
 @pytest.mark.parametrize("form", ["json", "html"])
 def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
-        devpi: DevpiServer, tmp_path: Path, form: str,  # noqa: F811
+        devpi: DevpiServer, tmp_path: Path, form: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     if form == "html":  # an index that only speaks PEP 503, like Artifactory
         monkeypatch.setattr(poll, "ACCEPT", "text/html")
@@ -169,7 +143,7 @@ def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
 
     assert poller.poll_once(sink) == 2
     assert sink.names == {"acme-utils", "foo-bar"}
-    event = sink.events[f"poll:{index.simple_url}:acme-utils"]
+    event = sink.by_key(f"poll:{index.simple_url}:acme-utils")
     assert (event.source, event.index, event.display_name) == ("poll", index.simple_url,
                                                                "acme-utils")
 
@@ -180,6 +154,7 @@ def test_poller_reports_each_devpi_project_once_and_then_new_uploads(
     assert sink.names == {"acme-utils", "foo-bar", "zeta-lib"}
     assert (poller.polls_ok, poller.polls_failed, poller.last_error) == (3, 0, None)
     assert poller.last_poll_at is not None
+    assert poller.metrics() == SourceMetrics(last_poll_at=poller.last_poll_at, label=poller.label)
 
 
 # --- hostile and malformed listings ---------------------------------------------------------
@@ -197,7 +172,7 @@ def test_hostile_anchors_are_skipped_and_logged_once_while_valid_names_still_arr
 
     assert poller.poll_once(sink) == 2
     assert sink.names == {"good-one", "other-pkg"}
-    assert sink.events[f"poll:{url}:good-one"].display_name == "Good.One"  # first spelling wins
+    assert sink.by_key(f"poll:{url}:good-one").display_name == "Good.One"  # first spelling wins
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "4 invalid project name(s)" in warnings[0]
@@ -239,7 +214,7 @@ def test_list_projects_reads_pep_691_json_and_refuses_malformed_or_oversized_lis
 @pytest.mark.parametrize("kind", ["bearer", "basic", "url-userinfo"])
 def test_auth_is_sent_and_a_refused_poll_fails_without_leaking_the_secret(
         local_index: LocalIndex, caplog: pytest.LogCaptureFixture, kind: str) -> None:
-    secret = "s3cr3t-Value-42"  # noqa: S105 - test value
+    secret = "s3cr3t-Value-42"
     path_url = local_index.serve("/simple/", Page(body=html_listing("acme-utils")))
     if kind == "bearer":
         local_index.required_auth = f"Bearer {secret}"
@@ -272,7 +247,7 @@ def test_auth_is_sent_and_a_refused_poll_fails_without_leaking_the_secret(
 
     allowed = SimpleIndexPoller(good)
     assert allowed.poll_once(sink) == 1
-    event = next(iter(sink.events.values()))
+    event = sink.events[0]
     assert event.index == path_url, "the event names the index without credentials"
     shown = [caplog.text, repr(event), repr(allowed), str(refused.last_error)]
     if kind != "url-userinfo":  # a URL with userinfo is the user's choice, kept as written
@@ -296,7 +271,7 @@ def test_run_survives_failing_polls_and_stops_when_asked(
     thread = threading.Thread(target=poller.run, args=(sink, stop), daemon=True)
     thread.start()
     try:
-        assert sink.changed.wait(timeout=30), "the loop died before the index recovered"
+        assert sink.arrived.wait(timeout=30), "the loop died before the index recovered"
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -357,7 +332,7 @@ def test_backoff_doubles_the_interval_per_consecutive_failure_up_to_a_ceiling() 
 
 
 def test_unreachable_index_is_a_poll_error_naming_the_url_without_credentials() -> None:
-    from _devpi import free_port
+    from _servers import free_port
 
     url = f"http://bot:hunter2@127.0.0.1:{free_port()}/simple/?token=abc"
     poller = SimpleIndexPoller(PollConfig(url=url, interval=60), timeout=5)
@@ -393,10 +368,7 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
 
 
 def _parsed_by_the_html_parser(page: str) -> list[str]:
-    parser = poll._AnchorText()
-    parser.feed(page)
-    parser.close()
-    return parser.names
+    return [anchor.text for anchor in anchors(page)]
 
 
 _ANCHOR_TEXT = st.lists(st.sampled_from([*"aZ09._- \t\n&;#x<>\"'/=", "&amp;", "&lt;", "&#65;",

@@ -9,13 +9,13 @@ import pytest
 
 from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.config import PublicConfig
+from namekeeper.http import new_session
 from namekeeper.public.listing import (
     ListingUnavailable,
     cached_listing,
     default_cache_dir,
     fetch_listing,
 )
-from namekeeper.public.simple import build_session
 
 
 def generated(n: int) -> list[str]:
@@ -29,7 +29,7 @@ def config_for(fake: FakePublicIndex) -> PublicConfig:
 
 
 def session() -> object:
-    return build_session(retries=0)
+    return new_session(retries=0)
 
 
 def test_listing_answers_existence_and_too_similar_locally(
@@ -131,7 +131,7 @@ def test_unreadable_listing_is_one_clear_error(fake_public: FakePublicIndex,
                                                tmp_path: Path) -> None:
     fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/simple/",))
     with pytest.raises(ListingUnavailable, match=r"GET http://127\.0\.0\.1:\d+/simple/ answered 500"):
-        fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=build_session(retries=0))
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=new_session(retries=0))
 
 
 def test_default_cache_dir_is_the_users_cache(monkeypatch: pytest.MonkeyPatch,
@@ -145,7 +145,7 @@ def test_check_and_reserve_use_a_fresh_cached_listing_for_too_similar_names(
         capsys: pytest.CaptureFixture[str]) -> None:
     from namekeeper.cli import main
 
-    token = "pypi-listing-test-token"  # noqa: S105
+    token = "pypi-listing-test-token"
     fake_public.add_user("acme-security", token)
     fake_public.add_project("acme-tools")
     config = tmp_path / "namekeeper.toml"

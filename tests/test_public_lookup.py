@@ -13,7 +13,7 @@ from namekeeper.plugins import get_plugin_manager
 from namekeeper.public.interface import PublicIndexUnavailable
 from namekeeper.public.simple import SimplePublicIndex
 
-TOKEN = "pypi-test-token-alice"  # noqa: S105
+TOKEN = "pypi-test-token-alice"
 
 
 def index_for(fake: FakePublicIndex, *, json_api: bool = True, timeout: float = 10.0,
@@ -25,14 +25,14 @@ def index_for(fake: FakePublicIndex, *, json_api: bool = True, timeout: float = 
     return SimplePublicIndex(config, retries=retries, backoff_factor=0.0, max_retry_after=1.0)
 
 
-def test_free_name(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_free_name(fake_public: FakePublicIndex) -> None:
     project = index_for(fake_public).lookup("acme-free")
     assert project.exists is False
     assert project.ownership_known is True  # the JSON API exists, and nobody owns the name
     assert project.owners == () and project.versions == ()
 
 
-def test_existing_name_with_owners_organization_versions(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_existing_name_with_owners_organization_versions(fake_public: FakePublicIndex) -> None:
     released = datetime(2023, 5, 17, 8, 30, tzinfo=timezone.utc)
     fake_public.add_project("Acme_Utils", owners=["Mallory", "eve"], organization="evil-corp",
                             versions=["0.1", "9.9.9"], first_release=released,
@@ -46,7 +46,7 @@ def test_existing_name_with_owners_organization_versions(fake_public: FakePublic
     assert project.url == f"{fake_public.url}project/acme-utils/"
 
 
-def test_first_release_is_the_earliest_upload(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_first_release_is_the_earliest_upload(fake_public: FakePublicIndex) -> None:
     now = [1_700_000_000.0]
     fake_public.clock = lambda: now[0]
     fake_public.add_user("alice", TOKEN)
@@ -58,7 +58,7 @@ def test_first_release_is_the_earliest_upload(fake_public: FakePublicIndex) -> N
     assert project.first_release == datetime.fromtimestamp(1_700_000_000, timezone.utc)
 
 
-def test_html_only_simple_index(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_html_only_simple_index(fake_public: FakePublicIndex) -> None:
     fake_public.serve_json = False
     fake_public.add_project("acme-utils", versions=["1.0", "2.0rc1"])
     project = index_for(fake_public, json_api=False).lookup("acme-utils")
@@ -67,21 +67,21 @@ def test_html_only_simple_index(fake_public: FakePublicIndex) -> None:  # noqa: 
     assert project.url is None
 
 
-def test_json_simple_page_without_versions_key(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_json_simple_page_without_versions_key(fake_public: FakePublicIndex) -> None:
     fake_public.simple_api_version = "1.0"
     fake_public.add_project("acme-utils", versions=["1.0", "1.1"])
     project = index_for(fake_public, json_api=False).lookup("acme-utils")
     assert set(project.versions) == {"1.0", "1.1"}
 
 
-def test_lookup_asks_for_pep_691_json(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_lookup_asks_for_pep_691_json(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils")
     index_for(fake_public, json_api=False).lookup("acme-utils")
     (_, _, headers), = [r for r in fake_public.request_headers if r[1] == "/simple/acme-utils/"]
     assert headers["Accept"].startswith("application/vnd.pypi.simple.v1+json")
 
 
-def test_non_canonical_name_follows_the_redirect(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_non_canonical_name_follows_the_redirect(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils", owners=["bob"])
     project = index_for(fake_public).lookup("Acme_Utils")
     assert project.exists and project.owners == ("bob",)
@@ -89,7 +89,7 @@ def test_non_canonical_name_follows_the_redirect(fake_public: FakePublicIndex) -
     assert ("GET", "/simple/acme-utils/") in fake_public.requests
 
 
-def test_without_json_api_ownership_is_unknown(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_without_json_api_ownership_is_unknown(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils", owners=["bob"])
     index = index_for(fake_public, json_api=False)
     assert index.lookup("acme-utils").ownership_known is False
@@ -99,7 +99,7 @@ def test_without_json_api_ownership_is_unknown(fake_public: FakePublicIndex) -> 
     assert index.project_url("acme-utils") is None
 
 
-def test_stale_json_api_means_exists_with_unknown_owners(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_stale_json_api_means_exists_with_unknown_owners(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-new", versions=["0.0.0"])
     fake_public.json_hidden.add("acme-new")
     project = index_for(fake_public).lookup("acme-new")
@@ -107,13 +107,13 @@ def test_stale_json_api_means_exists_with_unknown_owners(fake_public: FakePublic
     assert project.versions == ("0.0.0",)
 
 
-def test_hostile_name_stays_inside_the_index(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_hostile_name_stays_inside_the_index(fake_public: FakePublicIndex) -> None:
     project = index_for(fake_public).lookup("../../x")
     assert project.exists is False
     assert all(path.startswith("/simple/") for _, path in fake_public.requests)
 
 
-def test_retries_server_errors_and_resets(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_retries_server_errors_and_resets(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils", owners=["bob"])
     fake_public.faults = FaultPlan(rate=0.5, kinds=("500", "reset"), seed=1)
     index = index_for(fake_public)
@@ -123,7 +123,7 @@ def test_retries_server_errors_and_resets(fake_public: FakePublicIndex) -> None:
     assert {kind for _, _, kind in fake_public.faulted} == {"500", "reset"}
 
 
-def test_retries_429_honouring_retry_after(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_retries_429_honouring_retry_after(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils")
     # With seed 4 the first request draws a 429 and the next ones do not.
     fake_public.faults = FaultPlan(rate=0.5, kinds=("429",), seed=4)
@@ -131,7 +131,16 @@ def test_retries_429_honouring_retry_after(fake_public: FakePublicIndex) -> None
     assert [path for _, path, _ in fake_public.faulted] == ["/simple/acme-utils/"]
 
 
-def test_stall_times_out_and_reports_unavailable(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_retries_come_from_the_public_config(fake_public: FakePublicIndex) -> None:
+    fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), seed=1)
+    config = PublicConfig(simple_url=fake_public.simple_url, json_url=None,
+                          upload_url=fake_public.upload_url, retries=0)
+    with pytest.raises(PublicIndexUnavailable):
+        SimplePublicIndex(config).lookup("acme-utils")
+    assert len(fake_public.faulted) == 1  # [public] retries = 0: the first try only
+
+
+def test_stall_times_out_and_reports_unavailable(fake_public: FakePublicIndex) -> None:
     fake_public.faults = FaultPlan(rate=1.0, kinds=("stall",), stall_seconds=60)
     with pytest.raises(PublicIndexUnavailable):
         index_for(fake_public, timeout=0.2, retries=1).lookup("acme-utils")
@@ -139,7 +148,7 @@ def test_stall_times_out_and_reports_unavailable(fake_public: FakePublicIndex) -
 
 
 def test_persistent_5xx_is_unavailable_without_leaking_credentials(
-        fake_public: FakePublicIndex) -> None:  # noqa: F811
+        fake_public: FakePublicIndex) -> None:
     fake_public.faults = FaultPlan(rate=1.0, kinds=("500",))
     port = fake_public.url.rsplit(":", 1)[1]
     config = PublicConfig(simple_url=f"http://mirror-user:hunter2@127.0.0.1:{port}simple/",
@@ -154,14 +163,14 @@ def test_persistent_5xx_is_unavailable_without_leaking_credentials(
     assert len(fake_public.faulted) == 3
 
 
-def test_unreachable_index_is_unavailable(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_unreachable_index_is_unavailable(fake_public: FakePublicIndex) -> None:
     index = index_for(fake_public, retries=1)
     fake_public.stop()
     with pytest.raises(PublicIndexUnavailable, match="unreachable"):
         index.lookup("acme-utils")
 
 
-def test_user_agent_names_namekeeper(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_user_agent_names_namekeeper(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils")
     index_for(fake_public).lookup("acme-utils")
     agents = {headers["User-Agent"] for _, _, headers in fake_public.request_headers}
@@ -169,7 +178,7 @@ def test_user_agent_names_namekeeper(fake_public: FakePublicIndex) -> None:  # n
     assert agents.pop().startswith(f"namekeeper/{__version__} requests/")
 
 
-def test_builtin_plugin_provides_the_lookup(fake_public: FakePublicIndex) -> None:  # noqa: F811
+def test_builtin_plugin_provides_the_lookup(fake_public: FakePublicIndex) -> None:
     pm, _report = get_plugin_manager(third_party=False)
     config = Config(public=PublicConfig(simple_url=fake_public.simple_url,
                                         json_url=fake_public.json_url,

@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from _cli import TOKEN
 from _fake_public import FakePublicIndex, FaultPlan
 from _notify_servers import serving_http
 from _postgres import PostgresServer, start_postgres
+from _servers import Service, payload, wait_for
 from namekeeper.store_postgres import PostgresStore
-from test_serve import TOKEN, Service, payload, wait_for
 
 pytestmark = pytest.mark.slow
 

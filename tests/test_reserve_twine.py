@@ -27,6 +27,7 @@ from _fake_public import (
     build_sdist,
     http_date_after,
 )
+from _servers import serving
 from namekeeper import hookspecs
 from namekeeper.config import Config, PublicConfig, Secret
 from namekeeper.model import Action, UploadResult
@@ -68,7 +69,7 @@ def backend_for(url: str, token: str | None = TOKEN, *, username: str = "__token
 
 
 @pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:  # noqa: F811 - imported fixture
+def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
     fake_public.add_user(USER, TOKEN)
     return fake_public
 
@@ -156,7 +157,7 @@ def test_names_the_index_refuses_to_everyone_are_protected(
     assert fake.uploads[name] == 0
 
 
-def test_the_new_project_rate_limit_says_when_to_retry(fake_public: FakePublicIndex,  # noqa: F811
+def test_the_new_project_rate_limit_says_when_to_retry(fake_public: FakePublicIndex,
                                                       tmp_path: Path) -> None:
     limited = FakePublicIndex(new_projects_per_hour=1).start()
     try:
@@ -222,6 +223,7 @@ def test_a_stalled_index_times_out_as_a_transient_failure(fake: FakePublicIndex,
 def test_without_a_token_nothing_is_sent(fake: FakePublicIndex, tmp_path: Path) -> None:
     backend = backend_for(fake.upload_url, token=None)
     assert not backend.has_credentials()
+    assert "NAMEKEEPER_PUBLIC_TOKEN" in (backend.unready_reason() or "")
     result = upload(backend, tmp_path, "acme-utils")
     assert result.action is Action.FAILED
     assert "no upload token" in result.message and "NAMEKEEPER_PUBLIC_TOKEN" in result.message
@@ -239,7 +241,7 @@ def test_a_pypirc_section_for_the_upload_url_supplies_the_token(
                       f"[public]\nrepository = {fake.upload_url}\n"
                       f"username = __token__\npassword = {TOKEN}\n")
     backend = backend_for(fake.upload_url, token=None, config_file=str(pypirc))
-    assert backend.has_credentials()
+    assert backend.has_credentials() and backend.unready_reason() is None
     assert upload(backend, tmp_path, "acme-utils").action is Action.RESERVED
 
 
@@ -310,10 +312,10 @@ class _Scripted(BaseHTTPRequestHandler):
     server: _ScriptedServer
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.server.posts += 1
         status, reason, headers, body = self.server.script
@@ -345,16 +347,9 @@ class _ScriptedServer(ThreadingHTTPServer):
 
 @pytest.fixture
 def scripted() -> Iterator[_ScriptedServer]:
-    server = _ScriptedServer(("127.0.0.1", 0), _Scripted)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
+    with serving(_Scripted, server_class=_ScriptedServer) as server:
+        assert isinstance(server, _ScriptedServer)
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
 
 
 @pytest.mark.parametrize(("status", "reason", "body", "action", "says"), [
@@ -413,7 +408,7 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 
 def test_the_real_placeholder_is_accepted(backend: TwineReservationBackend,
                                           fake: FakePublicIndex, tmp_path: Path) -> None:
-    from namekeeper.placeholder import TemplatePlaceholderBuilder
+    from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
 
     files = TemplatePlaceholderBuilder(Config()).build("acme-utils", "Acme_Utils",
                                                        tmp_path / "dist")
@@ -433,7 +428,7 @@ def test_the_module_is_the_reservation_backend_plugin(fake: FakePublicIndex) -> 
 
 
 @pytest.mark.slow
-def test_a_placeholder_uploads_to_a_real_devpi(devpi: Any, tmp_path: Path) -> None:  # noqa: F811
+def test_a_placeholder_uploads_to_a_real_devpi(devpi: Any, tmp_path: Path) -> None:
     assert devpi.password == DEVPI_PASSWORD  # so the leak check covers it
     index = devpi.new_index("reserve-twine")
     backend = backend_for(index.upload_url, devpi.password, username=devpi.user)

@@ -2,136 +2,24 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
+from _cli import TOKEN
 from _devpi import DevpiServer, make_sdist
+from _doubles import sign
 from _fake_public import FakePublicIndex, FaultPlan
+from _servers import HOOK_SECRET, Service, payload, wait_for
 from namekeeper.store import Store
 
-TOKEN = "pypi-serve-test-token-SECRET"  # noqa: S105
-HOOK_SECRET = "webhook-SECRET-value"  # noqa: S105
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def payload(name: str, *, repo: str = "pypi-local", kind: str = "whl", version: str = "1.0",
-            as_string: bool = False, event_type: str = "deployed") -> bytes:
-    stem = name.replace("-", "_")
-    filename = (f"{stem}-{version}-py3-none-any.whl" if kind == "whl"
-                else f"{stem}-{version}.tar.gz")
-    data: Any = {"repo_key": repo, "path": f"{name}/{version}/{filename}", "name": filename,
-                 "sha256": hashlib.sha256(filename.encode()).hexdigest(), "size": 2841}
-    if as_string:
-        data = json.dumps(data)
-    return json.dumps({"domain": "artifact", "event_type": event_type, "data": data,
-                       "subscription_key": "nk", "jpd_origin": "https://artifactory.example.com",
-                       "source": "jfrog/jfrt@01"}).encode()
-
-
-def sign(body: bytes, secret: str = HOOK_SECRET) -> str:
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-#: Short confirmation and lease times, so tests never wait minutes for an item to settle.
-FAST_QUEUE = 'confirm-after = "1s"\nlease = "3s"\n'
-
-
-def with_fast_queue(extra: str) -> str:
-    """``extra`` config with `FAST_QUEUE` in its ``[queue]`` table (added when it has none)."""
-    if "[queue]\n" in extra:
-        return extra.replace("[queue]\n", "[queue]\n" + FAST_QUEUE, 1)
-    return extra + "\n[queue]\n" + FAST_QUEUE
-
-
-class Service:
-    def __init__(self, tmp_path: Path, public_toml: str, extra: str = "") -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        self.config = tmp_path / "namekeeper.toml"
-        self.config.write_text(public_toml + 'owners = ["acme-security"]\n' + f"""
-[placeholder]
-organization = "ACME Corp"
-contact = "security@acme.example"
-[store]
-path = "state.sqlite3"
-[serve]
-port = {self.port}
-[artifactory]
-signing = true
-repos = ["pypi-local"]
-""" + with_fast_queue(extra))
-        self.store_path = tmp_path / "state.sqlite3"
-        self.log = tmp_path / "serve.log"
-        self.env = {**os.environ, "NAMEKEEPER_PUBLIC_TOKEN": TOKEN,
-                    "NAMEKEEPER_ARTIFACTORY_SECRET": HOOK_SECRET}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.http = requests.Session()
-
-    def start(self) -> Service:
-        self._log = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "namekeeper.cli", "--config", str(self.config), "serve"],
-            env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._healthy, 60, "namekeeper serve to become healthy")
-        return self
-
-    def _healthy(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"serve exited early:\n{self.log.read_text()[-3000:]}")
-        try:
-            return requests.get(self.url + "healthz", timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
-
-    def post(self, body: bytes, *, auth: str | None = None, **headers: str) -> requests.Response:
-        hdrs = {"Content-Type": "application/json",
-                "X-JFrog-Event-Auth": sign(body) if auth is None else auth, **headers}
-        return self.http.post(self.url + "webhooks/artifactory", data=body, headers=hdrs,
-                              timeout=30)
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        code = self.proc.wait(timeout=60)
-        self._log.close()
-        return code
-
-
-@pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
-    fake_public.add_user("acme-security", TOKEN)
-    return fake_public
-
+pytestmark = pytest.mark.slow  # every test runs `namekeeper serve` as a subprocess
 
 @pytest.fixture
 def service(tmp_path: Path, fake: FakePublicIndex) -> Iterator[Service]:
@@ -275,7 +163,7 @@ def test_the_service_is_a_wsgi_callable_for_any_wsgi_server(tmp_path: Path, fake
         assert client.get("/healthz").status_int == 200
         body = payload("acme-gunicorn")
         answer = client.post("/webhooks/artifactory", body,
-                             headers={"X-JFrog-Event-Auth": sign(body),
+                             headers={"X-JFrog-Event-Auth": sign(body, HOOK_SECRET),
                                       "Content-Type": "application/json"})
         assert answer.status_int == 202
         wait_for(lambda: fake.uploads["acme-gunicorn"] == 1, 60, "the placeholder")

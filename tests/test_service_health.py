@@ -16,12 +16,12 @@ import pytest
 import requests
 
 from _fake_public import FakePublicIndex
+from _servers import Service, payload, wait_for
 from namekeeper import config as cfg
 from namekeeper.cli import main
 from namekeeper.model import NameEvent
 from namekeeper.server import Service as InProcessService
 from namekeeper.store import Store
-from test_serve import Service, payload, wait_for
 
 
 def start_answering(svc: Service) -> Service:
@@ -87,7 +87,7 @@ def test_a_corrupt_store_is_reported_without_a_hot_loop(tmp_path: Path, fake_pub
 @pytest.mark.slow
 def test_slow_clients_at_the_connection_limit_do_not_stop_health_or_webhooks(
         tmp_path: Path, fake_public: FakePublicIndex) -> None:
-    from test_serve import TOKEN
+    from _cli import TOKEN
 
     fake_public.add_user("acme-security", TOKEN)
     svc = Service(tmp_path, fake_public.config_toml())

@@ -16,13 +16,16 @@ from typing import Any
 
 import pytest
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex, FaultPlan
+from _servers import Service, payload, wait_for
 from namekeeper.model import Action, NameEvent, Outcome
 from namekeeper.public.simple import SimplePublicIndex
 from namekeeper.store import BUDGET_WINDOW
 from namekeeper.worker import WorkerPool
-from test_serve import Service, payload, wait_for
-from test_worker import Clock, make_pool
+from test_worker import make_pool
+
+pytestmark = pytest.mark.slow  # the fake public index and `serve` subprocesses
 
 
 class Alerts:
@@ -203,10 +206,9 @@ def test_a_store_write_failure_during_uploads_is_reclaimed_after_the_lease(
     assert pool.store.get("acme-a").reserved and pool.store.get("acme-b").reserved
 
 
-@pytest.mark.slow
 def test_two_serve_processes_on_one_store_never_upload_a_name_twice(tmp_path: Path) -> None:
     with FakePublicIndex(new_projects_per_hour=1000) as fake:
-        from test_serve import TOKEN
+        from _cli import TOKEN
 
         fake.add_user("acme-security", TOKEN)
         fake.faults = FaultPlan(rate=1.0, kinds=("stall",), paths=("/legacy/",),

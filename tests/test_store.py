@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 from namekeeper.store import BUDGET_WINDOW, Store
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def ev(name: str, key: str | None = None, version: str | None = None,
@@ -76,7 +69,7 @@ def test_first_seen_and_highest_private_version_are_kept(tmp_path: Path) -> None
 
 
 def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
     store.accept(ev("acme-a", key="1"))
     assert store.claim("crashed", lease_seconds=60) is not None
@@ -94,7 +87,7 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(tmp_p
 
 
 def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
     store.accept(ev("acme-a", key="1"))
     store.claim("me", lease_seconds=60)
@@ -108,7 +101,7 @@ def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(tmp_path: 
 
 
 def test_release_counts_attempts_and_fails_visibly(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
     store.accept(ev("acme-a", key="1"))
     for attempt in range(1, 4):
@@ -124,7 +117,7 @@ def test_release_counts_attempts_and_fails_visibly(tmp_path: Path) -> None:
 
 
 def test_budget_is_never_exceeded_within_the_window(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
     for i in range(3):
         assert store.take_budget(f"n{i}", 3) is None
@@ -137,7 +130,7 @@ def test_budget_is_never_exceeded_within_the_window(tmp_path: Path) -> None:
 
 
 def test_refund_and_pause(tmp_path: Path) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
     assert store.take_budget("a", 1) is None
     store.refund_budget("a")

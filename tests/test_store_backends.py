@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from _cli import TOKEN, run, write_config
-from _devpi import free_port
 from _fake_public import FakePublicIndex
 from _postgres import PostgresServer
+from _servers import free_port
 from namekeeper import config as cfg
 from namekeeper.app import open_store
 from namekeeper.errors import ConfigError

@@ -18,20 +18,13 @@ from typing import Any
 
 import pytest
 
+from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 from namekeeper.notify.dispatch import Retry
 from namekeeper.store import Store
 from namekeeper.store_interface import BUDGET_WINDOW, QueueState, StoreBackend
 
 OpenStore = Callable[..., StoreBackend]
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def ev(name: str, key: str | None = None, version: str | None = None,
@@ -148,7 +141,7 @@ def test_first_seen_and_highest_private_version_are_kept(open_store: OpenStore) 
 
 def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
         open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     assert store.claim("crashed", lease_seconds=60) is not None
@@ -171,7 +164,7 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
 
 def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(
         open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     store.claim("me", lease_seconds=60)
@@ -187,7 +180,7 @@ def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(
 
 
 def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     item = store.claim("w")
@@ -234,7 +227,7 @@ def test_the_health_probes_pass_on_a_healthy_store(open_store: OpenStore) -> Non
 
 
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     for attempt in range(1, 4):
@@ -251,7 +244,7 @@ def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> Non
 
 
 def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
     store.claim("w", now=clock.t)
@@ -264,7 +257,7 @@ def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenSto
 
 
 def test_settled_names_are_queued_again_for_the_periodic_recheck(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept_many([ev("acme-a", key="1"), ev("acme-b", key="2")])
     for _ in range(2):
@@ -347,7 +340,7 @@ def test_the_budget_holds_in_total_under_concurrent_replicas(open_store: OpenSto
 
 
 def test_a_periodic_job_has_one_holder_until_its_lease_expires(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     a, b = open_store(clock=clock), open_store(clock=clock)
     assert a.lease_job("recheck", "a", 60)
     assert not b.lease_job("recheck", "b", 60)
@@ -374,7 +367,7 @@ def test_concurrent_replicas_take_a_free_job_lease_once(open_store: OpenStore) -
 
 
 def test_budget_is_never_exceeded_within_the_window(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     for i in range(3):
         assert store.take_budget(f"n{i}", 3) is None
@@ -387,7 +380,7 @@ def test_budget_is_never_exceeded_within_the_window(open_store: OpenStore) -> No
 
 
 def test_refund_and_pause(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     assert store.take_budget("a", 1) is None
     store.refund_budget("a")
@@ -516,7 +509,7 @@ def test_placeholder_owners_classes_and_forget(open_store: OpenStore) -> None:
 
 
 def test_the_recheck_also_queues_names_no_source_queued(open_store: OpenStore) -> None:
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.record_outcome(outcome("acme-cli"), reserved=True)  # reserved from the command line
     assert store.schedule_recheck(3600) == 1

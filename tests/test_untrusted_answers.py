@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex, FaultPlan
 from _notify_helpers import Recorder
 from namekeeper import config as cfg
@@ -23,11 +24,10 @@ from namekeeper.app import build_keeper
 from namekeeper.cli import main
 from namekeeper.config import redact
 from namekeeper.model import Action, NameEvent
-from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog, config_secrets
+from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog
 from namekeeper.reserve.twine import _Answer, _result_for_answer
 from namekeeper.store import Store
 from namekeeper.worker import WorkerPool
-from test_worker import Clock
 
 #: As long as a real account-wide upload token.
 TOKEN = "pypi-" + secrets.token_urlsafe(132)
@@ -85,7 +85,7 @@ def test_a_token_echoed_by_the_index_reaches_no_log_store_status_or_alert(
     store = Store(config.store.path, clock=clock)
     keeper, _ = build_keeper(config, with_notifiers=False, store=store)
     recorder = Recorder("audit")
-    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config_secrets(config))
+    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config.secret_values())
     pool = WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
     names = []
     caplog.set_level(logging.DEBUG)
@@ -126,7 +126,7 @@ def test_a_garbage_2xx_is_not_believed_until_a_lookup_confirms_it(
     store = Store(config.store.path, clock=clock)
     keeper, _ = build_keeper(config, with_notifiers=False, store=store)
     recorder = Recorder("audit")
-    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config_secrets(config))
+    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config.secret_values())
     pool = WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
     fake_public.faults = FaultPlan(rate=1.0, kinds=("garbage-2xx",), paths=("/legacy/",))
     store.accept(NameEvent(name="acme-garbage", display_name="acme-garbage", source="t",

@@ -22,6 +22,8 @@ from namekeeper.public.listing import ListingInfo, PublicListing
 from namekeeper.store import Store
 from namekeeper.watch import WatchState, run_watch
 
+pytestmark = pytest.mark.slow  # the public listing comes from the fake public index
+
 OURS = ["acme-billing", "acme-payments", "acme-mail", "zorbit-sync", "acme-invoice-renderer",
         "acme-billing-client", "internal-auth"]
 #: (public name, the one of ours it imitates, kind), each planted on the fake public index.
@@ -167,7 +169,7 @@ def test_an_unreachable_public_index_is_exit_3(capsys: pytest.CaptureFixture[str
                                                tmp_path: Path) -> None:
     _store_ours(tmp_path, OURS)
     cfg = write_config(tmp_path, '[public]\nsimple-url = "http://127.0.0.1:9/simple/"\n'
-                                 'json-url = "http://127.0.0.1:9/pypi/"\n')
+                                 'json-url = "http://127.0.0.1:9/pypi/"\nretries = 0\n')
     assert main(["--config", str(cfg), "watch", "--once"]) == 3
     assert capsys.readouterr().err.startswith("namekeeper: error:")
 

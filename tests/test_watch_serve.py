@@ -10,13 +10,7 @@ import pytest
 
 from _fake_public import FakePublicIndex
 from _notify_servers import serving_http
-from test_serve import TOKEN, Service, payload, wait_for
-
-
-@pytest.fixture
-def fake(fake_public: FakePublicIndex) -> FakePublicIndex:
-    fake_public.add_user("acme-security", TOKEN)
-    return fake_public
+from _servers import Service, payload, wait_for
 
 
 @pytest.mark.slow

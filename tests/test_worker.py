@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from _doubles import Clock
 from _fake_public import FakePublicIndex
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
@@ -13,15 +14,7 @@ from namekeeper.model import NameEvent
 from namekeeper.store import BUDGET_WINDOW, Store
 from namekeeper.worker import WorkerPool
 
-TOKEN = "pypi-worker-test-token"  # noqa: S105
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
+TOKEN = "pypi-worker-test-token"
 
 
 def make_pool(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
@@ -32,7 +25,7 @@ def make_pool(tmp_path: Path, fake: FakePublicIndex, monkeypatch: pytest.MonkeyP
     path.write_text(fake.config_toml(owners=["acme-security"]) + extra)
     config = cfg.load(path)
     store = Store(tmp_path / "s.sqlite3", clock=clock)
-    keeper, _ = build_keeper(config, with_notifiers=False, store=store)
+    keeper, _ = build_keeper(config, with_notifiers=False, store=store, for_queue=True)
     return WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
 
 

@@ -49,8 +49,12 @@ def notifiers_for(config: Config, pm: pluggy.PluginManager | None = None) -> lis
 
 def build_keeper(config: Config, *, with_notifiers: bool = True,
                  store: StoreBackend | None = None, pm: pluggy.PluginManager | None = None,
-                 with_listing: bool = True) -> tuple[Keeper, StoreBackend]:
-    """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers."""
+                 with_listing: bool = True, for_queue: bool = False) -> tuple[Keeper, StoreBackend]:
+    """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers.
+
+    ``for_queue``: the keeper of a `WorkerPool`, which retries transient failures itself and
+    alerts only when it gives up, so the keeper does not alert on them.
+    """
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     store = store or open_store(config, pm)
     public = pm.hook.namekeeper_public_index(config=config)
@@ -65,7 +69,7 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
             from .notify.dispatch import Dispatcher
 
             alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
-    keeper = Keeper(config, store, public, builder, backend, alerts)
+    keeper = Keeper(config, store, public, builder, backend, alerts, notify_transient=not for_queue)
     if with_listing:
         from .public.listing import cached_listing
 

@@ -29,13 +29,14 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from .config import Config
 from .errors import UsageError
+from .http import new_session, public_url
 from .keeper import Keeper
 from .lockfiles import private_packages
 from .model import Classification, NameEvent, Outcome, PublicProject, Verdict, utcnow
 from .names import ultranormalize
 from .public.interface import PublicIndexUnavailable
 from .public.listing import PublicListing
-from .sources.poll import BearerAuth, PollError, auth_for, list_projects, new_session, public_url
+from .sources.poll import BearerAuth, PollError, auth_for, list_projects
 from .store_interface import StoreBackend
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ def check_index_url(url: str) -> str:
 def names_of_index(url: str, config: Config,
                    session: requests.Session | None = None) -> list[PrivateName]:
     """Every valid project name of the private simple index ``url``; raises `PollError`."""
-    projects = list_projects(url, session or new_session(), timeout=config.public.timeout,
+    projects = list_projects(url, session or new_session(purpose="audit"), timeout=config.public.timeout,
                               auth=index_auth(url, config))
     where = public_url(url)
     return [PrivateName(name, display, where) for display, name in projects]

@@ -24,7 +24,7 @@ from .cli_help import add_command
 from .cli_table import Columns, print_table
 from .config import Config, load
 from .errors import IndexUnreachable, NamekeeperError, UsageError
-from .model import Action, NameEvent, Outcome, Verdict
+from .model import Action, NameEvent, Outcome, Verdict, outcome_to_dict
 
 log = logging.getLogger("namekeeper")
 
@@ -173,25 +173,19 @@ def _names_given(args: argparse.Namespace) -> list[str]:
 
 
 def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
-    public = outcome.public
-    data: dict[str, Any] = {
-        "name": outcome.name,
-        "display_name": outcome.display_name,
-        "verdict": outcome.verdict.value,
-        "severity": outcome.severity.value,
-        "reason": outcome.reason,
-        "owners": list(public.owners) if public else [],
-        "organization": public.organization if public else None,
-        "exists": public.exists if public else None,
-        "highest_version": public.highest_version if public else None,
-        "first_release": public.first_release.isoformat() if public and public.first_release
-        else None,
-        "first_seen_private": outcome.first_seen_private.isoformat()
-        if outcome.first_seen_private else None,
-    }
+    """The command line's public view of an outcome: a flat projection of `outcome_to_dict`."""
+    full = outcome_to_dict(outcome)
+    public = full["public"] or {}
+    data: dict[str, Any] = {key: full[key] for key in ("name", "display_name", "verdict",
+                                                        "severity", "reason")}
+    data.update(owners=public.get("owners", []), organization=public.get("organization"),
+                exists=public.get("exists"),
+                highest_version=outcome.public.highest_version if outcome.public else None,
+                first_release=public.get("first_release"),
+                first_seen_private=full["first_seen_private"])
     if with_action:
-        data["action"] = outcome.action.value
-        data["message"] = outcome.message
+        data["action"] = full["action"]
+        data["message"] = full["message"]
     return data
 
 
@@ -375,7 +369,7 @@ def _plugins(args: argparse.Namespace, config: Config) -> int:
     from .plugins import get_plugin_manager
 
     _, report = get_plugin_manager()
-    secrets = [s.reveal() for s in config.secrets()]
+    secrets = config.secret_values()
     rows: list[dict[str, Any]] = [
         {"name": p.name, "distribution": p.distribution, "version": p.version,
          "hooks": list(p.hooks), "builtin": p.builtin, "error": None} for p in report.plugins]
@@ -465,7 +459,7 @@ def _configure_logging(verbosity: int) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+    return names.one_line(str(exc)) or type(exc).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -164,6 +164,8 @@ class PublicConfig:
     timeout: float = 10.0
     # How long the index may answer 404 for a project we just uploaded (CDN-cached answers).
     cdn_grace: float = 3600.0
+    # Lookups retry connection errors, 5xx and 429 this many times (with backoff) before failing.
+    retries: int = 3
 
     @property
     def web_url(self) -> str | None:
@@ -294,6 +296,10 @@ class Config:
             found += [poll.token, poll.password]
         found += [s for table in self.plugins.values() for s in _secrets_in(table)]
         return [s for s in found if s is not None and s.reveal()]
+
+    def secret_values(self) -> tuple[str, ...]:
+        """The text of every secret (`secrets`): what `redact` masks in messages."""
+        return tuple(s.reveal() for s in self.secrets())
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -526,49 +532,85 @@ def _url(value: str, key: str) -> str:
     return value if value.endswith("/") else value + "/"
 
 
+#: Every section of the file: its keys, read by one function per section (below).
+_SECTION_KEYS: dict[str, set[str]] = {
+    "placeholder": {"organization", "contact", "version", "template"},
+    "policy": {"include", "exclude", "dry-run"},
+    "store": {"path", "url"},
+    "serve": {"host", "port", "max-body", "workers", "body-timeout", "connection-limit"},
+    "artifactory": {"signing", "repos", "base-url", "reconcile-interval"},
+    "queue": {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
+              "recheck-interval", "lease", "max-pause", "confirm-after", "outage-after"},
+    "notify": {"urls", "config", "retry-first"},
+    "watch": {"interval", "prefixes", "allow"},
+}
+
+
 def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     """Build a `Config` from parsed TOML; every secret comes from the environment.
 
-    Every problem in the file is reported in one `ConfigError`.
+    Each section is read by its own function; every problem in the file is reported in
+    one `ConfigError`.
     """
     problems = _Problems()
-    top = _Table(
-        data,
-        "config",
-        {"public", "placeholder", "policy", "store", "serve", "artifactory", "poll", "queue",
-         "notify", "plugins", "watch"},
-        problems, sections=True,
-    )
-    public = _public_config(_Table(top.get("public", dict, {}), "public", _PUBLIC_KEYS, problems))
+    top = _Table(data, "config", {"public", "poll", "plugins", *_SECTION_KEYS}, problems,
+                 sections=True)
 
-    ph = _Table(top.get("placeholder", dict, {}), "placeholder",
-                {"organization", "contact", "version", "template"}, problems)
-    template = ph.get("template", str)
-    if template and source is not None:
-        template = str((source.parent / template).resolve())
-    version = ph.get("version", str, "0.0.0")
-    version = problems.checked(_check_version, version, default="0.0.0")
-    placeholder = PlaceholderConfig(
+    def section(name: str, keys: set[str] | None = None) -> _Table:
+        return _Table(top.get(name, dict, {}), name, keys or _SECTION_KEYS[name], problems)
+
+    public = _public_config(section("public", _PUBLIC_KEYS))
+    placeholder = _placeholder_config(section("placeholder"), source)
+    policy = _policy_config(section("policy"))
+    store = _store_config(section("store"), source, problems)
+    serve = _serve_config(section("serve"))
+    artifactory = _artifactory_config(section("artifactory"))
+    polls = []
+    for i, entry in enumerate(top.get("poll", list, [], what="a list of [[poll]] tables")):
+        poll = _poll_config(_Table(entry, f"poll {i + 1}", _POLL_KEYS, problems), i + 1, problems)
+        if poll is not None:
+            polls.append(poll)
+    queue = _queue_config(section("queue"))
+    notify = _notify_config(section("notify"), source)
+    plugins = problems.checked(_plugin_tables, top.get("plugins", dict, {}),
+                               default=MappingProxyType({}))
+    watch = _watch_config(section("watch"), problems, enabled="watch" in data)
+
+    problems.raise_if_any(source)
+    return Config(public=public, placeholder=placeholder, policy=policy, store=store,
+                  serve=serve, artifactory=artifactory, polls=tuple(polls), queue=queue,
+                  notify=notify, watch=watch, source=source, plugins=plugins)
+
+
+def _relative_to(source: Path | None, path: str | None) -> str | None:
+    """A path written in the file, relative to the file's folder."""
+    if path and source is not None:
+        return str((source.parent / path).resolve())
+    return path
+
+
+def _placeholder_config(ph: _Table, source: Path | None) -> PlaceholderConfig:
+    template = _relative_to(source, ph.get("template", str))
+    version = ph.problems.checked(_check_version, ph.get("version", str, "0.0.0"),
+                                  default="0.0.0")
+    return PlaceholderConfig(
         organization=ph.get("organization", str, PlaceholderConfig.organization),
         contact=ph.get("contact", str, ""),
         version=version,
         template=Path(template) if template else None,
     )
 
-    pol = _Table(top.get("policy", dict, {}), "policy", {"include", "exclude", "dry-run"},
-                 problems)
-    policy = PolicyConfig(
+
+def _policy_config(pol: _Table) -> PolicyConfig:
+    return PolicyConfig(
         include=pol.strings("include", ("*",)),
         exclude=pol.strings("exclude"),
         dry_run=pol.get("dry-run", bool, False),
     )
 
-    store = _store_config(_Table(top.get("store", dict, {}), "store", {"path", "url"}, problems),
-                          source, problems)
 
-    sv = _Table(top.get("serve", dict, {}), "serve",
-                {"host", "port", "max-body", "workers", "body-timeout", "connection-limit"},
-                problems)
+def _serve_config(sv: _Table) -> ServeConfig:
+    problems = sv.problems
     port = sv.get("port", int, 8480, what="a port number")
     if not 0 <= port <= 65535:
         problems.add("[serve] port must be between 0 and 65535")
@@ -585,11 +627,13 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     )
     if serve.connection_limit < 4:
         problems.add("[serve] connection-limit must be at least 4")
+    return serve
 
-    af = _Table(top.get("artifactory", dict, {}), "artifactory",
-                {"signing", "repos", "base-url", "reconcile-interval"}, problems)
+
+def _artifactory_config(af: _Table) -> ArtifactoryConfig:
+    problems = af.problems
     base_url = af.get("base-url", str)
-    artifactory = ArtifactoryConfig(
+    return ArtifactoryConfig(
         secret=_env_secret(ENV_ARTIFACTORY_SECRET),
         signing=af.get("signing", bool, True),
         repos=af.strings("repos"),
@@ -600,16 +644,9 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
             "[artifactory] reconcile-interval", default=3600.0),
     )
 
-    polls = []
-    for i, entry in enumerate(top.get("poll", list, [], what="a list of [[poll]] tables")):
-        poll = _poll_config(_Table(entry, f"poll {i + 1}", _POLL_KEYS, problems), i + 1, problems)
-        if poll is not None:
-            polls.append(poll)
 
-    q = _Table(top.get("queue", dict, {}), "queue",
-               {"new-projects-per-hour", "max-attempts", "backoff-base", "backoff-max",
-                "recheck-interval", "lease", "max-pause", "confirm-after", "outage-after"},
-               problems)
+def _queue_config(q: _Table) -> QueueConfig:
+    problems = q.problems
     queue = QueueConfig(
         new_projects_per_hour=q.get("new-projects-per-hour", int, 20),
         max_attempts=q.get("max-attempts", int, 8),
@@ -626,30 +663,18 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         problems.add("[queue] new-projects-per-hour and max-attempts must be at least 1")
+    return queue
 
-    nt = _Table(top.get("notify", dict, {}), "notify", {"urls", "config", "retry-first"},
-                problems)
-    notify_config = nt.get("config", str)
-    if notify_config and source is not None:
-        notify_config = str((source.parent / notify_config).resolve())
-    notify = NotifyConfig(
+
+def _notify_config(nt: _Table, source: Path | None) -> NotifyConfig:
+    notify_config = _relative_to(source, nt.get("config", str))
+    return NotifyConfig(
         urls=tuple(Secret(u) for u in nt.strings("urls")),
         config=Path(notify_config) if notify_config else None,
-        retry_first=problems.checked(
+        retry_first=nt.problems.checked(
             parse_duration, nt.get("retry-first", _DURATION_KINDS, "30s"),
             "[notify] retry-first", default=30.0),
     )
-
-    plugins = problems.checked(_plugin_tables, top.get("plugins", dict, {}),
-                               default=MappingProxyType({}))
-    watch = _watch_config(_Table(top.get("watch", dict, {}), "watch",
-                                 {"interval", "prefixes", "allow"}, problems), problems,
-                          enabled="watch" in data)
-
-    problems.raise_if_any(source)
-    return Config(public=public, placeholder=placeholder, policy=policy, store=store,
-                  serve=serve, artifactory=artifactory, polls=tuple(polls), queue=queue,
-                  notify=notify, watch=watch, source=source, plugins=plugins)
 
 
 _PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*", re.ASCII)
@@ -675,7 +700,7 @@ def _watch_config(w: _Table, problems: _Problems, *, enabled: bool) -> WatchConf
 _SECONDS = "a number of seconds"
 _DURATION_KINDS = (str, int, float)
 _PUBLIC_KEYS = {"index", "simple-url", "json-url", "upload-url", "username", "password", "owners",
-                "organization", "timeout", "cdn-grace"}
+                "organization", "timeout", "cdn-grace", "retries"}
 _POLL_KEYS = {"url", "interval", "token-env", "username", "password-env", "name"}
 
 
@@ -700,6 +725,10 @@ def _public_config(pub: _Table) -> PublicConfig:
                                 default=default)
 
     json_url = pub.get("json-url", str, preset.json_url)
+    retries = pub.get("retries", int, 3, what="a whole number of retries")
+    if retries < 0:
+        problems.add(f"[public] retries must be 0 or more, got {retries}")
+        retries = 3
     return PublicConfig(
         simple_url=url("simple-url", preset.simple_url),
         json_url=problems.checked(_url, json_url, "[public] json-url") if json_url else None,
@@ -711,6 +740,7 @@ def _public_config(pub: _Table) -> PublicConfig:
         timeout=float(pub.get("timeout", (int, float), 10.0, what=_SECONDS)),
         cdn_grace=problems.checked(parse_duration, pub.get("cdn-grace", _DURATION_KINDS, "1h"),
                                    "[public] cdn-grace", default=3600.0),
+        retries=retries,
     )
 
 

@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from .config import Config
     from .notify.interface import Notifier
-    from .placeholder import PlaceholderBuilder
+    from .placeholder.interface import PlaceholderBuilder
     from .public.interface import PublicIndex
     from .reserve.interface import ReservationBackend
     from .sources.interface import EventSource

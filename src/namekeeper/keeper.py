@@ -16,8 +16,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from packaging.version import InvalidVersion, Version
-
 from . import names
 from .config import Config
 from .keeper_ours import OwnPlaceholders
@@ -32,8 +30,9 @@ from .model import (
     Verdict,
     utcnow,
 )
+from .names import outranks
 from .notify.interface import TAG_FAILED, TAG_PAUSED
-from .placeholder import PlaceholderBuilder
+from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
@@ -51,43 +50,29 @@ log = logging.getLogger(__name__)
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
 
 
-def _outranks(public: str | None, private: str | None) -> bool:
-    """True when pip would prefer the public version over our private one."""
-    if not public or not private:
-        return False
-    try:
-        return Version(public) > Version(private)
-    except InvalidVersion:
-        return False
-
-
 class Keeper(OwnPlaceholders):
     """Classify → reserve → notify, for one name at a time."""
 
     def __init__(self, config: Config, store: StoreBackend, public: PublicIndex,
                  builder: PlaceholderBuilder | None = None,
                  backend: ReservationBackend | None = None,
-                 alerts: Dispatcher | None = None) -> None:
+                 alerts: Dispatcher | None = None, *, notify_transient: bool = True) -> None:
         self.config = config
         self.store = store
         self.public = public
         self.builder = builder
         self.backend = backend
         self.alerts = alerts
-        #: False under the queue: a failure it will retry is not worth an alert yet.
-        self.notify_transient = True
+        #: False under the queue (`WorkerPool`): a failure it will retry is not worth an alert yet.
+        self.notify_transient = notify_transient
         #: The public index's cached full listing, when a fresh one exists (see public/listing.py).
         self.listing: PublicListing | None = None
         #: Dry runs: ultranormalised key → the name of that class a real run would upload.
         self._planned: dict[str, str] = {}
 
     def missing_credentials(self) -> str | None:
-        """Why an upload cannot be attempted (no token anywhere), or None."""
-        has = getattr(self.backend, "has_credentials", None)
-        if has is not None and not has():
-            return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
-                    "twine one through .pypirc or keyring")
-        return None
+        """Why an upload cannot be attempted (no token anywhere), in the backend's words, or None."""
+        return self.backend.unready_reason() if self.backend is not None else None
 
     def budget_spender(self) -> Callable[[str], float | None]:
         """Spends the store's hourly budget of new public projects, shared with the service."""
@@ -197,7 +182,7 @@ class Keeper(OwnPlaceholders):
                 and public.first_release > first_private):
             reasons.append(f"it appeared on the public index ({public.first_release:%Y-%m-%d}) "
                            f"after we first saw it privately ({first_private:%Y-%m-%d})")
-        if _outranks(public.highest_version, private_version):
+        if outranks(public.highest_version, private_version):  # pip would take the public one
             reasons.append(f"its version {public.highest_version} outranks our private "
                            f"{private_version}, so pip with --extra-index-url would install it")
         if reasons:
@@ -314,7 +299,7 @@ class Keeper(OwnPlaceholders):
             if self.alerts is not None:
                 try:
                     self.alerts.dispatch_condition(key, text, frozenset({tag}))
-                except Exception:  # noqa: BLE001
+                except Exception:
                     log.exception("notifying about %s failed", key)
 
     def fail(self, name: str, display: str, message: str, event: NameEvent | None = None
@@ -418,5 +403,5 @@ class Keeper(OwnPlaceholders):
             return
         try:
             self.alerts.dispatch(outcome)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("notifying about %s failed", outcome.name)

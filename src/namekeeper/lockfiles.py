@@ -27,8 +27,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import NamekeeperError
+from .http import public_url
 from .names import InvalidName, canonical, shown
-from .sources.poll import public_url
 
 #: Major versions of each format we understand (PEP 751: refuse an unknown major version).
 PYLOCK_MAJOR = "1"

@@ -9,8 +9,10 @@ the feet of a plugin.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
+from typing import Any
 
 
 def utcnow() -> datetime:
@@ -89,16 +91,10 @@ class PublicProject:
 
     @property
     def highest_version(self) -> str | None:
-        from packaging.version import InvalidVersion, Version
+        """The highest valid version, normalised (``1.0-RC1`` → ``1.0rc1``)."""
+        from .names import highest_version, parsed_version
 
-        best: Version | None = None
-        for raw in self.versions:
-            try:
-                v = Version(raw)
-            except InvalidVersion:
-                continue
-            if best is None or v > best:
-                best = v
+        best = parsed_version(highest_version(self.versions))
         return str(best) if best is not None else None
 
 
@@ -144,3 +140,100 @@ class Outcome:
     at: datetime = field(default_factory=utcnow)
     # Set when trying again later may succeed: seconds to wait (0 = the queue's backoff decides).
     retry_after: float | None = None
+
+
+# -- the JSON codec: datetimes and outcomes -------------------------------------------------
+
+
+def iso(value: datetime | None) -> str | None:
+    """A datetime as ISO 8601 text (with its offset), None as None: how datetimes go to JSON."""
+    return value.isoformat() if value is not None else None
+
+
+def from_iso(value: Any) -> datetime | None:
+    """The datetime `iso` wrote; None for anything that is not text."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else None
+
+
+def outcome_to_dict(outcome: Outcome) -> dict[str, Any]:
+    """Every field of ``outcome`` as JSON values (see `outcome_to_json`)."""
+    public = outcome.public
+    event = outcome.event
+    return {
+        "name": outcome.name,
+        "display_name": outcome.display_name,
+        "verdict": outcome.verdict.value,
+        "action": outcome.action.value,
+        "severity": outcome.severity.value,
+        "reason": outcome.reason,
+        "message": outcome.message,
+        "first_seen_private": iso(outcome.first_seen_private),
+        "at": iso(outcome.at),
+        "public": None if public is None else {
+            "name": public.name,
+            "exists": public.exists,
+            "owners": list(public.owners),
+            "organization": public.organization,
+            "versions": list(public.versions),
+            "first_release": iso(public.first_release),
+            "ownership_known": public.ownership_known,
+            "url": public.url,
+        },
+        "event": None if event is None else {
+            "name": event.name,
+            "display_name": event.display_name,
+            "source": event.source,
+            "index": event.index,
+            "version": event.version,
+            "seen_at": iso(event.seen_at),
+            "key": event.key,
+        },
+    }
+
+
+def outcome_to_json(outcome: Outcome) -> str:
+    """A JSON document that `outcome_from_json` turns back into an equal `Outcome`."""
+    return json.dumps(outcome_to_dict(outcome), sort_keys=True)
+
+
+def outcome_from_json(text: str) -> Outcome:
+    """The `Outcome` that `outcome_to_json` wrote; ValueError when ``text`` is not one."""
+    try:
+        data = json.loads(text)
+        pub = data.get("public")
+        ev = data.get("event")
+        public = None if pub is None else PublicProject(
+            name=pub["name"],
+            exists=bool(pub["exists"]),
+            owners=tuple(pub.get("owners") or ()),
+            organization=pub.get("organization"),
+            versions=tuple(pub.get("versions") or ()),
+            first_release=from_iso(pub.get("first_release")),
+            ownership_known=bool(pub.get("ownership_known")),
+            url=pub.get("url"),
+        )
+        event = None if ev is None else NameEvent(
+            name=ev["name"],
+            display_name=ev["display_name"],
+            source=ev["source"],
+            index=ev["index"],
+            version=ev.get("version"),
+            seen_at=from_iso(ev.get("seen_at")) or datetime.fromtimestamp(0, timezone.utc),
+            key=ev.get("key"),
+        )
+        at = from_iso(data.get("at"))
+        outcome = Outcome(
+            name=data["name"],
+            display_name=data["display_name"],
+            verdict=Verdict(data["verdict"]),
+            action=Action(data["action"]),
+            severity=Severity(data["severity"]),
+            reason=data["reason"],
+            message=data["message"],
+            public=public,
+            event=event,
+            first_seen_private=from_iso(data.get("first_seen_private")),
+        )
+        return replace(outcome, at=at) if at is not None else outcome
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a stored outcome: {type(exc).__name__}: {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -19,6 +19,7 @@ from packaging.utils import (
     parse_sdist_filename,
     parse_wheel_filename,
 )
+from packaging.version import InvalidVersion, Version
 
 from .errors import InvalidName
 
@@ -36,6 +37,15 @@ def shown(value: str, limit: int = 60) -> str:
     """A hostile value, safe to print in one line of an error message or a log."""
     text = repr(value[:limit])
     return text + ("…" if len(value) > limit else "")
+
+
+def one_line(text: str, limit: int | None = None) -> str:
+    """Outside text (configured, a server's answer, an exception) safe for one line of a
+    message, a header or a terminal: whitespace folded, unprintable characters (escape
+    sequences above all) dropped, cut to ``limit`` characters with "…"."""
+    folded = " ".join(str(text).split())
+    clean = "".join(ch for ch in folded if ch.isprintable())
+    return clean if limit is None or len(clean) <= limit else clean[: limit - 1] + "…"
 
 
 def validate_name(name: str) -> str:
@@ -141,3 +151,31 @@ def name_from_filename(filename: str) -> tuple[str, str, str]:
 def sdist_basename(name: str, version: str) -> str:
     """PEP 625 sdist filename stem: ``acme-utils`` 1.0 → ``acme_utils-1.0``."""
     return f"{canonical(name).replace('-', '_')}-{version}"
+
+
+# -- versions: the one comparison, as pip makes it ----------------------------------------------
+
+def parsed_version(raw: str | None) -> Version | None:
+    """``raw`` as a PEP 440 version; None when empty or not one (it then never wins)."""
+    if not raw:
+        return None
+    try:
+        return Version(raw)
+    except InvalidVersion:
+        return None
+
+
+def highest_version(versions: Iterable[str]) -> str | None:
+    """The highest valid version of ``versions``, as written; unparsable ones are skipped."""
+    best: tuple[Version, str] | None = None
+    for raw in versions:
+        parsed = parsed_version(raw)
+        if parsed is not None and (best is None or parsed > best[0]):
+            best = (parsed, raw)
+    return best[1] if best else None
+
+
+def outranks(version: str | None, other: str | None) -> bool:
+    """True when pip would prefer ``version`` over ``other`` (both valid and higher)."""
+    a, b = parsed_version(version), parsed_version(other)
+    return a is not None and b is not None and a > b

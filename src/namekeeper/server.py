@@ -92,7 +92,7 @@ class Service:
     def __init__(self, config: Config, *, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         pm, _ = get_plugin_manager()  # one load of the plugins for keeper and sources
-        self.keeper, self.store = build_keeper(config, pm=pm)
+        self.keeper, self.store = build_keeper(config, pm=pm, for_queue=True)
         self.sources: list[EventSource] = [
             s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
         self.workers = WorkerPool(self.keeper, self.store, config.queue,
@@ -141,7 +141,7 @@ class Service:
     def _run_source(self, source: EventSource) -> None:
         try:
             source.run(self.sink, self.stop)
-        except Exception:  # noqa: BLE001 - a source dying must show in /healthz, not kill us
+        except Exception:
             log.exception("event source %s stopped with an error", source.name)
 
     def _recheck(self) -> None:
@@ -155,7 +155,7 @@ class Service:
                     continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
-            except Exception as exc:  # noqa: BLE001 - try again next round
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("scheduling the periodic re-check failed")
@@ -179,7 +179,7 @@ class Service:
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",
                          len(result.new), result.scanned)
-            except Exception as exc:  # noqa: BLE001 - an unreachable index: the next round tries
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("the look-alike scan failed")
@@ -200,7 +200,7 @@ class Service:
                 if not self.store.lease_job("notify-retry", self.holder, 30.0):
                     continue
                 dispatcher.retry_due(time.time())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 if self._store_corrupt(exc):
                     return
                 log.exception("retrying notifications failed")
@@ -261,9 +261,9 @@ class Service:
             pass  # the store is unreadable: /healthz says so; the other figures still count
         lines += ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
                  "# TYPE namekeeper_events_total counter"]
-        for source in self.sources:
-            counters = getattr(source, "counters", {})
-            for key, value in sorted(dict(counters).items()):
+        figures = [(source, source.metrics()) for source in self.sources]
+        for source, metrics in figures:
+            for key, value in sorted(metrics.events.items()):
                 result, _, reason = str(key).partition(":")
                 labels = f'source="{_label(source.name)}",result="{_label(result)}"'
                 if reason:
@@ -275,12 +275,11 @@ class Service:
             lines.append(f'namekeeper_reservations_total{{action="{action}"}} {n}')
         lines += ["# HELP namekeeper_poll_last_timestamp_seconds When each poller last ran.",
                   "# TYPE namekeeper_poll_last_timestamp_seconds gauge"]
-        for source in self.sources:
-            last = getattr(source, "last_poll_at", None)
-            if last is not None:
-                ident = getattr(source, "label", None) or source.name
+        for source, metrics in figures:
+            if metrics.last_poll_at is not None:
+                ident = metrics.label or source.name
                 lines.append(f'namekeeper_poll_last_timestamp_seconds{{poller="{_label(ident)}"}}'
-                             f" {last:.3f}")
+                             f" {metrics.last_poll_at:.3f}")
         return "\n".join(lines) + "\n"
 
 

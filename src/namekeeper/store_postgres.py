@@ -385,7 +385,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
             return None
         row = cur.execute("SELECT first_seen_private, highest_private_version, reserved_at "
                           "FROM names WHERE name = %s FOR UPDATE", (event.name,)).fetchone()
-        assert row is not None  # noqa: S101 - the insert above conflicted on it
+        assert row is not None
         first = dt(row["first_seen_private"])
         if first is None or event.seen_at < first:
             cur.execute("UPDATE names SET first_seen_private = %s, first_source = %s, "

@@ -25,7 +25,6 @@ from dataclasses import replace
 from .config import QueueConfig, redact
 from .keeper import Keeper
 from .model import Action, Outcome
-from .notify.dispatch import config_secrets
 from .public.interface import PublicIndexUnavailable
 from .store import holder_id, unusable
 from .store_interface import StoreBackend, WorkItem
@@ -41,8 +40,9 @@ class WorkerPool:
 
     def __init__(self, keeper: Keeper, store: StoreBackend, queue: QueueConfig, *, threads: int = 2,
                  clock: Callable[[], float] = time.time, holder: str | None = None) -> None:
+        # The pool retries and alerts when it gives up: build the keeper with
+        # notify_transient=False (`app.build_keeper(..., for_queue=True)`).
         self.keeper = keeper
-        keeper.notify_transient = False  # the pool retries; it alerts when it gives up
         self.store = store
         self.queue = queue
         self.threads_wanted = threads
@@ -61,7 +61,7 @@ class WorkerPool:
         self._outage_streak = 0
         self._lookups_ok = 0
         self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
-        self._secrets = tuple(config_secrets(keeper.config))
+        self._secrets = keeper.config.secret_values()
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -113,7 +113,7 @@ class WorkerPool:
                     self.store_unusable(exc)
                     return
                 log.warning("renewing leases failed (will retry): %s", exc)
-            except Exception:  # noqa: BLE001 - the heartbeat must survive anything
+            except Exception:
                 log.exception("renewing leases failed")
 
     def tend_leases(self) -> None:
@@ -154,7 +154,7 @@ class WorkerPool:
                 errors += 1
                 log.warning("queue worker %s: the store failed (%s); retrying", worker, exc)
                 busy = False
-            except Exception:  # noqa: BLE001 - a worker thread must survive anything
+            except Exception:
                 errors += 1
                 log.exception("queue worker %s hit an unexpected error", worker)
                 busy = False
@@ -203,7 +203,7 @@ class WorkerPool:
             return
         except sqlite3.DatabaseError:
             raise  # the loop decides: back off, or stop on a corrupt store
-        except Exception as exc:  # noqa: BLE001 - any failure is retried, then shown as FAILED
+        except Exception as exc:  # any failure is retried, then shown as FAILED
             # Redacted before it is logged, stored or alerted; the traceback only at DEBUG.
             error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
             log.error("reserving %s failed: %s", item.name, error,

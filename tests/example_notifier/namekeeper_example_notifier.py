@@ -23,7 +23,6 @@ from namekeeper.config import Config, Secret
 from namekeeper.hookspecs import hookimpl
 from namekeeper.model import Outcome
 from namekeeper.notify.interface import Message, Notifier
-from namekeeper.notify.render import render
 
 PLUGIN_NAME = "example"  # the entry point's name, hence the [plugins.example] table
 
@@ -38,9 +37,6 @@ class JsonLinesNotifier(Notifier):
 
     def wants(self, tags: frozenset[str]) -> bool:
         return True  # every alert worth telling; look at ``tags`` to be choosier
-
-    def notify(self, outcome: Outcome) -> bool:
-        return self.deliver(render(outcome), outcome)
 
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         record = {

@@ -34,7 +34,7 @@ from ..config import ConfigError
 from ..hookspecs import hookimpl
 from ..model import Outcome
 from .interface import DEFAULT_TAGS, TAG_TEST, Message, Notifier
-from .render import redact_text, render
+from .render import redact_text
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -165,9 +165,6 @@ class AppriseNotifier(Notifier):
         return bool(tags) and bool(is_exclusive_match(
             logic=sorted(tags), data=self._service.tags,
             match_all=MATCH_ALL_TAG, match_always=MATCH_ALWAYS_TAG))
-
-    def notify(self, outcome: Outcome) -> bool:
-        return self.deliver(render(outcome), outcome)
 
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         body, body_format = _body_for(self._service, message)

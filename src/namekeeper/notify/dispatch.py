@@ -9,21 +9,19 @@ nothing it does escapes as an exception.
 
 The `DeliveryLog` protocol is small and stores only strings and numbers, so
 the SQLite store can implement it; outcomes travel as JSON
-(`outcome_to_json` / `outcome_from_json`).
+(`model.outcome_to_json` / `model.outcome_from_json`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from ..model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
+from ..model import Action, Outcome, Severity, Verdict, outcome_from_json, outcome_to_json
 from .interface import TAG_TEST, Message, Notifier
 from .render import fingerprint, redact_text, render, render_condition
 
@@ -35,98 +33,6 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BACKOFF_FIRST = 30.0  # seconds before the first retry; doubles each time
 DEFAULT_BACKOFF_MAX = 3600.0
-
-
-# ---------------------------------------------------------------------------
-# Outcomes as JSON
-
-
-def _dt(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
-
-
-def outcome_to_json(outcome: Outcome) -> str:
-    """A JSON document that `outcome_from_json` turns back into an equal `Outcome`."""
-    public = outcome.public
-    event = outcome.event
-    data: dict[str, Any] = {
-        "name": outcome.name,
-        "display_name": outcome.display_name,
-        "verdict": outcome.verdict.value,
-        "action": outcome.action.value,
-        "severity": outcome.severity.value,
-        "reason": outcome.reason,
-        "message": outcome.message,
-        "first_seen_private": _dt(outcome.first_seen_private),
-        "at": _dt(outcome.at),
-        "public": None if public is None else {
-            "name": public.name,
-            "exists": public.exists,
-            "owners": list(public.owners),
-            "organization": public.organization,
-            "versions": list(public.versions),
-            "first_release": _dt(public.first_release),
-            "ownership_known": public.ownership_known,
-            "url": public.url,
-        },
-        "event": None if event is None else {
-            "name": event.name,
-            "display_name": event.display_name,
-            "source": event.source,
-            "index": event.index,
-            "version": event.version,
-            "seen_at": _dt(event.seen_at),
-            "key": event.key,
-        },
-    }
-    return json.dumps(data, sort_keys=True)
-
-
-def outcome_from_json(text: str) -> Outcome:
-    """The `Outcome` that `outcome_to_json` wrote; ValueError when ``text`` is not one."""
-    try:
-        data = json.loads(text)
-        pub = data.get("public")
-        ev = data.get("event")
-        public = None if pub is None else PublicProject(
-            name=pub["name"],
-            exists=bool(pub["exists"]),
-            owners=tuple(pub.get("owners") or ()),
-            organization=pub.get("organization"),
-            versions=tuple(pub.get("versions") or ()),
-            first_release=_parse_dt(pub.get("first_release")),
-            ownership_known=bool(pub.get("ownership_known")),
-            url=pub.get("url"),
-        )
-        event = None if ev is None else NameEvent(
-            name=ev["name"],
-            display_name=ev["display_name"],
-            source=ev["source"],
-            index=ev["index"],
-            version=ev.get("version"),
-            seen_at=_parse_dt(ev.get("seen_at")) or datetime.fromtimestamp(0, timezone.utc),
-            key=ev.get("key"),
-        )
-        at = _parse_dt(data.get("at"))
-        outcome = Outcome(
-            name=data["name"],
-            display_name=data["display_name"],
-            verdict=Verdict(data["verdict"]),
-            action=Action(data["action"]),
-            severity=Severity(data["severity"]),
-            reason=data["reason"],
-            message=data["message"],
-            public=public,
-            event=event,
-            first_seen_private=_parse_dt(data.get("first_seen_private")),
-        )
-        return replace(outcome, at=at) if at is not None else outcome
-    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not a stored outcome: {type(exc).__name__}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------
@@ -224,11 +130,6 @@ def project_page(web_url: str | None, name: str) -> str | None:
     return web_url.rstrip("/") + "/project/" + quote(name, safe="") + "/"
 
 
-def config_secrets(config: Config) -> list[str]:
-    """Every secret in ``config``, so that none can slip into a message."""
-    return [s.reveal() for s in config.secrets()]
-
-
 class Dispatcher:
     """Delivers alerts to notifiers, once per state, with retries for failures."""
 
@@ -263,7 +164,7 @@ class Dispatcher:
                     delivery_log: DeliveryLog, **kwargs: Any) -> Dispatcher:
         kwargs.setdefault("backoff_first", config.notify.retry_first)
         return cls(notifiers, delivery_log, web_url=config.public.web_url,
-                   secrets=config_secrets(config), max_attempts=config.queue.max_attempts,
+                   secrets=config.secret_values(), max_attempts=config.queue.max_attempts,
                    **kwargs)
 
     def render(self, outcome: Outcome) -> Message:
@@ -307,7 +208,7 @@ class Dispatcher:
         for notifier in self.notifiers:
             if not self._wants(notifier, tags):
                 continue
-            error = self._send(notifier, message, about)
+            error = self.send_once(notifier, message, about)
             results[notifier.name] = error is None
             if error is not None:
                 log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
@@ -346,7 +247,7 @@ class Dispatcher:
                 continue
             if self.log.was_delivered(notifier.name, about.name, fp):
                 continue
-            error = self._send(notifier, message, about)
+            error = self.send_once(notifier, message, about)
             self.log.record_delivery(notifier.name, about.name, fp, error is None, error)
             results[notifier.name] = error is None
         return results
@@ -383,20 +284,17 @@ class Dispatcher:
 
     @staticmethod
     def _wants(notifier: Notifier, tags: frozenset[str]) -> bool:
-        wants = getattr(notifier, "wants", None)
-        if wants is None:
-            return True
         try:
-            return bool(wants(tags))
-        except Exception:  # noqa: BLE001 - a broken plugin gets the alert rather than losing it
+            return bool(notifier.wants(tags))
+        except Exception:
             log.exception("notifier %r failed to answer wants(); sending anyway", notifier.name)
             return True
 
-    def _send(self, notifier: Notifier, message: Message, outcome: Outcome) -> str | None:
-        """None when delivered, else why not; never raises."""
+    def send_once(self, notifier: Notifier, message: Message, outcome: Outcome) -> str | None:
+        """Deliver ``message`` to ``notifier`` once, no routing, no record, no retry: None when
+        delivered, else why not (secrets masked); never raises."""
         try:
-            deliver = getattr(notifier, "deliver", None)
-            ok = deliver(message, outcome) if deliver is not None else notifier.notify(outcome)
+            ok = notifier.deliver(message, outcome)
         except Exception as exc:  # noqa: BLE001 - a notifier's bug must not stop the others
             return redact_text(f"{type(exc).__name__}: {exc}", self.secrets)
         if ok:
@@ -406,7 +304,7 @@ class Dispatcher:
 
     def _attempt(self, notifier: Notifier, message: Message, outcome: Outcome, fp: str,
                  payload: str, attempt: int) -> bool:
-        error = self._send(notifier, message, outcome)
+        error = self.send_once(notifier, message, outcome)
         ok = error is None
         self.log.record_delivery(notifier.name, outcome.name, fp, ok, error)
         if ok:
@@ -460,6 +358,6 @@ def send_test(config: Config, notifiers: Sequence[Notifier]) -> list[tuple[str, 
     message, outcome = make_test_message(), make_test_outcome()
     results = []
     for notifier in notifiers:
-        error = dispatcher._send(notifier, message, outcome)
+        error = dispatcher.send_once(notifier, message, outcome)
         results.append((notifier.name, error is None, error))
     return results

@@ -45,10 +45,6 @@ class Notifier(ABC):
     #: Short identifier, used in logs and in the delivery record.
     name: str = "notifier"
 
-    @abstractmethod
-    def notify(self, outcome: Outcome) -> bool:
-        """Deliver ``outcome``; return True when every target accepted it."""
-
     def wants(self, tags: frozenset[str]) -> bool:
         """Whether an alert with these tags is for this notifier; by default every alert is."""
         return True
@@ -61,10 +57,7 @@ class Notifier(ABC):
         """Why the last delivery failed, in the target's own words (secrets masked), if known."""
         return None
 
+    @abstractmethod
     def deliver(self, message: Message, outcome: Outcome) -> bool:
-        """Deliver an already rendered ``message``; by default `notify` does the work.
-
-        The dispatcher calls this, so notifiers that override it send exactly
-        the content every other notifier sends.
-        """
-        return self.notify(outcome)
+        """Deliver ``message``, rendered once for every notifier, about ``outcome``; return True
+        when every target accepted it.  Raising counts as a failure, retried later."""

@@ -39,10 +39,11 @@ import platformdirs
 import requests
 
 from ..config import PublicConfig
+from ..http import new_session, public_url
 from ..names import ultranormalize
-from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names, public_url
+from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names
 from .interface import PublicIndexUnavailable
-from .simple import SIMPLE_JSON, build_session
+from .simple import SIMPLE_JSON
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
             headers["If-None-Match"] = str(meta["etag"])
         if meta.get("last_modified"):
             headers["If-Modified-Since"] = str(meta["last_modified"])
-    session = session or build_session()
+    session = session or new_session(retries=public.retries)
     deadline = time.monotonic() + MAX_LISTING_SECONDS
     try:
         with session.get(public.simple_url, headers=headers, stream=True,

@@ -16,95 +16,23 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
-from .. import __version__
 from ..config import Config, PublicConfig
 from ..hookspecs import hookimpl
+from ..http import new_session, public_url
 from ..model import PublicProject
 from ..names import InvalidName, name_from_filename
+from ..simple_html import anchors
 from .interface import PublicIndex, PublicIndexUnavailable
 
 log = logging.getLogger(__name__)
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 ACCEPT_SIMPLE = f"{SIMPLE_JSON}, text/html;q=0.1"
-USER_AGENT = f"namekeeper/{__version__} requests/{requests.__version__}"
-RETRY_STATUSES = (429, 500, 502, 503, 504)
-
-
-class _CappedRetry(Retry):
-    """urllib3's Retry, honouring Retry-After only up to a bound so a lookup cannot hang.
-
-    Older urllib3 releases lack ``retry_after_max``; capping here works with all.
-    """
-
-    max_retry_after: float = 15.0
-
-    def parse_retry_after(self, retry_after: str) -> float:
-        return min(super().parse_retry_after(retry_after), self.max_retry_after)
-
-
-def _redacted(url: str) -> str:
-    """``url`` without any ``user:password@`` part, for messages and logs."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-def build_session(*, retries: int = 3, backoff_factor: float = 0.5, backoff_max: float = 10.0,
-                  max_retry_after: float = 15.0) -> requests.Session:
-    """A session that names namekeeper and retries GETs on connection errors, 5xx and 429."""
-    retry_class = type("CappedRetry", (_CappedRetry,), {"max_retry_after": max_retry_after})
-    retry = retry_class(
-        total=retries,
-        backoff_factor=backoff_factor,
-        backoff_max=backoff_max,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=["GET"],
-        respect_retry_after_header=True,
-        raise_on_status=False,  # the last answer comes back; lookup() turns it into an error
-    )
-    session = requests.Session()
-    adapter = HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
-class _AnchorParser(HTMLParser):
-    """File names of a PEP 503 project page: the anchors' text, else their href's last segment."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.filenames: list[str] = []
-        self._href: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href") or ""
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            text = "".join(self._text).strip()
-            path = urlsplit(self._href).path
-            self.filenames.append(text or unquote(path.rstrip("/").rsplit("/", 1)[-1]))
-            self._href = None
 
 
 def _versions_from_filenames(filenames: list[str]) -> tuple[str, ...]:
@@ -133,11 +61,12 @@ class SimplePublicIndex(PublicIndex):
     """Lookups against a PEP 503/691 simple index, plus warehouse's JSON API when configured."""
 
     def __init__(self, config: PublicConfig, *, session: requests.Session | None = None,
-                 retries: int = 3, backoff_factor: float = 0.5,
+                 retries: int | None = None, backoff_factor: float = 0.5,
                  max_retry_after: float = 15.0) -> None:
         self.config = config
-        self.session = session or build_session(retries=retries, backoff_factor=backoff_factor,
-                                                max_retry_after=max_retry_after)
+        retries = config.retries if retries is None else retries
+        self.session = session or new_session(retries=retries, backoff_factor=backoff_factor,
+                                              max_retry_after=max_retry_after)
 
     def project_url(self, name: str) -> str | None:
         web = self.config.web_url
@@ -185,14 +114,14 @@ class SimplePublicIndex(PublicIndex):
         except requests.RequestException as exc:
             # str(exc) can embed request details; name the failure and the redacted URL only.
             raise PublicIndexUnavailable(
-                f"public index unreachable at {_redacted(url)} ({type(exc).__name__})"
+                f"public index unreachable at {public_url(url)} ({type(exc).__name__})"
             ) from None
 
     @staticmethod
     def _expect_ok(response: requests.Response) -> None:
         if response.status_code != 200:
             raise PublicIndexUnavailable(
-                f"public index answered {response.status_code} for {_redacted(response.url)}"
+                f"public index answered {response.status_code} for {public_url(response.url)}"
             )
 
     @staticmethod
@@ -203,7 +132,7 @@ class SimplePublicIndex(PublicIndex):
             data = None
         if not isinstance(data, dict):
             raise PublicIndexUnavailable(
-                f"public index sent an unreadable answer for {_redacted(response.url)}"
+                f"public index sent an unreadable answer for {public_url(response.url)}"
             )
         return data
 
@@ -220,10 +149,10 @@ class SimplePublicIndex(PublicIndex):
             names = [f.get("filename") for f in files if isinstance(f, dict)] \
                 if isinstance(files, list) else []
             return _versions_from_filenames([n for n in names if isinstance(n, str)])
-        parser = _AnchorParser()
-        parser.feed(response.text)
-        parser.close()
-        return _versions_from_filenames(parser.filenames)
+        # A project page's anchor text is the file name; else the href's last segment is.
+        return _versions_from_filenames([
+            a.text or unquote(urlsplit(a.href).path.rstrip("/").rsplit("/", 1)[-1])
+            for a in anchors(response.text)])
 
     @staticmethod
     def _from_json(name: str, data: dict[str, Any], simple_versions: tuple[str, ...],

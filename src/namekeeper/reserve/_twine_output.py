@@ -56,10 +56,13 @@ def _plain(objects: tuple[Any, ...], sep: str) -> str:
     """What ``rich.print`` would have shown, without its markup."""
     text = sep.join(str(o) for o in objects)
     try:
+        from rich.errors import MarkupError
         from rich.text import Text
-
+    except ImportError:  # twine without rich: its text is already plain
+        return text
+    try:
         return Text.from_markup(text).plain
-    except Exception:  # noqa: BLE001 - malformed markup: show it raw
+    except MarkupError:  # malformed markup: show it raw
         return text
 
 

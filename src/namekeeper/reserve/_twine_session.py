@@ -19,7 +19,7 @@ import twine.repository
 import twine.settings
 from requests.adapters import HTTPAdapter
 
-from .. import __version__
+from ..http import USER_AGENT
 
 
 class _TimeoutAdapter(HTTPAdapter):
@@ -67,5 +67,5 @@ class UploadSettings(twine.settings.Settings):
         twine_agent = repo.session.headers.get("User-Agent", "")
         if isinstance(twine_agent, bytes):
             twine_agent = twine_agent.decode("latin-1")
-        repo.session.headers["User-Agent"] = f"namekeeper/{__version__} {twine_agent}".strip()
+        repo.session.headers["User-Agent"] = f"{USER_AGENT} {twine_agent}".strip()
         return repo

@@ -14,3 +14,8 @@ class ReservationBackend(ABC):
     @abstractmethod
     def upload(self, name: str, files: list[Path]) -> UploadResult:
         """Upload ``files`` for canonical ``name``; never raise for an answer of the index."""
+
+    def unready_reason(self) -> str | None:
+        """Why no upload can be attempted at all (no credentials, ...), worded for the person who
+        can fix it; None when uploads can go ahead.  Checked before work starts; sends nothing."""
+        return None

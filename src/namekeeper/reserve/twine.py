@@ -13,7 +13,7 @@ Three things twine does by itself that a service must not let happen:
   ``NAMEKEEPER_PUBLIC_TOKEN`` token, then a credential in the upload URL, then
   the ``.pypirc`` section whose ``repository`` is our upload URL, then the
   keyring) and always hand twine an explicit password; with none, `upload`
-  fails before any request leaves the process.  `has_credentials` lets the
+  fails before any request leaves the process.  `unready_reason` lets the
   keeper and the CLI check that up front.  (`._twine_credentials`)
 - **Output on stdout.**  twine prints through ``rich`` and logs under the
   ``twine`` logger.  Both are routed, per thread, into the
@@ -53,7 +53,7 @@ from twine import utils as twine_utils
 from ..config import ENV_PUBLIC_TOKEN, PublicConfig, redact
 from ..hookspecs import hookimpl
 from ..model import Action, UploadResult
-from ..names import InvalidName, canonical, name_from_filename
+from ..names import InvalidName, canonical, name_from_filename, one_line
 from ._twine_credentials import Credentials, find_credentials, split_userinfo
 from ._twine_output import capturing
 from ._twine_session import UploadSettings
@@ -71,7 +71,7 @@ _TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
 
 def is_transient(result: UploadResult) -> bool:
     """True when retrying the same upload later may succeed (rate limit, 5xx, network)."""
-    return result.action is Action.RATE_LIMITED or bool(getattr(result, "transient", False))
+    return result.action is Action.RATE_LIMITED or result.transient
 
 
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
@@ -97,14 +97,12 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 # --------------------------------------------------------------------------- the answer
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
 _TAGS = re.compile(r"<[^>]{0,200}>")
 
 
 def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
-    """An untrusted server text, safe for one line of a message or a notification."""
-    text = " ".join(_CONTROL.sub(" ", _TAGS.sub(" ", text)).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """An untrusted server text (HTML tags too), safe for one line of a message."""
+    return one_line(_TAGS.sub(" ", text), limit)
 
 
 @dataclass(frozen=True)
@@ -119,7 +117,7 @@ class _Answer:
         """The answer, with ``secrets`` redacted from the *whole* text before anything is cut."""
         try:
             body = redact(response.text, secrets)[:_MAX_BODY]
-        except Exception:  # noqa: BLE001 - an undecodable body is no answer
+        except (LookupError, ValueError, requests.RequestException):  # undecodable: no answer
             body = ""
         reason = response.reason
         if isinstance(reason, bytes):
@@ -245,6 +243,12 @@ class TwineReservationBackend(ReservationBackend):
     def has_credentials(self) -> bool:
         """True when an upload would carry a password; checks the sources, sends nothing."""
         return self._resolve_credentials() is not None
+
+    def unready_reason(self) -> str | None:
+        if self.has_credentials():
+            return None
+        return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
+                "twine one through .pypirc or keyring")
 
     def _resolve_credentials(self) -> Credentials | None:
         with self._lock:

@@ -22,6 +22,7 @@ from urllib.parse import quote
 import requests
 
 from ..config import ENV_ARTIFACTORY_TOKEN, ArtifactoryConfig
+from ..http import new_session
 from .artifactory_events import (
     CHECKSUM_RE,
     MAX_PATH_LENGTH,
@@ -52,9 +53,8 @@ def reconcile_once(config: ArtifactoryConfig, sink: EventSink, *, timeout: float
     base_url, token = config.base_url, config.token
     assert base_url and token is not None  # checked by ArtifactorySource.reconciles
     new = 0
-    with requests.Session() as session:
+    with new_session(purpose="artifactory reconciliation") as session:
         session.headers["Authorization"] = f"Bearer {token.reveal()}"
-        session.headers["User-Agent"] = "namekeeper (artifactory reconciliation)"
         try:
             repos = config.repos or tuple(_local_pypi_repos(session, base_url, timeout))
         except _ListingError as exc:

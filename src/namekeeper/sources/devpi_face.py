@@ -16,10 +16,9 @@ import threading
 import weakref
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
-
 from ..config import Config, load
 from ..model import NameEvent
+from ..names import highest_version
 
 log = logging.getLogger(__name__)
 
@@ -53,18 +52,6 @@ def upload_event(stage: Any, project: str, version: str) -> NameEvent:
         log.debug("no version data for %s %s on %s", project, version, stage.name)
     return NameEvent(name=project, display_name=display, source=SOURCE, index=stage.name,
                      version=version, key=event_key(stage.name, project, version))
-
-
-def _highest(versions: Any) -> str | None:
-    best: tuple[Version, str] | None = None
-    for raw in versions or ():
-        try:
-            parsed = Version(raw)
-        except InvalidVersion:
-            continue
-        if best is None or parsed > best[0]:
-            best = (parsed, raw)
-    return best[1] if best else None
 
 
 class DevpiFace:
@@ -144,7 +131,7 @@ class DevpiFace:
             return
         try:
             self.service.store.accept_many(todo)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the events wait for the next try
             with self._lock:
                 self._unrecorded[:0] = todo
             self._intake_failed(exc)
@@ -205,7 +192,7 @@ class DevpiFace:
         names = dict(projects) if isinstance(projects, dict) else {p: p for p in projects}
         ranked = []
         for project, display in names.items():
-            version = _highest(stage.list_versions_perstage(project))
+            version = highest_version(stage.list_versions_perstage(project) or ())
             serial = stage.get_last_project_change_serial_perstage(project)
             ranked.append((-(serial or 0), project, str(display or project), version))
         ranked.sort()
@@ -218,7 +205,7 @@ class DevpiFace:
         try:
             self.retry_unrecorded()
             self.backfill()
-        except Exception:  # noqa: BLE001 - an exception here would stop devpi-server itself
+        except Exception:
             log.exception("namekeeper plugin: scanning devpi's indexes failed")
 
 
@@ -236,7 +223,7 @@ class DevpiWorker:
             return
         try:
             service.start()
-        except Exception as exc:  # noqa: BLE001 - raising here would take devpi-server down
+        except Exception as exc:
             face.problem = f"cannot start the workers: {exc}"
             log.exception("namekeeper plugin: %s", face.problem)
             return

@@ -7,7 +7,8 @@ an `EventSink`, which makes them durable before the source acknowledges them.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..model import NameEvent
@@ -33,6 +34,18 @@ class EventSink(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SourceMetrics:
+    """What ``/metrics`` shows of one source."""
+
+    #: Answers given by result, or "result:why": "accepted", "duplicate", "rejected:unauthorized".
+    events: Mapping[str, int] = field(default_factory=dict)
+    #: Wall-clock time of the last successful poll, for a source that polls; None otherwise.
+    last_poll_at: float | None = None
+    #: Which one, when there are several sources of a kind (a ``[[poll]]`` name or its index).
+    label: str | None = None
+
+
 class EventSource:
     """A webhook receiver (``routes``) and/or a background loop (``run``)."""
 
@@ -49,3 +62,7 @@ class EventSource:
     def problems(self, now: float) -> list[str]:
         """Why this source cannot do its job right now (for ``/healthz``); empty when it can."""
         return []
+
+    def metrics(self) -> SourceMetrics:
+        """Its figures for ``/metrics``; by default none."""
+        return SourceMetrics()

@@ -22,20 +22,19 @@ import logging
 import re
 import threading
 import time
-from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from .. import __version__
 from ..config import redact
 from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
+from ..http import new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
-from .interface import EventSink, EventSource
+from ..simple_html import anchors
+from .interface import EventSink, EventSource, SourceMetrics
 
 if TYPE_CHECKING:
     from ..config import Config, PollConfig
@@ -61,20 +60,6 @@ class PollError(IndexUnreachable):
 
     The message names the index without credentials and is safe to log.
     """
-
-
-def public_url(url: str) -> str:
-    """``url`` without userinfo, query and fragment: how an index is named in logs and events."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:  # a malformed port: the request will fail, the name must not
-        port = None
-    netloc = f"{host}:{port}" if port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class BearerAuth(AuthBase):
@@ -108,37 +93,6 @@ def _describe(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
     return f"{type(exc).__name__}: {shown(redact(str(exc), secrets), 200)}"
 
 
-class _AnchorText(HTMLParser):
-    """Collects the text of every ``<a>`` element: in PEP 503 the anchor text *is* the name."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.names: list[str] = []
-        self._current: list[str] | None = None
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._finish()  # an unclosed anchor ends where the next begins
-            self._current = []
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a":
-            self._finish()
-
-    def handle_data(self, data: str) -> None:
-        if self._current is not None:
-            self._current.append(data)
-
-    def close(self) -> None:
-        super().close()
-        self._finish()
-
-    def _finish(self) -> None:
-        if self._current is not None:
-            self.names.append("".join(self._current).strip())
-            self._current = None
-
-
 def _charset(content_type: str) -> str:
     for param in content_type.split(";")[1:]:
         key, _, value = param.partition("=")
@@ -168,10 +122,7 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
     simple = _simple_anchor_texts(text)
     if simple is not None:
         return simple
-    parser = _AnchorText()
-    parser.feed(text)
-    parser.close()
-    return parser.names
+    return [anchor.text for anchor in anchors(text)]
 
 
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
@@ -284,13 +235,6 @@ def list_projects(
     return projects
 
 
-def new_session() -> requests.Session:
-    """A session that names namekeeper in its User-Agent."""
-    session = requests.Session()
-    session.headers["User-Agent"] = f"namekeeper/{__version__} (simple-index poller)"
-    return session
-
-
 class SimpleIndexPoller(EventSource):
     """Polls one ``[[poll]]`` index and emits an event per project it has not seen yet.
 
@@ -309,7 +253,7 @@ class SimpleIndexPoller(EventSource):
         self.label = config.name or self.index
         self.timeout = timeout
         self.max_backoff = max_backoff
-        self.session = session or new_session()
+        self.session = session or new_session(purpose="simple-index poller")
         self._auth = auth_for(config)
         self._secrets = tuple(s.reveal() for s in (config.token, config.password) if s is not None)
         self._lock = threading.Lock()
@@ -324,6 +268,9 @@ class SimpleIndexPoller(EventSource):
 
     def __repr__(self) -> str:
         return f"SimpleIndexPoller({self.label!r})"
+
+    def metrics(self) -> SourceMetrics:
+        return SourceMetrics(last_poll_at=self.last_poll_at, label=self.label)
 
     def problems(self, now: float) -> list[str]:
         """The private index has not answered for longer than the poll interval."""

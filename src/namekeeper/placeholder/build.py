@@ -1,6 +1,6 @@
 """Build a rendered placeholder project into its sdist, the way a PEP 517 frontend would.
 
-The second half of building a placeholder (`namekeeper.placeholder_render`
+The second half of building a placeholder (`namekeeper.placeholder.render`
 is the first).  The backend's ``build_sdist`` runs through
 ``build.ProjectBuilder`` without isolation, with one of two runners:
 
@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import build
-
-from .config import Config
 
 SUBPROCESS_TIMEOUT = 120.0
 
@@ -68,16 +66,11 @@ def in_process_runner(backend_file: Path) -> Runner:
                 result["return_val"] = getattr(module, hook_name)(**kwargs)
         except KeyboardInterrupt:
             raise
-        except BaseException as exc:  # noqa: BLE001 - the backend exits with SystemExit on purpose
+        except BaseException as exc:
             raise subprocess.CalledProcessError(1, list(cmd), output=str(exc).encode()) from exc
         (control_dir / "output.json").write_text(json.dumps(result), encoding="utf-8")
 
     return run
-
-
-def secret_values(config: Config) -> frozenset[str]:
-    """Every secret the config holds, so the environment variables carrying them can be hidden."""
-    return frozenset(s.reveal() for s in config.secrets())
 
 
 def subprocess_runner(secret_values: frozenset[str]) -> Runner:

@@ -1,7 +1,7 @@
 """Render the placeholder project for a name: validated values, escaped per file, checked.
 
 This is the first half of building a placeholder (`namekeeper.placeholder`
-has the template contract; `namekeeper.placeholder_build` the second half).
+has the template contract; `namekeeper.placeholder.build` the second half).
 Everything here is pure file work on a fresh directory: configured text is
 validated and folded to one line, escaped for the file type it lands in, and
 the rendered ``pyproject.toml`` is checked so that no installer would ever
@@ -30,9 +30,10 @@ else:  # pragma: no cover
 
 from packaging.version import InvalidVersion, Version
 
-from . import names
-from .config import PlaceholderConfig
-from .errors import PlaceholderError
+from .. import names
+from ..config import PlaceholderConfig
+from ..errors import PlaceholderError
+from ..names import one_line
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -48,15 +49,9 @@ SUMMARY_LIMIT = 512  # the public index refuses longer summaries
 
 # --- values -----------------------------------------------------------------------------
 
-def one_line(value: str) -> str:
-    """``value`` folded to one line, without control characters.
-
-    Configured text ends up in PKG-INFO headers (a newline there would start a
-    new header) and in installer output (an escape sequence there would drive
-    the user's terminal).
-    """
-    folded = " ".join(str(value).split())
-    return "".join(ch for ch in folded if ch.isprintable())
+# Configured text goes through `names.one_line`: it ends up in PKG-INFO headers (a newline
+# there would start a new header) and in installer output (an escape sequence there would
+# drive the user's terminal).
 
 
 _EMAIL = re.compile(
