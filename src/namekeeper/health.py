@@ -79,6 +79,12 @@ class Health:
         self.sources = list(sources)
         self.fixed = list(fixed)
         self.probe = StoreProbe(store)
+        # A load balancer may ask many times a second; the store's reasons are read at most once a
+        # second so that a flood of GETs does not compete with webhook intake for the store.
+        self.store_reasons_every = 1.0
+        self._store_reasons_lock = threading.Lock()
+        self._store_reasons_at: float | None = None
+        self._store_reasons: list[str] = []
 
     def reasons(self, *, stopping: bool, source_threads_alive: bool) -> list[str]:
         now = time.time()
@@ -97,13 +103,20 @@ class Health:
         if store_problem:
             found.append(store_problem)
             return found  # the store's other answers cannot be trusted
-        try:
-            found += self._store_reasons(now)
-        except (sqlite3.Error, StoreError) as exc:
-            found.append(f"the store {self.store.location} cannot be read ({exc})")
-        return found
+        return found + self._cached_store_reasons(now)
 
-    def _store_reasons(self, now: float) -> list[str]:
+    def _cached_store_reasons(self, now: float) -> list[str]:
+        with self._store_reasons_lock:
+            at = self._store_reasons_at
+            if at is None or not 0 <= now - at < self.store_reasons_every:
+                try:
+                    self._store_reasons = self._store_reasons_now(now)
+                except (sqlite3.Error, StoreError) as exc:
+                    self._store_reasons = [f"the store {self.store.location} cannot be read ({exc})"]
+                self._store_reasons_at = now
+            return list(self._store_reasons)
+
+    def _store_reasons_now(self, now: float) -> list[str]:
         found = []
         paused_until = self.store.budget_paused_until(now=now)
         conditions = {c.key: c.text for c in self.store.conditions()}
