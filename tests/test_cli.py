@@ -171,6 +171,11 @@ def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
     assert code == 1
 
 
+def test_status_of_an_empty_store_says_so(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
+    code, out, err = run(capsys, "--config", str(cfg), "status")
+    assert code == 0 and not out and "knows no names yet" in err
+
+
 def test_a_corrupt_config_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[public\n")

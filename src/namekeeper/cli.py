@@ -283,6 +283,9 @@ def _status(args: argparse.Namespace, config: Config) -> int:
                                    optional=("action", "queue", "reserved_at", "owners",
                                              "first_seen_private"),
                                    text="last_error"))
+    elif not args.quiet:
+        print(f"namekeeper: the store {store.location} knows no names yet "
+              "(audit, reserve or serve record them)", file=sys.stderr)
     # Service-wide conditions (budget paused, public index unreachable) need a human too.
     paused = store.budget_paused_until() is not None
     for condition in store.conditions():
