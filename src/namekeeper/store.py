@@ -39,6 +39,8 @@ from .store_schema import (
     event_from_json,
     event_to_json,
     higher_version,
+    name_record,
+    outcome_values,
     ts,
 )
 from .store_sqlite_transfer import SqliteTransfer
@@ -196,23 +198,11 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
 
     def get(self, name: str) -> NameRecord | None:
         row = self._db().execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
-        return self._record(row) if row else None
+        return name_record(row) if row else None
 
     def all_names(self) -> list[NameRecord]:
         rows = self._db().execute("SELECT * FROM names ORDER BY name").fetchall()
-        return [self._record(r) for r in rows]
-
-    @staticmethod
-    def _record(row: sqlite3.Row) -> NameRecord:
-        return NameRecord(
-            name=row["name"], display_name=row["display_name"],
-            first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
-            first_index=row["first_index"], highest_private_version=row["highest_private_version"],
-            verdict=row["verdict"], severity=row["severity"], action=row["action"],
-            reason=row["reason"], message=row["message"],
-            owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
-            reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
-            attempts=row["attempts"], updated_at=dt(row["updated_at"]))
+        return [name_record(r) for r in rows]
 
     def mark_upload_started(self, name: str, display_name: str) -> None:
         """Written before every upload, so a crash mid-upload is recognised after restart."""
@@ -229,20 +219,12 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             self._record_outcome(db, outcome, reserved)
 
     def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome, reserved: bool) -> None:
-        public = outcome.public
         db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
                    (outcome.name, outcome.display_name))
         db.execute(
             "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
             "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-            "WHERE name=?",
-            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-             outcome.reason, outcome.message,
-             json.dumps(list(public.owners)) if public else None,
-             public.organization if public else None,
-             json.dumps(list(public.versions)) if public else None,
-             ts(public.first_release) if public else None,
-             ts(outcome.at), outcome.name))
+            "WHERE name=?", (*outcome_values(outcome), outcome.name))
         if reserved:
             db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
                        (ts(outcome.at), outcome.name))

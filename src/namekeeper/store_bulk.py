@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from .model import NameEvent, Outcome
+from .store_schema import name_record
 
 if TYPE_CHECKING:
     from .store_schema import NameRecord
@@ -32,8 +33,6 @@ class BulkNames:
         def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome,
                             reserved: bool) -> None: ...
         def _accept(self, db: sqlite3.Connection, event: NameEvent, now: float) -> bool: ...
-        @staticmethod
-        def _record(row: sqlite3.Row) -> NameRecord: ...
 
     def note_seen_many(self, events: Sequence[NameEvent]) -> None:
         """`note_seen` for every event, in one transaction."""
@@ -49,7 +48,7 @@ class BulkNames:
             marks = ",".join("?" * len(chunk))
             for row in db.execute(f"SELECT * FROM names WHERE name IN ({marks})",  # noqa: S608
                                   chunk):
-                record = self._record(row)
+                record = name_record(row)
                 found[record.name] = record
         return found
 

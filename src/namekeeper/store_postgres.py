@@ -63,6 +63,8 @@ from .store_schema import (
     dt,
     event_to_json,
     higher_version,
+    name_record,
+    outcome_values,
     ts,
 )
 
@@ -404,12 +406,12 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     def get(self, name: str) -> NameRecord | None:
         with self._read() as cur:
             row = cur.execute("SELECT * FROM names WHERE name = %s", (name,)).fetchone()
-        return _record(row) if row else None
+        return name_record(row) if row else None
 
     def all_names(self) -> list[NameRecord]:
         with self._read() as cur:
             rows = cur.execute("SELECT * FROM names ORDER BY name").fetchall()
-        return [_record(r) for r in rows]
+        return [name_record(r) for r in rows]
 
     def mark_upload_started(self, name: str, display_name: str) -> None:
         def work(cur: psycopg.Cursor[Any]) -> None:
@@ -424,20 +426,12 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
 
     def _record_outcome(self, cur: psycopg.Cursor[Any], outcome: Outcome, reserved: bool) -> None:
-        public = outcome.public
         cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
         cur.execute(
             "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
             "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
-            "updated_at=%s WHERE name=%s",
-            (outcome.verdict.value, outcome.severity.value, outcome.action.value,
-             outcome.reason, outcome.message,
-             json.dumps(list(public.owners)) if public else None,
-             public.organization if public else None,
-             json.dumps(list(public.versions)) if public else None,
-             ts(public.first_release) if public else None,
-             ts(outcome.at), outcome.name))
+            "updated_at=%s WHERE name=%s", (*outcome_values(outcome), outcome.name))
         if reserved:
             cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
                         "WHERE name=%s", (ts(outcome.at), outcome.name))
@@ -459,7 +453,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         with self._read() as cur:
             rows = cur.execute("SELECT * FROM names WHERE name = ANY(%s)",
                                (list(names),)).fetchall()
-        return {row["name"]: _record(row) for row in rows}
+        return {row["name"]: name_record(row) for row in rows}
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         def work(cur: psycopg.Cursor[Any]) -> None:
@@ -599,13 +593,3 @@ def _retry(row: dict[str, Any]) -> Retry:
                  payload=row["payload"], attempts=row["attempts"], next_at=row["next_at"])
 
 
-def _record(row: dict[str, Any]) -> NameRecord:
-    return NameRecord(
-        name=row["name"], display_name=row["display_name"],
-        first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
-        first_index=row["first_index"], highest_private_version=row["highest_private_version"],
-        verdict=row["verdict"], severity=row["severity"], action=row["action"],
-        reason=row["reason"], message=row["message"],
-        owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
-        reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
-        attempts=row["attempts"], updated_at=dt(row["updated_at"]))

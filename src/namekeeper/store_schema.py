@@ -7,12 +7,14 @@ migration would have to change — is readable in one place.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .model import NameEvent
+from .model import NameEvent, Outcome
 
 SCHEMA = """
 -- Owners the public index reported for a placeholder we uploaded (store_placeholders.py).
@@ -149,6 +151,31 @@ def ts(value: datetime | None) -> str | None:
 
 def dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
+
+
+def name_record(row: Mapping[str, Any]) -> NameRecord:
+    """A ``names`` row (either backend's) as a NameRecord."""
+    return NameRecord(
+        name=row["name"], display_name=row["display_name"],
+        first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
+        first_index=row["first_index"], highest_private_version=row["highest_private_version"],
+        verdict=row["verdict"], severity=row["severity"], action=row["action"],
+        reason=row["reason"], message=row["message"],
+        owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
+        reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
+        attempts=row["attempts"], updated_at=dt(row["updated_at"]))
+
+
+def outcome_values(outcome: Outcome) -> tuple[Any, ...]:
+    """What an outcome sets in ``names`` (verdict ... updated_at), for either backend."""
+    public = outcome.public
+    return (outcome.verdict.value, outcome.severity.value, outcome.action.value,
+            outcome.reason, outcome.message,
+            json.dumps(list(public.owners)) if public else None,
+            public.organization if public else None,
+            json.dumps(list(public.versions)) if public else None,
+            ts(public.first_release) if public else None,
+            ts(outcome.at))
 
 
 def event_to_json(event: NameEvent) -> str:
