@@ -20,7 +20,7 @@ import pytest
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.store.interface import BUDGET_WINDOW, QueueState, Retry, StoreBackend
+from namekeeper.store.interface import BUDGET_WINDOW, DeliveryLog, QueueState, Retry, StoreBackend
 from namekeeper.store.sqlite import Store
 
 OpenStore = Callable[..., StoreBackend]
