@@ -20,8 +20,7 @@ import pytest
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.notify.dispatch import Retry
-from namekeeper.store.interface import BUDGET_WINDOW, QueueState, StoreBackend
+from namekeeper.store.interface import BUDGET_WINDOW, DeliveryLog, QueueState, Retry, StoreBackend
 from namekeeper.store.sqlite import Store
 
 OpenStore = Callable[..., StoreBackend]
@@ -400,6 +399,7 @@ def test_refund_and_pause(open_store: OpenStore) -> None:
 
 def test_deliveries_and_retries_survive_a_new_store(open_store: OpenStore) -> None:
     log = open_store().delivery_log()
+    assert isinstance(log, DeliveryLog)  # the interface's contract, whichever backend
     log.record_delivery("ops", "acme-a", "fp1", True, None)
     log.record_delivery("ops", "acme-b", "fp2", False, "receiver down")
     log.schedule_retry(Retry("ops", "acme-b", "fp2", "{}", 1, 500.0))
