@@ -8,7 +8,6 @@ integrity probes run at most every few seconds and are cached).
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +50,7 @@ class StoreProbe:
                 try:
                     self.store.probe_writable()
                     self._problem = None
-                except (sqlite3.Error, StoreError) as exc:
+                except StoreError as exc:
                     self._problem = f"the store {self.store.location} does not take writes ({exc})"
             return self._integrity or self._problem
 
@@ -111,7 +110,7 @@ class Health:
             if at is None or not 0 <= now - at < self.store_reasons_every:
                 try:
                     self._store_reasons = self._store_reasons_now(now)
-                except (sqlite3.Error, StoreError) as exc:
+                except StoreError as exc:
                     self._store_reasons = [f"the store {self.store.location} cannot be read ({exc})"]
                 self._store_reasons_at = now
             return list(self._store_reasons)
