@@ -115,6 +115,8 @@ class Service:
         for problem in self.health.fixed:
             log.warning("%s", problem)
         self._maintenance = self.store.background_maintenance(self.stop)
+        # /healthz answers from memory; this loop keeps the store's part of it fresh.
+        self._health_thread = self.health.run_in_background(self.stop)
         # Work queued by another replica (or process) wakes this one's idle workers.
         self._work_watch = self.store.watch_for_work(self.workers.notify_work, self.stop)
         self.workers.start()
@@ -231,7 +233,7 @@ class Service:
         sources_alive = all(t.is_alive() for t in self._source_threads)
         reasons = self.health.reasons(stopping=self.stop.is_set(),
                                       source_threads_alive=sources_alive)
-        detail = {"reasons": reasons, "store": self.health.probe.problem() is None,
+        detail = {"reasons": reasons, "store": self.health.store_answer().problem is None,
                   "workers": self.workers.alive(), "sources": sources_alive}
         return not reasons, detail
 
