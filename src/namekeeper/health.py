@@ -109,7 +109,8 @@ class Health:
         self._refresh_lock = threading.Lock()
         self._store_answer: StoreAnswer | None = None
 
-    def reasons(self, *, stopping: bool, source_threads_alive: bool) -> list[str]:
+    def reasons(self, *, stopping: bool, source_threads_alive: bool,
+                store: StoreAnswer | None = None) -> list[str]:
         now = time.time()
         found = list(self.fixed)
         if stopping:
@@ -122,16 +123,23 @@ class Health:
             found.append("an event source stopped with an error (see the log)")
         for source in self.sources:
             found += source.problems(now)
-        store = self.store_answer()
+        store = store or self.store_answer()
         if store.problem:
             found.append(store.problem)  # the store's other answers cannot be trusted
             return found
         return found + list(store.reasons)
 
-    def store_answer(self) -> StoreAnswer:
-        """The store's answer, at most ``3 * refresh_every`` seconds old."""
+    def fresh_store_answer(self) -> StoreAnswer | None:
+        """The store's answer if at most ``3 * refresh_every`` seconds old, else None; never blocks."""
         current = self._store_answer
         if current is not None and 0 <= self.clock() - current.checked_at < 3 * self.refresh_every:
+            return current
+        return None
+
+    def store_answer(self) -> StoreAnswer:
+        """The store's answer, at most ``3 * refresh_every`` seconds old (asked now if older)."""
+        current = self.fresh_store_answer()
+        if current is not None:
             return current
         with self._refresh_lock:
             current = self._store_answer  # another request may have refreshed it meanwhile
