@@ -7,8 +7,8 @@ attempt in a `DeliveryLog`.  A failed or raising notifier is scheduled for a
 retry with exponential backoff; it never stops the other notifiers, and
 nothing it does escapes as an exception.
 
-The `DeliveryLog` protocol is small and stores only strings and numbers, so
-the SQLite store can implement it; outcomes travel as JSON
+The `DeliveryLog` contract (`store.interface`) is small and stores only strings and
+numbers, so every store implements it; outcomes travel as JSON
 (`model.outcome_to_json` / `model.outcome_from_json`).
 """
 
@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..model import Action, Outcome, Severity, Verdict, outcome_from_json, outcome_to_json
+from ..model import Action, Outcome, Severity, Verdict, outcome_to_json
+from ..store.interface import DeliveryLog, Retry
 from .interface import TAG_TEST, Message, Notifier
 from .render import fingerprint, redact_text, render, render_condition
 
@@ -39,53 +39,7 @@ DEFAULT_BACKOFF_MAX = 3600.0
 # The delivery record
 
 
-@dataclass(frozen=True)
-class Retry:
-    """A delivery to send again: which target, which alert, how often tried, when next."""
-
-    target: str
-    name: str
-    fingerprint: str
-    payload: str  # outcome_to_json(outcome)
-    attempts: int
-    next_at: float  # epoch seconds
-
-    @property
-    def outcome(self) -> Outcome:
-        return outcome_from_json(self.payload)
-
-
-class DeliveryLog(Protocol):
-    """Where the dispatcher remembers what was delivered and what waits for a retry.
-
-    At most one retry is pending per (target, name): a newer alert about the
-    same name replaces an older one that never got through.
-    """
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        """True when the last alert delivered to ``target`` about ``name`` had this fingerprint."""
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        """Record one attempt; a success becomes the last delivered alert for (target, name)."""
-
-    def schedule_retry(self, retry: Retry) -> None:
-        """Insert or replace the pending retry for (retry.target, retry.name)."""
-
-    def retry_for(self, target: str, name: str) -> Retry | None:
-        """The pending retry for (target, name), if any."""
-
-    def clear_retry(self, target: str, name: str) -> None:
-        """Forget the pending retry for (target, name)."""
-
-    def pending_retries(self, now: float) -> list[Retry]:
-        """Every retry due at ``now`` (``next_at <= now``), oldest first."""
-
-    def current_state(self, name: str) -> tuple[str, str] | None:
-        """(verdict, action) the store records for ``name`` now; None when it cannot say."""
-
-
-class MemoryDeliveryLog:
+class MemoryDeliveryLog(DeliveryLog):
     """A `DeliveryLog` in a few dicts: for tests and one-shot CLI runs."""
 
     def __init__(self) -> None:

@@ -25,20 +25,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .errors import StoreError
-from .model import NameEvent, Outcome
-from .store_health import Condition
-from .store_queue import DEFAULT_LEASE
-from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
-from .store_watch import StoredLookalike
+from ..errors import StoreError
+from ..model import NameEvent, Outcome, outcome_from_json
+from .schema import BUDGET_WINDOW, NameRecord, WorkItem
+from .sqlite_health import Condition
+from .sqlite_queue import DEFAULT_LEASE
+from .sqlite_watch import StoredLookalike
 
-if TYPE_CHECKING:
-    from .notify.dispatch import DeliveryLog
-
-__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "NameRecord", "QueueState",
-           "SchemaVersion", "StoreBackend", "StoreSnapshot", "StoreUnavailable", "WorkItem"]
+__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "NameRecord",
+           "QueueState", "Retry", "SchemaVersion", "StoreBackend", "StoreSnapshot",
+           "StoreUnavailable", "WorkItem"]
 
 
 class QueueState(str, Enum):
@@ -76,12 +74,67 @@ class SchemaVersion:
 class StoreSnapshot:
     """Everything a store holds, backend-neutral: what `namekeeper store copy` moves.
 
-    ``tables`` maps each table of `store_schema.TRANSFERRED_COLUMNS` to its rows (tuples in
+    ``tables`` maps each table of `schema.TRANSFERRED_COLUMNS` to its rows (tuples in
     that column order, history and budget in their original order).
     """
 
     tables: Mapping[str, tuple[tuple[Any, ...], ...]]
     budget_paused_until: float
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A delivery to send again: which target, which alert, how often tried, when next."""
+
+    target: str
+    name: str
+    fingerprint: str
+    payload: str  # outcome_to_json(outcome)
+    attempts: int
+    next_at: float  # epoch seconds
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_from_json(self.payload)
+
+
+class DeliveryLog(ABC):
+    """Where the alert dispatcher remembers what was delivered and what waits for a retry.
+
+    At most one retry is pending per (target, name): a newer alert about the
+    same name replaces an older one that never got through.  Every store keeps
+    one (`StoreBackend.delivery_log`), so dedup and retries survive restarts and
+    are shared by the replicas.
+    """
+
+    @abstractmethod
+    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
+        """True when the last alert delivered to ``target`` about ``name`` had this fingerprint."""
+
+    @abstractmethod
+    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
+                        error: str | None) -> None:
+        """Record one attempt; a success becomes the last delivered alert for (target, name)."""
+
+    @abstractmethod
+    def schedule_retry(self, retry: Retry) -> None:
+        """Insert or replace the pending retry for (retry.target, retry.name)."""
+
+    @abstractmethod
+    def retry_for(self, target: str, name: str) -> Retry | None:
+        """The pending retry for (target, name), if any."""
+
+    @abstractmethod
+    def clear_retry(self, target: str, name: str) -> None:
+        """Forget the pending retry for (target, name)."""
+
+    @abstractmethod
+    def pending_retries(self, now: float) -> list[Retry]:
+        """Every retry due at ``now`` (``next_at <= now``), oldest first."""
+
+    @abstractmethod
+    def current_state(self, name: str) -> tuple[str, str] | None:
+        """(verdict, action) the store records for ``name`` now; None when it cannot say."""
 
 
 class StoreBackend(ABC):
@@ -176,7 +229,7 @@ class StoreBackend(ABC):
         """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue with leases --------------------------------------------------------
-    # A claim has a holder (one process: `store_queue.holder_id`) and an expiry; the holder
+    # A claim has a holder (one process: `sqlite_queue.holder_id`) and an expiry; the holder
     # renews it while working; only an expired lease is reclaimed, by any process.
 
     def accept(self, event: NameEvent) -> bool:

@@ -27,13 +27,11 @@ so intake answers 503 rather than acknowledging an event it did not store.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -42,22 +40,20 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .errors import StoreError
-from .model import NameEvent, Outcome
-from .notify.dispatch import Retry
-from .store_interface import (
+from ..errors import StoreError
+from ..model import NameEvent, Outcome
+from .interface import (
     NameRecord,
     QueueState,
     SchemaVersion,
-    StoreBackend,
     StoreSnapshot,
     StoreUnavailable,
 )
-from .store_postgres_budget import PostgresBudget
-from .store_postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
-from .store_postgres_queue import WORK_CHANNEL, PostgresQueue
-from .store_postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
-from .store_schema import (
+from .postgres_budget import PostgresBudget
+from .postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
+from .postgres_queue import WORK_CHANNEL, PostgresQueue
+from .postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
+from .schema import (
     ORDERED_BY_ID,
     TRANSFERRED_COLUMNS,
     dt,
@@ -67,6 +63,7 @@ from .store_schema import (
     outcome_values,
     ts,
 )
+from .sql import POSTGRESQL, Sql, SqlStore, T
 
 log = logging.getLogger(__name__)
 
@@ -219,9 +216,38 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+class Cursor:
+    """A psycopg cursor that also takes the shared SQL's ``?`` parameters (`store.sql`)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: psycopg.Cursor[dict[str, Any]]) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None, /
+                ) -> psycopg.Cursor[dict[str, Any]]:
+        # No statement of ours has a literal "?" (PostgreSQL's jsonb "?" operator is unused).
+        return self.cursor.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> None:
+        self.cursor.executemany(sql.replace("?", "%s"), params)
+
+    def fetchone(self) -> dict[str, Any] | None:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+
 class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
-                    PostgresPlaceholderRecords, StoreBackend):
+                    PostgresPlaceholderRecords, SqlStore):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
+
+    dialect = POSTGRESQL
 
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
                  min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
@@ -266,7 +292,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         return SchemaVersion(before, after)
 
     def snapshot(self) -> StoreSnapshot:
-        def work(cur: psycopg.Cursor[Any]) -> StoreSnapshot:
+        def work(cur: Sql) -> StoreSnapshot:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             tables: dict[str, tuple[tuple[Any, ...], ...]] = {}
             for table, columns in TRANSFERRED_COLUMNS.items():
@@ -282,7 +308,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         return snap
 
     def restore(self, snapshot: StoreSnapshot) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             for table in TRANSFERRED_COLUMNS:
                 if cur.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
                     raise StoreError(f"the store at {self.location} is not empty "
@@ -299,14 +325,14 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any:
+    def _transaction(self, work: Callable[[Sql], T]) -> T:
         """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
         with self._unreachable_as_store_error():
             for attempt in range(5):
                 try:
                     with self._pool.connection() as conn, conn.transaction(), \
                             conn.cursor() as cur:
-                        return work(cur)
+                        return work(Cursor(cur))
                 except _RETRIED:
                     if attempt == 4:
                         raise
@@ -314,10 +340,10 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    def _read(self) -> Iterator[Cursor]:
         with self._unreachable_as_store_error(), self._pool.connection() as conn, \
                 conn.cursor() as cur:
-            yield cur
+            yield Cursor(cur)
 
     @contextmanager
     def _unreachable_as_store_error(self) -> Iterator[None]:
@@ -366,21 +392,14 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
 
     # -- names and history -----------------------------------------------------------------------
 
-    def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
-                 detail: dict[str, Any] | None) -> None:
-        cur.execute("INSERT INTO history(name, at, kind, detail) VALUES (%s,%s,%s,%s)",
-                    (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
-                     json.dumps(detail) if detail is not None else None))
-
-    def _note_seen(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent) -> str | None:
+    def _note_seen(self, cur: Sql, event: NameEvent) -> str | None:
         """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
-        cur.execute(
+        if cur.execute(
             "INSERT INTO names(name, display_name, first_seen_private, first_source, "
             "first_index, highest_private_version, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s) "
             "ON CONFLICT (name) DO NOTHING RETURNING name",
             (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
-             event.version, ts(event.seen_at)))
-        if cur.fetchone() is not None:
+             event.version, ts(event.seen_at))).fetchone() is not None:
             self._history(cur, event.name, "seen", {"source": event.source,
                                                     "index": event.index,
                                                     "version": event.version})
@@ -414,7 +433,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         return [name_record(r) for r in rows]
 
     def mark_upload_started(self, name: str, display_name: str) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
                         "ON CONFLICT DO NOTHING", (name, display_name))
             cur.execute("UPDATE names SET upload_started_at = %s, attempts = attempts + 1 "
@@ -425,7 +444,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
 
-    def _record_outcome(self, cur: psycopg.Cursor[Any], outcome: Outcome, reserved: bool) -> None:
+    def _record_outcome(self, cur: Sql, outcome: Outcome, reserved: bool) -> None:
         cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
         cur.execute(
@@ -444,7 +463,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     # deadlock on each other.
 
     def note_seen_many(self, events: Sequence[NameEvent]) -> None:
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> None:
+        def work(cur: Sql) -> None:
             for event in sorted(events, key=lambda e: e.name):
                 self._note_seen(cur, event)
         self._transaction(work)
@@ -456,7 +475,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         return {row["name"]: name_record(row) for row in rows}
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             for outcome in sorted(outcomes, key=lambda o: o.name):
                 self._record_outcome(cur, outcome, False)
         self._transaction(work)
@@ -464,13 +483,6 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
         # One microsecond apart in the caller's order: the queue hands out the oldest first.
         return self._accept_batch(list(events), self._clock(), 1e-6)
-
-    def history(self, name: str) -> list[dict[str, Any]]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT at, kind, detail FROM history WHERE name = %s "
-                               "ORDER BY id", (name,)).fetchall()
-        return [{"at": r["at"], "kind": r["kind"],
-                 "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
     # -- event journal and queue -----------------------------------------------------------------
 
@@ -485,7 +497,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         # batches touching the same names then queue behind each other instead of deadlocking.
         order = sorted(range(len(events)), key=lambda i: events[i].name)
 
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> list[bool]:
+        def work(cur: Sql) -> list[bool]:
             results = [False] * len(events)
             queued = False
             for i in order:
@@ -497,14 +509,14 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         results: list[bool] = self._transaction(work)
         return results
 
-    def _accept(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent, now: float
+    def _accept(self, cur: Sql, event: NameEvent, now: float
                 ) -> tuple[bool, bool]:
         """(new event?, queued work?) for one event, inside the caller's transaction."""
         if event.key is not None:
-            cur.execute("INSERT INTO events(key, name, source, idx, received_at) "
-                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING key",
-                        (event.key, event.name, event.source, event.index, now))
-            if cur.fetchone() is None:
+            if cur.execute("INSERT INTO events(key, name, source, idx, received_at) "
+                           "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING key",
+                           (event.key, event.name, event.source, event.index, now)
+                           ).fetchone() is None:
                 return False, False
         reserved = self._note_seen(cur, event)
         row = cur.execute("SELECT state FROM queue WHERE name = %s FOR UPDATE",
@@ -523,73 +535,3 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
                         (event_to_json(event), now, event.name))
             return True, True
         return True, False
-
-    # -- notification deliveries -----------------------------------------------------------------
-
-    def delivery_log(self) -> PostgresDeliveryLog:
-        return PostgresDeliveryLog(self)
-
-
-class PostgresDeliveryLog:
-    """`notify.dispatch.DeliveryLog` in the shared database: replicas share one memory of alerts."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT fingerprint FROM delivered WHERE target=%s AND name=%s",
-                              (target, name)).fetchone()
-        return row is not None and row["fingerprint"] == fingerprint
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
-            if ok:
-                cur.execute("INSERT INTO delivered VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (target, name) DO UPDATE SET "
-                            "fingerprint = EXCLUDED.fingerprint, at = EXCLUDED.at",
-                            (target, name, fingerprint, self.store._clock()))
-            self.store._history(cur, name, "notified" if ok else "notify-failed",
-                                {"target": target, "error": error})
-        self.store._transaction(work)
-
-    def schedule_retry(self, retry: Retry) -> None:
-        self.store._transaction(lambda cur: cur.execute(
-            "INSERT INTO delivery_retries VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (target, name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
-            "payload = EXCLUDED.payload, attempts = EXCLUDED.attempts, "
-            "next_at = EXCLUDED.next_at",
-            (retry.target, retry.name, retry.fingerprint, retry.payload, retry.attempts,
-             retry.next_at)))
-
-    def retry_for(self, target: str, name: str) -> Retry | None:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT * FROM delivery_retries WHERE target=%s AND name=%s",
-                              (target, name)).fetchone()
-        return _retry(row) if row else None
-
-    def clear_retry(self, target: str, name: str) -> None:
-        self.store._transaction(lambda cur: cur.execute(
-            "DELETE FROM delivery_retries WHERE target=%s AND name=%s", (target, name)))
-
-    def pending_retries(self, now: float) -> list[Retry]:
-        with self.store._read() as cur:
-            rows = cur.execute("SELECT * FROM delivery_retries WHERE next_at <= %s "
-                               "ORDER BY next_at", (now,)).fetchall()
-        return [_retry(r) for r in rows]
-
-    def current_state(self, name: str) -> tuple[str, str] | None:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT verdict, action FROM names WHERE name=%s",
-                              (name,)).fetchone()
-        if row is None or row["verdict"] is None or row["action"] is None:
-            return None
-        return row["verdict"], row["action"]
-
-
-def _retry(row: dict[str, Any]) -> Retry:
-    return Retry(target=row["target"], name=row["name"], fingerprint=row["fingerprint"],
-                 payload=row["payload"], attempts=row["attempts"], next_at=row["next_at"])
-
-

@@ -1,6 +1,6 @@
 """The PostgreSQL store's queue with leases and its periodic-job leases (mixed into `PostgresStore`).
 
-The same contract as `store_queue.QueueLeases` (read its docstring for the
+The same contract as `sqlite_queue.QueueLeases` (read its docstring for the
 lease design); what changes is how it holds with several writers at once:
 rows are picked ``FOR UPDATE SKIP LOCKED``, so concurrent workers (in any
 number of replicas) never claim the same name and never wait on each other,
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .store_queue import DEFAULT_LEASE
-from .store_schema import WorkItem, event_from_json
+from .schema import WorkItem, event_from_json
+from .sqlite_queue import DEFAULT_LEASE
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,9 +29,9 @@ class PostgresQueue:
     if TYPE_CHECKING:
         _clock: Callable[[], float]
 
-        def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any: ...
-        def _read(self) -> AbstractContextManager[psycopg.Cursor[dict[str, Any]]]: ...
-        def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
+        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
+        def _read(self) -> AbstractContextManager[Any]: ...
+        def _history(self, cur: Any, name: str, kind: str,
                      detail: dict[str, Any] | None) -> None: ...
         @staticmethod
         def _enqueue_unqueued(cur: psycopg.Cursor[dict[str, Any]], now: float) -> int: ...
