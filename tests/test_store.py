@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -174,3 +175,12 @@ def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
         sink.accept(ev("acme-a", key="1"))
     with pytest.raises(OSError):  # and the next caller is not stuck behind a dead leader
         sink.accept(ev("acme-b", key="2"))
+
+
+def test_the_last_scan_an_older_store_remembered_as_text_is_still_read(tmp_path: Path) -> None:
+    # Before the backends shared one watch module, SQLite kept the scan's basis as text.
+    path = tmp_path / "state.sqlite3"
+    Store(path).remember_scan("digest-1", ["acme-a", "acme-b"])
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE watch_state SET value = 'digest-1' WHERE key = 'basis'")
+    assert Store(path).scanned_listing() == ("digest-1", frozenset({"acme-a", "acme-b"}))

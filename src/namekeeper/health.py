@@ -20,7 +20,7 @@ from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
 from .sources.interface import EventSource
 from .store.interface import StoreBackend
-from .store.sqlite_budget import CONDITION_PAUSED
+from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)

@@ -283,7 +283,7 @@ class StoreBackend(ABC):
         """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue with leases --------------------------------------------------------
-    # A claim has a holder (one process: `sqlite_queue.holder_id`) and an expiry; the holder
+    # A claim has a holder (one process: `holder_id`) and an expiry; the holder
     # renews it while working; only an expired lease is reclaimed, by any process.
 
     def accept(self, event: NameEvent) -> bool:

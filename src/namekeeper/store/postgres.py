@@ -41,29 +41,16 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome
+from ..model import NameEvent
 from .interface import (
-    NameRecord,
     QueueState,
     SchemaVersion,
     StoreSnapshot,
     StoreUnavailable,
 )
-from .postgres_budget import PostgresBudget
-from .postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
-from .postgres_queue import WORK_CHANNEL, PostgresQueue
-from .postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
-from .schema import (
-    ORDERED_BY_ID,
-    TRANSFERRED_COLUMNS,
-    dt,
-    event_to_json,
-    higher_version,
-    name_record,
-    outcome_values,
-    ts,
-)
-from .sql import POSTGRESQL, Sql, SqlStore, T
+from .schema import ORDERED_BY_ID, POSTGRESQL, TRANSFERRED_COLUMNS, event_to_json, tables
+from .sql import Sql, T
+from .sql_store import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -73,103 +60,27 @@ _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
 
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
-    display_name TEXT NOT NULL,
-    first_seen_private TEXT,
-    first_source TEXT,
-    first_index TEXT,
-    highest_private_version TEXT,
-    verdict TEXT,
-    severity TEXT,
-    action TEXT,
-    reason TEXT,
-    message TEXT,
-    owners TEXT,
-    organization TEXT,
-    public_versions TEXT,
-    public_first_release TEXT,
-    upload_started_at DOUBLE PRECISION,
-    reserved_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT
-);
-CREATE TABLE IF NOT EXISTS history (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name TEXT NOT NULL,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS history_name ON history(name);
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    source TEXT NOT NULL,
-    idx TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    event TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
-    claimed_by TEXT,
-    last_error TEXT,
-    enqueued_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    lease_until DOUBLE PRECISION,
-    confirm_at DOUBLE PRECISION,
-    confirming INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+#: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
+WORK_CHANNEL = "namekeeper_work"
+
+#: What only PostgreSQL keeps: the row every replica's budget spending locks (and the 429
+#: pause), and the leases on periodic jobs.
+_POSTGRES_TABLES = """
 CREATE INDEX IF NOT EXISTS queue_confirm ON queue(confirm_at);
-CREATE TABLE IF NOT EXISTS budget (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS budget_lock (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused_until DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 INSERT INTO budget_lock(id) VALUES (1) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS delivered (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS delivery_retries (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS conditions (
-    key TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    since DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS job_leases (
     job TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 );
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT
-);
 """
 
 #: Schema version → the SQL that brings the previous version up to it.
-MIGRATIONS = {1: SCHEMA_V1 + WATCH_SCHEMA_PG + PLACEHOLDERS_SCHEMA_PG}
+MIGRATIONS = {1: tables(POSTGRESQL) + _POSTGRES_TABLES}
 
 
 class SchemaTooNew(StoreUnavailable):
@@ -243,8 +154,7 @@ class Cursor:
         return self.cursor.rowcount
 
 
-class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
-                    PostgresPlaceholderRecords, SqlStore):
+class PostgresStore(SqlStore):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     dialect = POSTGRESQL
@@ -390,101 +300,11 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         thread.start()
         return thread
 
-    # -- names and history -----------------------------------------------------------------------
-
-    def _note_seen(self, cur: Sql, event: NameEvent) -> str | None:
-        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
-        if cur.execute(
-            "INSERT INTO names(name, display_name, first_seen_private, first_source, "
-            "first_index, highest_private_version, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (name) DO NOTHING RETURNING name",
-            (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
-             event.version, ts(event.seen_at))).fetchone() is not None:
-            self._history(cur, event.name, "seen", {"source": event.source,
-                                                    "index": event.index,
-                                                    "version": event.version})
-            return None
-        row = cur.execute("SELECT first_seen_private, highest_private_version, reserved_at "
-                          "FROM names WHERE name = %s FOR UPDATE", (event.name,)).fetchone()
-        assert row is not None
-        first = dt(row["first_seen_private"])
-        if first is None or event.seen_at < first:
-            cur.execute("UPDATE names SET first_seen_private = %s, first_source = %s, "
-                        "first_index = %s WHERE name = %s",
-                        (ts(event.seen_at), event.source, event.index, event.name))
-        highest = higher_version(row["highest_private_version"], event.version)
-        if highest != row["highest_private_version"]:
-            cur.execute("UPDATE names SET highest_private_version = %s WHERE name = %s",
-                        (highest, event.name))
-        reserved_at: str | None = row["reserved_at"]
-        return reserved_at
-
-    def note_seen(self, event: NameEvent) -> None:
-        self._transaction(lambda cur: self._note_seen(cur, event))
-
-    def get(self, name: str) -> NameRecord | None:
-        with self._read() as cur:
-            row = cur.execute("SELECT * FROM names WHERE name = %s", (name,)).fetchone()
-        return name_record(row) if row else None
-
-    def all_names(self) -> list[NameRecord]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT * FROM names ORDER BY name").fetchall()
-        return [name_record(r) for r in rows]
-
-    def mark_upload_started(self, name: str, display_name: str) -> None:
-        def work(cur: Sql) -> None:
-            cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
-                        "ON CONFLICT DO NOTHING", (name, display_name))
-            cur.execute("UPDATE names SET upload_started_at = %s, attempts = attempts + 1 "
-                        "WHERE name = %s", (self._clock(), name))
-            self._history(cur, name, "upload-started", None)
-        self._transaction(work)
-
-    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
-
-    def _record_outcome(self, cur: Sql, outcome: Outcome, reserved: bool) -> None:
-        cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
-        cur.execute(
-            "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
-            "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
-            "updated_at=%s WHERE name=%s", (*outcome_values(outcome), outcome.name))
-        if reserved:
-            cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
-                        "WHERE name=%s", (ts(outcome.at), outcome.name))
-        self._history(cur, outcome.name, "outcome", {
-            "verdict": outcome.verdict.value, "action": outcome.action.value,
-            "severity": outcome.severity.value, "message": outcome.message})
-
-    # -- many names at once (audit) --------------------------------------------------------------
-    # Rows are written in name order (as in `accept_many`) so that concurrent batches never
-    # deadlock on each other.
-
-    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
-        def work(cur: Sql) -> None:
-            for event in sorted(events, key=lambda e: e.name):
-                self._note_seen(cur, event)
-        self._transaction(work)
-
-    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT * FROM names WHERE name = ANY(%s)",
-                               (list(names),)).fetchall()
-        return {row["name"]: name_record(row) for row in rows}
-
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        def work(cur: Sql) -> None:
-            for outcome in sorted(outcomes, key=lambda o: o.name):
-                self._record_outcome(cur, outcome, False)
-        self._transaction(work)
+    # -- event journal and queue -----------------------------------------------------------------
 
     def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
         # One microsecond apart in the caller's order: the queue hands out the oldest first.
         return self._accept_batch(list(events), self._clock(), 1e-6)
-
-    # -- event journal and queue -----------------------------------------------------------------
 
     def accept_many(self, events: list[NameEvent]) -> list[bool]:
         # A microsecond apart: rows are written in name order (below), but a batch is
@@ -535,3 +355,37 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
                         (event_to_json(event), now, event.name))
             return True, True
         return True, False
+
+    # -- what PostgreSQL keeps its own way -------------------------------------------------------
+
+    def _work_queued(self, tx: Sql) -> None:
+        tx.execute(f"NOTIFY {WORK_CHANNEL}")
+
+    def _budget_pause(self, tx: Sql, *, lock: bool) -> float:
+        row = tx.execute("SELECT paused_until FROM budget_lock WHERE id = 1"  # noqa: S608
+                         + (self.dialect.lock_rows if lock else "")).fetchone()
+        return float(row["paused_until"]) if row else 0.0
+
+    def _pause_budget_until(self, tx: Sql, until: float) -> None:
+        tx.execute("UPDATE budget_lock SET paused_until = ? WHERE id = 1", (until,))
+
+    def probe_integrity(self) -> str | None:
+        # PostgreSQL checks its own pages (and checksums, when enabled); what can go wrong on
+        # our side is a schema that is not the one this code writes.
+        try:
+            with self._read() as sql:
+                row = sql.execute("SELECT value FROM settings WHERE key='schema_version'"
+                                  ).fetchone()
+        except (psycopg.Error, StoreUnavailable) as exc:
+            return " ".join(str(exc).split())[:300]
+        return None if row else "the store has no schema version"
+
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        at = self._clock() if now is None else now
+        row = self._transaction(lambda tx: tx.execute(
+            "INSERT INTO job_leases(job, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= ? "
+            "RETURNING holder", (job, holder, at + seconds, at)).fetchone())
+        return row is not None
