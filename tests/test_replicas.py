@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -24,7 +22,7 @@ import requests
 from _cli import TOKEN
 from _fake_public import FakePublicIndex, FaultPlan
 from _notify_servers import serving_http
-from _postgres import PostgresServer, start_postgres
+from _postgres import PostgresServer, running_postgres
 from _servers import Service, payload, wait_for
 from namekeeper.store.postgres import PostgresStore
 
@@ -138,14 +136,8 @@ def _alert_name(body: bytes) -> str:
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A cluster of its own, since the test stops it (the session's one serves the others)."""
-    workdir = Path(tempfile.mkdtemp(prefix="namekeeper-pg-"))
-    server = start_postgres(workdir)
-    try:
+    with running_postgres() as server:
         yield server
-    finally:
-        if server.running():
-            server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_postgresql_restarted_under_load_never_acknowledges_an_unstored_event(

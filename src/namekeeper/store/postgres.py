@@ -45,10 +45,9 @@ from ..model import NameEvent
 from .interface import (
     QueueState,
     SchemaVersion,
-    StoreSnapshot,
     StoreUnavailable,
 )
-from .schema import ORDERED_BY_ID, POSTGRESQL, TRANSFERRED_COLUMNS, event_to_json, tables
+from .schema import POSTGRESQL, event_to_json, tables
 from .sql import Sql, T
 from .sql_store import SqlStore
 
@@ -201,37 +200,11 @@ class PostgresStore(SqlStore):
                 conn.autocommit = False
         return SchemaVersion(before, after)
 
-    def snapshot(self) -> StoreSnapshot:
-        def work(cur: Sql) -> StoreSnapshot:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            tables: dict[str, tuple[tuple[Any, ...], ...]] = {}
-            for table, columns in TRANSFERRED_COLUMNS.items():
-                order = " ORDER BY id" if table in ORDERED_BY_ID else ""
-                # Table and column names are our own constants, never input.
-                rows = cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}"  # noqa: S608
-                                   ).fetchall()
-                tables[table] = tuple(tuple(row[c] for c in columns) for row in rows)
-            lock = cur.execute("SELECT paused_until FROM budget_lock WHERE id = 1").fetchone()
-            return StoreSnapshot(tables=tables,
-                                 budget_paused_until=float(lock["paused_until"]) if lock else 0.0)
-        snap: StoreSnapshot = self._transaction(work)
-        return snap
-
-    def restore(self, snapshot: StoreSnapshot) -> None:
-        def work(cur: Sql) -> None:
-            for table in TRANSFERRED_COLUMNS:
-                if cur.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
-                    raise StoreError(f"the store at {self.location} is not empty "
-                                     f"(table {table} has rows): copy only into a new store")
-            for table, columns in TRANSFERRED_COLUMNS.items():
-                marks = ", ".join("%s" for _ in columns)
-                rows = snapshot.tables.get(table, ())
-                if rows:
-                    cur.executemany(f"INSERT INTO {table}({', '.join(columns)}) "  # noqa: S608
-                                    f"VALUES ({marks})", rows)
-            cur.execute("UPDATE budget_lock SET paused_until = %s WHERE id = 1",
-                        (snapshot.budget_paused_until,))
-        self._transaction(work)
+    def _consistent_read(self, work: Callable[[Sql], T]) -> T:
+        def read(tx: Sql) -> T:
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return work(tx)
+        return self._transaction(read)
 
     # -- connections -----------------------------------------------------------------------------
 

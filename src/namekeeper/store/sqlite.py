@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import StoreError
 from ..model import NameEvent
-from .interface import StoreUnavailable, StoreUnusable
-from .schema import SQLITE, event_to_json, tables
-from .sql import Sql
+from .interface import SchemaVersion, StoreUnavailable, StoreUnusable
+from .schema import SQLITE, SQLITE_SCHEMA_VERSION, event_to_json, tables
+from .sql import Sql, T
 from .sql_store import SqlStore
-from .sqlite_transfer import SqliteTransfer
 
 __all__ = ["Store", "store_error"]
 
@@ -64,8 +63,6 @@ class _Connection(sqlite3.Connection):
             raise store_error(self.location, exc) from exc
 
 
-T = TypeVar("T")
-
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
@@ -84,7 +81,7 @@ def add_queue_columns(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS queue_confirm ON queue(confirm_at)")
 
 
-class Store(SqliteTransfer, SqlStore):
+class Store(SqlStore):
     """The SQLite store; safe to share between threads and processes.
 
     The store's logic is the shared SQL of `sql_store.SqlStore`; here are the
@@ -285,3 +282,34 @@ class Store(SqliteTransfer, SqlStore):
             return str(exc.__cause__ or exc)  # SQLite's own words: the caller says which store
         found = [str(r[0]) for r in rows]
         return None if found == ["ok"] else "; ".join(found)[:300]
+
+    # -- schema and transfer ---------------------------------------------------------------------
+
+    def schema_version(self) -> SchemaVersion:
+        try:
+            row = self._db().execute("SELECT value FROM settings WHERE key = 'schema_version'"
+                                     ).fetchone()
+        except StoreError:
+            # A file SQLite cannot read is reported where it is used (the workers stop with
+            # one clear error, /healthz and the CLI name it), not mistaken for a version.
+            return SchemaVersion(SQLITE_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION)
+        # Opening the file created every table this code knows (the schema is additive, so
+        # far): without a recorded version it is this code's version.  A later, incompatible
+        # schema records its number, which an older namekeeper then refuses.
+        return SchemaVersion(int(row["value"]) if row else SQLITE_SCHEMA_VERSION,
+                             SQLITE_SCHEMA_VERSION)
+
+    def migrate(self) -> SchemaVersion:
+        # Opening the file already created every missing table (the schema is additive).
+        version = self.schema_version()
+        if version.found > version.known:
+            raise StoreError(f"the store at {self.location}: {version.problem()}")
+        return version
+
+    def _consistent_read(self, work: Callable[[Sql], T]) -> T:
+        db = self._db()
+        db.execute("BEGIN")  # one read transaction: a consistent picture under live writers
+        try:
+            return work(db)
+        finally:
+            db.execute("COMMIT")
