@@ -10,6 +10,7 @@ import pytest
 from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.config import PublicConfig
 from namekeeper.http import new_session
+from namekeeper.public import listing as listing_module
 from namekeeper.public.listing import (
     ListingUnavailable,
     cached_listing,
@@ -133,6 +134,15 @@ def test_unreadable_listing_is_one_clear_error(fake_public: FakePublicIndex,
     fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/simple/",))
     with pytest.raises(ListingUnavailable, match=r"GET http://127\.0\.0\.1:\d+/simple/ answered 500"):
         fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=new_session(retries=0))
+
+
+def test_an_oversized_listing_is_refused_and_nothing_cached(
+        fake_public: FakePublicIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_public.add_listed_projects(generated(100))
+    monkeypatch.setattr(listing_module, "MAX_LISTING_BYTES", 100)
+    with pytest.raises(ListingUnavailable, match=r"/simple/ listing is \d+ bytes, over the 100 "):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=session())
+    assert cached_listing(config_for(fake_public), cache_dir=tmp_path) is None
 
 
 def test_default_cache_dir_is_the_users_cache(monkeypatch: pytest.MonkeyPatch,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -137,11 +137,7 @@ class Dispatcher:
             return {}
         payload = outcome_to_json(outcome)
         results: dict[str, bool] = {}
-        for notifier in self.notifiers:
-            if not self._wants(notifier, message.tags):
-                continue
-            if self.log.was_delivered(notifier.name, outcome.name, fp):
-                continue
+        for notifier in self._not_yet_sent(message.tags, outcome.name, fp):
             pending = self.log.retry_for(notifier.name, outcome.name)
             if pending is not None and pending.fingerprint == fp:
                 continue  # the retry queue already owns this alert
@@ -196,11 +192,7 @@ class Dispatcher:
         again later (`watch` on its next scan), and targets that have it are skipped.
         """
         results: dict[str, bool] = {}
-        for notifier in self.notifiers:
-            if not self._wants(notifier, message.tags):
-                continue
-            if self.log.was_delivered(notifier.name, about.name, fp):
-                continue
+        for notifier in self._not_yet_sent(message.tags, about.name, fp):
             error = self.send_once(notifier, message, about)
             self.log.record_delivery(notifier.name, about.name, fp, error is None, error)
             results[notifier.name] = error is None
@@ -235,6 +227,13 @@ class Dispatcher:
                              retry.payload, retry.attempts + 1):
                 delivered += 1
         return delivered
+
+    def _not_yet_sent(self, tags: frozenset[str], name: str, fp: str) -> Iterator[Notifier]:
+        """The notifiers that want ``tags`` and have not had the alert about ``name`` in the
+        state ``fp`` delivered."""
+        for notifier in self.notifiers:
+            if self._wants(notifier, tags) and not self.log.was_delivered(notifier.name, name, fp):
+                yield notifier
 
     @staticmethod
     def _wants(notifier: Notifier, tags: frozenset[str]) -> bool:

@@ -40,7 +40,7 @@ import platformdirs
 import requests
 
 from ..config import PublicConfig
-from ..http import new_session, public_url
+from ..http import copy_capped, new_session, public_url
 from ..names import ultranormalize
 from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names
 from .interface import PublicIndexUnavailable
@@ -253,7 +253,7 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
         if meta.get("last_modified"):
             headers["If-Modified-Since"] = str(meta["last_modified"])
     session = session or new_session(retries=public.retries)
-    deadline = time.monotonic() + MAX_LISTING_SECONDS
+    started = time.monotonic()
     try:
         with session.get(public.simple_url, headers=headers, stream=True,
                          timeout=(public.timeout, public.timeout)) as response:
@@ -264,7 +264,9 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
             if response.status_code != 200:
                 raise ListingUnavailable(f"GET {url} answered {response.status_code}")
             with tempfile.TemporaryFile(dir=_ensure(cache_dir)) as body:
-                _copy_bounded(response, body, url, deadline)
+                copy_capped(response, body.write, where=url, max_bytes=MAX_LISTING_BYTES,
+                            max_seconds=MAX_LISTING_SECONDS, started=started,
+                            error=ListingUnavailable, chunk_size=_CHUNK)
                 body.seek(0)
                 raw, last_serial = _parse(body, response.headers.get("Content-Type", ""), url)
             etag = response.headers.get("ETag")
@@ -290,20 +292,6 @@ def _revalidated(cached: PublicListing, now: float) -> PublicListing:
 def _ensure(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     return cache_dir
-
-
-def _copy_bounded(response: requests.Response, out: IO[bytes], url: str, deadline: float) -> None:
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_LISTING_BYTES:
-        raise ListingUnavailable(f"{url} listing is {declared} bytes, over the limit")
-    size = 0
-    for chunk in response.iter_content(_CHUNK):
-        size += len(chunk)
-        if size > MAX_LISTING_BYTES:
-            raise ListingUnavailable(f"{url} listing is over the {MAX_LISTING_BYTES} bytes limit")
-        if time.monotonic() > deadline:
-            raise ListingUnavailable(f"{url} listing took longer than {MAX_LISTING_SECONDS:.0f} s")
-        out.write(chunk)
 
 
 # A project of PEP 691's root page as warehouse writes it; the fast path reads these with
