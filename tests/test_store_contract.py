@@ -20,7 +20,13 @@ import pytest
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.store.interface import BUDGET_WINDOW, DeliveryLog, QueueState, Retry, StoreBackend
+from namekeeper.store.interface import (
+    BUDGET_WINDOW,
+    DeliveryLog,
+    Released,
+    Retry,
+    StoreBackend,
+)
 from namekeeper.store.sqlite import Store
 
 OpenStore = Callable[..., StoreBackend]
@@ -154,7 +160,7 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
     assert restarted.claim("new") is not None
     # The old holder can no longer settle or upload what is not theirs.
     assert not store.complete("acme-a", "crashed")
-    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert store.release("acme-a", "crashed", not_before=0) is Released.LOST
     assert not store.begin_upload("acme-a", "crashed", "acme-a")
     assert restarted.begin_upload("acme-a", "new", "acme-a")
     assert [h["kind"] for h in store.history("acme-a")][-2:] == ["lease-expired",
@@ -190,7 +196,7 @@ def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenSt
     clock.t += 300
     again = store.claim("w")
     assert again is not None and again.name == "acme-a" and again.confirming
-    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) == "pending"
+    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) is Released.PENDING
     clock.t += 5
     still = store.claim("w")
     assert still is not None and still.confirming
@@ -235,7 +241,7 @@ def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> Non
         assert item is not None and item.attempts == attempt - 1
         state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
                               max_attempts=3)
-    assert state == QueueState.FAILED
+    assert state is Released.FAILED
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"
     assert store.history("acme-a")[-1]["kind"] == "failed"
     clock.t += 1000
@@ -248,7 +254,7 @@ def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenSto
     store.accept(ev("acme-a", key="1"))
     store.claim("w", now=clock.t)
     assert store.release("acme-a", "w", not_before=clock.t + 50, count_attempt=False) \
-        == QueueState.PENDING
+        is Released.PENDING
     assert store.next_ready_at() == clock.t + 50
     assert store.claim("w", now=clock.t + 49) is None
     item = store.claim("w", now=clock.t + 50)
@@ -462,7 +468,7 @@ def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore
 
 
 def test_watch_memory_round_trips(open_store: OpenStore) -> None:
-    from namekeeper.store.sqlite_watch import StoredLookalike
+    from namekeeper.store.interface import StoredLookalike
 
     store = open_store()
     found = StoredLookalike(public="acme-uti1s", ours="acme-utils", kind="homoglyph", distance=1,

@@ -69,7 +69,7 @@ class MemoryDeliveryLog(DeliveryLog):
         return sorted((r for r in self.retries.values() if r.next_at <= now),
                       key=lambda r: r.next_at)
 
-    def current_state(self, name: str) -> tuple[str, str] | None:
+    def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         return None  # no store behind it: every retry is still current
 
 
@@ -182,7 +182,7 @@ class Dispatcher:
     def _is_stale(self, outcome: Outcome) -> bool:
         """True when the store's current state of the name is not the one this alert is about."""
         current = self.log.current_state(outcome.name)
-        return current is not None and current != (outcome.verdict.value, outcome.action.value)
+        return current is not None and current != (outcome.verdict, outcome.action)
 
     def dispatch_rendered(self, message: Message, about: Outcome, fp: str) -> dict[str, bool]:
         """Deliver an alert rendered elsewhere (a look-alike: `notify.render_lookalike`) to

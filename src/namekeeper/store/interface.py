@@ -20,23 +20,61 @@ The promises every backend keeps, whatever its concurrency model:
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome, outcome_from_json
+from ..model import Action, NameEvent, Outcome, Verdict, outcome_from_json
 from .schema import BUDGET_WINDOW, NameRecord, WorkItem
-from .sqlite_health import Condition
-from .sqlite_queue import DEFAULT_LEASE
-from .sqlite_watch import StoredLookalike
 
-__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "NameRecord",
-           "QueueState", "Retry", "SchemaVersion", "StoreBackend", "StoreSnapshot",
-           "StoreUnavailable", "WorkItem"]
+__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "LeaseLost",
+           "NameRecord", "QueueState", "Released", "Retry", "SchemaVersion", "StoreBackend",
+           "StoreSnapshot", "StoreUnavailable", "StoredLookalike", "WorkItem", "holder_id"]
+
+
+#: How long a claim lasts unless its holder renews it (seconds).
+DEFAULT_LEASE = 120.0
+
+
+class LeaseLost(Exception):
+    """The holder's lease on an item expired and it may be someone else's now: stop."""
+
+
+def holder_id() -> str:
+    """A name for this process that no other process, here or elsewhere, shares."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A service-wide problem (not about one name), raised once, shown until cleared."""
+
+    key: str
+    text: str
+    since: float
+
+
+@dataclass(frozen=True)
+class StoredLookalike:
+    """A reported look-alike and the facts the public index gave about it."""
+
+    public: str
+    ours: str
+    kind: str
+    distance: int
+    owners: tuple[str, ...] | None  # None: not known (the lookup failed or is not published)
+    organization: str | None
+    first_release: datetime | None
+    found_at: datetime
+    alerted: bool
 
 
 class QueueState(str, Enum):
@@ -46,6 +84,14 @@ class QueueState(str, Enum):
     CLAIMED = "claimed"
     DONE = "done"
     FAILED = "failed"
+
+
+class Released(Enum):
+    """What `StoreBackend.release` did with the item it was given back."""
+
+    PENDING = "pending"  # ready again at ``not_before``
+    FAILED = "failed"  # ``max_attempts`` reached: settled, nobody tries it again
+    LOST = "lost"  # the caller no longer held it: nothing changed
 
 
 class StoreUnavailable(StoreError):
@@ -133,7 +179,7 @@ class DeliveryLog(ABC):
         """Every retry due at ``now`` (``next_at <= now``), oldest first."""
 
     @abstractmethod
-    def current_state(self, name: str) -> tuple[str, str] | None:
+    def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         """(verdict, action) the store records for ``name`` now; None when it cannot say."""
 
 
@@ -271,8 +317,8 @@ class StoreBackend(ABC):
     @abstractmethod
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
-                confirming: bool = False) -> str:
-        """Give a claimed item back for a later try: ``pending``, ``failed`` or ``lost``."""
+                confirming: bool = False) -> Released:
+        """Give a claimed item back for a later try (`Released` says what became of it)."""
 
     @abstractmethod
     def release_held(self, holder: str) -> int:
@@ -291,13 +337,13 @@ class StoreBackend(ABC):
         """Queue again every settled name last looked at more than ``older_than`` s ago."""
 
     @abstractmethod
-    def queue_counts(self) -> dict[str, int]:
-        """Items per `QueueState` value (every state present, zero included)."""
+    def queue_counts(self) -> dict[QueueState, int]:
+        """Items per `QueueState` (every state present, zero included)."""
 
     @abstractmethod
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Per item, by name: name, state, attempts, not_before, last_error, claimed_by,
-        lease_until, confirm_at."""
+    def queue_items(self, state: QueueState | None = None) -> list[dict[str, Any]]:
+        """Per item, by name: name, state (a `QueueState`), attempts, not_before, last_error,
+        claimed_by, lease_until, confirm_at."""
 
     @abstractmethod
     def forget_reservation(self, name: str) -> None:

@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .sqlite_watch import StoredLookalike, _pack, _unpack
+from .interface import StoredLookalike
+from .sqlite_watch import _pack, _unpack
 
 if TYPE_CHECKING:
     import psycopg

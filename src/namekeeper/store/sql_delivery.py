@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..model import Action, Verdict
 from .interface import DeliveryLog, Retry
 
 if TYPE_CHECKING:
@@ -63,13 +64,13 @@ class SqlDeliveryLog(DeliveryLog):
                                "ORDER BY next_at", (now,)).fetchall()
         return [_retry(r) for r in rows]
 
-    def current_state(self, name: str) -> tuple[str, str] | None:
+    def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         with self.store._read() as sql:
             row = sql.execute("SELECT verdict, action FROM names WHERE name=?",
                               (name,)).fetchone()
         if row is None or row["verdict"] is None or row["action"] is None:
             return None
-        return row["verdict"], row["action"]
+        return Verdict(row["verdict"]), Action(row["action"])
 
 
 def _retry(row: Any) -> Retry:

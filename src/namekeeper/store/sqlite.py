@@ -24,12 +24,9 @@ from typing import Any, TypeVar
 from ..errors import StoreError
 from ..model import NameEvent, Outcome
 from .schema import (
-    BUDGET_WINDOW,
     SCHEMA,
     NameRecord,
-    WorkItem,
     dt,
-    event_from_json,
     event_to_json,
     higher_version,
     name_record,
@@ -39,14 +36,13 @@ from .schema import (
 from .sql import SQLITE, Sql, SqlStore
 from .sqlite_budget import Budget
 from .sqlite_bulk import BulkNames
-from .sqlite_health import Condition, StoreHealth
+from .sqlite_health import StoreHealth
 from .sqlite_placeholders import PlaceholderRecords
-from .sqlite_queue import QueueLeases, add_queue_columns, holder_id
+from .sqlite_queue import QueueLeases, add_queue_columns
 from .sqlite_transfer import SqliteTransfer
 from .sqlite_watch import WATCH_SCHEMA, WatchMemory
 
-__all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
-           "event_from_json", "event_to_json", "holder_id", "unusable"]
+__all__ = ["Store", "unusable"]
 
 
 def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
