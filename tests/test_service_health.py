@@ -225,6 +225,25 @@ def test_healthz_requests_read_only_memory_while_the_health_loop_asks_the_store(
         service.shutdown(5)
 
 
+def test_healthz_is_green_the_moment_a_pause_ends_not_a_refresh_later(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.health.refresh_every = 3600.0  # the loop asks the store once, at start, and then waits
+    service.start()
+    try:
+        until = service.store.pause_budget(1.0)
+        service.store.raise_condition("budget-paused", "the public index rate-limited new projects")
+        service.health.refresh()  # the loop's answer, taken during the pause
+        ok, detail = service.healthy()
+        assert not ok and "rate-limited" in json.dumps(detail["reasons"])
+        wait_for(lambda: time.time() > until, 10, "the pause to end")
+        # The names are protected again (the worker may upload now): green, with no refresh.
+        assert service.healthy() == (True, {"reasons": [], "store": True, "workers": True,
+                                            "sources": True})
+    finally:
+        service.shutdown(5)
+
+
 def test_healthz_without_its_loop_still_asks_the_store(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
     # A service that was never started (embedded, or its loop stalled) gives a true answer too.
