@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,11 +47,18 @@ def start_answering(svc: Service) -> Service:
 
 
 def corrupt(path: Path) -> None:
-    """Overwrite every page but the first (the schema): the file opens, its tables do not read."""
-    size = path.stat().st_size
+    """Overwrite every page but the schema's: the file opens, its tables do not read."""
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        schema_pages = {page for (page,) in db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'sqlite_schema'")}
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
     with path.open("r+b") as f:
-        f.seek(4096)
-        f.write(os.urandom(size - 4096))
+        for page in range(1, pages + 1):
+            if page not in schema_pages:
+                f.seek((page - 1) * page_size)
+                f.write(os.urandom(page_size))
 
 
 @pytest.mark.slow
