@@ -12,7 +12,6 @@ import argparse
 import errno
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -483,12 +482,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args.config)
         return commands[args.command](args, config)
-    except sqlite3.DatabaseError as exc:  # opened fine, then found corrupt: one line, exit 2
-        from .store.sqlite import unusable
-
-        where = config.store.path if config is not None else "?"
-        print(f"namekeeper: error: {_one_line(unusable(Path(where), exc))}", file=sys.stderr)
-        return EXIT_USAGE
     except IndexUnreachable as exc:
         print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE

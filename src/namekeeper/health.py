@@ -10,7 +10,6 @@ fresh by a background loop.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -56,7 +55,7 @@ class StoreProbe:
                 try:
                     self.store.probe_writable()
                     self._problem = None
-                except (sqlite3.Error, StoreError) as exc:
+                except StoreError as exc:
                     self._problem = f"the store {self.store.location} does not take writes ({exc})"
             return self._integrity or self._problem
 
@@ -191,7 +190,7 @@ class Health:
         if problem is None:
             try:
                 answer = self._ask_store(time.time())
-            except (sqlite3.Error, StoreError) as exc:
+            except StoreError as exc:
                 answer = StoreAnswer(self.clock(), None, (
                     f"the store {self.store.location} cannot be read ({exc})",))
         self._store_answer = answer

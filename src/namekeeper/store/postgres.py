@@ -277,11 +277,11 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     # -- schema and transfer ---------------------------------------------------------------------
 
     def schema_version(self) -> SchemaVersion:
-        with self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._pool.connection() as conn:
             return SchemaVersion(schema_version(conn), SCHEMA_VERSION)
 
     def migrate(self) -> SchemaVersion:
-        with self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._pool.connection() as conn:
             conn.autocommit = True
             try:
                 before, after = migrate(conn)
@@ -350,7 +350,7 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         """A lost or refused connection is `StoreUnavailable`: callers need not know psycopg."""
         try:
             yield
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, _RETRIED):
                 raise
             # Only the first line: libpq's messages name the host, never the password.

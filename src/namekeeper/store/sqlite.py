@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..model import NameEvent, Outcome
+from .interface import StoreUnavailable, StoreUnusable
 from .schema import (
     SCHEMA,
     NameRecord,
@@ -42,13 +43,39 @@ from .sqlite_queue import QueueLeases, add_queue_columns
 from .sqlite_transfer import SqliteTransfer
 from .sqlite_watch import WATCH_SCHEMA, WatchMemory
 
-__all__ = ["Store", "unusable"]
+__all__ = ["Store", "store_error"]
 
 
-def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
-    """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
-    return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
-                      "move it away to start afresh")
+def store_error(location: str, exc: sqlite3.Error) -> StoreError:
+    """SQLite's error as the interface's: busy or unreachable (retry), or unusable (stop)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"the store {location} is unavailable ({exc})")
+    return StoreUnusable(f"the store {location} cannot be used ({exc}); restore it from a "
+                         "backup or move it away to start afresh")
+
+
+class _Connection(sqlite3.Connection):
+    """A connection whose errors are the store interface's, so no caller needs ``sqlite3``."""
+
+    location = "?"
+
+    def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
+
+    def executemany(self, sql: str, params: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        try:
+            return super().executescript(script)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
 
 
 T = TypeVar("T")
@@ -88,8 +115,12 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False, factory=_Connection)
+            except sqlite3.Error as exc:
+                raise store_error(self.location, exc) from exc
+            db.location = self.location
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -107,7 +138,10 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
 
     @contextmanager
     def _read(self) -> Iterator[Sql]:
-        yield self._db()
+        try:
+            yield self._db()
+        except sqlite3.Error as exc:  # raised while fetching rows
+            raise store_error(self.location, exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -119,8 +153,10 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
-            except BaseException:
+            except BaseException as exc:
                 db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):  # raised while fetching rows
+                    raise store_error(self.location, exc) from exc
                 raise
             db.execute("COMMIT")
 
@@ -165,7 +201,7 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
         try:
             self.probe_writable()
             return True
-        except sqlite3.Error:
+        except StoreError:
             return False
 
     # -- names ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
+from ..errors import StoreError
 from .interface import Condition
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ class StoreHealth:
         return [Condition(r["key"], r["text"], r["since"]) for r in rows]
 
     def probe_writable(self) -> None:
-        """Commit a tiny write; raises `sqlite3.Error` when the store cannot take writes."""
+        """Commit a tiny write; raises `StoreError` when the store cannot take writes."""
         with self._write() as db:
             db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('health', ?)",
                        (str(self._clock()),))
@@ -58,7 +59,7 @@ class StoreHealth:
         """None when a quick integrity check passes, else what it found (one line)."""
         try:
             rows = self._db().execute("PRAGMA quick_check(3)").fetchall()
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
+        except StoreError as exc:
+            return str(exc.__cause__ or exc)  # SQLite's own words: the caller says which store
         found = [str(r[0]) for r in rows]
         return None if found == ["ok"] else "; ".join(found)[:300]

@@ -29,7 +29,7 @@ class SqliteTransfer:
         try:
             row = self._db().execute("SELECT value FROM settings WHERE key = 'schema_version'"
                                      ).fetchone()
-        except sqlite3.DatabaseError:
+        except StoreError:
             # A file SQLite cannot read is reported where it is used (the workers stop with
             # one clear error, /healthz and the CLI name it), not mistaken for a version.
             return SchemaVersion(SQLITE_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION)
