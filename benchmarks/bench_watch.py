@@ -43,7 +43,7 @@ from namekeeper.lookalike import LookalikeIndex
 from namekeeper.model import NameEvent, PublicProject
 from namekeeper.public.interface import PublicIndex
 from namekeeper.public.listing import ListingInfo, PublicListing
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 from namekeeper.watch import WatchState, basis, run_watch
 
 REPO = Path(__file__).resolve().parent.parent

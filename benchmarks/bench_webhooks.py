@@ -70,7 +70,7 @@ from pathlib import Path
 from typing import Any
 
 from namekeeper.config import ENV_ARTIFACTORY_SECRET, ENV_PUBLIC_TOKEN, ENV_STORE_PASSWORD
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -426,7 +426,7 @@ def journaled_names(store_path: Path) -> set[str]:
 
 def journaled_in_database(url: str, password: str | None) -> tuple[set[str], dict[str, int]]:
     """(names of every Artifactory event in the shared database's journal, queue counts)."""
-    from namekeeper.store_postgres import PostgresStore
+    from namekeeper.store.postgres import PostgresStore
 
     store = PostgresStore(url, password=password, create_schema=False)
     try:

@@ -20,7 +20,7 @@ from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
 from namekeeper.audit import budget_estimate, index_auth, reservation_order
 from namekeeper.cli import main
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow  # private and public indexes are fake servers
 

@@ -11,7 +11,7 @@ import pytest
 
 from _cli import TOKEN, run, write_config
 from _fake_public import FakePublicIndex
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 
 def test_reserving_without_an_owner_is_refused_when_the_index_publishes_owners(

@@ -13,7 +13,7 @@ from namekeeper.sources import devpi as devpi_plugin
 from namekeeper.sources import devpi_face
 from namekeeper.sources.devpi_face import INDEX_KEY, DevpiFace, face_for
 from namekeeper.sources.devpi_status import whitelist_leaks
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
 from namekeeper.server import GroupCommitSink
 from namekeeper.sources.poll import SimpleIndexPoller
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 
 class TurnSink:

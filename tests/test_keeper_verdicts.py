@@ -11,7 +11,7 @@ from namekeeper.config import Config, PolicyConfig, PublicConfig, StoreConfig
 from namekeeper.keeper import Keeper
 from namekeeper.model import NameEvent, PublicProject, Severity, Verdict
 from namekeeper.public.interface import PublicIndex
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 SEEN = datetime(2026, 3, 1, tzinfo=timezone.utc)
 

@@ -17,7 +17,7 @@ from namekeeper.notify.dispatch import (
     MemoryDeliveryLog,
 )
 from namekeeper.notify.interface import Message, Notifier
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 TOKEN = "pypi-AgEIcHlwaS5vcmcCJGNhZmUtc2VjcmV0LXRva2Vu"
 

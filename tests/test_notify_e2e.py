@@ -99,7 +99,7 @@ def test_service_alerts_once_per_state_routes_by_tag_and_retries(tmp_path: Path,
 
 
 def svc_queue_settled(svc: Service) -> bool:
-    from namekeeper.store import Store
+    from namekeeper.store.sqlite import Store
 
     counts = Store(svc.store_path).queue_counts()
     return counts["pending"] == 0 and counts["claimed"] == 0

@@ -26,7 +26,7 @@ from _fake_public import FakePublicIndex, FaultPlan
 from _notify_servers import serving_http
 from _postgres import PostgresServer, start_postgres
 from _servers import Service, payload, wait_for
-from namekeeper.store_postgres import PostgresStore
+from namekeeper.store.postgres import PostgresStore
 
 pytestmark = pytest.mark.slow
 

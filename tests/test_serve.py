@@ -17,7 +17,7 @@ from _devpi import DevpiServer, make_sdist
 from _doubles import sign
 from _fake_public import FakePublicIndex, FaultPlan
 from _servers import HOOK_SECRET, Service, payload, wait_for
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow  # every test runs `namekeeper serve` as a subprocess
 

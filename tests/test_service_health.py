@@ -21,7 +21,7 @@ from namekeeper import config as cfg
 from namekeeper.cli import main
 from namekeeper.model import NameEvent
 from namekeeper.server import Service as InProcessService
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 
 
 def start_answering(svc: Service) -> Service:

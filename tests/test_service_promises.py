@@ -21,7 +21,7 @@ from _fake_public import FakePublicIndex, FaultPlan
 from _servers import Service, payload, wait_for
 from namekeeper.model import Action, NameEvent, Outcome
 from namekeeper.public.simple import SimplePublicIndex
-from namekeeper.store import BUDGET_WINDOW
+from namekeeper.store.sqlite import BUDGET_WINDOW
 from namekeeper.worker import WorkerPool
 from test_worker import make_pool
 
@@ -233,7 +233,7 @@ def test_two_serve_processes_on_one_store_never_upload_a_name_twice(tmp_path: Pa
             if second.proc is not None:
                 second.stop()
         assert {n: fake.attempts[n] for n in names} == dict.fromkeys(names, 1)
-        from namekeeper.store import Store
+        from namekeeper.store.sqlite import Store
 
         store = Store(first.store_path)
         assert len(store.budget_spent_at()) == len(names)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.store import BUDGET_WINDOW, Store
+from namekeeper.store.sqlite import BUDGET_WINDOW, Store
 
 
 def ev(name: str, key: str | None = None, version: str | None = None,

@@ -13,7 +13,7 @@ from _servers import free_port
 from namekeeper import config as cfg
 from namekeeper.app import open_store
 from namekeeper.errors import ConfigError
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 from test_plugins import install_fake_distribution
 
 
@@ -65,7 +65,7 @@ def test_a_third_party_plugin_serves_its_own_scheme(tmp_path: Path,
         tmp_path / "site", "nk_memstore", {"memstore": "nk_memstore_mod"},
         {"nk_memstore_mod": (
             "from namekeeper.hookspecs import hookimpl\n"
-            "from namekeeper.store import Store\n"
+            "from namekeeper.store.sqlite import Store\n"
             "@hookimpl\ndef namekeeper_store(config):\n"
             "    if (config.store.url or '').startswith('mem:'):\n"
             "        return Store(':memory:')\n")})

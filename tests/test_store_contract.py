@@ -21,8 +21,8 @@ import pytest
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 from namekeeper.notify.dispatch import Retry
-from namekeeper.store import Store
-from namekeeper.store_interface import BUDGET_WINDOW, QueueState, StoreBackend
+from namekeeper.store.interface import BUDGET_WINDOW, QueueState, StoreBackend
+from namekeeper.store.sqlite import Store
 
 OpenStore = Callable[..., StoreBackend]
 
@@ -50,7 +50,7 @@ def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[OpenS
         def make(clock: Any = time.time) -> StoreBackend:
             return Store(path, clock=clock)
     else:
-        from namekeeper.store_postgres import PostgresStore
+        from namekeeper.store.postgres import PostgresStore
 
         server = request.getfixturevalue("postgres")
         url = server.new_database()
@@ -462,7 +462,7 @@ def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore
 
 
 def test_watch_memory_round_trips(open_store: OpenStore) -> None:
-    from namekeeper.store_watch import StoredLookalike
+    from namekeeper.store.sqlite_watch import StoredLookalike
 
     store = open_store()
     found = StoredLookalike(public="acme-uti1s", ours="acme-utils", kind="homoglyph", distance=1,

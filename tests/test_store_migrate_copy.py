@@ -11,10 +11,10 @@ import pytest
 from _cli import TOKEN, run, write_config
 from _fake_public import FakePublicIndex
 from _postgres import PostgresServer
-from namekeeper import store_postgres
 from namekeeper.model import NameEvent
 from namekeeper.notify.dispatch import Retry
-from namekeeper.store import Store
+from namekeeper.store import postgres as postgres_store
+from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ def test_an_older_schema_is_upgraded_only_by_migrate(capsys: pytest.CaptureFixtu
     cfg = config_for(tmp_path, url)
     assert run(capsys, "--config", str(cfg), "store", "migrate")[0] == 0
     # This namekeeper "knows" a version 2 that the database does not have yet.
-    monkeypatch.setattr(store_postgres, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_postgres.MIGRATIONS, 2,
+    monkeypatch.setattr(postgres_store, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(postgres_store.MIGRATIONS, 2,
                         "ALTER TABLE names ADD COLUMN note TEXT")
     code, _, err = run(capsys, "--config", str(cfg), "status")
     assert code == 2 and "run `namekeeper store migrate`" in err and err.count("\n") == 1
@@ -140,7 +140,7 @@ def test_copy_from_sqlite_into_postgresql_keeps_status_identical(
     _, after, _ = run(capsys, "--config", str(pg_cfg), "--format", "json", "status")
     assert after == before
 
-    source, target = Store(tmp_path / "state.sqlite3"), store_postgres.PostgresStore(
+    source, target = Store(tmp_path / "state.sqlite3"), postgres_store.PostgresStore(
         url, password=pg_env.password)
     try:
         for name in ("acme-billing", "acme-utils", "acme-failed"):

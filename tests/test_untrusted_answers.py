@@ -26,7 +26,7 @@ from namekeeper.config import redact
 from namekeeper.model import Action, NameEvent
 from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog
 from namekeeper.reserve.twine import _Answer, _result_for_answer
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 from namekeeper.worker import WorkerPool
 
 #: As long as a real account-wide upload token.

@@ -19,7 +19,7 @@ from namekeeper.config import ConfigError, from_dict
 from namekeeper.model import NameEvent, PublicProject
 from namekeeper.public.interface import PublicIndex
 from namekeeper.public.listing import ListingInfo, PublicListing
-from namekeeper.store import Store
+from namekeeper.store.sqlite import Store
 from namekeeper.watch import WatchState, run_watch
 
 pytestmark = pytest.mark.slow  # the public listing comes from the fake public index

@@ -11,7 +11,7 @@ from _fake_public import FakePublicIndex
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
 from namekeeper.model import NameEvent
-from namekeeper.store import BUDGET_WINDOW, Store
+from namekeeper.store.sqlite import BUDGET_WINDOW, Store
 from namekeeper.worker import WorkerPool
 
 TOKEN = "pypi-worker-test-token"

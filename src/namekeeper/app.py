@@ -13,7 +13,7 @@ from .errors import ConfigError, StoreError
 from .keeper import Keeper
 from .notify.interface import Notifier
 from .plugins import get_plugin_manager
-from .store_interface import StoreBackend
+from .store.interface import StoreBackend
 
 
 def open_store(config: Config, pm: pluggy.PluginManager | None = None, *,

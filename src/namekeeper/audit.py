@@ -37,7 +37,7 @@ from .names import ultranormalize
 from .public.interface import PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects
-from .store_interface import StoreBackend
+from .store.interface import StoreBackend
 
 log = logging.getLogger(__name__)
 

@@ -477,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load(args.config)
         return commands[args.command](args, config)
     except sqlite3.DatabaseError as exc:  # opened fine, then found corrupt: one line, exit 2
-        from .store import unusable
+        from .store.sqlite import unusable
 
         where = config.store.path if config is not None else "?"
         print(f"namekeeper: error: {_one_line(unusable(Path(where), exc))}", file=sys.stderr)

@@ -17,8 +17,8 @@ from datetime import datetime, timezone
 from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
 from .sources.interface import EventSource
-from .store_budget import CONDITION_PAUSED
-from .store_interface import StoreBackend
+from .store.interface import StoreBackend
+from .store.sqlite_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
 

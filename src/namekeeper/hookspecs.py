@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .public.interface import PublicIndex
     from .reserve.interface import ReservationBackend
     from .sources.interface import EventSource
-    from .store_interface import StoreBackend
+    from .store.interface import StoreBackend
 
 PROJECT_NAME = "namekeeper"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)

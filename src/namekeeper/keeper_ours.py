@@ -15,7 +15,7 @@ from .config import Config
 from .errors import IndexUnreachable
 from .model import Classification, PublicProject, Severity, Verdict, utcnow
 from .public.interface import PublicIndex
-from .store_interface import NameRecord, StoreBackend
+from .store.interface import NameRecord, StoreBackend
 
 log = logging.getLogger("namekeeper.keeper")
 

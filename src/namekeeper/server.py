@@ -28,7 +28,7 @@ from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
-from .store_interface import StoreBackend
+from .store.interface import StoreBackend
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from .notify.dispatch import Dispatcher
 from .notify.render_lookalike import lookalike_fingerprint, render_lookalike
 from .public.interface import PublicIndex, PublicIndexUnavailable
 from .public.listing import PublicListing, fetch_listing
-from .store_interface import StoreBackend
-from .store_watch import StoredLookalike
+from .store.interface import StoreBackend
+from .store.sqlite_watch import StoredLookalike
 
 log = logging.getLogger(__name__)
 

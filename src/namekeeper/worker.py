@@ -26,9 +26,9 @@ from .config import QueueConfig, redact
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store import holder_id, unusable
-from .store_interface import StoreBackend, WorkItem
-from .store_queue import LeaseLost
+from .store.interface import StoreBackend, WorkItem
+from .store.sqlite import holder_id, unusable
+from .store.sqlite_queue import LeaseLost
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..store import Store
+from ..store.sqlite import Store
 from .dispatch import Retry
 
 

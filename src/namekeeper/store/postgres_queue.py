@@ -1,6 +1,6 @@
 """The PostgreSQL store's queue with leases and its periodic-job leases (mixed into `PostgresStore`).
 
-The same contract as `store_queue.QueueLeases` (read its docstring for the
+The same contract as `sqlite_queue.QueueLeases` (read its docstring for the
 lease design); what changes is how it holds with several writers at once:
 rows are picked ``FOR UPDATE SKIP LOCKED``, so concurrent workers (in any
 number of replicas) never claim the same name and never wait on each other,
@@ -13,8 +13,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .store_queue import DEFAULT_LEASE
-from .store_schema import WorkItem, event_from_json
+from .schema import WorkItem, event_from_json
+from .sqlite_queue import DEFAULT_LEASE
 
 if TYPE_CHECKING:
     import psycopg

@@ -1,6 +1,6 @@
 """What `watch` remembers, on the PostgreSQL store (mixed into `PostgresStore`).
 
-The same contract as `store_watch.WatchMemory`; ``watch_state`` holds bytes
+The same contract as `sqlite_watch.WatchMemory`; ``watch_state`` holds bytes
 (``BYTEA``), so the scan's basis digest is stored as its ASCII bytes.
 """
 
@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .store_watch import StoredLookalike, _pack, _unpack
+from .sqlite_watch import StoredLookalike, _pack, _unpack
 
 if TYPE_CHECKING:
     import psycopg

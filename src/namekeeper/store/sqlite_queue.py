@@ -1,6 +1,6 @@
 """The work queue with leases: a claim has a holder and an expiry, renewed while working.
 
-Part of the store's contract (`store.Store` mixes it in), written in plain SQL
+Part of the store's contract (`sqlite.Store` mixes it in), written in plain SQL
 that any transactional database can run, so that several processes — on one
 machine or on many, sharing one database — can drain one queue:
 
@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .store_schema import WorkItem, event_from_json
+from .schema import WorkItem, event_from_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable

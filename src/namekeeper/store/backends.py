@@ -11,10 +11,10 @@ from __future__ import annotations
 import sqlite3
 from urllib.parse import urlsplit
 
-from .config import Config
-from .errors import StoreError
-from .hookspecs import hookimpl
-from .store_interface import StoreBackend, StoreUnavailable
+from ..config import Config
+from ..errors import StoreError
+from ..hookspecs import hookimpl
+from .interface import StoreBackend, StoreUnavailable
 
 POSTGRES_SCHEMES = ("postgresql", "postgres")
 
@@ -23,7 +23,7 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 def namekeeper_store(config: Config) -> StoreBackend | None:
     url = config.store.url
     if url is None:
-        from .store import Store
+        from .sqlite import Store
 
         path = config.store.path
         try:
@@ -36,7 +36,7 @@ def namekeeper_store(config: Config) -> StoreBackend | None:
     if urlsplit(url).scheme not in POSTGRES_SCHEMES:
         return None
     try:
-        from .store_postgres import PostgresStore
+        from .postgres import PostgresStore
     except ImportError:
         raise StoreUnavailable("a postgresql:// store needs psycopg: "
                                "pip install 'namekeeper[postgresql]'") from None

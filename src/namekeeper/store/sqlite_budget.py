@@ -13,7 +13,7 @@ import sqlite3
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from .store_schema import BUDGET_WINDOW
+from .schema import BUDGET_WINDOW
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -42,10 +42,10 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from .errors import StoreError
-from .model import NameEvent, Outcome
-from .notify.dispatch import Retry
-from .store_interface import (
+from ..errors import StoreError
+from ..model import NameEvent, Outcome
+from ..notify.dispatch import Retry
+from .interface import (
     NameRecord,
     QueueState,
     SchemaVersion,
@@ -53,11 +53,11 @@ from .store_interface import (
     StoreSnapshot,
     StoreUnavailable,
 )
-from .store_postgres_budget import PostgresBudget
-from .store_postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
-from .store_postgres_queue import WORK_CHANNEL, PostgresQueue
-from .store_postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
-from .store_schema import (
+from .postgres_budget import PostgresBudget
+from .postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
+from .postgres_queue import WORK_CHANNEL, PostgresQueue
+from .postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
+from .schema import (
     ORDERED_BY_ID,
     TRANSFERRED_COLUMNS,
     dt,

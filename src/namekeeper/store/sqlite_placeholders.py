@@ -18,9 +18,9 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .model import NameEvent
-from .names import ultranormalize
-from .store_schema import dt, event_to_json
+from ..model import NameEvent
+from ..names import ultranormalize
+from .schema import dt, event_to_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -1,6 +1,6 @@
 """The store's on-disk format: tables, row types and the JSON form of an event.
 
-Kept apart from `store.Store`'s behaviour so that the format — what a
+Kept apart from `sqlite.Store`'s behaviour so that the format — what a
 migration would have to change — is readable in one place.
 """
 
@@ -14,10 +14,10 @@ from typing import Any
 
 from packaging.version import InvalidVersion, Version
 
-from .model import NameEvent, Outcome
+from ..model import NameEvent, Outcome
 
 SCHEMA = """
--- Owners the public index reported for a placeholder we uploaded (store_placeholders.py).
+-- Owners the public index reported for a placeholder we uploaded (sqlite_placeholders.py).
 CREATE TABLE IF NOT EXISTS placeholder_owners (
     name TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS queue (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,             -- pending | claimed | done | failed
-    -- lease_until, confirm_at, confirming: added by store_queue.add_queue_columns
+    -- lease_until, confirm_at, confirming: added by sqlite_queue.add_queue_columns
     event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL DEFAULT 0,

@@ -1,6 +1,6 @@
 """The SQLite store's schema version and its snapshot/restore (for `namekeeper store copy`).
 
-A mixin of `store.Store`, kept apart so that the store's everyday behaviour stays in one
+A mixin of `sqlite.Store`, kept apart so that the store's everyday behaviour stays in one
 file and this rarely-used path in another.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from .errors import StoreError
-from .store_interface import SchemaVersion, StoreSnapshot
-from .store_schema import ORDERED_BY_ID, SQLITE_SCHEMA_VERSION, TRANSFERRED_COLUMNS
+from ..errors import StoreError
+from .interface import SchemaVersion, StoreSnapshot
+from .schema import ORDERED_BY_ID, SQLITE_SCHEMA_VERSION, TRANSFERRED_COLUMNS
 
 
 class SqliteTransfer:

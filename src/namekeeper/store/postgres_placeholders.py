@@ -1,6 +1,6 @@
 """Our own placeholders and forgetting names, on the PostgreSQL store (mixed into `PostgresStore`).
 
-The same contract as `store_placeholders.PlaceholderRecords`.
+The same contract as `sqlite_placeholders.PlaceholderRecords`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .model import NameEvent
-from .names import ultranormalize
-from .store_placeholders import _PER_NAME_TABLES
-from .store_schema import dt, event_to_json
+from ..model import NameEvent
+from ..names import ultranormalize
+from .schema import dt, event_to_json
+from .sqlite_placeholders import _PER_NAME_TABLES
 
 if TYPE_CHECKING:
     import psycopg

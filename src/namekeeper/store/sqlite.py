@@ -22,15 +22,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError
-from .model import NameEvent, Outcome
-from .store_budget import Budget
-from .store_bulk import BulkNames
-from .store_health import Condition, StoreHealth
-from .store_interface import StoreBackend
-from .store_placeholders import PlaceholderRecords
-from .store_queue import QueueLeases, add_queue_columns, holder_id
-from .store_schema import (
+from ..errors import StoreError
+from ..model import NameEvent, Outcome
+from .interface import StoreBackend
+from .schema import (
     BUDGET_WINDOW,
     SCHEMA,
     NameRecord,
@@ -43,11 +38,16 @@ from .store_schema import (
     outcome_values,
     ts,
 )
-from .store_sqlite_transfer import SqliteTransfer
-from .store_watch import WATCH_SCHEMA, WatchMemory
+from .sqlite_budget import Budget
+from .sqlite_bulk import BulkNames
+from .sqlite_health import Condition, StoreHealth
+from .sqlite_placeholders import PlaceholderRecords
+from .sqlite_queue import QueueLeases, add_queue_columns, holder_id
+from .sqlite_transfer import SqliteTransfer
+from .sqlite_watch import WATCH_SCHEMA, WatchMemory
 
 if TYPE_CHECKING:
-    from .notify.delivery_log import StoreDeliveryLog
+    from ..notify.delivery_log import StoreDeliveryLog
 
 __all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
            "event_from_json", "event_to_json", "holder_id", "unusable"]
@@ -68,8 +68,8 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions, bulk name writes and our own
-    placeholders live in their own modules (`store_queue`, `store_budget`, `store_health`,
-    `store_bulk`, `store_watch`, `store_placeholders`): one concern each.
+    placeholders live in their own modules (`sqlite_queue`, `sqlite_budget`, `sqlite_health`,
+    `sqlite_bulk`, `sqlite_watch`, `sqlite_placeholders`): one concern each.
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -323,6 +323,6 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
 
     def delivery_log(self) -> StoreDeliveryLog:
         """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""
-        from .notify.delivery_log import StoreDeliveryLog
+        from ..notify.delivery_log import StoreDeliveryLog
 
         return StoreDeliveryLog(self)

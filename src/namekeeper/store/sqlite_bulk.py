@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from .model import NameEvent, Outcome
-from .store_schema import name_record
+from ..model import NameEvent, Outcome
+from .schema import name_record
 
 if TYPE_CHECKING:
-    from .store_schema import NameRecord
+    from .schema import NameRecord
 
 #: SQLite's default limit of host parameters per statement is 999 (older builds).
 _CHUNK = 900

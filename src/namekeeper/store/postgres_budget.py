@@ -16,9 +16,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from .store_budget import CONDITION_PAUSED
-from .store_health import Condition
-from .store_schema import BUDGET_WINDOW
+from .schema import BUDGET_WINDOW
+from .sqlite_budget import CONDITION_PAUSED
+from .sqlite_health import Condition
 
 if TYPE_CHECKING:
     import psycopg

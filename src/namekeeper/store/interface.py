@@ -27,15 +27,15 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from .errors import StoreError
-from .model import NameEvent, Outcome
-from .store_health import Condition
-from .store_queue import DEFAULT_LEASE
-from .store_schema import BUDGET_WINDOW, NameRecord, WorkItem
-from .store_watch import StoredLookalike
+from ..errors import StoreError
+from ..model import NameEvent, Outcome
+from .schema import BUDGET_WINDOW, NameRecord, WorkItem
+from .sqlite_health import Condition
+from .sqlite_queue import DEFAULT_LEASE
+from .sqlite_watch import StoredLookalike
 
 if TYPE_CHECKING:
-    from .notify.dispatch import DeliveryLog
+    from ..notify.dispatch import DeliveryLog
 
 __all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "NameRecord", "QueueState",
            "SchemaVersion", "StoreBackend", "StoreSnapshot", "StoreUnavailable", "WorkItem"]
@@ -76,7 +76,7 @@ class SchemaVersion:
 class StoreSnapshot:
     """Everything a store holds, backend-neutral: what `namekeeper store copy` moves.
 
-    ``tables`` maps each table of `store_schema.TRANSFERRED_COLUMNS` to its rows (tuples in
+    ``tables`` maps each table of `schema.TRANSFERRED_COLUMNS` to its rows (tuples in
     that column order, history and budget in their original order).
     """
 
@@ -176,7 +176,7 @@ class StoreBackend(ABC):
         """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue with leases --------------------------------------------------------
-    # A claim has a holder (one process: `store_queue.holder_id`) and an expiry; the holder
+    # A claim has a holder (one process: `sqlite_queue.holder_id`) and an expiry; the holder
     # renews it while working; only an expired lease is reclaimed, by any process.
 
     def accept(self, event: NameEvent) -> bool:
