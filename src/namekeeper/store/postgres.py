@@ -47,22 +47,19 @@ from ..model import NameEvent, Outcome
 from ..notify.dispatch import Retry
 from .interface import (
     NameRecord,
-    QueueState,
     SchemaVersion,
     StoreBackend,
     StoreSnapshot,
     StoreUnavailable,
 )
 from .postgres_budget import PostgresBudget
+from .postgres_intake import PostgresIntake
 from .postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
 from .postgres_queue import WORK_CHANNEL, PostgresQueue
 from .postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
 from .schema import (
     ORDERED_BY_ID,
     TRANSFERRED_COLUMNS,
-    dt,
-    event_to_json,
-    higher_version,
     name_record,
     outcome_values,
     ts,
@@ -219,7 +216,7 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
-class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
+class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatchMemory,
                     PostgresPlaceholderRecords, StoreBackend):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
@@ -372,36 +369,8 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
                     (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
                      json.dumps(detail) if detail is not None else None))
 
-    def _note_seen(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent) -> str | None:
-        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
-        cur.execute(
-            "INSERT INTO names(name, display_name, first_seen_private, first_source, "
-            "first_index, highest_private_version, updated_at) VALUES (%s,%s,%s,%s,%s,%s,%s) "
-            "ON CONFLICT (name) DO NOTHING RETURNING name",
-            (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
-             event.version, ts(event.seen_at)))
-        if cur.fetchone() is not None:
-            self._history(cur, event.name, "seen", {"source": event.source,
-                                                    "index": event.index,
-                                                    "version": event.version})
-            return None
-        row = cur.execute("SELECT first_seen_private, highest_private_version, reserved_at "
-                          "FROM names WHERE name = %s FOR UPDATE", (event.name,)).fetchone()
-        assert row is not None
-        first = dt(row["first_seen_private"])
-        if first is None or event.seen_at < first:
-            cur.execute("UPDATE names SET first_seen_private = %s, first_source = %s, "
-                        "first_index = %s WHERE name = %s",
-                        (ts(event.seen_at), event.source, event.index, event.name))
-        highest = higher_version(row["highest_private_version"], event.version)
-        if highest != row["highest_private_version"]:
-            cur.execute("UPDATE names SET highest_private_version = %s WHERE name = %s",
-                        (highest, event.name))
-        reserved_at: str | None = row["reserved_at"]
-        return reserved_at
-
     def note_seen(self, event: NameEvent) -> None:
-        self._transaction(lambda cur: self._note_seen(cur, event))
+        self._transaction(lambda cur: self._note_seen_batch(cur, [event]))
 
     def get(self, name: str) -> NameRecord | None:
         with self._read() as cur:
@@ -444,10 +413,8 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
     # deadlock on each other.
 
     def note_seen_many(self, events: Sequence[NameEvent]) -> None:
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> None:
-            for event in sorted(events, key=lambda e: e.name):
-                self._note_seen(cur, event)
-        self._transaction(work)
+        self._transaction(lambda cur: self._note_seen_batch(
+            cur, sorted(events, key=lambda e: e.name)))
 
     def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
         with self._read() as cur:
@@ -478,51 +445,6 @@ class PostgresStore(PostgresQueue, PostgresBudget, PostgresWatchMemory,
         # A microsecond apart: rows are written in name order (below), but a batch is
         # claimed in the order it arrived, as SQLite's rowid keeps it there.
         return self._accept_batch(events, self._clock(), 1e-6)
-
-    def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
-        """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""
-        # Rows are locked in name order, whichever order the batch came in: two replicas'
-        # batches touching the same names then queue behind each other instead of deadlocking.
-        order = sorted(range(len(events)), key=lambda i: events[i].name)
-
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> list[bool]:
-            results = [False] * len(events)
-            queued = False
-            for i in order:
-                results[i], q = self._accept(cur, events[i], now + i * step)
-                queued = queued or q
-            if queued:
-                cur.execute(f"NOTIFY {WORK_CHANNEL}")
-            return results
-        results: list[bool] = self._transaction(work)
-        return results
-
-    def _accept(self, cur: psycopg.Cursor[dict[str, Any]], event: NameEvent, now: float
-                ) -> tuple[bool, bool]:
-        """(new event?, queued work?) for one event, inside the caller's transaction."""
-        if event.key is not None:
-            cur.execute("INSERT INTO events(key, name, source, idx, received_at) "
-                        "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING key",
-                        (event.key, event.name, event.source, event.index, now))
-            if cur.fetchone() is None:
-                return False, False
-        reserved = self._note_seen(cur, event)
-        row = cur.execute("SELECT state FROM queue WHERE name = %s FOR UPDATE",
-                          (event.name,)).fetchone()
-        if row is None:
-            if reserved:
-                return True, False  # held already; the periodic re-check keeps an eye on it
-            cur.execute("INSERT INTO queue(name, state, event, enqueued_at, updated_at) "
-                        "VALUES (%s, 'pending', %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (event.name, event_to_json(event), now, now))
-            return True, True
-        if row["state"] in (QueueState.DONE.value, QueueState.FAILED.value) and not reserved:
-            # A name we could not hold (taken, failed) is looked at again on new evidence.
-            cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
-                        "event=%s, last_error=NULL, updated_at=%s WHERE name=%s",
-                        (event_to_json(event), now, event.name))
-            return True, True
-        return True, False
 
     # -- notification deliveries -----------------------------------------------------------------
 
