@@ -20,10 +20,18 @@ as fast as it is answered (closed loop: the throughput the service can
 sustain); ``--rate N`` paces the whole load to N events/s instead (open loop,
 latency counted from each request's scheduled time).  Every answer must be 202.
 
-``--healthz-flood N`` measures in the same run alternating rounds alone and
-while another process GETs ``/healthz`` N times a second (a load balancer gone
-wild), each side's p99 over all its rounds; goal: webhook p99 moves by no more
-than 20 %.
+``--healthz-flood N`` measures the events in ``--flood-pairs`` (10) pairs of rounds,
+one round alone and one while another process GETs ``/healthz`` N times a second (a
+load balancer gone wild; four keep-alive raw-socket connections, the request's
+bytes made once, so the flooder costs little CPU), the flooded round second in
+even pairs and first in odd ones.  ``--count`` is then 20,000 (1,000 per round).
+Where there are two CPUs or more the service is pinned to the first half and this
+process, the fake and the flooder to the other (``--no-pin`` leaves them be); the
+output says which.  Goal: webhook p99 moves by no more than 20 %, judged on the
+median of the pairs' p99 ratios (one bad round cannot decide it); the pooled ratio
+(each side's p99 over all its rounds) and the spread of the pairs are printed
+beside it.  First, with nothing else to do, the service's CPU per ``/healthz`` GET
+(its threads' run time over two seconds of flood, less two idle seconds).
 
 With ``--upload``, a latency phase runs first (after the warm-up has drained):
 ``--latency-names`` webhooks, one every half second, each timed from its 202 to
@@ -55,6 +63,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -77,7 +86,6 @@ REPO = Path(__file__).resolve().parent.parent
 GOAL_EVENTS_PER_S = 500.0
 GOAL_P99_MS = 50.0
 GOAL_FLOOD_P99_RATIO = 1.2  # a /healthz flood may move webhook p99 by 20 % at most
-FLOOD_ROUNDS = 5  # alone and flooded rounds, alternating
 GOAL_PLACEHOLDER_MEDIAN_S = 1.0
 WEBHOOK_PATH = "/webhooks/artifactory"
 REPO_KEY = "pypi-local"
@@ -202,12 +210,21 @@ def write_config(workdir: Path, public_toml: str, *, workers: int, dry_run: bool
     return config
 
 
-def start_service(config: Path, env: dict[str, str], logdir: Path
+def start_service(config: Path, env: dict[str, str], logdir: Path, cpus: list[int] | None = None
                   ) -> tuple[subprocess.Popen[bytes], int]:
-    """``namekeeper serve`` on port 0; returns once /healthz answers 200."""
+    """``namekeeper serve`` on port 0 (on ``cpus`` only, if given); returns once /healthz is 200."""
     out, err = (logdir / "serve.stdout").open("wb"), (logdir / "serve.stderr").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "namekeeper.cli", "--config", str(config),
-                             "serve"], env=env, stdout=out, stderr=err)
+    # A child inherits the CPUs of the thread that forks it: lend this thread the service's
+    # CPUs while it forks, then take its own back.
+    own = os.sched_getaffinity(0) if cpus else None
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "namekeeper.cli", "--config", str(config),
+                                 "serve"], env=env, stdout=out, stderr=err)
+    finally:
+        if own is not None:
+            os.sched_setaffinity(0, own)
     deadline = time.monotonic() + 30
     port = None
     while time.monotonic() < deadline and proc.poll() is None:
@@ -325,52 +342,242 @@ def run_load(port: int | list[int], bodies: list[tuple[str, bytes, str]], *, thr
     return result
 
 
-def _flood_process(port: int, rate: float, stop: Any, go: Any, out: Any) -> None:
-    out.put(dict(flood_healthz(port, rate, stop, go=go)))
+HEALTHZ_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 
 
-def flood_healthz(port: int, rate: float, stop: threading.Event, threads: int = 2,
-                  go: Any = None) -> Counter[str]:
-    """GET /healthz ``rate`` times a second from ``threads`` keep-alive connections until ``stop``.
+def _flood_process(port: int, rate: float, cpus: list[int] | None, stop: Any, go: Any,
+                   out: Any) -> None:
+    if cpus:
+        os.sched_setaffinity(0, cpus)
+    flood_healthz(port, rate, stop, go, out.put)
 
-    With ``go`` (an event), the flood runs only while it is set.
+
+def _read_answer(sock: socket.socket, buffer: bytearray) -> str:
+    """Read one HTTP answer (headers + Content-Length body) from ``sock``; its status code."""
+    while b"\r\n\r\n" not in buffer:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed by the service")
+        buffer += chunk
+    head, _, rest = bytes(buffer).partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        key, _, value = line.partition(b":")
+        if key.strip().lower() == b"content-length":
+            length = int(value)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed by the service")
+        rest += chunk
+    buffer[:] = rest[length:]
+    return head.split(b" ", 2)[1].decode()
+
+
+def flood_healthz(port: int, rate: float, stop: Any, go: Any, report: Any,
+                  connections: int = 4) -> None:
+    """GET /healthz ``rate`` times a second while ``go`` is set, until ``stop`` is set.
+
+    ``connections`` keep-alive sockets, one thread each at ``rate / connections``, the request's
+    bytes made once: a load balancer's checks at the least CPU this side can spend (http.client
+    costs several times more per request); several connections, so that a slow answer does not
+    slow the flood.  After each spell (``go`` cleared) it calls ``report`` with that spell's
+    answers by status, its seconds and this process's CPU microseconds per request; the caller
+    waits for it, so no request of a spell is still in flight afterwards.
     """
-    statuses: Counter[str] = Counter()
-    lock = threading.Lock()
+    socks: list[socket.socket | None] = [None] * connections
+    interval = connections / rate
 
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        interval = threads / rate
-        next_at = time.perf_counter() + k * interval / threads
-        while not stop.is_set():
-            if go is not None and not go.is_set():
-                time.sleep(0.01)
-                next_at = time.perf_counter() + k * interval / threads
-                continue
+    def client(k: int, statuses: Counter[str]) -> None:
+        buffer = bytearray()
+        next_at = time.perf_counter() + k * interval / connections
+        while go.is_set():
             delay = next_at - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            elif delay < -1.0:  # fell behind by a second: do not burst to catch up
+                next_at = time.perf_counter()
             next_at += interval
+            sock = socks[k]
             try:
-                conn.request("GET", "/healthz")
-                resp = conn.getresponse()
-                resp.read()
-                status = str(resp.status)
-            except (OSError, http.client.HTTPException) as exc:
+                if sock is None:
+                    sock = socks[k] = socket.create_connection(("127.0.0.1", port), timeout=30)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    buffer.clear()
+                sock.sendall(HEALTHZ_REQUEST)
+                status = _read_answer(sock, buffer)
+            except (OSError, ValueError, IndexError) as exc:
                 status = type(exc).__name__
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            with lock:
-                statuses[status] += 1
-        conn.close()
+                if sock is not None:
+                    sock.close()
+                socks[k] = None
+            statuses[status] += 1
 
-    workers = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(threads)]
-    for t in workers:
-        t.start()
-    stop.wait()
-    for t in workers:
-        t.join(10)
-    return statuses
+    while not stop.is_set():
+        if not go.wait(0.05):
+            continue
+        counts = [Counter[str]() for _ in range(connections)]
+        cpu0, began = time.process_time(), time.perf_counter()
+        threads = [threading.Thread(target=client, args=(k, counts[k]), daemon=True)
+                   for k in range(connections)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        statuses = sum(counts, Counter[str]())
+        sent = sum(statuses.values())
+        report({"answers": dict(statuses), "seconds": time.perf_counter() - began,
+                "cpu_us_per_request": (time.process_time() - cpu0) / sent * 1e6 if sent else None})
+    for sock in socks:
+        if sock is not None:
+            sock.close()
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds process ``pid`` has run so far, all its threads (None off Linux).
+
+    From each thread's ``schedstat`` (nanoseconds on a CPU): the ``stat`` file's clock ticks
+    (10 ms) are too coarse for a few hundred requests.
+    """
+    try:
+        return sum(int((task / "schedstat").read_text().split()[0])
+                   for task in Path(f"/proc/{pid}/task").iterdir()) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def thread_cpus(pid: int) -> set[int] | None:
+    """The CPUs any thread of process ``pid`` may run on (None off Linux)."""
+    try:
+        return set().union(*(os.sched_getaffinity(int(t.name))
+                             for t in Path(f"/proc/{pid}/task").iterdir()))
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+@dataclass
+class Placement:
+    """Which CPUs the service gets, and which the load generator, the fake and the flooder get."""
+
+    service: list[int] | None = None
+    others: list[int] | None = None
+
+    @classmethod
+    def split(cls, pin: bool) -> Placement:
+        if not pin or not hasattr(os, "sched_setaffinity"):
+            return cls()
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return cls()
+        return cls(service=cpus[:len(cpus) // 2], others=cpus[len(cpus) // 2:])
+
+    def describe(self) -> str:
+        if self.service is None:
+            return "not pinned (fewer than 2 CPUs, or --no-pin)"
+        return (f"service on CPU {_cpu_list(self.service)}; load generator, fake index and "
+                f"flooder on CPU {_cpu_list(self.others or [])}")
+
+
+def _cpu_list(cpus: list[int] | set[int]) -> str:
+    return ",".join(map(str, sorted(cpus)))
+
+
+def flood_rounds(port: int, pid: int, measured: list[tuple[str, bytes, str]],
+                 args: argparse.Namespace, placement: Placement, log: Any
+                 ) -> tuple[LoadResult, LoadResult, dict[str, Any]]:
+    """Alone and flooded rounds, in pairs; (alone, flooded, the flood's report).
+
+    Within pair k the flooded round comes second when k is even and first when k is odd, so
+    that whatever drifts during a run (the journal's size, checkpoints, the other engineers'
+    jobs) weighs on both sides alike.  Each pair gives one ratio of p99s (flooded / alone):
+    their median is robust to one bad round; the pooled ratio (each side's p99 over all its
+    rounds) is printed beside it, with the spread of the pairs.
+    """
+    pairs = args.flood_pairs
+    size = -(-len(measured) // (2 * pairs))
+    chunks = [measured[i:i + size] for i in range(0, len(measured), size)]
+    spawn = multiprocessing.get_context("spawn")
+    stop_flood, flooding = spawn.Event(), spawn.Event()
+    spells: Any = spawn.Queue()
+    flooder = spawn.Process(target=_flood_process, daemon=True,
+                            args=(port, args.healthz_flood, placement.others, stop_flood,
+                                  flooding, spells))
+    flooder.start()
+    time.sleep(1.5)  # the process has started before anything is measured
+
+    def spell(seconds: float | None = None, chunk: list[tuple[str, bytes, str]] | None = None
+              ) -> tuple[dict[str, Any], LoadResult | None]:
+        """Flood for ``seconds``, or while ``chunk`` is posted; the flooder's report and the load's."""
+        flooding.set()
+        time.sleep(0.2)  # the flood is under way before anything is counted
+        part = None
+        if chunk is None:
+            time.sleep(seconds or 0.0)
+        else:
+            part = run_load([port], chunk, threads=args.threads, max_seconds=cap, rate=args.rate)
+        flooding.clear()
+        return spells.get(timeout=30), part
+
+    cap = args.max_seconds / len(chunks)
+    # What one /healthz GET costs the service when it has nothing else to do: its CPU during
+    # two seconds of flood, less its CPU during two idle seconds.  (A thread that ended between
+    # two readings takes its CPU with it: the idle service starts none.)
+    idle0 = process_cpu_s(pid)
+    time.sleep(2.0)
+    idle1 = process_cpu_s(pid)
+    calibration, _ = spell(seconds=2.0)
+    busy = process_cpu_s(pid)
+    gets = sum(calibration["answers"].values())
+    serve_us = None
+    if idle0 is not None and idle1 is not None and busy is not None and gets:
+        # the spell lasted 2.2 s plus the flooder's report; the idle CPU is per 2 s.
+        serve_us = max(0.0, (busy - idle1) - 1.1 * (idle1 - idle0)) / gets * 1e6
+    log(f"one /healthz GET costs the service {serve_us and round(serve_us)} us of CPU "
+        f"({gets} GETs, nothing else to do); the flooder "
+        f"{calibration['cpu_us_per_request'] and round(calibration['cpu_us_per_request'])} us")
+
+    alone, flooded = LoadResult(), LoadResult()
+    answers: Counter[str] = Counter()
+    flood_s = 0.0
+    pair_p99: list[dict[str, float]] = [{} for _ in range(pairs)]
+    for k, chunk in enumerate(chunks):
+        pair, second = divmod(k, 2)
+        is_flooded = second == (0 if pair % 2 else 1)
+        if is_flooded:
+            got, part = spell(chunk=chunk)
+            answers.update(got["answers"])
+            flood_s += got["seconds"]
+        else:
+            part = run_load([port], chunk, threads=args.threads, max_seconds=cap, rate=args.rate)
+        assert part is not None
+        _add_to(flooded if is_flooded else alone, part)
+        if part.latencies_ms:
+            pair_p99[pair]["flooded" if is_flooded else "alone"] = _percentile(
+                sorted(part.latencies_ms), 99)
+    stop_flood.set()
+    flooder.join(15)
+    ratios = sorted(p["flooded"] / p["alone"] for p in pair_p99 if "alone" in p and "flooded" in p)
+    a_lat, f_lat = sorted(alone.latencies_ms), sorted(flooded.latencies_ms)
+    report = {
+        "rate": args.healthz_flood,
+        "rate_reached": round(sum(answers.values()) / flood_s, 1) if flood_s else None,
+        "healthz_answers": dict(answers),
+        "placement": placement.describe(),
+        "pairs": pairs, "events_per_round": size,
+        "serve_cpu_us_per_healthz": round(serve_us, 1) if serve_us is not None else None,
+        "flooder_cpu_us_per_healthz": round(calibration["cpu_us_per_request"], 1)
+        if calibration["cpu_us_per_request"] else None,
+        "pair_p99_ms": [{k: round(v, 2) for k, v in p.items()} for p in pair_p99],
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "ratio_median_of_pairs": round(statistics.median(ratios), 3) if ratios else None,
+        "p99_ms_alone": round(_percentile(a_lat, 99), 2) if a_lat else None,
+        "p99_ms_flooded": round(_percentile(f_lat, 99), 2) if f_lat else None,
+        "events_per_s_alone": round(len(alone.accepted_names) / alone.wall_s, 1)
+        if alone.wall_s else None,
+    }
+    if a_lat and f_lat:
+        report["ratio_pooled"] = round(_percentile(f_lat, 99) / _percentile(a_lat, 99), 3)
+    return alone, flooded, report
 
 
 def wait_drained(store_path: Path, timeout: float) -> bool:
@@ -498,10 +705,13 @@ def compare(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, default=5000, help="events to send (default 5000)")
+    parser.add_argument("--count", type=int, default=None,
+                        help="events to send (default 5000; with --healthz-flood 20000, "
+                             "split over the rounds)")
     parser.add_argument("--threads", type=int, default=8, help="client threads (default 8)")
-    parser.add_argument("--max-seconds", type=float, default=60.0,
-                        help="time cap for the load (default 60)")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="time cap for the load (default 60; with --healthz-flood 120, "
+                             "shared by the rounds)")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="pace the load to this many events/s (default: unpaced)")
     parser.add_argument("--warmup", type=int, default=100,
@@ -522,17 +732,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="like --store, on a throw-away PostgreSQL server started for the run "
                              "(initdb + pg_ctl on 127.0.0.1; each scenario gets a new database)")
     parser.add_argument("--healthz-flood", type=float, default=0.0, metavar="N",
-                        help="measure the second half of the events while /healthz is asked "
-                             "N times a second (default 0: no flood)")
+                        help="measure the events in pairs of rounds, alone and while another "
+                             "process asks /healthz N times a second (default 0: no flood)")
     parser.add_argument("--latency-names", type=int, default=20,
                         help="with --upload: webhooks timed from 202 to placeholder (default 20)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--flood-pairs", type=int, default=10,
+                        help="with --healthz-flood: pairs of rounds, one alone and one flooded "
+                             "(default 10)")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="with --healthz-flood: do not pin the service to half the CPUs and "
+                             "everything else to the other half")
     args = parser.parse_args(argv)
+    if args.count is None:
+        args.count = 20_000 if args.healthz_flood else 5000
+    if args.max_seconds is None:
+        args.max_seconds = 120.0 if args.healthz_flood else 60.0
     if not (1 <= args.count <= 200_000 and 1 <= args.threads <= 64
             and 0 < args.max_seconds <= 600 and 0 <= args.warmup <= 10_000
-            and 0 <= args.index_latency_ms <= 10_000):
+            and 0 <= args.index_latency_ms <= 10_000 and 1 <= args.flood_pairs <= 100
+            and 0 <= args.healthz_flood <= 10_000):
         parser.error("--count 1..200000, --threads 1..64, --max-seconds up to 600, "
-                     "--warmup up to 10000, --index-latency-ms up to 10000")
+                     "--warmup up to 10000, --index-latency-ms up to 10000, --flood-pairs 1..100, "
+                     "--healthz-flood up to 10000")
     if args.store and args.postgres:
         parser.error("--store and --postgres exclude each other")
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
@@ -548,6 +770,11 @@ def main(argv: list[str] | None = None) -> int:
         "workers": args.workers, "worker_mode": "upload" if args.upload else "dry-run",
         "index_latency_ms": args.index_latency_ms,
     }
+    # The flood's effect is measured with the service on CPUs of its own, where there are two.
+    placement = Placement.split(args.pin and bool(args.healthz_flood))
+    if placement.others:
+        os.sched_setaffinity(0, placement.others)  # this process, and the fake it starts
+    base["placement"] = placement.describe()
     # SQLite alone; with a database, SQLite (the baseline) then the database with 1 and 3 replicas.
     plan = [("sqlite", 1)]
     if args.store or args.postgres:
@@ -570,7 +797,8 @@ def main(argv: list[str] | None = None) -> int:
                 store_url = new_database() if backend == "postgresql" else None
                 reports[label] = {**base, "store": backend, "replicas": replicas,
                                   **scenario(args, public_toml, env, secret, log,
-                                             store_url=store_url, replicas=replicas)}
+                                             store_url=store_url, replicas=replicas,
+                                             placement=placement)}
             except BenchError as exc:
                 print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
                 return 2
@@ -595,12 +823,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], secret: str,
-             log: Any, *, store_url: str | None, replicas: int) -> dict[str, Any]:
+             log: Any, *, store_url: str | None, replicas: int,
+             placement: Placement | None = None) -> dict[str, Any]:
     """One measurement: ``replicas`` services on one store, loaded, stopped, journal checked."""
     run_id = secrets.token_hex(3)
     bodies = [webhook(i, run_id, secret.encode()) for i in range(args.warmup + args.count)]
     warmup, measured = bodies[:args.warmup], bodies[args.warmup:]
     report: dict[str, Any] = {}
+    placement = placement or Placement()
     services: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="nk-bench-webhooks-") as tmp:
         ports = []
@@ -610,7 +840,7 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
                 workdir.mkdir()
                 config = write_config(workdir, public_toml, workers=args.workers,
                                       dry_run=not args.upload, store_url=store_url)
-                proc, port = start_service(config, env, workdir)
+                proc, port = start_service(config, env, workdir, cpus=placement.service)
                 services.append(proc)
                 ports.append(port)
             log(f"namekeeper serve x{replicas} on 127.0.0.1:{','.join(map(str, ports))}; "
@@ -630,43 +860,17 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
                     "max": round(spans[-1], 3) if spans else None,
                     "held": len(spans), "not_held_in_60_s": missing}
             if args.healthz_flood:
-                # Alone and flooded rounds alternate, so that whatever drifts during a run (the
-                # journal's size, checkpoints) weighs on both sides alike; each side's p99 is taken
-                # over all its rounds. The flood comes from its own process, as a load balancer's
-                # checks would: in this process its threads would slow the webhook clients (the GIL).
-                rounds = FLOOD_ROUNDS
-                log(f"{len(measured)} events in {rounds} alone and {rounds} flooded rounds "
-                    f"(/healthz {args.healthz_flood:g}/s), from {args.threads} threads ...")
-                flood_statuses: Counter[str] = Counter()
-                spawn = multiprocessing.get_context("spawn")
-                stop_flood, flooding = spawn.Event(), spawn.Event()
-                flood_out: Any = spawn.Queue()
-                flooder = spawn.Process(target=_flood_process, daemon=True,
-                                        args=(ports[0], args.healthz_flood, stop_flood, flooding,
-                                              flood_out))
-                flooder.start()
-                time.sleep(1.5)  # the process has started before the first round
-                alone, load = LoadResult(), LoadResult()
-                size = -(-len(measured) // (2 * rounds))
-                chunks = [measured[i:i + size] for i in range(0, len(measured), size)]
-                for k, chunk in enumerate(chunks):
-                    flooded = k % 2 == 1
-                    if flooded:
-                        flooding.set()
-                        time.sleep(0.2)
-                    _add_to(load if flooded else alone,
-                            run_load(ports, chunk, threads=args.threads,
-                                     max_seconds=args.max_seconds / len(chunks), rate=args.rate))
-                    flooding.clear()
-                stop_flood.set()
-                flood_statuses.update(flood_out.get(timeout=30))
-                flooder.join(15)
-                a_lat = sorted(alone.latencies_ms)
-                report["healthz_flood"] = {
-                    "rate": args.healthz_flood, "healthz_answers": dict(flood_statuses),
-                    "p99_ms_alone": round(_percentile(a_lat, 99), 2) if a_lat else None,
-                    "events_per_s_alone": round(len(alone.accepted_names) / alone.wall_s, 1)
-                    if alone.wall_s else None}
+                if store_url is None:
+                    wait_drained(store_file, 120)  # the workers are idle when the flood's cost is taken
+                service_cpus = thread_cpus(services[0].pid)
+                if placement.service is not None and service_cpus != set(placement.service):
+                    raise BenchError(f"the service runs on CPUs {service_cpus}, not "
+                                     f"{placement.service}")
+                log(f"{len(measured)} events in {args.flood_pairs} pairs of rounds alone and "
+                    f"flooded (/healthz {args.healthz_flood:g}/s), from {args.threads} threads; "
+                    f"{placement.describe()} ...")
+                alone, load, report["healthz_flood"] = flood_rounds(
+                    ports[0], services[0].pid, measured, args, placement, log)
                 warm.accepted_names |= alone.accepted_names  # the journal check covers them
                 warm.sent += alone.sent
                 warm.statuses.update(alone.statuses)
@@ -734,11 +938,12 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
         f"p99 <= {GOAL_P99_MS:.0f} ms": p99 is not None and p99 <= GOAL_P99_MS,
     }
     flood = report.get("healthz_flood")
-    if flood and flood["p99_ms_alone"] and p99 is not None:
-        flood["p99_ms_flooded"] = round(p99, 2)
-        flood["ratio_p99_flooded_over_alone"] = round(p99 / flood["p99_ms_alone"], 2)
-        report["goals"][f"/healthz flood moves p99 by <= {GOAL_FLOOD_P99_RATIO - 1:.0%}"] = (
-            p99 <= GOAL_FLOOD_P99_RATIO * flood["p99_ms_alone"])
+    if flood and flood["ratio_median_of_pairs"] is not None:
+        # Judged on the median of the pairs' ratios: one round caught by a disk stall or another
+        # process cannot decide it; the pooled ratio is printed beside it.
+        report["goals"][f"/healthz flood moves p99 by <= {GOAL_FLOOD_P99_RATIO - 1:.0%} "
+                        "(median of the pairs)"] = (
+            flood["ratio_median_of_pairs"] <= GOAL_FLOOD_P99_RATIO)
     latency = report.get("placeholder_latency_s")
     if latency:
         report["goals"][f"202 -> placeholder median <= {GOAL_PLACEHOLDER_MEDIAN_S:g} s"] = (
@@ -764,10 +969,19 @@ def print_report(r: dict[str, Any]) -> None:
           f"{r['ratio_p99_over_goal']})")
     flood = r.get("healthz_flood")
     if flood:
-        print(f"/healthz flood of {flood['rate']:g}/s (answers {flood['healthz_answers']}): "
-              f"webhook p99 {flood.get('p99_ms_alone')} ms alone, {flood.get('p99_ms_flooded')} ms "
-              f"flooded: ratio {flood.get('ratio_p99_flooded_over_alone')} (goal <= "
-              f"{GOAL_FLOOD_P99_RATIO}); {flood['events_per_s_alone']} events/s alone")
+        print(f"/healthz flood: {flood['rate']:g}/s asked, {flood['rate_reached']}/s reached "
+              f"(answers {flood['healthz_answers']}); {flood['placement']}")
+        print(f"  one /healthz GET costs the service {flood['serve_cpu_us_per_healthz']} us of CPU "
+              f"(the flooder {flood['flooder_cpu_us_per_healthz']} us)")
+        ratios = flood["pair_ratios"]
+        print(f"  {flood['pairs']} pairs of rounds ({flood['events_per_round']} events each): "
+              f"p99 flooded / alone per pair, sorted: {ratios}")
+        print(f"  median of the pairs {flood['ratio_median_of_pairs']} (spread "
+              f"{ratios[0] if ratios else None}..{ratios[-1] if ratios else None}); pooled "
+              f"{flood.get('ratio_pooled')} (p99 {flood['p99_ms_alone']} ms alone, "
+              f"{flood['p99_ms_flooded']} ms flooded); goal <= {GOAL_FLOOD_P99_RATIO}")
+        print(f"  alone: {flood['events_per_s_alone']} events/s; the figures above and below "
+              "are the flooded rounds'")
     latency = r.get("placeholder_latency_s")
     if latency:
         print(f"202 -> placeholder on the index: median {latency['median']} s, p90 "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +48,12 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, list | str
         return code, json.loads(out), err
     except json.JSONDecodeError:
         return code, out, err
+
+
+def reserve_then_status(capsys: pytest.CaptureFixture[str], config: Path,
+                        *names: str) -> tuple[int, dict[str, dict[str, Any]]]:
+    """`reserve` ``names``, then `status` as JSON: (status's exit code, its rows by name)."""
+    run(capsys, "--config", str(config), "reserve", *names)
+    code, rows, _ = run(capsys, "--config", str(config), "--format", "json", "status")
+    assert isinstance(rows, list), rows
+    return code, {row["name"]: row for row in rows}

@@ -199,16 +199,8 @@ def start_devpi(
         if init.returncode != 0:
             raise DevpiError(f"devpi-init failed ({init.returncode}):\n{init.stdout}\n"
                              f"{init.stderr}")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/"
-    with log_path.open("wb") as log_file:
-        proc = subprocess.Popen(
-            _launch("serve", blocked, ["--serverdir", str(serverdir), "--host", "127.0.0.1",
-                                       "--port", str(port), *ARGON2_FAST, *server_args]),
-            stdout=log_file, stderr=subprocess.STDOUT, env=proc_env,
-        )
-    try:
-        _wait_ready(url, proc, log_path, STARTUP_TIMEOUT)
+    with running_devpi(serverdir, log_path, blocked=blocked, server_args=server_args,
+                       env=proc_env) as url:
         full_index = f"{user}/{index}"
         if initialise:
             r = requests.put(f"{url}{user}", json={"password": password}, timeout=30,
@@ -221,6 +213,25 @@ def start_devpi(
                           simple_url=f"{url}{full_index}/+simple/",
                           upload_url=f"{url}{full_index}/", serverdir=serverdir,
                           log_path=log_path)
+
+
+@contextlib.contextmanager
+def running_devpi(serverdir: Path, log_path: Path, *, blocked: Sequence[str] = ("namekeeper",),
+                  server_args: Sequence[str] = (), env: Mapping[str, str] | None = None,
+                  timeout: float = STARTUP_TIMEOUT) -> Iterator[str]:
+    """Serve the initialised ``serverdir`` on a free port of 127.0.0.1 (fast argon2, output to
+    ``log_path``) until the block ends; yields its URL once it answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            _launch("serve", blocked, ["--serverdir", str(serverdir), "--host", "127.0.0.1",
+                                       "--port", str(port), *ARGON2_FAST, *server_args]),
+            stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        _wait_ready(url, proc, log_path, timeout)
+        yield url
     finally:
         proc.terminate()
         try:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from _cli import TOKEN, run, write_config
+from _cli import TOKEN, reserve_then_status, run, write_config
 from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
 from namekeeper.cli import main
@@ -163,9 +163,7 @@ def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
     fake.add_project("acme-utils", owners=["mallory"])
-    run(capsys, "--config", str(cfg), "reserve", "acme-billing", "acme-utils")
-    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "status")
-    by_name = {r["name"]: r for r in rows}
+    code, by_name = reserve_then_status(capsys, cfg, "acme-billing", "acme-utils")
     assert by_name["acme-billing"]["verdict"] == "ours" and by_name["acme-billing"]["reserved_at"]
     assert by_name["acme-utils"]["verdict"] == "taken"
     assert code == 1

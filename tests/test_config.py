@@ -108,6 +108,15 @@ def test_a_corrupt_config_is_a_clear_error(tmp_path: Path, text: str, fragment: 
         cfg.load(path)
 
 
+def test_a_config_file_that_is_missing_or_not_text_is_one_line_naming_it(tmp_path: Path) -> None:
+    binary = tmp_path / "nk.toml"
+    binary.write_bytes(b"\xff\xfe[public]\n")
+    with pytest.raises(cfg.ConfigError, match=r"^config file \S*nk\.toml is not UTF-8 text$"):
+        cfg.load(binary)
+    with pytest.raises(cfg.ConfigError, match=r"^cannot read config file \S*gone\.toml: "):
+        cfg.load(tmp_path / "gone.toml")
+
+
 def test_a_password_in_the_file_is_used_but_warned_about(tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "nk.toml"

@@ -8,8 +8,10 @@ order.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -20,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from _devpi import DevpiServer, _launch, make_sdist, make_wheel, start_devpi
+from _devpi import DevpiServer, _launch, make_sdist, make_wheel, running_devpi, start_devpi
 from _fake_public import FakePublicIndex
 from _servers import wait_for
 
@@ -292,40 +294,18 @@ def test_a_replica_replays_history_and_uploads_nothing(
     assert not (tmp_path / "state.sqlite3").exists()  # the replica never opened a store
 
 
-def start_replica(workdir: Path, primary: DevpiServer, config: Path) -> Any:
-    import contextlib
-
-    from _devpi import ARGON2_FAST, _wait_ready
-    from _servers import free_port
-
-    @contextlib.contextmanager
-    def run() -> Iterator[str]:
-        workdir.mkdir(parents=True)
-        subprocess.run(_launch("init", (), ["--serverdir", str(workdir / "server"), "--role",
-                                            "replica", "--primary-url", primary.url]),
-                       capture_output=True, timeout=120, check=True)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        log_path = workdir / "replica.log"
-        with log_path.open("wb") as log_file:
-            proc = subprocess.Popen(_launch("serve", (), [
-                "--serverdir", str(workdir / "server"), "--host", "127.0.0.1", "--port",
-                str(port), "--primary-url", primary.url, "--namekeeper-config", str(config),
-                "--secretfile", str(secret_file(primary.serverdir.parent)),
-                *ARGON2_FAST]), stdout=log_file, stderr=subprocess.STDOUT,
-                env={**__import__("os").environ, "NAMEKEEPER_PUBLIC_TOKEN": TOKEN})
-        try:
-            _wait_ready(url, proc, log_path, 60)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
-
-    return run()
+@contextlib.contextmanager
+def start_replica(workdir: Path, primary: DevpiServer, config: Path) -> Iterator[str]:
+    """A devpi replica of ``primary`` with namekeeper loaded (``config``); yields its URL."""
+    workdir.mkdir(parents=True)
+    subprocess.run(_launch("init", (), ["--serverdir", str(workdir / "server"), "--role",
+                                        "replica", "--primary-url", primary.url]),
+                   capture_output=True, timeout=120, check=True)
+    with running_devpi(workdir / "server", workdir / "replica.log", blocked=(), server_args=[
+            "--primary-url", primary.url, "--namekeeper-config", str(config),
+            "--secretfile", str(secret_file(primary.serverdir.parent))],
+            env={**os.environ, "NAMEKEEPER_PUBLIC_TOKEN": TOKEN}) as url:
+        yield url
 
 
 if __name__ == "__main__":  # pragma: no cover

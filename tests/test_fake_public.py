@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import requests
-import tomllib
 
 from _fake_public import (
     FakePublicIndex,
@@ -23,6 +22,7 @@ from _fake_public import (
 )
 from _fake_public import post_upload as upload
 from namekeeper import config as nk_config
+from namekeeper.toml_file import tomllib
 
 pytestmark = pytest.mark.slow  # the fake public index is a server, driven by real twine
 

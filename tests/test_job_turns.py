@@ -12,6 +12,7 @@ from _servers import free_port
 from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
 from namekeeper.server import GroupCommitSink
+from namekeeper.sources.interface import EventSource
 from namekeeper.sources.poll import SimpleIndexPoller
 from namekeeper.store.sqlite import Store
 
@@ -41,9 +42,10 @@ def test_two_processes_on_one_store_take_turns_on_a_job(tmp_path: Path) -> None:
     assert second.take_turn("poll:nexus", 60)  # another job, another holder
 
 
-def run_briefly(poller: SimpleIndexPoller, sink: TurnSink) -> None:
+def run_briefly(source: EventSource, sink: TurnSink) -> None:
+    """Run ``source`` until it has asked ``sink`` for a turn, and a little longer, then stop it."""
     stop = threading.Event()
-    thread = threading.Thread(target=poller.run, args=(sink, stop), daemon=True)
+    thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not sink.asked and time.monotonic() < deadline:
@@ -79,14 +81,6 @@ def test_artifactory_reconciles_only_on_its_turn(monkeypatch) -> None:  # type: 
         monkeypatch.setattr(source, "reconcile_once",
                             lambda sink, stop=None, mine=mine: rounds.append(str(mine)) or 0)
         sink = TurnSink(mine=mine)
-        stop = threading.Event()
-        thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 10
-        while not sink.asked and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)
-        stop.set()
-        thread.join(10)
+        run_briefly(source, sink)
         assert [job for job, _ in sink.asked] == ["artifactory-reconcile"]
     assert rounds == ["True"]  # only the replica whose turn it was listed the repositories

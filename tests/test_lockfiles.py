@@ -105,3 +105,10 @@ def test_bad_lock_files_get_one_line_naming_the_file(tmp_path: Path, text: str,
 def test_missing_lock_file(tmp_path: Path) -> None:
     with pytest.raises(LockFileError, match=r"cannot read lock file .*missing\.lock"):
         read_lock(tmp_path / "missing.lock")
+
+
+def test_a_lock_file_that_is_not_text(tmp_path: Path) -> None:
+    path = tmp_path / "uv.lock"
+    path.write_bytes(b"\xff\xfeversion = 1\n")
+    with pytest.raises(LockFileError, match=r"^lock file \S*uv\.lock is not UTF-8 text$"):
+        read_lock(path)

@@ -46,21 +46,28 @@ def smtp_sink():
         yield sink
 
 
-@pytest.fixture
-def intercepted(monkeypatch):
-    """Every HTTP request apprise makes, answered 200 without leaving the process."""
+def answer_every_request(monkeypatch: pytest.MonkeyPatch, status: int,
+                         body: bytes) -> list[PreparedRequest]:
+    """Every HTTP request apprise makes from now on, answered ``status`` without leaving the
+    process; the list of the requests sent."""
     sent: list[PreparedRequest] = []
 
     def send(self, request, **kwargs):
         sent.append(request)
         response = Response()
-        response.status_code = 200
-        response._content = b"ok"
+        response.status_code = status
+        response._content = body
         response.request, response.url = request, request.url
         return response
 
     monkeypatch.setattr(HTTPAdapter, "send", send)
     return sent
+
+
+@pytest.fixture
+def intercepted(monkeypatch):
+    """Every HTTP request apprise makes, answered 200 without leaving the process."""
+    return answer_every_request(monkeypatch, 200, b"ok")
 
 
 def test_json_target_receives_the_rendered_alert(http_receiver):
@@ -238,14 +245,7 @@ def _failing_targets(good, broken, caplog) -> None:
 
 
 def test_apprise_debug_logging_never_shows_a_webhook_token(monkeypatch, caplog):
-    def refuse(self, request, **kwargs):
-        response = Response()
-        response.status_code = 500
-        response._content = b"boom"
-        response.request, response.url = request, request.url
-        return response
-
-    monkeypatch.setattr(HTTPAdapter, "send", refuse)
+    answer_every_request(monkeypatch, 500, b"boom")
     caplog.set_level(logging.DEBUG)
     [notifier] = notifiers_from_urls([f"slack://T0001AAAA/B0002BBBB/{SLACK_TOKEN}"])
     assert not notifier.deliver(render(taken()), taken())

@@ -26,11 +26,7 @@ from namekeeper.names import one_line
 from namekeeper.placeholder.builder import TemplatePlaceholderBuilder
 from namekeeper.placeholder.render import LICENSE_EXPRESSION, bundled_template, escape_toml
 from namekeeper.plugins import get_plugin_manager
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from namekeeper.toml_file import tomllib
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

@@ -10,12 +10,14 @@ import pytest
 from _fake_public import FakePublicIndex, FaultPlan
 from namekeeper.config import PublicConfig
 from namekeeper.http import new_session
+from namekeeper.public import listing as listing_module
 from namekeeper.public.listing import (
     ListingUnavailable,
     cached_listing,
     default_cache_dir,
     fetch_listing,
 )
+from namekeeper.public.listing_index import BLOCK_LINES
 
 
 def generated(n: int) -> list[str]:
@@ -134,6 +136,15 @@ def test_unreadable_listing_is_one_clear_error(fake_public: FakePublicIndex,
         fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=new_session(retries=0))
 
 
+def test_an_oversized_listing_is_refused_and_nothing_cached(
+        fake_public: FakePublicIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_public.add_listed_projects(generated(100))
+    monkeypatch.setattr(listing_module, "MAX_LISTING_BYTES", 100)
+    with pytest.raises(ListingUnavailable, match=r"/simple/ listing is \d+ bytes, over the 100 "):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=session())
+    assert cached_listing(config_for(fake_public), cache_dir=tmp_path) is None
+
+
 def test_default_cache_dir_is_the_users_cache(monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
@@ -213,3 +224,69 @@ def test_names_sharing_one_ultranormalised_key_all_exist(fake_public: FakePublic
     assert "pool" in listing and "p00l" in listing and "po0l" not in listing
     assert listing.similar("pool") is None and listing.similar("po0l") in ("pool", "p00l")
     assert listing.names == frozenset({"pool", "p00l"})
+
+
+def one_class(word: str) -> list[str]:
+    """Every canonical spelling of ``word`` under PyPI's ultranormalisation (o/0, l/i/1,
+    hyphens between letters): one "too similar" class holding many legacy projects."""
+    import itertools
+
+    choices = [{"o": "o0", "l": "li1"}.get(ch, ch) for ch in word]
+    spellings = ["".join(p) for p in itertools.product(*choices)]
+    gaps = list(itertools.product(("", "-"), repeat=len(word) - 1))
+    return [spelling[0] + "".join(g + ch for g, ch in zip(gap, spelling[1:], strict=True))
+            for spelling in spellings for gap in gaps[:4]]
+
+
+def test_a_class_spanning_many_blocks_is_answered_whole_fresh_and_cached(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    crowded = one_class("lollipop")  # hundreds of names, one ultranormalised key
+    assert len(crowded) > 4 * BLOCK_LINES
+    fake_public.add_listed_projects(generated(3000) + crowded + ["lollip0ps", "lollipo"])
+    config = config_for(fake_public)
+    fetched = fetch_listing(config, cache_dir=tmp_path)
+    cached = cached_listing(config, cache_dir=tmp_path)
+    assert cached is not None
+    for listing in (fetched, cached):
+        assert all(name in listing for name in crowded)
+        assert all(listing.similar(name) is None for name in crowded)  # each exists itself
+        assert listing.similar("l-o-l-l-i-p-o-p") in crowded  # a new spelling: too similar
+        assert "lollipopx" not in listing and listing.similar("lollipopx") is None
+        assert "lollip0ps" in listing and "lollipo" in listing  # the neighbours either side
+        assert "proj000000x" in listing and "proj002999x" in listing  # the first and last
+        assert sorted(listing) == sorted(generated(3000) + crowded + ["lollip0ps", "lollipo"])
+
+
+def test_a_cached_listing_answers_without_being_read_into_memory(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    import tracemalloc
+
+    fake_public.add_listed_projects(generated(50_000))
+    config = config_for(fake_public)
+    fetch_listing(config, cache_dir=tmp_path)
+    size = next(tmp_path.glob("listing-*.data")).stat().st_size
+    tracemalloc.start()
+    try:
+        listing = cached_listing(config, cache_dir=tmp_path)
+        assert listing is not None
+        assert [f"proj{i:06d}x" in listing for i in range(0, 50_000, 500)] == [True] * 100
+        assert listing.similar("pr0j012345x") == "proj012345x"
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(listing) == 50_000
+    assert peak < size / 10  # the names stay on disk: a warm audit of a few names reads a few blocks
+
+
+def test_a_cache_cut_short_anywhere_is_downloaded_again(fake_public: FakePublicIndex,
+                                                        tmp_path: Path) -> None:
+    fake_public.add_listed_projects(generated(500))
+    config = config_for(fake_public)
+    fetch_listing(config, cache_dir=tmp_path)
+    data = next(tmp_path.glob("listing-*.data"))
+    whole = data.read_bytes()
+    for cut in (len(whole) - 1, len(whole) // 2, whole.index(b"\n") + 5):
+        data.write_bytes(whole[:cut])
+        assert cached_listing(config, cache_dir=tmp_path) is None
+    data.write_bytes(whole + b"proj999999x\tproj999999x\t\n")  # grown: not what was written
+    assert cached_listing(config, cache_dir=tmp_path) is None

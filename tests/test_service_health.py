@@ -184,6 +184,56 @@ def test_healthz_makes_no_write_per_request(tmp_path: Path, fake_public: FakePub
         service.shutdown(5)
 
 
+#: What the store is asked for /healthz's answer: probes and the reasons it holds.
+HEALTH_QUERIES = ("probe_writable", "probe_integrity", "conditions", "budget_paused_until",
+                  "stuck_leases")
+
+
+def test_healthz_requests_read_only_memory_while_the_health_loop_asks_the_store(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service(tmp_path, fake_public, monkeypatch)
+    asked: list[tuple[str, str]] = []  # (thread, store method)
+
+    def recording(method: str) -> Any:
+        real = getattr(service.store, method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            asked.append((threading.current_thread().name, method))
+            return real(*args, **kwargs)
+        return call
+
+    for method in HEALTH_QUERIES:
+        monkeypatch.setattr(service.store, method, recording(method))
+    service.start()
+    try:
+        wait_for(lambda: ("namekeeper-health", "conditions") in asked, 10, "the health loop")
+        me = threading.current_thread().name
+        del asked[:]
+        for _ in range(300):  # a load balancer's flood
+            ok, detail = service.healthy()
+            assert ok and detail["store"]
+        # Not one store query (let alone the write probe or the integrity check) on a request.
+        assert [method for thread, method in asked if thread == me] == []
+        # ...while the loop keeps the answer true: a condition raised turns it red, cleared green.
+        service.store.raise_condition("public-index-unreachable", "the index is unreachable")
+        wait_for(lambda: not service.healthy()[0], 10, "/healthz to turn red")
+        assert "the index is unreachable" in service.healthy()[1]["reasons"]
+        service.store.clear_condition("public-index-unreachable")
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to turn green again")
+        assert [method for thread, method in asked if thread == me] == []
+    finally:
+        service.shutdown(5)
+
+
+def test_healthz_without_its_loop_still_asks_the_store(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A service that was never started (embedded, or its loop stalled) gives a true answer too.
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.store.raise_condition("public-index-unreachable", "the index is unreachable")
+    ok, detail = service.healthy()
+    assert not ok and "the index is unreachable" in detail["reasons"]
+
+
 def test_health_metrics_and_status_show_a_paused_budget_conditions_and_stuck_leases(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,7 @@ from _fake_public import FakePublicIndex, FaultPlan
 from _servers import Service, payload, wait_for
 from namekeeper.model import Action, NameEvent, Outcome
 from namekeeper.public.simple import SimplePublicIndex
-from namekeeper.store.sqlite import BUDGET_WINDOW
+from namekeeper.store.interface import BUDGET_WINDOW
 from namekeeper.worker import WorkerPool
 from test_worker import make_pool
 

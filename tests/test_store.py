@@ -7,7 +7,8 @@ from pathlib import Path
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.store.sqlite import BUDGET_WINDOW, Store
+from namekeeper.store.interface import BUDGET_WINDOW, Released
+from namekeeper.store.sqlite import Store
 
 
 def ev(name: str, key: str | None = None, version: str | None = None,
@@ -81,7 +82,7 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(tmp_p
     assert restarted.claim("new") is not None
     # The old holder can no longer settle or upload what is not theirs.
     assert not store.complete("acme-a", "crashed")
-    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert store.release("acme-a", "crashed", not_before=0) is Released.LOST
     assert not store.begin_upload("acme-a", "crashed", "acme-a")
     assert restarted.begin_upload("acme-a", "new", "acme-a")
 
@@ -110,7 +111,7 @@ def test_release_counts_attempts_and_fails_visibly(tmp_path: Path) -> None:
         assert item is not None and item.attempts == attempt - 1
         state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
                               max_attempts=3)
-    assert state == "failed"
+    assert state is Released.FAILED
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"
     clock.t += 1000
     assert store.claim("w") is None

@@ -20,8 +20,13 @@ import pytest
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
-from namekeeper.notify.dispatch import Retry
-from namekeeper.store.interface import BUDGET_WINDOW, QueueState, StoreBackend
+from namekeeper.store.interface import (
+    BUDGET_WINDOW,
+    DeliveryLog,
+    Released,
+    Retry,
+    StoreBackend,
+)
 from namekeeper.store.sqlite import Store
 
 OpenStore = Callable[..., StoreBackend]
@@ -182,7 +187,7 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
     assert restarted.claim("new") is not None
     # The old holder can no longer settle or upload what is not theirs.
     assert not store.complete("acme-a", "crashed")
-    assert store.release("acme-a", "crashed", not_before=0) == "lost"
+    assert store.release("acme-a", "crashed", not_before=0) is Released.LOST
     assert not store.begin_upload("acme-a", "crashed", "acme-a")
     assert restarted.begin_upload("acme-a", "new", "acme-a")
     assert [h["kind"] for h in store.history("acme-a")][-2:] == ["lease-expired",
@@ -218,7 +223,7 @@ def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenSt
     clock.t += 300
     again = store.claim("w")
     assert again is not None and again.name == "acme-a" and again.confirming
-    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) == "pending"
+    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) is Released.PENDING
     clock.t += 5
     still = store.claim("w")
     assert still is not None and still.confirming
@@ -263,7 +268,7 @@ def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> Non
         assert item is not None and item.attempts == attempt - 1
         state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
                               max_attempts=3)
-    assert state == QueueState.FAILED
+    assert state is Released.FAILED
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"
     assert store.history("acme-a")[-1]["kind"] == "failed"
     clock.t += 1000
@@ -276,7 +281,7 @@ def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenSto
     store.accept(ev("acme-a", key="1"))
     store.claim("w", now=clock.t)
     assert store.release("acme-a", "w", not_before=clock.t + 50, count_attempt=False) \
-        == QueueState.PENDING
+        is Released.PENDING
     assert store.next_ready_at() == clock.t + 50
     assert store.claim("w", now=clock.t + 49) is None
     item = store.claim("w", now=clock.t + 50)
@@ -427,6 +432,7 @@ def test_refund_and_pause(open_store: OpenStore) -> None:
 
 def test_deliveries_and_retries_survive_a_new_store(open_store: OpenStore) -> None:
     log = open_store().delivery_log()
+    assert isinstance(log, DeliveryLog)  # the interface's contract, whichever backend
     log.record_delivery("ops", "acme-a", "fp1", True, None)
     log.record_delivery("ops", "acme-b", "fp2", False, "receiver down")
     log.schedule_retry(Retry("ops", "acme-b", "fp2", "{}", 1, 500.0))
@@ -489,7 +495,7 @@ def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore
 
 
 def test_watch_memory_round_trips(open_store: OpenStore) -> None:
-    from namekeeper.store.sqlite_watch import StoredLookalike
+    from namekeeper.store.interface import StoredLookalike
 
     store = open_store()
     found = StoredLookalike(public="acme-uti1s", ours="acme-utils", kind="homoglyph", distance=1,

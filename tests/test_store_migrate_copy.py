@@ -12,8 +12,8 @@ from _cli import TOKEN, run, write_config
 from _fake_public import FakePublicIndex
 from _postgres import PostgresServer
 from namekeeper.model import NameEvent
-from namekeeper.notify.dispatch import Retry
 from namekeeper.store import postgres as postgres_store
+from namekeeper.store.interface import Retry
 from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow

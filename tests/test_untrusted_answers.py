@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,35 @@ def _response(status: int, reason: str, body: str) -> requests.Response:
     return response
 
 
+@dataclass(frozen=True)
+class Rig:
+    """One worker on a SQLite store, uploading with ``TOKEN``, its alerts kept by ``recorder``."""
+
+    path: Path  # the config file
+    clock: Clock
+    store: Store
+    recorder: Recorder
+    pool: WorkerPool
+
+    @classmethod
+    def start(cls, tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+              queue: str, **public: str) -> Rig:
+        """``queue``: the [queue] keys; ``public``: overrides of the fake's [public] table."""
+        monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+        fake_public.add_user("acme-security", TOKEN)
+        path = tmp_path / "nk.toml"
+        path.write_text(fake_public.config_toml(owners=["acme-security"], **public)
+                        + f'[store]\npath = "s.sqlite3"\n[queue]\n{queue}\n')
+        config = cfg.load(path)
+        clock = Clock()
+        store = Store(config.store.path, clock=clock)
+        keeper, _ = build_keeper(config, with_notifiers=False, store=store)
+        recorder = Recorder("audit")
+        keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config.secret_values())
+        return cls(path, clock, store, recorder,
+                   WorkerPool(keeper, store, config.queue, threads=1, clock=clock))
+
+
 @pytest.mark.parametrize("markup", [False, True])
 def test_a_token_at_every_offset_of_an_error_body_is_redacted(markup: bool) -> None:
     secrets_ = (TOKEN, BASIC)
@@ -75,18 +105,8 @@ def test_the_one_redaction_helper_finds_every_form() -> None:
 def test_a_token_echoed_by_the_index_reaches_no_log_store_status_or_alert(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
-    fake_public.add_user("acme-security", TOKEN)
-    path = tmp_path / "nk.toml"
-    path.write_text(fake_public.config_toml(owners=["acme-security"])
-                    + '[store]\npath = "s.sqlite3"\n[queue]\nmax-attempts = 1\n')
-    config = cfg.load(path)
-    clock = Clock()
-    store = Store(config.store.path, clock=clock)
-    keeper, _ = build_keeper(config, with_notifiers=False, store=store)
-    recorder = Recorder("audit")
-    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config.secret_values())
-    pool = WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
+    rig = Rig.start(tmp_path, fake_public, monkeypatch, "max-attempts = 1")
+    store, pool, recorder = rig.store, rig.pool, rig.recorder
     names = []
     caplog.set_level(logging.DEBUG)
     for offset in (0, 55, 200, 239, 240, 241, 400, 3999):
@@ -109,25 +129,15 @@ def test_a_token_echoed_by_the_index_reaches_no_log_store_status_or_alert(
         assert record.action == Action.FAILED.value
         assert not leaked(record.message or "")
     assert not any(leaked(item["last_error"] or "") for item in store.queue_items())
-    main(["--config", str(path), "--format", "json", "status"])
+    main(["--config", str(rig.path), "--format", "json", "status"])
     out = capsys.readouterr().out
     assert not leaked(out) and all(n in out for n in names)
 
 
 def test_a_garbage_2xx_is_not_believed_until_a_lookup_confirms_it(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
-    fake_public.add_user("acme-security", TOKEN)
-    path = tmp_path / "nk.toml"
-    path.write_text(fake_public.config_toml(owners=["acme-security"], cdn_grace="1ms")
-                    + '[store]\npath = "s.sqlite3"\n[queue]\nconfirm-after = "1s"\n')
-    config = cfg.load(path)
-    clock = Clock()
-    store = Store(config.store.path, clock=clock)
-    keeper, _ = build_keeper(config, with_notifiers=False, store=store)
-    recorder = Recorder("audit")
-    keeper.alerts = Dispatcher([recorder], MemoryDeliveryLog(), secrets=config.secret_values())
-    pool = WorkerPool(keeper, store, config.queue, threads=1, clock=clock)
+    rig = Rig.start(tmp_path, fake_public, monkeypatch, 'confirm-after = "1s"', cdn_grace="1ms")
+    store, pool, recorder, clock = rig.store, rig.pool, rig.recorder, rig.clock
     fake_public.faults = FaultPlan(rate=1.0, kinds=("garbage-2xx",), paths=("/legacy/",))
     store.accept(NameEvent(name="acme-garbage", display_name="acme-garbage", source="t",
                            index="x", key="g"))

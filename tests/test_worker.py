@@ -11,7 +11,8 @@ from _fake_public import FakePublicIndex
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
 from namekeeper.model import NameEvent
-from namekeeper.store.sqlite import BUDGET_WINDOW, Store
+from namekeeper.store.interface import BUDGET_WINDOW
+from namekeeper.store.sqlite import Store
 from namekeeper.worker import WorkerPool
 
 TOKEN = "pypi-worker-test-token"

@@ -4,8 +4,9 @@ Rows come riskiest first: TAKEN, names the public index could not answer, FREE,
 OURS, PROTECTED, EXCLUDED; within a verdict, higher severity first, then by name.
 
 - ``table`` (a terminal): the rows, then the summary line.
-- ``json``: ``{"summary": {...}, "names": [...], "unreadable": [...], "queued": [...],
-  "estimate": ...}``; each name as in ``check --format json`` plus ``index`` and ``error``.
+- ``json``: ``{"summary": {...}, "unreadable": [...], "queued": [...], "estimate": ...,
+  "names": [...]}``, one name per line; each name as in ``check --format json`` plus
+  ``index`` and ``error``.
 - ``csv``: a header and one line per name; the summary goes to stderr.
 - ``markdown``: a GitHub table and the summary line in bold (for a CI job summary).
 """
@@ -86,7 +87,7 @@ def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
     if fmt == "json":
         doc = {"summary": {**counts, "line": line}, "names": rows,
                "unreadable": result.unreadable, "queued": result.queued, "estimate": estimate}
-        return json.dumps(doc, indent=2) + "\n", ""
+        return _json_document(doc, "names"), ""
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.DictWriter(out, CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
@@ -97,6 +98,20 @@ def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
     if fmt == "markdown":
         return _markdown(rows, line, notes), ""
     return _table(rows, stream or sys.stdout) + "\n".join([line, *notes]) + "\n", ""
+
+
+def _json_document(doc: dict[str, Any], rows_key: str) -> str:
+    """``doc`` as JSON, each item of its ``rows_key`` list on a line of its own.
+
+    ``json.dumps(indent=...)`` runs the encoder in pure Python (a third of a second for
+    10,000 names); compact items keep the C encoder and still read one name per line.
+    """
+    rows = doc[rows_key]
+    head = {k: v for k, v in doc.items() if k != rows_key}
+    fields = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in head.items()]
+    items = ",\n".join("  " + json.dumps(row) for row in rows)
+    listed = f"[\n{items}\n]" if rows else "[]"
+    return "{" + ", ".join([*fields, f"{json.dumps(rows_key)}: {listed}"]) + "}\n"
 
 
 def _cell(value: Any) -> str:

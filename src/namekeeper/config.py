@@ -13,7 +13,6 @@ import html
 import logging
 import os
 import re
-import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,15 +20,11 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 import platformdirs
 from twine import utils as twine_utils
 
 from .errors import ConfigError
+from .toml_file import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -470,17 +465,7 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
             raise ConfigError("no configuration file: pass --config or set NAMEKEEPER_CONFIG")
         return from_dict({}, None)
     file = Path(chosen)
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {file} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {file} is not valid TOML: {exc}") from None
-    return from_dict(data, file)
+    return from_dict(read_toml(file, "config file", ConfigError), file)
 
 
 def store_config_for(location: str) -> StoreConfig:

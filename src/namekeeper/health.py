@@ -2,16 +2,19 @@
 
 The promise: ``/healthz`` is red (503) whenever names are not being protected,
 and says why.  It is also cheap enough for a load balancer to ask many times a
-second: reading a few rows, never a write per request (the store's write and
-integrity probes run at most every few seconds and are cached).
+second: a request reads only memory; the store's part of the answer (its write and
+integrity probes, every few seconds; the reasons it holds, every second) is kept
+fresh by a background loop.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .config import ENV_ARTIFACTORY_SECRET, Config
@@ -20,6 +23,8 @@ from .sources.interface import EventSource
 from .store.interface import StoreBackend
 from .store.sqlite_budget import CONDITION_PAUSED
 from .worker import WorkerPool
+
+log = logging.getLogger(__name__)
 
 
 class StoreProbe:
@@ -68,25 +73,44 @@ def startup_problems(config: Config, credentials_problem: str | None) -> list[st
     return found
 
 
+@dataclass(frozen=True)
+class StoreAnswer:
+    """What the store said when it was last asked: ``problem`` (None: it takes writes and passes
+    its integrity check), and the reasons it holds (a paused budget, conditions, stuck leases)."""
+
+    checked_at: float  # monotonic
+    problem: str | None
+    reasons: tuple[str, ...]
+
+
 class Health:
-    """Collects the reasons; one instance per service."""
+    """Collects the reasons; one instance per service.
+
+    The store's part of the answer is computed by a background loop (`run_in_background`) every
+    ``refresh_every`` seconds, so that a request only reads memory: a load balancer's flood of
+    GETs never waits on the store, never takes its write lock and never runs its integrity check.
+    When no loop keeps that answer fresh (a service not started, or a stalled loop), the request
+    that finds it stale computes it, once for all the requests waiting meanwhile.
+    """
+
+    #: How often the loop reads the store's reasons (the store's probes have their own cadence).
+    refresh_every = 1.0
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
-                 sources: Sequence[EventSource], fixed: Sequence[str]) -> None:
+                 sources: Sequence[EventSource], fixed: Sequence[str],
+                 *, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.store = store
         self.workers = workers
         self.sources = list(sources)
         self.fixed = list(fixed)
-        self.probe = StoreProbe(store)
-        # A load balancer may ask many times a second; the store's reasons are read at most once a
-        # second so that a flood of GETs does not compete with webhook intake for the store.
-        self.store_reasons_every = 1.0
-        self._store_reasons_lock = threading.Lock()
-        self._store_reasons_at: float | None = None
-        self._store_reasons: list[str] = []
+        self.clock = clock
+        self.probe = StoreProbe(store, clock=clock)
+        self._refresh_lock = threading.Lock()
+        self._store_answer: StoreAnswer | None = None
 
-    def reasons(self, *, stopping: bool, source_threads_alive: bool) -> list[str]:
+    def reasons(self, *, stopping: bool, source_threads_alive: bool,
+                store: StoreAnswer | None = None) -> list[str]:
         now = time.time()
         found = list(self.fixed)
         if stopping:
@@ -99,22 +123,62 @@ class Health:
             found.append("an event source stopped with an error (see the log)")
         for source in self.sources:
             found += source.problems(now)
-        store_problem = self.probe.problem()
-        if store_problem:
-            found.append(store_problem)
-            return found  # the store's other answers cannot be trusted
-        return found + self._cached_store_reasons(now)
+        store = store or self.store_answer()
+        if store.problem:
+            found.append(store.problem)  # the store's other answers cannot be trusted
+            return found
+        return found + list(store.reasons)
 
-    def _cached_store_reasons(self, now: float) -> list[str]:
-        with self._store_reasons_lock:
-            at = self._store_reasons_at
-            if at is None or not 0 <= now - at < self.store_reasons_every:
+    def fresh_store_answer(self) -> StoreAnswer | None:
+        """The store's answer if at most ``3 * refresh_every`` seconds old, else None; never blocks."""
+        current = self._store_answer
+        if current is not None and 0 <= self.clock() - current.checked_at < 3 * self.refresh_every:
+            return current
+        return None
+
+    def store_answer(self) -> StoreAnswer:
+        """The store's answer, at most ``3 * refresh_every`` seconds old (asked now if older)."""
+        current = self.fresh_store_answer()
+        if current is not None:
+            return current
+        with self._refresh_lock:
+            current = self._store_answer  # another request may have refreshed it meanwhile
+            if current is not None and 0 <= self.clock() - current.checked_at < self.refresh_every:
+                return current
+            return self._refresh_locked()
+
+    def refresh(self) -> StoreAnswer:
+        """Ask the store now (the loop's step)."""
+        with self._refresh_lock:
+            return self._refresh_locked()
+
+    def run_in_background(self, stop: threading.Event) -> threading.Thread:
+        """Refresh the store's answer every ``refresh_every`` seconds until ``stop`` is set."""
+        def loop() -> None:
+            while True:
                 try:
-                    self._store_reasons = self._store_reasons_now(now)
-                except (sqlite3.Error, StoreError) as exc:
-                    self._store_reasons = [f"the store {self.store.location} cannot be read ({exc})"]
-                self._store_reasons_at = now
-            return list(self._store_reasons)
+                    self.refresh()
+                except Exception:  # the loop must outlive any one failure
+                    # _refresh_locked turns the store's own errors into reasons; anything else
+                    # is a bug: logged, and the next request computes the answer itself.
+                    log.exception("refreshing the health answer failed")
+                if stop.wait(self.refresh_every):
+                    return
+
+        thread = threading.Thread(target=loop, name="namekeeper-health", daemon=True)
+        thread.start()
+        return thread
+
+    def _refresh_locked(self) -> StoreAnswer:
+        problem = self.probe.problem()
+        reasons: tuple[str, ...] = ()
+        if problem is None:
+            try:
+                reasons = tuple(self._store_reasons_now(time.time()))
+            except (sqlite3.Error, StoreError) as exc:
+                reasons = (f"the store {self.store.location} cannot be read ({exc})",)
+        self._store_answer = StoreAnswer(self.clock(), problem, reasons)
+        return self._store_answer
 
     def _store_reasons_now(self, now: float) -> list[str]:
         found = []

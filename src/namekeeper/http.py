@@ -5,10 +5,13 @@ Lookups of the public index retry connection errors, 5xx and 429 with backoff,
 honouring ``Retry-After`` only up to a bound so that a lookup cannot hang; other
 callers (pollers, reconciliation) retry on their own schedule and ask for none.
 A URL shown in a log, an event or an error has no credentials, query or fragment.
+A listing from an index we do not control is read through `copy_capped`.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -72,3 +75,26 @@ def public_url(url: str) -> str:
         port = None
     netloc = f"{host}:{port}" if port else host
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def copy_capped(response: requests.Response, write: Callable[[bytes], object], *, where: str,
+                max_bytes: int, max_seconds: float, started: float,
+                error: type[Exception], chunk_size: int = 64 * 1024) -> None:
+    """Hand ``response``'s streamed body to ``write``, chunk by chunk, within bounds.
+
+    An index we do not control can neither fill memory or disk (over ``max_bytes``, declared
+    or sent) nor hold us with a slow drip (over ``max_seconds`` since ``started``, a
+    `time.monotonic` reading: the per-read timeout alone lets a drip run on).  Either is
+    ``error`` with one line naming the listing by ``where`` (a URL without credentials).
+    """
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise error(f"{where} listing is {declared} bytes, over the {max_bytes} bytes limit")
+    size = 0
+    for chunk in response.iter_content(chunk_size):
+        size += len(chunk)
+        if size > max_bytes:
+            raise error(f"{where} listing is over the {max_bytes} bytes limit")
+        if time.monotonic() - started > max_seconds:
+            raise error(f"{where} listing took longer than {max_seconds:.0f} s")
+        write(chunk)

@@ -36,9 +36,8 @@ from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
-from .store.interface import NameRecord, StoreBackend
+from .store.interface import LeaseLost, NameRecord, StoreBackend
 from .store.sqlite_budget import CONDITION_PAUSED
-from .store.sqlite_queue import LeaseLost
 
 if TYPE_CHECKING:
     from .notify.dispatch import Dispatcher

@@ -15,20 +15,15 @@ Unknown lock versions and malformed files are refused with one line naming the f
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from .errors import NamekeeperError
 from .http import public_url
 from .names import InvalidName, canonical, shown
+from .toml_file import read_toml
 
 #: Major versions of each format we understand (PEP 751: refuse an unknown major version).
 PYLOCK_MAJOR = "1"
@@ -59,16 +54,7 @@ def index_key(url: str) -> str:
 def read_lock(path: Path) -> list[LockedPackage]:
     """Every package of ``path`` that came from an index; `LockFileError` for a bad file."""
     where = str(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise LockFileError(f"cannot read lock file {where}: {exc.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise LockFileError(f"lock file {where} is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise LockFileError(f"lock file {where} is not valid TOML: {exc}") from None
+    data = read_toml(path, "lock file", LockFileError)
     if "lock-version" in data:
         return _pylock(data, where)
     if "version" in data and isinstance(data.get("package", []), list):

@@ -19,17 +19,20 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .app import build_keeper
 from .config import Config, load
-from .health import Health, startup_problems
+from .health import Health, StoreAnswer, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
 from .store.interface import StoreBackend
 from .worker import WorkerPool
+
+if TYPE_CHECKING:
+    from waitress.server import BaseWSGIServer
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +118,8 @@ class Service:
         for problem in self.health.fixed:
             log.warning("%s", problem)
         self._maintenance = self.store.background_maintenance(self.stop)
+        # /healthz answers from memory; this loop keeps the store's part of it fresh.
+        self._health_thread = self.health.run_in_background(self.stop)
         # Work queued by another replica (or process) wakes this one's idle workers.
         self._work_watch = self.store.watch_for_work(self.workers.notify_work, self.stop)
         self.workers.start()
@@ -226,20 +231,38 @@ class Service:
                                                            "reason": "no such endpoint"})
         return route(environ, start_response)
 
-    def healthy(self) -> tuple[bool, dict[str, Any]]:
+    def healthy(self, store: StoreAnswer | None = None) -> tuple[bool, dict[str, Any]]:
         """Whether names are being protected, and the reasons when they are not."""
+        store = store or self.health.store_answer()
         sources_alive = all(t.is_alive() for t in self._source_threads)
         reasons = self.health.reasons(stopping=self.stop.is_set(),
-                                      source_threads_alive=sources_alive)
-        detail = {"reasons": reasons, "store": self.health.probe.problem() is None,
+                                      source_threads_alive=sources_alive, store=store)
+        detail = {"reasons": reasons, "store": store.problem is None,
                   "workers": self.workers.alive(), "sources": sources_alive}
         return not reasons, detail
 
+    def _healthz_answer(self, store: StoreAnswer | None = None) -> tuple[str, dict[str, Any]]:
+        ok, detail = self.healthy(store)
+        return ("200 OK" if ok else "503 Service Unavailable",
+                {"status": "ok" if ok else "unhealthy", **detail})
+
     def _healthz(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
-        ok, detail = self.healthy()
-        return _json(start_response, "200 OK" if ok else "503 Service Unavailable",
-                     {"status": "ok" if ok else "unhealthy", **detail})
+        return _json(start_response, *self._healthz_answer())
+
+    def answer_from_memory(self, path: str) -> tuple[str, bytes] | None:
+        """``GET path``'s answer when it needs nothing but memory (`serve_http.QuickAnswer`).
+
+        That is ``/healthz`` while the health loop keeps the store's part fresh; anything else,
+        or a stale store answer, is None: a worker thread then runs the WSGI route as usual.
+        """
+        if path != "/healthz":
+            return None
+        store = self.health.fresh_store_answer()
+        if store is None:
+            return None
+        status, payload = self._healthz_answer(store)
+        return status, json.dumps(payload).encode()
 
     def _metrics(self, environ: dict[str, Any], start_response: Callable[..., Any]
                  ) -> Iterable[bytes]:
@@ -324,6 +347,15 @@ def wsgi_app(config: Config | None = None) -> Service:
     return service
 
 
+def http_server(service: Service) -> BaseWSGIServer:
+    """The waitress server `serve` runs for ``service``; its event loop answers ``/healthz``."""
+    from .serve_http import make_http_server
+
+    return make_http_server(service, service.config.serve,
+                            threads=max(4, service.config.serve.workers * 2),
+                            quick_answer=service.answer_from_memory)
+
+
 def serve(config: Config) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code.
 
@@ -332,11 +364,9 @@ def serve(config: Config) -> int:
     the item in their hands, and the process exits; an open keep-alive
     connection cannot hold the shutdown hostage.
     """
-    from .serve_http import make_http_server
-
     service = Service(config)
     service.start()
-    server = make_http_server(service, config.serve, threads=max(4, config.serve.workers * 2))
+    server = http_server(service)
     stopping = threading.Event()
 
     def _stop(signum: int, _frame: object) -> None:

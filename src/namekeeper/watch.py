@@ -34,8 +34,7 @@ from .notify.dispatch import Dispatcher
 from .notify.render_lookalike import lookalike_fingerprint, render_lookalike
 from .public.interface import PublicIndex, PublicIndexUnavailable
 from .public.listing import PublicListing, fetch_listing
-from .store.interface import StoreBackend
-from .store.sqlite_watch import StoredLookalike
+from .store.interface import StoreBackend, StoredLookalike
 
 log = logging.getLogger(__name__)
 

@@ -26,9 +26,8 @@ from .config import QueueConfig, redact
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store.interface import StoreBackend, WorkItem
-from .store.sqlite import holder_id, unusable
-from .store.sqlite_queue import LeaseLost
+from .store.interface import LeaseLost, Released, StoreBackend, WorkItem, holder_id
+from .store.sqlite import unusable
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +207,7 @@ class WorkerPool:
             error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
             log.error("reserving %s failed: %s", item.name, error,
                       exc_info=log.isEnabledFor(logging.DEBUG))
-            if self._retry(item, error, None) == "failed":
+            if self._retry(item, error, None) is Released.FAILED:
                 self.keeper.fail(item.name, display, f"giving up after {self.queue.max_attempts} "
                                                      f"attempts: {error}", item.event)
             return
@@ -235,20 +234,20 @@ class WorkerPool:
                                not_before=self.clock() + max(outcome.retry_after, 0.05),
                                error=outcome.message, count_attempt=False)
             return
-        if self._retry(item, outcome.message, outcome.retry_after) == "failed":
+        if self._retry(item, outcome.message, outcome.retry_after) is Released.FAILED:
             self.keeper.notify(replace(outcome, retry_after=None))
 
     def _retry(self, item: WorkItem, error: str, retry_after: float | None, *,
-               count_attempt: bool = True) -> str:
+               count_attempt: bool = True) -> Released:
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
         state = self.store.release(item.name, self.holder, not_before=self.clock() + delay,
                                    error=error, max_attempts=self.queue.max_attempts,
                                    count_attempt=count_attempt, confirming=item.confirming)
-        if state == "failed":
+        if state is Released.FAILED:
             log.error("giving up on %s after %d attempts: %s", item.name,
                       self.queue.max_attempts, error)
-        elif state == "lost":
+        elif state is Released.LOST:
             log.warning("%s: our lease was lost; its new holder decides", item.name)
         else:
             log.warning("%s will be tried again in %.1f s: %s", item.name, delay, error)
@@ -268,7 +267,7 @@ class WorkerPool:
             self._outage_streak += 1
             streak, since = self._outage_streak, self._outage_since
         if at_fault:
-            if self._retry(item, error, None) == "failed":
+            if self._retry(item, error, None) is Released.FAILED:
                 self.keeper.fail(item.name, item.event.display_name, error, item.event)
             return
         delay = min(self.queue.backoff_max, self.queue.backoff_base ** min(streak, 30))

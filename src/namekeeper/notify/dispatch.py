@@ -7,8 +7,8 @@ attempt in a `DeliveryLog`.  A failed or raising notifier is scheduled for a
 retry with exponential backoff; it never stops the other notifiers, and
 nothing it does escapes as an exception.
 
-The `DeliveryLog` protocol is small and stores only strings and numbers, so
-the SQLite store can implement it; outcomes travel as JSON
+The `DeliveryLog` contract (`store.interface`) is small and stores only strings and
+numbers, so every store implements it; outcomes travel as JSON
 (`model.outcome_to_json` / `model.outcome_from_json`).
 """
 
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..model import Action, Outcome, Severity, Verdict, outcome_from_json, outcome_to_json
+from ..model import Action, Outcome, Severity, Verdict, outcome_to_json
+from ..store.interface import DeliveryLog, Retry
 from .interface import TAG_TEST, Message, Notifier
 from .render import fingerprint, redact_text, render, render_condition
 
@@ -39,53 +39,7 @@ DEFAULT_BACKOFF_MAX = 3600.0
 # The delivery record
 
 
-@dataclass(frozen=True)
-class Retry:
-    """A delivery to send again: which target, which alert, how often tried, when next."""
-
-    target: str
-    name: str
-    fingerprint: str
-    payload: str  # outcome_to_json(outcome)
-    attempts: int
-    next_at: float  # epoch seconds
-
-    @property
-    def outcome(self) -> Outcome:
-        return outcome_from_json(self.payload)
-
-
-class DeliveryLog(Protocol):
-    """Where the dispatcher remembers what was delivered and what waits for a retry.
-
-    At most one retry is pending per (target, name): a newer alert about the
-    same name replaces an older one that never got through.
-    """
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        """True when the last alert delivered to ``target`` about ``name`` had this fingerprint."""
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        """Record one attempt; a success becomes the last delivered alert for (target, name)."""
-
-    def schedule_retry(self, retry: Retry) -> None:
-        """Insert or replace the pending retry for (retry.target, retry.name)."""
-
-    def retry_for(self, target: str, name: str) -> Retry | None:
-        """The pending retry for (target, name), if any."""
-
-    def clear_retry(self, target: str, name: str) -> None:
-        """Forget the pending retry for (target, name)."""
-
-    def pending_retries(self, now: float) -> list[Retry]:
-        """Every retry due at ``now`` (``next_at <= now``), oldest first."""
-
-    def current_state(self, name: str) -> tuple[str, str] | None:
-        """(verdict, action) the store records for ``name`` now; None when it cannot say."""
-
-
-class MemoryDeliveryLog:
+class MemoryDeliveryLog(DeliveryLog):
     """A `DeliveryLog` in a few dicts: for tests and one-shot CLI runs."""
 
     def __init__(self) -> None:
@@ -115,7 +69,7 @@ class MemoryDeliveryLog:
         return sorted((r for r in self.retries.values() if r.next_at <= now),
                       key=lambda r: r.next_at)
 
-    def current_state(self, name: str) -> tuple[str, str] | None:
+    def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         return None  # no store behind it: every retry is still current
 
 
@@ -183,11 +137,7 @@ class Dispatcher:
             return {}
         payload = outcome_to_json(outcome)
         results: dict[str, bool] = {}
-        for notifier in self.notifiers:
-            if not self._wants(notifier, message.tags):
-                continue
-            if self.log.was_delivered(notifier.name, outcome.name, fp):
-                continue
+        for notifier in self._not_yet_sent(message.tags, outcome.name, fp):
             pending = self.log.retry_for(notifier.name, outcome.name)
             if pending is not None and pending.fingerprint == fp:
                 continue  # the retry queue already owns this alert
@@ -232,7 +182,7 @@ class Dispatcher:
     def _is_stale(self, outcome: Outcome) -> bool:
         """True when the store's current state of the name is not the one this alert is about."""
         current = self.log.current_state(outcome.name)
-        return current is not None and current != (outcome.verdict.value, outcome.action.value)
+        return current is not None and current != (outcome.verdict, outcome.action)
 
     def dispatch_rendered(self, message: Message, about: Outcome, fp: str) -> dict[str, bool]:
         """Deliver an alert rendered elsewhere (a look-alike: `notify.render_lookalike`) to
@@ -242,11 +192,7 @@ class Dispatcher:
         again later (`watch` on its next scan), and targets that have it are skipped.
         """
         results: dict[str, bool] = {}
-        for notifier in self.notifiers:
-            if not self._wants(notifier, message.tags):
-                continue
-            if self.log.was_delivered(notifier.name, about.name, fp):
-                continue
+        for notifier in self._not_yet_sent(message.tags, about.name, fp):
             error = self.send_once(notifier, message, about)
             self.log.record_delivery(notifier.name, about.name, fp, error is None, error)
             results[notifier.name] = error is None
@@ -281,6 +227,13 @@ class Dispatcher:
                              retry.payload, retry.attempts + 1):
                 delivered += 1
         return delivered
+
+    def _not_yet_sent(self, tags: frozenset[str], name: str, fp: str) -> Iterator[Notifier]:
+        """The notifiers that want ``tags`` and have not had the alert about ``name`` in the
+        state ``fp`` delivered."""
+        for notifier in self.notifiers:
+            if self._wants(notifier, tags) and not self.log.was_delivered(notifier.name, name, fp):
+                yield notifier
 
     @staticmethod
     def _wants(notifier: Notifier, tags: frozenset[str]) -> bool:

@@ -15,7 +15,7 @@ from .interface import TAG_LOOKALIKE, Message
 from .render import _as_html, _as_markdown, _as_text, _Facts, _safe_url, _when
 
 if TYPE_CHECKING:
-    from ..store.sqlite_watch import StoredLookalike
+    from ..store.interface import StoredLookalike
 
 _ADVICE = (
     "Check who published it and what it contains. If it imitates your package, report it to "

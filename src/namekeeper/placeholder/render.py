@@ -14,7 +14,6 @@ from __future__ import annotations
 import email.utils
 import json
 import re
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -23,17 +22,13 @@ from string import Template
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
-
 from packaging.version import InvalidVersion, Version
 
 from .. import names
 from ..config import PlaceholderConfig
 from ..errors import PlaceholderError
 from ..names import one_line
+from ..toml_file import tomllib
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable

@@ -8,8 +8,10 @@ one download plus one JSON-API request per name that exists.
 
 The listing is cached under the user's cache directory, one pair of files per
 index URL: ``listing-<key>.data`` (the canonical names, their ultranormalised
-keys and serials, written atomically) and ``listing-<key>.json`` (when it was
-last validated, and the validators).  `fetch_listing` revalidates with a
+keys and serials, sorted and block-indexed, written atomically once per download:
+see `listing_index`) and ``listing-<key>.json`` (when it was last validated, and
+the validators).  A cached listing is memory-mapped, never parsed whole: a warm
+audit of 10,000 names reads a few thousand small blocks of it.  `fetch_listing` revalidates with a
 conditional request (``If-None-Match`` / ``If-Modified-Since``): a 304 costs a
 few hundred bytes and the cached names are used.  `cached_listing` only reads
 the cache (for `check`, which must not download tens of MB for one name).
@@ -22,7 +24,6 @@ API for other parts of namekeeper (audit, watch): a `PublicListing` answers
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
 import logging
@@ -39,10 +40,11 @@ import platformdirs
 import requests
 
 from ..config import PublicConfig
-from ..http import new_session, public_url
+from ..http import copy_capped, new_session, public_url
 from ..names import ultranormalize
 from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names
 from .interface import PublicIndexUnavailable
+from .listing_index import PackedLines
 from .simple import SIMPLE_JSON
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,7 @@ log = logging.getLogger(__name__)
 ACCEPT_LISTING = f"{SIMPLE_JSON}, text/html;q=0.1"
 #: How old a cached listing may be for `check` to use it (too-similar names barely change).
 FRESH_FOR = 24 * 3600.0
-_FORMAT = 2  # 2: one sorted list of key/name/serial lines
-_SECTION = "\x1e"  # ASCII record separator: never part of a project name
+_FORMAT = 3  # 3: sorted key/name/serial lines in indexed blocks (listing_index.py)
 _CHUNK = 1024 * 1024
 # The public index's name rule: anything else in a listing is skipped, never trusted.
 _VALID_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
@@ -80,18 +81,30 @@ class ListingInfo:
 
 
 class PublicListing:
-    """Every project of the public index: existence and "too similar" answered in memory.
+    """Every project of the public index: existence and "too similar" answered locally.
 
-    Held as one sorted list of ``"<ultranormalised key>\\t<canonical name>\\t<serial>"``
-    lines: every question is a binary search for a key, and loading the cache is one
-    split of its text, with no hashing of 800,000 names.
+    Held as sorted ``"<ultranormalised key>\\t<canonical name>\\t<serial>"`` lines in
+    blocks (`listing_index.PackedLines`): every question is a binary search for a key.
+    A cached listing is memory-mapped, not read: a question touches one block of it.
     """
 
-    def __init__(self, info: ListingInfo, lines: list[str]) -> None:
+    def __init__(self, info: ListingInfo, lines: PackedLines) -> None:
         self.info = info
-        self._lines = lines  # sorted; "\t" sorts before every character of a name
+        self._lines = lines
         self._canonical: list[str] | None = None
         self._names: frozenset[str] | None = None
+        # The last key asked and its answer: `prejudge` asks `similar` and then ``in`` for
+        # the same name.
+        self._last: tuple[str, list[tuple[str, str]]] = ("", [])
+
+    def _held(self, name: str) -> list[tuple[str, str]]:
+        """(canonical name, serial) of every project in ``name``'s ultranormalised class."""
+        key = ultranormalize(name)
+        last_key, held = self._last
+        if key != last_key:
+            held = self._lines.held(key)
+            self._last = (key, held)
+        return held
 
     @classmethod
     def of(cls, names: Iterable[str], info: ListingInfo | None = None) -> PublicListing:
@@ -99,33 +112,21 @@ class PublicListing:
         ordered = list(dict.fromkeys(names))
         lines = sorted(f"{ultranormalize(n)}\t{n}\t" for n in ordered)
         return cls(info or ListingInfo(url="memory:", count=len(lines), validated_at=time.time()),
-                   lines)
-
-    def _held(self, key: str) -> list[tuple[str, str]]:
-        """(canonical name, serial) of every project whose ultranormalised key is ``key``."""
-        prefix = key + "\t"
-        lines = self._lines
-        i = bisect.bisect_left(lines, prefix)
-        found = []
-        while i < len(lines) and lines[i].startswith(prefix):
-            _, name, serial = lines[i].split("\t")
-            found.append((name, serial))
-            i += 1
-        return found
+                   PackedLines.pack(lines))
 
     def __contains__(self, name: object) -> bool:
         """True when the canonical ``name`` is a project of the index."""
         if not isinstance(name, str):
             return False
-        return any(held == name for held, _ in self._held(ultranormalize(name)))
+        return any(held == name for held, _ in self._held(name))
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return self._lines.count
 
     def __iter__(self) -> Iterator[str]:
         """Every canonical name, in the order of their ultranormalised keys."""
         if self._canonical is None:
-            self._canonical = [line.split("\t", 2)[1] for line in self._lines]
+            self._canonical = list(self._lines.canonical_names())
         return iter(self._canonical)
 
     @property
@@ -140,14 +141,14 @@ class PublicListing:
 
         None when ``name`` itself exists: then it is a project, to be looked up.
         """
-        held = [n for n, _ in self._held(ultranormalize(name))]
+        held = [n for n, _ in self._held(name)]
         if not held or name in held:
             return None
         return held[0]
 
     def serial(self, name: str) -> int | None:
         """The index's ``_last-serial`` of a project (changes with every release), if listed."""
-        for held, serial in self._held(ultranormalize(name)):
+        for held, serial in self._held(name):
             if held == name:
                 return int(serial) if serial else None
         return None
@@ -176,7 +177,7 @@ def _write_atomically(path: Path, write: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as out:
+        with os.fdopen(fd, "wb") as out:
             write(out)
         os.replace(tmp, path)
     except BaseException:
@@ -184,47 +185,37 @@ def _write_atomically(path: Path, write: Any) -> None:
         raise
 
 
-def _save(cache_dir: Path, info: ListingInfo, lines: list[str]) -> None:
+def _header(info: ListingInfo) -> dict[str, Any]:
+    return {"format": _FORMAT, "url": info.url, "etag": info.etag,
+            "last_modified": info.last_modified, "last_serial": info.last_serial,
+            "count": info.count}
+
+
+def _save(cache_dir: Path, info: ListingInfo, lines: PackedLines) -> None:
     data_path, meta_path = _paths(cache_dir, info.url)
-    header = {"format": _FORMAT, "url": info.url, "etag": info.etag,
-              "last_modified": info.last_modified, "last_serial": info.last_serial,
-              "count": info.count}
-
-    def write_data(out: IO[str]) -> None:
-        out.write(json.dumps(header))
-        out.write(_SECTION)
-        out.write("\n".join(lines))
-
-    _write_atomically(data_path, write_data)
+    header = _header(info)
+    _write_atomically(data_path, lambda out: lines.write(out, header))
     _save_meta(meta_path, header, info.validated_at)
 
 
 def _save_meta(meta_path: Path, header: dict[str, Any], validated_at: float) -> None:
     meta = {**header, "validated_at": validated_at}
-    _write_atomically(meta_path, lambda out: out.write(json.dumps(meta)))
+    _write_atomically(meta_path, lambda out: out.write(json.dumps(meta).encode()))
 
 
 def _load(cache_dir: Path, url: str, meta: dict[str, Any]) -> PublicListing | None:
-    """The cached listing whose header matches ``meta``; None when missing or damaged."""
+    """The cached listing whose header matches ``meta``; None when missing or damaged.
+
+    The data file is memory-mapped, not read: loading costs the block index only."""
     data_path, _ = _paths(cache_dir, url)
-    try:
-        text = data_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+    opened = PackedLines.open(data_path)
+    if opened is None:
         return None
-    parts = text.split(_SECTION)
-    if len(parts) != 2:
-        return None
-    try:
-        header = json.loads(parts[0])
-    except ValueError:
-        return None
-    if not isinstance(header, dict) or any(header.get(k) != meta.get(k)
-                                           for k in ("format", "url", "etag", "last_modified")):
+    header, lines = opened
+    if any(header.get(k) != meta.get(k) for k in ("format", "url", "etag", "last_modified",
+                                                  "count")):
         return None  # a crash between the two writes: the pair does not belong together
-    lines = parts[1].split("\n") if parts[1] else []
-    if len(lines) != header.get("count"):
-        return None
-    info = ListingInfo(url=url, count=len(lines), validated_at=float(meta["validated_at"]),
+    info = ListingInfo(url=url, count=lines.count, validated_at=float(meta["validated_at"]),
                        etag=header.get("etag"), last_modified=header.get("last_modified"),
                        last_serial=header.get("last_serial"))
     return PublicListing(info, lines)
@@ -262,7 +253,7 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
         if meta.get("last_modified"):
             headers["If-Modified-Since"] = str(meta["last_modified"])
     session = session or new_session(retries=public.retries)
-    deadline = time.monotonic() + MAX_LISTING_SECONDS
+    started = time.monotonic()
     try:
         with session.get(public.simple_url, headers=headers, stream=True,
                          timeout=(public.timeout, public.timeout)) as response:
@@ -273,7 +264,9 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
             if response.status_code != 200:
                 raise ListingUnavailable(f"GET {url} answered {response.status_code}")
             with tempfile.TemporaryFile(dir=_ensure(cache_dir)) as body:
-                _copy_bounded(response, body, url, deadline)
+                copy_capped(response, body.write, where=url, max_bytes=MAX_LISTING_BYTES,
+                            max_seconds=MAX_LISTING_SECONDS, started=started,
+                            error=ListingUnavailable, chunk_size=_CHUNK)
                 body.seek(0)
                 raw, last_serial = _parse(body, response.headers.get("Content-Type", ""), url)
             etag = response.headers.get("ETag")
@@ -281,8 +274,8 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
     except requests.RequestException as exc:
         # requests' messages can carry request details; name the failure class only.
         raise ListingUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
-    lines = _lines(raw)
-    info = ListingInfo(url=url, count=len(lines), validated_at=time.time(), etag=etag,
+    lines = PackedLines.pack(_lines(raw))
+    info = ListingInfo(url=url, count=lines.count, validated_at=time.time(), etag=etag,
                        last_modified=last_modified, last_serial=last_serial, downloaded=True)
     try:
         _save(cache_dir, info, lines)
@@ -299,20 +292,6 @@ def _revalidated(cached: PublicListing, now: float) -> PublicListing:
 def _ensure(cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     return cache_dir
-
-
-def _copy_bounded(response: requests.Response, out: IO[bytes], url: str, deadline: float) -> None:
-    declared = response.headers.get("Content-Length", "")
-    if declared.isdigit() and int(declared) > MAX_LISTING_BYTES:
-        raise ListingUnavailable(f"{url} listing is {declared} bytes, over the limit")
-    size = 0
-    for chunk in response.iter_content(_CHUNK):
-        size += len(chunk)
-        if size > MAX_LISTING_BYTES:
-            raise ListingUnavailable(f"{url} listing is over the {MAX_LISTING_BYTES} bytes limit")
-        if time.monotonic() > deadline:
-            raise ListingUnavailable(f"{url} listing took longer than {MAX_LISTING_SECONDS:.0f} s")
-        out.write(chunk)
 
 
 # A project of PEP 691's root page as warehouse writes it; the fast path reads these with

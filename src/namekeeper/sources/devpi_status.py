@@ -119,6 +119,7 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
 
 
 def _health(face: DevpiFace) -> dict[str, Any]:
+    from ..store.interface import QueueState
     from ..worker import CONDITION_UNREACHABLE
 
     service = face.service
@@ -138,7 +139,7 @@ def _health(face: DevpiFace) -> dict[str, Any]:
     limit = face.config.queue.new_projects_per_hour
     conditions = []
     try:
-        pending = service.store.queue_items("pending")
+        pending = service.store.queue_items(QueueState.PENDING)
         data["budget_left"] = service.store.budget_left(limit)
         data["queue"] = service.store.queue_counts()
         conditions = service.store.conditions()  # service-wide problems serve would report too

@@ -22,6 +22,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import requests
@@ -30,7 +31,7 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from ..config import redact
 from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
-from ..http import new_session, public_url
+from ..http import copy_capped, new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
 from ..simple_html import anchors
@@ -52,7 +53,6 @@ MAX_LISTING_SECONDS = 300.0
 MAX_BACKOFF_SECONDS = 3600.0
 #: How many distinct invalid names a poller remembers having logged.
 _MAX_LOGGED_INVALID = 1000
-_CHUNK = 64 * 1024
 
 
 class PollError(IndexUnreachable):
@@ -153,32 +153,23 @@ def _download(url: str, session: requests.Session, *, timeout: float, auth: Auth
               max_bytes: int, max_seconds: float) -> tuple[bytes, str]:
     """GET ``url`` as a simple index root; (body, content type), bounded in size and time."""
     where = public_url(url)
-    deadline = time.monotonic() + max_seconds
+    started = time.monotonic()
     try:
         with session.get(url, headers={"Accept": ACCEPT}, auth=auth, stream=True,
                          timeout=(timeout, timeout)) as response:
             if response.status_code != 200:
                 raise PollError(f"GET {where} answered {response.status_code} "
                                 f"{shown(response.reason or '', 80)}")
-            declared = response.headers.get("Content-Length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise PollError(f"{where} listing is {declared} bytes, over the {max_bytes} bytes limit")
             chunks: list[bytes] = []
-            size = 0
-            for chunk in response.iter_content(_CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise PollError(f"{where} listing is over the {max_bytes} bytes limit")
-                if time.monotonic() > deadline:
-                    raise PollError(f"{where} listing took longer than {max_seconds:.0f} s")
-                chunks.append(chunk)
+            copy_capped(response, chunks.append, where=where, max_bytes=max_bytes,
+                        max_seconds=max_seconds, started=started, error=PollError)
             return b"".join(chunks), response.headers.get("Content-Type", "")
     except requests.RequestException as exc:
         # requests' messages carry the path but never userinfo; still, name only the class.
         raise PollError(f"GET {where} failed: {type(exc).__name__}") from None
 
 
-def fetch_projects(
+def list_projects(
     url: str,
     session: requests.Session,
     *,
@@ -186,10 +177,12 @@ def fetch_projects(
     auth: AuthBase | None = None,
     max_bytes: int = MAX_LISTING_BYTES,
     max_seconds: float = MAX_LISTING_SECONDS,
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """(valid (display, canonical) pairs, invalid raw names) of the simple index at ``url``.
+    on_invalid: Callable[[list[str]], None] | None = None,
+) -> list[tuple[str, str]]:
+    """(display name, canonical name) of every valid project at the simple index ``url``.
 
-    Valid names are deduplicated on their canonical form, first spelling wins.
+    Valid names are deduplicated on their canonical form, first spelling wins.  Invalid or
+    hostile names are skipped and handed to ``on_invalid`` (by default: logged, truncated).
     Raises `PollError` when the index cannot be read.
     """
     where = public_url(url)
@@ -204,35 +197,19 @@ def fetch_projects(
             invalid.append(raw)
             continue
         projects.setdefault(name, raw)
-    return [(display, name) for name, display in projects.items()], invalid
+    if invalid:
+        if on_invalid is None:
+            _log_invalid(where, invalid)
+        else:
+            on_invalid(invalid)
+    return [(display, name) for name, display in projects.items()]
 
 
 def _log_invalid(where: str, invalid: list[str]) -> None:
-    if invalid:
-        listed = ", ".join(shown(n) for n in invalid[:5])
-        more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
-        log.warning("%s lists %d invalid project name(s), skipped: %s%s",
-                    where, len(invalid), listed, more)
-
-
-def list_projects(
-    url: str,
-    session: requests.Session,
-    *,
-    timeout: float = 10.0,
-    auth: AuthBase | None = None,
-    max_bytes: int = MAX_LISTING_BYTES,
-    max_seconds: float = MAX_LISTING_SECONDS,
-) -> list[tuple[str, str]]:
-    """(display name, canonical name) of every valid project at the simple index ``url``.
-
-    Invalid or hostile names are skipped and logged once per call, truncated.
-    Raises `PollError` when the index cannot be read.
-    """
-    projects, invalid = fetch_projects(url, session, timeout=timeout, auth=auth,
-                                       max_bytes=max_bytes, max_seconds=max_seconds)
-    _log_invalid(public_url(url), invalid)
-    return projects
+    listed = ", ".join(shown(n) for n in invalid[:5])
+    more = f" and {len(invalid) - 5} more" if len(invalid) > 5 else ""
+    log.warning("%s lists %d invalid project name(s), skipped: %s%s",
+                where, len(invalid), listed, more)
 
 
 class SimpleIndexPoller(EventSource):
@@ -302,14 +279,8 @@ class SimpleIndexPoller(EventSource):
             return emitted
 
     def _poll(self, sink: EventSink) -> int:
-        projects, invalid = fetch_projects(self.config.url, self.session, timeout=self.timeout,
-                                           auth=self._auth)
-        # Log each hostile name once per poller, not once per interval; remember a bounded prefix.
-        fresh_invalid = [n for n in invalid if n[:200] not in self._logged_invalid]
-        if fresh_invalid:
-            _log_invalid(self.label, fresh_invalid)
-            room = max(0, _MAX_LOGGED_INVALID - len(self._logged_invalid))
-            self._logged_invalid.update(n[:200] for n in fresh_invalid[:room])
+        projects = list_projects(self.config.url, self.session, timeout=self.timeout,
+                                 auth=self._auth, on_invalid=self._log_fresh_invalid)
         emitted = 0
         for display, name in projects:
             if name in self.seen:
@@ -321,6 +292,14 @@ class SimpleIndexPoller(EventSource):
         if emitted:
             log.info("%s: %d new project name(s)", self.label, emitted)
         return emitted
+
+    def _log_fresh_invalid(self, invalid: list[str]) -> None:
+        # Log each hostile name once per poller, not once per interval; remember a bounded prefix.
+        fresh_invalid = [n for n in invalid if n[:200] not in self._logged_invalid]
+        if fresh_invalid:
+            _log_invalid(self.label, fresh_invalid)
+            room = max(0, _MAX_LOGGED_INVALID - len(self._logged_invalid))
+            self._logged_invalid.update(n[:200] for n in fresh_invalid[:room])
 
     def next_delay(self) -> float:
         """Seconds until the next poll: the interval, doubled per consecutive failure, capped."""

@@ -20,25 +20,61 @@ The promises every backend keeps, whatever its concurrency model:
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome
+from ..model import Action, NameEvent, Outcome, Verdict, outcome_from_json
 from .schema import BUDGET_WINDOW, NameRecord, WorkItem
-from .sqlite_health import Condition
-from .sqlite_queue import DEFAULT_LEASE
-from .sqlite_watch import StoredLookalike
 
-if TYPE_CHECKING:
-    from ..notify.dispatch import DeliveryLog
+__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "LeaseLost",
+           "NameRecord", "QueueState", "Released", "Retry", "SchemaVersion", "StoreBackend",
+           "StoreSnapshot", "StoreUnavailable", "StoredLookalike", "WorkItem", "holder_id"]
 
-__all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "NameRecord", "QueueState",
-           "SchemaVersion", "StoreBackend", "StoreSnapshot", "StoreUnavailable", "WorkItem"]
+
+#: How long a claim lasts unless its holder renews it (seconds).
+DEFAULT_LEASE = 120.0
+
+
+class LeaseLost(Exception):
+    """The holder's lease on an item expired and it may be someone else's now: stop."""
+
+
+def holder_id() -> str:
+    """A name for this process that no other process, here or elsewhere, shares."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A service-wide problem (not about one name), raised once, shown until cleared."""
+
+    key: str
+    text: str
+    since: float
+
+
+@dataclass(frozen=True)
+class StoredLookalike:
+    """A reported look-alike and the facts the public index gave about it."""
+
+    public: str
+    ours: str
+    kind: str
+    distance: int
+    owners: tuple[str, ...] | None  # None: not known (the lookup failed or is not published)
+    organization: str | None
+    first_release: datetime | None
+    found_at: datetime
+    alerted: bool
 
 
 class QueueState(str, Enum):
@@ -48,6 +84,14 @@ class QueueState(str, Enum):
     CLAIMED = "claimed"
     DONE = "done"
     FAILED = "failed"
+
+
+class Released(Enum):
+    """What `StoreBackend.release` did with the item it was given back."""
+
+    PENDING = "pending"  # ready again at ``not_before``
+    FAILED = "failed"  # ``max_attempts`` reached: settled, nobody tries it again
+    LOST = "lost"  # the caller no longer held it: nothing changed
 
 
 class StoreUnavailable(StoreError):
@@ -82,6 +126,61 @@ class StoreSnapshot:
 
     tables: Mapping[str, tuple[tuple[Any, ...], ...]]
     budget_paused_until: float
+
+
+@dataclass(frozen=True)
+class Retry:
+    """A delivery to send again: which target, which alert, how often tried, when next."""
+
+    target: str
+    name: str
+    fingerprint: str
+    payload: str  # outcome_to_json(outcome)
+    attempts: int
+    next_at: float  # epoch seconds
+
+    @property
+    def outcome(self) -> Outcome:
+        return outcome_from_json(self.payload)
+
+
+class DeliveryLog(ABC):
+    """Where the alert dispatcher remembers what was delivered and what waits for a retry.
+
+    At most one retry is pending per (target, name): a newer alert about the
+    same name replaces an older one that never got through.  Every store keeps
+    one (`StoreBackend.delivery_log`), so dedup and retries survive restarts and
+    are shared by the replicas.
+    """
+
+    @abstractmethod
+    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
+        """True when the last alert delivered to ``target`` about ``name`` had this fingerprint."""
+
+    @abstractmethod
+    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
+                        error: str | None) -> None:
+        """Record one attempt; a success becomes the last delivered alert for (target, name)."""
+
+    @abstractmethod
+    def schedule_retry(self, retry: Retry) -> None:
+        """Insert or replace the pending retry for (retry.target, retry.name)."""
+
+    @abstractmethod
+    def retry_for(self, target: str, name: str) -> Retry | None:
+        """The pending retry for (target, name), if any."""
+
+    @abstractmethod
+    def clear_retry(self, target: str, name: str) -> None:
+        """Forget the pending retry for (target, name)."""
+
+    @abstractmethod
+    def pending_retries(self, now: float) -> list[Retry]:
+        """Every retry due at ``now`` (``next_at <= now``), oldest first."""
+
+    @abstractmethod
+    def current_state(self, name: str) -> tuple[Verdict, Action] | None:
+        """(verdict, action) the store records for ``name`` now; None when it cannot say."""
 
 
 class StoreBackend(ABC):
@@ -218,8 +317,8 @@ class StoreBackend(ABC):
     @abstractmethod
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
-                confirming: bool = False) -> str:
-        """Give a claimed item back for a later try: ``pending``, ``failed`` or ``lost``."""
+                confirming: bool = False) -> Released:
+        """Give a claimed item back for a later try (`Released` says what became of it)."""
 
     @abstractmethod
     def release_held(self, holder: str) -> int:
@@ -238,13 +337,13 @@ class StoreBackend(ABC):
         """Queue again every settled name last looked at more than ``older_than`` s ago."""
 
     @abstractmethod
-    def queue_counts(self) -> dict[str, int]:
-        """Items per `QueueState` value (every state present, zero included)."""
+    def queue_counts(self) -> dict[QueueState, int]:
+        """Items per `QueueState` (every state present, zero included)."""
 
     @abstractmethod
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
-        """Per item, by name: name, state, attempts, not_before, last_error, claimed_by,
-        lease_until, confirm_at."""
+    def queue_items(self, state: QueueState | None = None) -> list[dict[str, Any]]:
+        """Per item, by name: name, state (a `QueueState`), attempts, not_before, last_error,
+        claimed_by, lease_until, confirm_at."""
 
     @abstractmethod
     def forget_reservation(self, name: str) -> None:

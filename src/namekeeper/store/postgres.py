@@ -27,13 +27,11 @@ so intake answers 503 rather than acknowledging an event it did not store.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,11 +42,9 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
 from ..model import NameEvent, Outcome
-from ..notify.dispatch import Retry
 from .interface import (
     NameRecord,
     SchemaVersion,
-    StoreBackend,
     StoreSnapshot,
     StoreUnavailable,
 )
@@ -64,6 +60,7 @@ from .schema import (
     outcome_values,
     ts,
 )
+from .sql import POSTGRESQL, Sql, SqlStore, T
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +213,38 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+class Cursor:
+    """A psycopg cursor that also takes the shared SQL's ``?`` parameters (`store.sql`)."""
+
+    __slots__ = ("cursor",)
+
+    def __init__(self, cursor: psycopg.Cursor[dict[str, Any]]) -> None:
+        self.cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None, /
+                ) -> psycopg.Cursor[dict[str, Any]]:
+        # No statement of ours has a literal "?" (PostgreSQL's jsonb "?" operator is unused).
+        return self.cursor.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]], /) -> None:
+        self.cursor.executemany(sql.replace("?", "%s"), params)
+
+    def fetchone(self) -> dict[str, Any] | None:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[dict[str, Any]]:
+        return self.cursor.fetchall()
+
+    @property
+    def rowcount(self) -> int:
+        return self.cursor.rowcount
+
+
 class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatchMemory,
-                    PostgresPlaceholderRecords, StoreBackend):
+                    PostgresPlaceholderRecords, SqlStore):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
+
+    dialect = POSTGRESQL
 
     def __init__(self, url: str, *, password: str | None = None, clock: Any = time.time,
                  min_size: int = 1, max_size: int = 10, timeout: float = 5.0,
@@ -263,7 +289,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         return SchemaVersion(before, after)
 
     def snapshot(self) -> StoreSnapshot:
-        def work(cur: psycopg.Cursor[Any]) -> StoreSnapshot:
+        def work(cur: Sql) -> StoreSnapshot:
             cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             tables: dict[str, tuple[tuple[Any, ...], ...]] = {}
             for table, columns in TRANSFERRED_COLUMNS.items():
@@ -279,7 +305,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         return snap
 
     def restore(self, snapshot: StoreSnapshot) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             for table in TRANSFERRED_COLUMNS:
                 if cur.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
                     raise StoreError(f"the store at {self.location} is not empty "
@@ -296,14 +322,14 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any:
+    def _transaction(self, work: Callable[[Sql], T]) -> T:
         """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
         with self._unreachable_as_store_error():
             for attempt in range(5):
                 try:
                     with self._pool.connection() as conn, conn.transaction(), \
                             conn.cursor() as cur:
-                        return work(cur)
+                        return work(Cursor(cur))
                 except _RETRIED:
                     if attempt == 4:
                         raise
@@ -311,10 +337,10 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         raise AssertionError("unreachable")
 
     @contextmanager
-    def _read(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
+    def _read(self) -> Iterator[Cursor]:
         with self._unreachable_as_store_error(), self._pool.connection() as conn, \
                 conn.cursor() as cur:
-            yield cur
+            yield Cursor(cur)
 
     @contextmanager
     def _unreachable_as_store_error(self) -> Iterator[None]:
@@ -363,12 +389,6 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
 
     # -- names and history -----------------------------------------------------------------------
 
-    def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
-                 detail: dict[str, Any] | None) -> None:
-        cur.execute("INSERT INTO history(name, at, kind, detail) VALUES (%s,%s,%s,%s)",
-                    (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
-                     json.dumps(detail) if detail is not None else None))
-
     def note_seen(self, event: NameEvent) -> None:
         self._transaction(lambda cur: self._note_seen_batch(cur, [event]))
 
@@ -383,7 +403,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         return [name_record(r) for r in rows]
 
     def mark_upload_started(self, name: str, display_name: str) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
                         "ON CONFLICT DO NOTHING", (name, display_name))
             cur.execute("UPDATE names SET upload_started_at = %s, attempts = attempts + 1 "
@@ -394,7 +414,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
 
-    def _record_outcome(self, cur: psycopg.Cursor[Any], outcome: Outcome, reserved: bool) -> None:
+    def _record_outcome(self, cur: Sql, outcome: Outcome, reserved: bool) -> None:
         cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
                     "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
         cur.execute(
@@ -423,7 +443,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         return {row["name"]: name_record(row) for row in rows}
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
+        def work(cur: Sql) -> None:
             for outcome in sorted(outcomes, key=lambda o: o.name):
                 self._record_outcome(cur, outcome, False)
         self._transaction(work)
@@ -432,86 +452,10 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         # One microsecond apart in the caller's order: the queue hands out the oldest first.
         return self._accept_batch(list(events), self._clock(), 1e-6)
 
-    def history(self, name: str) -> list[dict[str, Any]]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT at, kind, detail FROM history WHERE name = %s "
-                               "ORDER BY id", (name,)).fetchall()
-        return [{"at": r["at"], "kind": r["kind"],
-                 "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
-
     # -- event journal and queue -----------------------------------------------------------------
 
     def accept_many(self, events: list[NameEvent]) -> list[bool]:
         # A microsecond apart: rows are written in name order (below), but a batch is
         # claimed in the order it arrived, as SQLite's rowid keeps it there.
         return self._accept_batch(events, self._clock(), 1e-6)
-
-    # -- notification deliveries -----------------------------------------------------------------
-
-    def delivery_log(self) -> PostgresDeliveryLog:
-        return PostgresDeliveryLog(self)
-
-
-class PostgresDeliveryLog:
-    """`notify.dispatch.DeliveryLog` in the shared database: replicas share one memory of alerts."""
-
-    def __init__(self, store: PostgresStore) -> None:
-        self.store = store
-
-    def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT fingerprint FROM delivered WHERE target=%s AND name=%s",
-                              (target, name)).fetchone()
-        return row is not None and row["fingerprint"] == fingerprint
-
-    def record_delivery(self, target: str, name: str, fingerprint: str, ok: bool,
-                        error: str | None) -> None:
-        def work(cur: psycopg.Cursor[Any]) -> None:
-            if ok:
-                cur.execute("INSERT INTO delivered VALUES (%s, %s, %s, %s) "
-                            "ON CONFLICT (target, name) DO UPDATE SET "
-                            "fingerprint = EXCLUDED.fingerprint, at = EXCLUDED.at",
-                            (target, name, fingerprint, self.store._clock()))
-            self.store._history(cur, name, "notified" if ok else "notify-failed",
-                                {"target": target, "error": error})
-        self.store._transaction(work)
-
-    def schedule_retry(self, retry: Retry) -> None:
-        self.store._transaction(lambda cur: cur.execute(
-            "INSERT INTO delivery_retries VALUES (%s, %s, %s, %s, %s, %s) "
-            "ON CONFLICT (target, name) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, "
-            "payload = EXCLUDED.payload, attempts = EXCLUDED.attempts, "
-            "next_at = EXCLUDED.next_at",
-            (retry.target, retry.name, retry.fingerprint, retry.payload, retry.attempts,
-             retry.next_at)))
-
-    def retry_for(self, target: str, name: str) -> Retry | None:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT * FROM delivery_retries WHERE target=%s AND name=%s",
-                              (target, name)).fetchone()
-        return _retry(row) if row else None
-
-    def clear_retry(self, target: str, name: str) -> None:
-        self.store._transaction(lambda cur: cur.execute(
-            "DELETE FROM delivery_retries WHERE target=%s AND name=%s", (target, name)))
-
-    def pending_retries(self, now: float) -> list[Retry]:
-        with self.store._read() as cur:
-            rows = cur.execute("SELECT * FROM delivery_retries WHERE next_at <= %s "
-                               "ORDER BY next_at", (now,)).fetchall()
-        return [_retry(r) for r in rows]
-
-    def current_state(self, name: str) -> tuple[str, str] | None:
-        with self.store._read() as cur:
-            row = cur.execute("SELECT verdict, action FROM names WHERE name=%s",
-                              (name,)).fetchone()
-        if row is None or row["verdict"] is None or row["action"] is None:
-            return None
-        return row["verdict"], row["action"]
-
-
-def _retry(row: dict[str, Any]) -> Retry:
-    return Retry(target=row["target"], name=row["name"], fingerprint=row["fingerprint"],
-                 payload=row["payload"], attempts=row["attempts"], next_at=row["next_at"])
-
 

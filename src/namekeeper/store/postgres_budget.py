@@ -16,9 +16,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from .interface import Condition
 from .schema import BUDGET_WINDOW
 from .sqlite_budget import CONDITION_PAUSED
-from .sqlite_health import Condition
 
 if TYPE_CHECKING:
     import psycopg
@@ -30,8 +30,8 @@ class PostgresBudget:
     if TYPE_CHECKING:
         _clock: Callable[[], float]
 
-        def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any: ...
-        def _read(self) -> AbstractContextManager[psycopg.Cursor[dict[str, Any]]]: ...
+        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
+        def _read(self) -> AbstractContextManager[Any]: ...
 
     # -- budget ----------------------------------------------------------------------------------
 

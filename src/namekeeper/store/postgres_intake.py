@@ -38,7 +38,7 @@ from .postgres_queue import WORK_CHANNEL
 from .schema import dt, event_to_json, higher_version, ts
 
 if TYPE_CHECKING:
-    import psycopg
+    from .sql import Sql
 
 _SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                      "highest_private_version")
@@ -50,7 +50,7 @@ class PostgresIntake:
     if TYPE_CHECKING:
         _clock: Callable[[], float]
 
-        def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any: ...
+        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
 
     def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
         """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""
@@ -58,7 +58,7 @@ class PostgresIntake:
         # journal's rows in the same order too.
         order = sorted(range(len(events)), key=lambda i: (events[i].name, events[i].key or ""))
 
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> list[bool]:
+        def work(cur: Sql) -> list[bool]:
             new = _journal(cur, events, order, now, step)
             fresh = [i for i in order if new[i]]
             reserved = self._note_seen_batch(cur, [events[i] for i in fresh])
@@ -67,7 +67,7 @@ class PostgresIntake:
         results: list[bool] = self._transaction(work)
         return results
 
-    def _note_seen_batch(self, cur: psycopg.Cursor[dict[str, Any]],
+    def _note_seen_batch(self, cur: Sql,
                          events: Sequence[NameEvent]) -> set[str]:
         """Record the sightings, as one at a time in the given order; returns the reserved names."""
         if not events:
@@ -133,7 +133,7 @@ class PostgresIntake:
         return {name for name, row in state.items() if row["reserved_at"] is not None}
 
 
-def _journal(cur: psycopg.Cursor[dict[str, Any]], events: list[NameEvent], order: list[int],
+def _journal(cur: Sql, events: list[NameEvent], order: list[int],
              now: float, step: float) -> list[bool]:
     """Journal the keyed events; which of ``events`` are new (an event without a key always is)."""
     new = [event.key is None for event in events]
@@ -155,7 +155,7 @@ def _journal(cur: psycopg.Cursor[dict[str, Any]], events: list[NameEvent], order
     return new
 
 
-def _queue(cur: psycopg.Cursor[dict[str, Any]], events: list[NameEvent], fresh: list[int],
+def _queue(cur: Sql, events: list[NameEvent], fresh: list[int],
            now: float, step: float) -> None:
     """Queue each name's first event of ``fresh`` unless queued already; notify once if any was."""
     first: dict[str, int] = {}

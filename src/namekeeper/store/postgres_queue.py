@@ -13,8 +13,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from .interface import DEFAULT_LEASE, QueueState, Released
 from .schema import WorkItem, event_from_json
-from .sqlite_queue import DEFAULT_LEASE
 
 if TYPE_CHECKING:
     import psycopg
@@ -29,9 +29,9 @@ class PostgresQueue:
     if TYPE_CHECKING:
         _clock: Callable[[], float]
 
-        def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any: ...
-        def _read(self) -> AbstractContextManager[psycopg.Cursor[dict[str, Any]]]: ...
-        def _history(self, cur: psycopg.Cursor[Any], name: str, kind: str,
+        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
+        def _read(self) -> AbstractContextManager[Any]: ...
+        def _history(self, cur: Any, name: str, kind: str,
                      detail: dict[str, Any] | None) -> None: ...
         @staticmethod
         def _enqueue_unqueued(cur: psycopg.Cursor[dict[str, Any]], now: float) -> int: ...
@@ -119,25 +119,26 @@ class PostgresQueue:
 
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
-                confirming: bool = False) -> str:
+                confirming: bool = False) -> Released:
         now = self._clock()
 
-        def work(cur: psycopg.Cursor[dict[str, Any]]) -> str:
+        def work(cur: psycopg.Cursor[dict[str, Any]]) -> Released:
             row = cur.execute("SELECT attempts FROM queue WHERE name=%s AND state='claimed' "
                               "AND claimed_by=%s FOR UPDATE", (name, holder)).fetchone()
             if row is None:
-                return "lost"
+                return Released.LOST
             attempts = row["attempts"] + (1 if count_attempt else 0)
-            state = "failed" if max_attempts is not None and attempts >= max_attempts else "pending"
+            state = (Released.FAILED if max_attempts is not None and attempts >= max_attempts
+                     else Released.PENDING)
             cur.execute("UPDATE queue SET state=%s, attempts=%s, not_before=%s, last_error=%s, "
                         "claimed_by=NULL, lease_until=NULL, confirming=%s, updated_at=%s "
                         "WHERE name=%s",
-                        (state, attempts, not_before, error,
-                         int(confirming and state == "pending"), now, name))
-            if state == "failed":
+                        (state.value, attempts, not_before, error,
+                         int(confirming and state is Released.PENDING), now, name))
+            if state is Released.FAILED:
                 self._history(cur, name, "failed", {"error": error, "attempts": attempts})
             return state
-        state: str = self._transaction(work)
+        state: Released = self._transaction(work)
         return state
 
     def release_held(self, holder: str) -> int:
@@ -179,20 +180,20 @@ class PostgresQueue:
         count: int = self._transaction(work)
         return count
 
-    def queue_counts(self) -> dict[str, int]:
-        counts = {"pending": 0, "claimed": 0, "done": 0, "failed": 0}
+    def queue_counts(self) -> dict[QueueState, int]:
+        counts = dict.fromkeys(QueueState, 0)
         with self._read() as cur:
             for r in cur.execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state"):
-                counts[r["state"]] = int(r["n"])
+                counts[QueueState(r["state"])] = int(r["n"])
         return counts
 
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+    def queue_items(self, state: QueueState | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT name, state, attempts, not_before, last_error, claimed_by, lease_until, "
                "confirm_at FROM queue")
         with self._read() as cur:
-            rows = (cur.execute(sql + " WHERE state=%s ORDER BY name", (state,)) if state
+            rows = (cur.execute(sql + " WHERE state=%s ORDER BY name", (QueueState(state).value,)) if state
                     else cur.execute(sql + " ORDER BY name")).fetchall()
-        return [dict(r) for r in rows]
+        return [{**r, "state": QueueState(r["state"])} for r in rows]
 
     def forget_reservation(self, name: str) -> None:
         def work(cur: psycopg.Cursor[Any]) -> None:

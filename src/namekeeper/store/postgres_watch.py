@@ -12,7 +12,8 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from .sqlite_watch import StoredLookalike, _pack, _unpack
+from .interface import StoredLookalike
+from .sqlite_watch import _pack, _unpack
 
 if TYPE_CHECKING:
     import psycopg
@@ -41,8 +42,8 @@ class PostgresWatchMemory:
     if TYPE_CHECKING:
         _clock: Callable[[], float]
 
-        def _transaction(self, work: Callable[[psycopg.Cursor[dict[str, Any]]], Any]) -> Any: ...
-        def _read(self) -> AbstractContextManager[psycopg.Cursor[dict[str, Any]]]: ...
+        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
+        def _read(self) -> AbstractContextManager[Any]: ...
 
     def lookalikes(self) -> list[StoredLookalike]:
         with self._read() as cur:

@@ -16,41 +16,33 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from ..errors import StoreError
 from ..model import NameEvent, Outcome
-from .interface import StoreBackend
 from .schema import (
-    BUDGET_WINDOW,
     SCHEMA,
     NameRecord,
-    WorkItem,
     dt,
-    event_from_json,
     event_to_json,
     higher_version,
     name_record,
     outcome_values,
     ts,
 )
+from .sql import SQLITE, Sql, SqlStore
 from .sqlite_budget import Budget
 from .sqlite_bulk import BulkNames
-from .sqlite_health import Condition, StoreHealth
+from .sqlite_health import StoreHealth
 from .sqlite_placeholders import PlaceholderRecords
-from .sqlite_queue import QueueLeases, add_queue_columns, holder_id
+from .sqlite_queue import QueueLeases, add_queue_columns
 from .sqlite_transfer import SqliteTransfer
 from .sqlite_watch import WATCH_SCHEMA, WatchMemory
 
-if TYPE_CHECKING:
-    from ..notify.delivery_log import StoreDeliveryLog
-
-__all__ = ["BUDGET_WINDOW", "Condition", "NameRecord", "Store", "StoreError", "WorkItem",
-           "event_from_json", "event_to_json", "holder_id", "unusable"]
+__all__ = ["Store", "unusable"]
 
 
 def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
@@ -59,12 +51,14 @@ def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
                       "move it away to start afresh")
 
 
+T = TypeVar("T")
+
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
 class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory,
-            PlaceholderRecords, StoreBackend):
+            PlaceholderRecords, SqlStore):
     """The SQLite store; safe to share between threads and processes.
 
     The queue with its leases, the budget, the conditions, bulk name writes and our own
@@ -104,6 +98,16 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
                 db.execute("PRAGMA wal_autocheckpoint=0")
             self._local.db = db
         return db
+
+    dialect = SQLITE
+
+    def _transaction(self, work: Callable[[Sql], T]) -> T:
+        with self._write() as db:
+            return work(db)
+
+    @contextmanager
+    def _read(self) -> Iterator[Sql]:
+        yield self._db()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -238,18 +242,6 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             db.execute("UPDATE names SET reserved_at = NULL WHERE name = ?", (name,))
             self._history(db, name, "unconfirmed", None)
 
-    def history(self, name: str) -> list[dict[str, Any]]:
-        rows = self._db().execute("SELECT at, kind, detail FROM history WHERE name = ? "
-                                  "ORDER BY id", (name,)).fetchall()
-        return [{"at": r["at"], "kind": r["kind"],
-                 "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
-
-    def _history(self, db: sqlite3.Connection, name: str, kind: str,
-                 detail: dict[str, Any] | None) -> None:
-        db.execute("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                   (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
-                    json.dumps(detail) if detail is not None else None))
-
     # -- event journal and queue ----------------------------------------------------------------
 
     def accept(self, event: NameEvent) -> bool:
@@ -303,8 +295,6 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
                              "AND updated_at <= ?", (now, now - older_than))
             return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
 
-    # -- notification deliveries ------------------------------------------------------------------
-
     # -- periodic jobs (one process at a time) -------------------------------------------------
 
     def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
@@ -320,9 +310,3 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)",
                        (key, json.dumps({"holder": holder, "expires_at": now + seconds})))
             return True
-
-    def delivery_log(self) -> StoreDeliveryLog:
-        """The dispatcher's memory (what was sent where, what waits for a retry), in this file."""
-        from ..notify.delivery_log import StoreDeliveryLog
-
-        return StoreDeliveryLog(self)

@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from .interface import Condition
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-
-@dataclass(frozen=True)
-class Condition:
-    key: str
-    text: str
-    since: float
 
 
 class StoreHealth:

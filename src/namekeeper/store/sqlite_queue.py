@@ -22,20 +22,16 @@ part, so a reused pid on another host or after a restart is another holder).
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
+from .interface import DEFAULT_LEASE, QueueState, Released
 from .schema import WorkItem, event_from_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
-
-DEFAULT_LEASE = 120.0
 
 #: Columns added to the queue table since its first version (old stores gain them on open).
 QUEUE_COLUMNS = {
@@ -45,15 +41,6 @@ QUEUE_COLUMNS = {
     # 1 while the item is a confirmation (a lookup, never an upload).
     "confirming": "INTEGER NOT NULL DEFAULT 0",
 }
-
-
-class LeaseLost(Exception):
-    """The holder's lease on an item expired and it may be someone else's now: stop."""
-
-
-def holder_id() -> str:
-    """A name for this process that no other process, here or elsewhere, shares."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 def add_queue_columns(db: sqlite3.Connection) -> None:
@@ -76,9 +63,9 @@ class QueueLeases:
     def _db(self) -> sqlite3.Connection:  # pragma: no cover
         raise NotImplementedError
 
-    def _history(self, db: sqlite3.Connection, name: str, kind: str,
-                 detail: dict[str, Any] | None) -> None:  # pragma: no cover
-        raise NotImplementedError
+    if TYPE_CHECKING:
+        def _history(self, db: Any, name: str, kind: str, detail: dict[str, Any] | None
+                     ) -> None: ...
 
     def claim(self, holder: str, lease_seconds: float = DEFAULT_LEASE, *,
               now: float | None = None) -> WorkItem | None:
@@ -160,26 +147,27 @@ class QueueLeases:
 
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
-                confirming: bool = False) -> str:
+                confirming: bool = False) -> Released:
         """Give a claimed item back for a later try.
 
-        Returns the new state: ``pending``, ``failed`` (``max_attempts`` reached),
-        or ``lost`` when ``holder`` no longer held the item (nothing changed).
+        Returns what became of it: `Released.PENDING`, `Released.FAILED` (``max_attempts``
+        reached), or `Released.LOST` when ``holder`` no longer held it (nothing changed).
         """
         now = self._clock()
         with self._write() as db:
             row = db.execute("SELECT attempts FROM queue WHERE name=? AND state='claimed' "
                              "AND claimed_by=?", (name, holder)).fetchone()
             if row is None:
-                return "lost"
+                return Released.LOST
             attempts = row["attempts"] + (1 if count_attempt else 0)
-            state = "failed" if max_attempts is not None and attempts >= max_attempts else "pending"
+            state = (Released.FAILED if max_attempts is not None and attempts >= max_attempts
+                     else Released.PENDING)
             db.execute("UPDATE queue SET state=?, attempts=?, not_before=?, last_error=?, "
                        "claimed_by=NULL, lease_until=NULL, confirming=?, updated_at=? "
                        "WHERE name=?",
-                       (state, attempts, not_before, error, int(confirming and state == "pending"),
-                        now, name))
-            if state == "failed":
+                       (state.value, attempts, not_before, error,
+                        int(confirming and state is Released.PENDING), now, name))
+            if state is Released.FAILED:
                 self._history(db, name, "failed", {"error": error, "attempts": attempts})
         return state
 
@@ -215,17 +203,16 @@ class QueueLeases:
         ).fetchone()
         return row["t"] if row and row["t"] is not None else None
 
-    def queue_counts(self) -> dict[str, int]:
-        counts = {"pending": 0, "claimed": 0, "done": 0, "failed": 0}
+    def queue_counts(self) -> dict[QueueState, int]:
+        counts = dict.fromkeys(QueueState, 0)
         for r in self._db().execute("SELECT state, COUNT(*) AS n FROM queue GROUP BY state"):
-            if isinstance(r["state"], str) and isinstance(r["n"], int):
-                counts[r["state"]] = r["n"]
+            counts[QueueState(r["state"])] = int(r["n"])
         return counts
 
-    def queue_items(self, state: str | None = None) -> list[dict[str, Any]]:
+    def queue_items(self, state: QueueState | None = None) -> list[dict[str, Any]]:
         sql = ("SELECT name, state, attempts, not_before, last_error, claimed_by, lease_until, "
                "confirm_at FROM queue")
         rows: Iterator[sqlite3.Row] = (
-            self._db().execute(sql + " WHERE state=? ORDER BY name", (state,)) if state
+            self._db().execute(sql + " WHERE state=? ORDER BY name", (QueueState(state).value,)) if state
             else self._db().execute(sql + " ORDER BY name"))
-        return [dict(r) for r in rows]
+        return [{**dict(r), "state": QueueState(r["state"])} for r in rows]

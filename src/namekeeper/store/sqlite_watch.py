@@ -17,8 +17,9 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime, timezone
+
+from .interface import StoredLookalike
 
 WATCH_SCHEMA = """
 CREATE TABLE IF NOT EXISTS lookalikes (
@@ -35,21 +36,6 @@ CREATE TABLE IF NOT EXISTS lookalikes (
 CREATE TABLE IF NOT EXISTS watch_allow (glob TEXT PRIMARY KEY, added_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS watch_state (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
-
-
-@dataclass(frozen=True)
-class StoredLookalike:
-    """A reported look-alike and the facts the public index gave about it."""
-
-    public: str
-    ours: str
-    kind: str
-    distance: int
-    owners: tuple[str, ...] | None  # None: not known (the lookup failed or is not published)
-    organization: str | None
-    first_release: datetime | None
-    found_at: datetime
-    alerted: bool
 
 
 class WatchMemory:
