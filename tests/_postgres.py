@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,13 +135,9 @@ def start_postgres(workdir: Path) -> PostgresServer:
     return server
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL cluster for the session (skipped where none is installed, outside CI)."""
-    if server_binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is not installed: .ci/run should have installed it")
-        pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    """A cluster of its own in a temp dir, stopped and removed afterwards."""
     # Not under pytest's basetemp: that is private to the test user, and the server account
     # must be able to reach its data directory.
     workdir = Path(tempfile.mkdtemp(prefix="namekeeper-pg-"))
@@ -153,3 +150,14 @@ def postgres() -> Iterator[PostgresServer]:
                 server.stop("immediate")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL cluster for the session (skipped where none is installed, outside CI)."""
+    if server_binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed: .ci/run should have installed it")
+        pytest.skip("PostgreSQL server binaries not installed (Debian: apt-get install postgresql)")
+    with running_postgres() as server:
+        yield server

@@ -258,6 +258,22 @@ def test_progress_is_drawn_on_a_terminal_and_absent_when_piped(
     assert b"acme-billing" in out  # the report itself still goes to stdout
 
 
+def test_an_audit_imports_no_uploader_notifier_or_table_drawing(
+        cfg: Path, private: FakePublicIndex) -> None:
+    # Start-up is a large share of a warm audit: what it never uses, it never imports.
+    heavy = ("apprise", "build", "twine.commands.upload", "twine.repository", "keyring", "rich")
+    script = ("import sys\nfrom namekeeper.cli import main\n"
+              f"code = main(['--config', {str(cfg)!r}, '--format', 'json', 'audit', '--index', "
+              f"{private.simple_url!r}])\n"
+              f"print([m for m in {heavy!r} if m in sys.modules], file=sys.stderr)\n"
+              "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert verdicts(json.loads(done.stdout)) == EXPECTED
+    assert done.stderr.strip().splitlines()[-1] == "[]"
+
+
 def test_throttled_json_api_is_waited_for_not_failed(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex) -> None:

@@ -5,12 +5,22 @@ from __future__ import annotations
 
 import io
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
 from _cli import TOKEN, run, write_config
 from _fake_public import FakePublicIndex
+from namekeeper.model import (
+    Action,
+    NameEvent,
+    Outcome,
+    PublicProject,
+    Severity,
+    Verdict,
+    outcome_to_dict,
+)
 from namekeeper.store.sqlite import Store
 
 
@@ -169,3 +179,35 @@ def test_json_rows_are_valid_json_with_quiet_and_all_safe(
     code, out, _ = run(capsys, "--config", str(cfg), "--format", "json", "check", "-q",
                        "asyncio")
     assert code == 0 and out == [] or json.loads(out) == []
+
+
+@pytest.mark.parametrize("public", [
+    None,
+    PublicProject(name="acme-x", exists=False, ownership_known=True),
+    PublicProject(name="acme-x", exists=True, owners=("mallory",), organization="evil",
+                  versions=("0.9", "1.0-RC1", "not a version"), ownership_known=True,
+                  first_release=datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc),
+                  url="http://127.0.0.1:9/project/acme-x/"),
+])
+def test_a_json_row_is_the_outcome_as_the_store_codec_writes_it(public: PublicProject | None,
+                                                                 ) -> None:
+    # `check --format json` and audit rows project `outcome_to_dict`: the same values.
+    from namekeeper.cli import outcome_json
+
+    outcome = Outcome(name="acme-x", display_name="Acme_X", verdict=Verdict.TAKEN,
+                      action=Action.SKIPPED, severity=Severity.CRITICAL, reason="why",
+                      message="what", public=public,
+                      first_seen_private=datetime(2024, 5, 6, tzinfo=timezone.utc),
+                      event=NameEvent(name="acme-x", display_name="Acme_X", source="audit",
+                                      index="http://127.0.0.1:9/simple/"))
+    full = outcome_to_dict(outcome)
+    shown = full["public"] or {}
+    expected = {key: full[key] for key in ("name", "display_name", "verdict", "severity",
+                                           "reason", "first_seen_private")}
+    expected.update(owners=shown.get("owners", []), organization=shown.get("organization"),
+                    exists=shown.get("exists"), first_release=shown.get("first_release"),
+                    highest_version=public.highest_version if public else None)
+    assert outcome_json(outcome, with_action=False) == expected
+    assert outcome_json(outcome, with_action=True) == {
+        **expected, "action": full["action"], "message": full["message"]}
+    assert public is None or public.versions == () or expected["highest_version"] == "1.0rc1"

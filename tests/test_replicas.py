@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -24,7 +22,7 @@ import requests
 from _cli import TOKEN
 from _fake_public import FakePublicIndex, FaultPlan
 from _notify_servers import serving_http
-from _postgres import PostgresServer, start_postgres
+from _postgres import PostgresServer, running_postgres
 from _servers import Service, payload, wait_for
 from namekeeper.store.postgres import PostgresStore
 
@@ -138,14 +136,8 @@ def _alert_name(body: bytes) -> str:
 @pytest.fixture
 def own_postgres() -> Iterator[PostgresServer]:
     """A cluster of its own, since the test stops it (the session's one serves the others)."""
-    workdir = Path(tempfile.mkdtemp(prefix="namekeeper-pg-"))
-    server = start_postgres(workdir)
-    try:
+    with running_postgres() as server:
         yield server
-    finally:
-        if server.running():
-            server.stop("immediate")
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_postgresql_restarted_under_load_never_acknowledges_an_unstored_event(
@@ -202,3 +194,31 @@ def test_postgresql_restarted_under_load_never_acknowledges_an_unstored_event(
         assert set(answers) == journaled  # nothing lost once resent
         assert any(503 in statuses for statuses in answers.values())
         assert all(fake.uploads[n] == 1 for n in answers)
+
+
+def test_a_lost_database_is_one_line_per_failure_a_red_healthz_and_a_resume(
+        tmp_path: Path, own_postgres: PostgresServer) -> None:
+    url = own_postgres.new_database()
+    with FakePublicIndex(new_projects_per_hour=1000) as fake:
+        fake.add_user("acme-security", TOKEN)
+        svc = replica(tmp_path, "r0", fake, url, own_postgres.password, "").start()
+        try:
+            assert svc.post(payload("acme-before")).status_code == 202
+            wait_for(lambda: fake.uploads["acme-before"] == 1, 60, "the first name reserved")
+            own_postgres.stop("immediate")
+            assert svc.post(payload("acme-during")).status_code == 503  # never a lost 202
+            wait_for(lambda: requests.get(svc.url + "healthz", timeout=60).status_code == 503, 60,
+                     "/healthz to turn red")
+            healthz = requests.get(svc.url + "healthz", timeout=60).json()
+            assert any("store" in reason for reason in healthz["reasons"])
+            time.sleep(3)  # the workers, the heartbeat and the periodic jobs meet the lost store
+            own_postgres.start()
+            wait_for(lambda: requests.get(svc.url + "healthz", timeout=60).status_code == 200, 60,
+                     "/healthz to turn green again")
+            assert svc.post(payload("acme-after")).status_code == 202
+            wait_for(lambda: fake.uploads["acme-after"] == 1, 60, "work to resume")
+        finally:
+            svc.stop()
+        log = svc.log.read_text()
+        assert "Traceback" not in log  # a lost store is one line per failure, never a traceback
+        assert "unavailable" in log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -46,11 +47,18 @@ def start_answering(svc: Service) -> Service:
 
 
 def corrupt(path: Path) -> None:
-    """Overwrite every page but the first (the schema): the file opens, its tables do not read."""
-    size = path.stat().st_size
+    """Overwrite every page but the schema's: the file opens, its tables do not read."""
+    with sqlite3.connect(path) as db:
+        page_size = db.execute("PRAGMA page_size").fetchone()[0]
+        schema_pages = {page for (page,) in db.execute(
+            "SELECT pageno FROM dbstat WHERE name = 'sqlite_schema'")}
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.close()
     with path.open("r+b") as f:
-        f.seek(4096)
-        f.write(os.urandom(size - 4096))
+        for page in range(1, pages + 1):
+            if page not in schema_pages:
+                f.seek((page - 1) * page_size)
+                f.write(os.urandom(page_size))
 
 
 @pytest.mark.slow
@@ -221,6 +229,25 @@ def test_healthz_requests_read_only_memory_while_the_health_loop_asks_the_store(
         service.store.clear_condition("public-index-unreachable")
         wait_for(lambda: service.healthy()[0], 10, "/healthz to turn green again")
         assert [method for thread, method in asked if thread == me] == []
+    finally:
+        service.shutdown(5)
+
+
+def test_healthz_is_green_the_moment_a_pause_ends_not_a_refresh_later(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.health.refresh_every = 3600.0  # the loop asks the store once, at start, and then waits
+    service.start()
+    try:
+        until = service.store.pause_budget(1.0)
+        service.store.raise_condition("budget-paused", "the public index rate-limited new projects")
+        service.health.refresh()  # the loop's answer, taken during the pause
+        ok, detail = service.healthy()
+        assert not ok and "rate-limited" in json.dumps(detail["reasons"])
+        wait_for(lambda: time.time() > until, 10, "the pause to end")
+        # The names are protected again (the worker may upload now): green, with no refresh.
+        assert service.healthy() == (True, {"reasons": [], "store": True, "workers": True,
+                                            "sources": True})
     finally:
         service.shutdown(5)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,12 @@ def test_an_unreachable_database_is_one_line_exit_2(capsys: pytest.CaptureFixtur
     assert code == 2
     assert err.count("\n") == 1 and "cannot connect to the store at postgresql://nk@127.0.0.1" in err
     assert "never-shown-pw" not in err and "Traceback" not in err
+
+
+def test_nothing_outside_the_store_package_speaks_to_a_database_driver() -> None:
+    # Callers see the store's interface (its exception types included), never sqlite3/psycopg.
+    src = Path(cfg.__file__).parent
+    drivers = re.compile(r"^\s*(import|from)\s+(sqlite3|psycopg)\b", re.M)
+    offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
+                 if p.relative_to(src).parts[0] != "store" and drivers.search(p.read_text())]
+    assert offenders == []

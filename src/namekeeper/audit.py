@@ -188,22 +188,10 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
     unique: dict[str, PrivateName] = {}
     for p in private:
         unique.setdefault(p.name, p)
-    now = utcnow()
-    events = [NameEvent(name=p.name, display_name=p.display_name, source=p.source,
-                        index=p.index, version=p.version, seen_at=now) for p in unique.values()]
-    store.note_seen_many(events)
-    records = store.records(list(unique))
-
-    decided: dict[str, Classification] = {}
-    to_ask: list[str] = []
-    for name in unique:
-        cls = keeper.prejudge(name, records.get(name), listing, trust_absence=True)
-        if cls is None:
-            to_ask.append(name)
-        else:
-            decided[name] = cls
-    advance(len(decided))
-
+    # The names the listing holds (and no local rule decides) need one JSON-API request
+    # each.  They go out first: their round trips overlap the store's work below.
+    to_ask = [name for name in unique if name in listing
+              and keeper.prejudge(name, None, listing, trust_absence=False) is None]
     errors: dict[str, str] = {}
 
     def ask(name: str) -> tuple[str, PublicProject | None, str | None]:
@@ -212,15 +200,29 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
         except PublicIndexUnavailable as exc:
             return name, None, str(exc)
 
-    if to_ask:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_ask))),
-                                thread_name_prefix="namekeeper-audit") as pool:
-            for name, public, error in pool.map(ask, to_ask):
-                if public is None:
-                    errors[name] = error or "the public index did not answer"
-                else:
-                    decided[name] = keeper.judge(name, public, records.get(name))
-                advance(1)
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_ask) or 1)),
+                            thread_name_prefix="namekeeper-audit") as pool:
+        answers = pool.map(ask, to_ask)
+        now = utcnow()
+        events = [NameEvent(name=p.name, display_name=p.display_name, source=p.source,
+                            index=p.index, version=p.version, seen_at=now)
+                  for p in unique.values()]
+        store.note_seen_many(events)
+        records = store.records(list(unique))
+        asked = set(to_ask)
+        decided: dict[str, Classification] = {}
+        for name in unique:
+            if name not in asked:  # decided locally: the same code `check` runs
+                cls = keeper.prejudge(name, records.get(name), listing, trust_absence=True)
+                assert cls is not None, name  # held by the listing: it would have been asked
+                decided[name] = cls
+        advance(len(decided))
+        for name, public, error in answers:
+            if public is None:
+                errors[name] = error or "the public index did not answer"
+            else:
+                decided[name] = keeper.judge(name, public, records.get(name))
+            advance(1)
 
     events_by_name = {e.name: e for e in events}
     rows: list[AuditRow] = []

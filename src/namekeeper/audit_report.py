@@ -30,6 +30,7 @@ COLUMNS = ["name", "verdict", "severity", "owners", "index", "reason"]
 CSV_COLUMNS = ["name", "display_name", "verdict", "severity", "owners", "organization",
                "highest_version", "index", "reason"]
 _ORDER = {"taken": 0, "unknown": 1, "free": 2, "ours": 3, "protected": 4, "excluded": 5}
+_RANK = {severity.value: severity.rank for severity in Severity}
 
 
 def row_data(row: AuditRow) -> dict[str, Any]:
@@ -52,8 +53,7 @@ def row_data(row: AuditRow) -> dict[str, Any]:
 
 def ordered(rows: Sequence[AuditRow]) -> list[dict[str, Any]]:
     data = [row_data(r) for r in rows]
-    data.sort(key=lambda d: (_ORDER.get(d["verdict"], 9), -Severity(d["severity"]).rank,
-                             d["name"]))
+    data.sort(key=lambda d: (_ORDER.get(d["verdict"], 9), -_RANK[d["severity"]], d["name"]))
     return data
 
 

@@ -12,7 +12,6 @@ import argparse
 import errno
 import json
 import logging
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -24,7 +23,7 @@ from .cli_help import add_command
 from .cli_table import Columns, print_table
 from .config import Config, load
 from .errors import IndexUnreachable, NamekeeperError, UsageError
-from .model import Action, NameEvent, Outcome, Verdict, outcome_to_dict
+from .model import Action, NameEvent, Outcome, Verdict, iso
 
 log = logging.getLogger("namekeeper")
 
@@ -173,19 +172,26 @@ def _names_given(args: argparse.Namespace) -> list[str]:
 
 
 def outcome_json(outcome: Outcome, *, with_action: bool) -> dict[str, Any]:
-    """The command line's public view of an outcome: a flat projection of `outcome_to_dict`."""
-    full = outcome_to_dict(outcome)
-    public = full["public"] or {}
-    data: dict[str, Any] = {key: full[key] for key in ("name", "display_name", "verdict",
-                                                        "severity", "reason")}
-    data.update(owners=public.get("owners", []), organization=public.get("organization"),
-                exists=public.get("exists"),
-                highest_version=outcome.public.highest_version if outcome.public else None,
-                first_release=public.get("first_release"),
-                first_seen_private=full["first_seen_private"])
+    """The command line's public view of an outcome: a flat projection of `outcome_to_dict`.
+
+    Built field by field (the same values): an audit renders 10,000 of these, and the full
+    dict would convert the event and timestamps no row shows.
+    """
+    public = outcome.public
+    data: dict[str, Any] = {
+        "name": outcome.name, "display_name": outcome.display_name,
+        "verdict": outcome.verdict.value, "severity": outcome.severity.value,
+        "reason": outcome.reason,
+        "owners": list(public.owners) if public else [],
+        "organization": public.organization if public else None,
+        "exists": public.exists if public else None,
+        "highest_version": public.highest_version if public and public.versions else None,
+        "first_release": iso(public.first_release) if public else None,
+        "first_seen_private": iso(outcome.first_seen_private),
+    }
     if with_action:
-        data["action"] = full["action"]
-        data["message"] = full["message"]
+        data["action"] = outcome.action.value
+        data["message"] = outcome.message
     return data
 
 
@@ -476,12 +482,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load(args.config)
         return commands[args.command](args, config)
-    except sqlite3.DatabaseError as exc:  # opened fine, then found corrupt: one line, exit 2
-        from .store.sqlite import unusable
-
-        where = config.store.path if config is not None else "?"
-        print(f"namekeeper: error: {_one_line(unusable(Path(where), exc))}", file=sys.stderr)
-        return EXIT_USAGE
     except IndexUnreachable as exc:
         print(f"namekeeper: error: {_one_line(exc)}", file=sys.stderr)
         return EXIT_UNREACHABLE

@@ -16,11 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 #: Below this many columns for the long text, it moves below the table instead.
 MIN_TEXT_WIDTH = 24
 #: An optional column is shown only if the long text keeps at least this many.
@@ -96,6 +91,8 @@ def render(rows: Sequence[dict[str, Any]], columns: Columns, *, width: int, term
 def print_table(rows: Sequence[dict[str, Any]], columns: Columns, file: IO[str] | None = None
                 ) -> None:
     """Print to stdout the way the terminal (or pipe) it goes to wants it."""
+    from rich.console import Console  # here: the JSON, CSV and Markdown outputs never need rich
+
     file = file or sys.stdout
     terminal = file.isatty()
     width = Console(file=file).width if terminal else 80
@@ -105,6 +102,11 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Columns, file: IO[str] 
 
 def _print(rows: Sequence[dict[str, Any]], columns: Columns, file: IO[str], *, width: int,
            terminal: bool, color: bool) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     if terminal:
         shown, inline = fit(rows, columns, width)
     else:  # a pipe: every column, nothing wrapped

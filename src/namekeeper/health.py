@@ -10,7 +10,6 @@ fresh by a background loop.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -21,7 +20,7 @@ from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
 from .sources.interface import EventSource
 from .store.interface import StoreBackend
-from .store.sqlite_budget import CONDITION_PAUSED
+from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ class StoreProbe:
                 try:
                     self.store.probe_writable()
                     self._problem = None
-                except (sqlite3.Error, StoreError) as exc:
+                except StoreError as exc:
                     self._problem = f"the store {self.store.location} does not take writes ({exc})"
             return self._integrity or self._problem
 
@@ -76,11 +75,19 @@ def startup_problems(config: Config, credentials_problem: str | None) -> list[st
 @dataclass(frozen=True)
 class StoreAnswer:
     """What the store said when it was last asked: ``problem`` (None: it takes writes and passes
-    its integrity check), and the reasons it holds (a paused budget, conditions, stuck leases)."""
+    its integrity check), and the reasons it holds (conditions, stuck leases, a paused budget)."""
 
     checked_at: float  # monotonic
     problem: str | None
     reasons: tuple[str, ...]
+    #: The budget's pause (wall-clock end) and its reason: a pause ends by itself, so the answer
+    #: stops showing it the moment it is over, not up to a refresh later.
+    paused_until: float | None = None
+    paused_reason: str = ""
+
+    def reasons_at(self, now: float) -> list[str]:
+        paused = self.paused_until is not None and self.paused_until > now
+        return ([self.paused_reason] if paused else []) + list(self.reasons)
 
 
 class Health:
@@ -108,6 +115,7 @@ class Health:
         self.probe = StoreProbe(store, clock=clock)
         self._refresh_lock = threading.Lock()
         self._store_answer: StoreAnswer | None = None
+        self._loop_running = False
 
     def reasons(self, *, stopping: bool, source_threads_alive: bool,
                 store: StoreAnswer | None = None) -> list[str]:
@@ -127,12 +135,17 @@ class Health:
         if store.problem:
             found.append(store.problem)  # the store's other answers cannot be trusted
             return found
-        return found + list(store.reasons)
+        return found + store.reasons_at(now)
 
     def fresh_store_answer(self) -> StoreAnswer | None:
-        """The store's answer if at most ``3 * refresh_every`` seconds old, else None; never blocks."""
+        """The store's answer if fresh enough, else None; never blocks.
+
+        Fresh: at most ``3 * refresh_every`` seconds old while the loop runs (it is late, not
+        gone), ``refresh_every`` when no loop refreshes it.
+        """
         current = self._store_answer
-        if current is not None and 0 <= self.clock() - current.checked_at < 3 * self.refresh_every:
+        fresh_for = self.refresh_every * (3 if self._loop_running else 1)
+        if current is not None and 0 <= self.clock() - current.checked_at < fresh_for:
             return current
         return None
 
@@ -155,6 +168,7 @@ class Health:
     def run_in_background(self, stop: threading.Event) -> threading.Thread:
         """Refresh the store's answer every ``refresh_every`` seconds until ``stop`` is set."""
         def loop() -> None:
+            self._loop_running = True
             while True:
                 try:
                     self.refresh()
@@ -163,6 +177,7 @@ class Health:
                     # is a bug: logged, and the next request computes the answer itself.
                     log.exception("refreshing the health answer failed")
                 if stop.wait(self.refresh_every):
+                    self._loop_running = False
                     return
 
         thread = threading.Thread(target=loop, name="namekeeper-health", daemon=True)
@@ -171,27 +186,28 @@ class Health:
 
     def _refresh_locked(self) -> StoreAnswer:
         problem = self.probe.problem()
-        reasons: tuple[str, ...] = ()
+        answer = StoreAnswer(self.clock(), problem, ())
         if problem is None:
             try:
-                reasons = tuple(self._store_reasons_now(time.time()))
-            except (sqlite3.Error, StoreError) as exc:
-                reasons = (f"the store {self.store.location} cannot be read ({exc})",)
-        self._store_answer = StoreAnswer(self.clock(), problem, reasons)
-        return self._store_answer
+                answer = self._ask_store(time.time())
+            except StoreError as exc:
+                answer = StoreAnswer(self.clock(), None, (
+                    f"the store {self.store.location} cannot be read ({exc})",))
+        self._store_answer = answer
+        return answer
 
-    def _store_reasons_now(self, now: float) -> list[str]:
-        found = []
+    def _ask_store(self, now: float) -> StoreAnswer:
         paused_until = self.store.budget_paused_until(now=now)
         conditions = {c.key: c.text for c in self.store.conditions()}
         paused_text = conditions.pop(CONDITION_PAUSED, "")  # shown only while the pause lasts
+        paused_reason = ""
         if paused_until is not None:
-            found.append(paused_text or
-                         "the budget of new public projects is paused until "
-                         f"{datetime.fromtimestamp(paused_until, timezone.utc):%H:%M:%S} UTC")
-        found += conditions.values()
+            paused_reason = (paused_text or
+                             "the budget of new public projects is paused until "
+                             f"{datetime.fromtimestamp(paused_until, timezone.utc):%H:%M:%S} UTC")
+        found = list(conditions.values())
         stuck = self.store.stuck_leases(self.config.queue.lease, now=now)
         if stuck:
             found.append(f"{stuck} queue item(s) are held by leases that expired more than "
                          f"{self.config.queue.lease:.0f} s ago and were not reclaimed")
-        return found
+        return StoreAnswer(self.clock(), None, tuple(found), paused_until, paused_reason)

@@ -37,7 +37,7 @@ from .public.interface import PublicIndex
 from .public.listing import PublicListing
 from .reserve.interface import ReservationBackend
 from .store.interface import LeaseLost, NameRecord, StoreBackend
-from .store.sqlite_budget import CONDITION_PAUSED
+from .store.sql_budget import CONDITION_PAUSED
 
 if TYPE_CHECKING:
     from .notify.dispatch import Dispatcher

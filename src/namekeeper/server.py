@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from .app import build_keeper
 from .config import Config, load
+from .errors import StoreError
 from .health import Health, StoreAnswer, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
 from .sources.interface import EventSource, WSGIApp
-from .store.interface import StoreBackend
+from .store.interface import StoreBackend, StoreUnavailable, StoreUnusable
 from .worker import WorkerPool
 
 if TYPE_CHECKING:
@@ -160,10 +160,9 @@ class Service:
                     continue
                 if self.store.schedule_recheck(interval):
                     self.workers.notify_work()
-            except Exception as exc:
-                if self._store_corrupt(exc):
+            except Exception as exc:  # noqa: BLE001 - _job_failed logs it (a bug: with traceback)
+                if self._job_failed(exc, "scheduling the periodic re-check"):
                     return
-                log.exception("scheduling the periodic re-check failed")
 
     def _watch(self) -> None:
         """A look-alike scan at start, then every ``[watch] interval`` (`namekeeper.watch`)."""
@@ -184,18 +183,25 @@ class Service:
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",
                          len(result.new), result.scanned)
-            except Exception as exc:
-                if self._store_corrupt(exc):
+            except Exception as exc:  # noqa: BLE001 - _job_failed logs it (a bug: with traceback)
+                if self._job_failed(exc, "the look-alike scan"):
                     return
-                log.exception("the look-alike scan failed")
             if self.stop.wait(self.config.watch.interval):
                 return
 
-    def _store_corrupt(self, exc: Exception) -> bool:
-        """True (and the workers stopped, once) when ``exc`` says the store is corrupt."""
-        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-            self.workers.store_unusable(exc)
+    def _job_failed(self, exc: Exception, what: str) -> bool:
+        """Report a periodic job's failure; True when the job must stop (a corrupt store).
+
+        A lost or busy store is one line (the job tries again next round, as the workers
+        do); anything else is a bug and gets its traceback.
+        """
+        if isinstance(exc, StoreUnusable):
+            self.workers.store_unusable(exc)  # the workers stop, once
             return True
+        if isinstance(exc, StoreUnavailable):
+            log.warning("%s failed: %s", what, exc)
+        else:
+            log.exception("%s failed", what)
         return False
 
     def _retry_notifications(self, dispatcher: Dispatcher) -> None:
@@ -205,10 +211,9 @@ class Service:
                 if not self.store.lease_job("notify-retry", self.holder, 30.0):
                     continue
                 dispatcher.retry_due(time.time())
-            except Exception as exc:
-                if self._store_corrupt(exc):
+            except Exception as exc:  # noqa: BLE001 - _job_failed logs it (a bug: with traceback)
+                if self._job_failed(exc, "retrying notifications"):
                     return
-                log.exception("retrying notifications failed")
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Stop intake, let workers finish the item in hand; what is left stays queued."""
@@ -280,7 +285,7 @@ class Service:
                  f"namekeeper_unhealthy_reasons {len(detail['reasons'])}"]
         try:
             lines += self._store_metrics()
-        except sqlite3.Error:
+        except StoreError:
             pass  # the store is unreadable: /healthz says so; the other figures still count
         lines += ["# HELP namekeeper_events_total Webhook/poll events by source and result.",
                  "# TYPE namekeeper_events_total counter"]

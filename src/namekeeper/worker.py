@@ -15,7 +15,6 @@ without spending attempts, and resume when it answers again.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -23,11 +22,19 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import QueueConfig, redact
+from .errors import StoreError
 from .keeper import Keeper
 from .model import Action, Outcome
 from .public.interface import PublicIndexUnavailable
-from .store.interface import LeaseLost, Released, StoreBackend, WorkItem, holder_id
-from .store.sqlite import unusable
+from .store.interface import (
+    LeaseLost,
+    Released,
+    StoreBackend,
+    StoreUnavailable,
+    StoreUnusable,
+    WorkItem,
+    holder_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +92,7 @@ class WorkerPool:
             try:
                 # Still blocked on the network: the items are pending again for anyone.
                 self.store.release_held(self.holder)
-            except sqlite3.Error:
+            except StoreError:
                 log.warning("could not give back the items in hand; their leases expire")
 
     def alive(self) -> bool:
@@ -107,10 +114,10 @@ class WorkerPool:
                 return
             try:
                 self.tend_leases()
-            except sqlite3.DatabaseError as exc:
-                if not isinstance(exc, sqlite3.OperationalError):
-                    self.store_unusable(exc)
-                    return
+            except StoreUnusable as exc:
+                self.store_unusable(exc)
+                return
+            except StoreUnavailable as exc:
                 log.warning("renewing leases failed (will retry): %s", exc)
             except Exception:
                 log.exception("renewing leases failed")
@@ -129,11 +136,11 @@ class WorkerPool:
         if reclaimed or self.store.schedule_confirmations(now=self.clock()):
             self.wake.set()
 
-    def store_unusable(self, exc: sqlite3.Error) -> None:
+    def store_unusable(self, exc: StoreUnusable) -> None:
         """The store is corrupt: say so once, stop the workers (retrying cannot help)."""
         with self._lock:
             if self.store_error is None:
-                self.store_error = str(unusable(self.store.location, exc))
+                self.store_error = str(exc)
                 log.error("%s; the queue workers stop", self.store_error)
         self.stop.set()
         self.wake.set()
@@ -146,10 +153,10 @@ class WorkerPool:
             try:
                 busy = self.run_once(worker)
                 errors = 0
-            except sqlite3.DatabaseError as exc:
-                if not isinstance(exc, sqlite3.OperationalError):
-                    self.store_unusable(exc)  # corrupt: retrying cannot help
-                    return
+            except StoreUnusable as exc:
+                self.store_unusable(exc)  # corrupt: retrying cannot help
+                return
+            except StoreUnavailable as exc:  # lost or busy: one line, then back off
                 errors += 1
                 log.warning("queue worker %s: the store failed (%s); retrying", worker, exc)
                 busy = False
@@ -164,7 +171,10 @@ class WorkerPool:
                 self._idle()
 
     def _idle(self) -> None:
-        next_at = self.store.next_ready_at()
+        try:
+            next_at = self.store.next_ready_at()
+        except StoreError:
+            next_at = None  # the next claim meets the failure and reports it
         timeout = 5.0 if next_at is None else min(5.0, max(0.01, next_at - self.clock()))
         self.wake.wait(timeout)
         self.wake.clear()
@@ -200,7 +210,7 @@ class WorkerPool:
         except PublicIndexUnavailable as exc:
             self._index_unreachable(item, f"public index unavailable: {exc}")
             return
-        except sqlite3.DatabaseError:
+        except StoreError:
             raise  # the loop decides: back off, or stop on a corrupt store
         except Exception as exc:  # any failure is retried, then shown as FAILED
             # Redacted before it is logged, stored or alerted; the traceback only at DEBUG.

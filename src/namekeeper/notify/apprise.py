@@ -25,11 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
-import apprise as apprise_lib
-from apprise.common import MATCH_ALL_TAG, MATCH_ALWAYS_TAG, NotifyFormat
-from apprise.config.base import ConfigBase
-from apprise.utils.logic import is_exclusive_match
-
 from ..config import ConfigError
 from ..hookspecs import hookimpl
 from ..model import Outcome
@@ -37,7 +32,14 @@ from .interface import DEFAULT_TAGS, TAG_TEST, Message, Notifier
 from .render import redact_text
 
 if TYPE_CHECKING:
+    from apprise import AppriseAsset
+    from apprise.common import NotifyFormat
+
     from ..config import Config
+
+# apprise itself (about 60 ms of imports, asyncio among them) is imported where a notifier is
+# built or used: a process with no notifier configured, and audit (which sends none), never
+# pays for it.
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,8 @@ def _schema_of(service: Any) -> str:
 
 def _body_for(service: Any, message: Message) -> tuple[str, NotifyFormat]:
     """Markdown for chat services (Slack, Teams), HTML with a text part for e-mail, else text."""
+    from apprise.common import NotifyFormat
+
     target = service.resolve_format(None)
     if target == NotifyFormat.HTML:
         return message.html, NotifyFormat.HTML
@@ -162,11 +166,16 @@ class AppriseNotifier(Notifier):
             return True
         if not self.tags:
             return bool(tags & DEFAULT_TAGS)
+        from apprise.common import MATCH_ALL_TAG, MATCH_ALWAYS_TAG
+        from apprise.utils.logic import is_exclusive_match
+
         return bool(tags) and bool(is_exclusive_match(
             logic=sorted(tags), data=self._service.tags,
             match_all=MATCH_ALL_TAG, match_always=MATCH_ALWAYS_TAG))
 
     def deliver(self, message: Message, outcome: Outcome) -> bool:
+        import apprise as apprise_lib
+
         body, body_format = _body_for(self._service, message)
         sender = apprise_lib.Apprise(asset=self._service.asset)
         sender.add(self._service)
@@ -183,13 +192,18 @@ class AppriseNotifier(Notifier):
         return False
 
 
-def _asset() -> apprise_lib.AppriseAsset:
+def _asset() -> AppriseAsset:
+    import apprise as apprise_lib
+
     # memory: apprise keeps nothing on disk; a bounded time per delivery.
     return apprise_lib.AppriseAsset(storage_mode="memory", service_timeout=SERVICE_TIMEOUT)
 
 
 def notifiers_from_urls(urls: Iterable[str]) -> list[AppriseNotifier]:
     """One notifier per URL; ``"tag1,tag2=url"`` (apprise's TEXT syntax) tags it."""
+    import apprise as apprise_lib
+    from apprise.config.base import ConfigBase
+
     notifiers = []
     asset = _asset()
     for number, raw in enumerate(urls, start=1):
@@ -207,6 +221,8 @@ def notifiers_from_urls(urls: Iterable[str]) -> list[AppriseNotifier]:
 
 def notifiers_from_config_file(path: Path) -> list[AppriseNotifier]:
     """One notifier per service of an apprise YAML/TEXT config file, checked now, not at send."""
+    import apprise as apprise_lib
+
     try:
         with path.open("rb") as handle:
             handle.read(1)

@@ -22,8 +22,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import build
-
 SUBPROCESS_TIMEOUT = 120.0
 
 Runner = Callable[..., None]  # pyproject_hooks: runner(cmd, cwd, extra_environ)
@@ -103,6 +101,8 @@ def build_sdist(project: Path, outdir: Path, runner: Runner) -> Path:
     Raises `SdistBuildError` when the backend fails or the project cannot be
     built; the backend's output (its last lines) is in the message.
     """
+    import build  # here, not at the top: only a reservation needs it (audit and check do not)
+
     try:
         builder = build.ProjectBuilder(project, python_executable=sys.executable, runner=runner)
         return Path(builder.build("sdist", outdir))

@@ -19,9 +19,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import twine.commands.upload
-import twine.repository
-
 from ..config import redact
 
 #: The backend's logger (`namekeeper.reserve.twine`): twine's output is part of its story.
@@ -89,6 +86,9 @@ def install_output_capture() -> None:
     The ``twine`` logger stops propagating: its records reach the root handlers
     through our logger, scrubbed.
     """
+    import twine.commands.upload  # here: a process that never uploads never imports twine's
+    import twine.repository  # upload machinery (keyring, rich, requests-toolbelt)
+
     global _installed
     with _install_lock:
         if _installed:

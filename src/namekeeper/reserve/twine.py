@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
-import twine.commands.upload
 from twine import exceptions as twine_exceptions
 from twine import utils as twine_utils
 
@@ -56,11 +55,11 @@ from ..model import Action, UploadResult
 from ..names import InvalidName, canonical, name_from_filename, one_line
 from ._twine_credentials import Credentials, find_credentials, split_userinfo
 from ._twine_output import capturing
-from ._twine_session import UploadSettings
 from .interface import ReservationBackend
 
 if TYPE_CHECKING:
     from ..config import Config
+    from ._twine_session import UploadSettings
 
 log = logging.getLogger(__name__)
 
@@ -313,6 +312,8 @@ class TwineReservationBackend(ReservationBackend):
 
     def _upload_all(self, name: str, files: list[Path], credentials: Credentials,
                     secrets: tuple[str, ...]) -> UploadResult:
+        from ._twine_session import UploadSettings  # twine's upload modules: see _twine_output
+
         try:
             settings = UploadSettings(
                 timeout=self._public.timeout,
@@ -346,6 +347,8 @@ class TwineReservationBackend(ReservationBackend):
     def _upload_one(self, name: str, file: Path, settings: UploadSettings,
                     secrets: tuple[str, ...]) -> UploadResult | None:
         """None when ``file`` was accepted, else what the index (or the network) said."""
+        import twine.commands.upload
+
         try:
             twine.commands.upload.upload(settings, [str(file)])
         except requests.HTTPError as exc:

@@ -8,7 +8,6 @@ these are ``trylast``), returning None for URLs that are not its own.
 
 from __future__ import annotations
 
-import sqlite3
 from urllib.parse import urlsplit
 
 from ..config import Config
@@ -28,8 +27,9 @@ def namekeeper_store(config: Config) -> StoreBackend | None:
         path = config.store.path
         try:
             return Store(path)
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"[store] path {path} is not a namekeeper database ({exc})") from None
+        except StoreError as exc:
+            raise StoreError(f"[store] path {path} is not a namekeeper database "
+                             f"({exc.__cause__ or exc})") from None
         except OSError as exc:
             raise StoreError(f"[store] path {path} cannot be created or opened: "
                              f"{exc.strerror or exc}") from None

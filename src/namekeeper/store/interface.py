@@ -37,7 +37,7 @@ from .schema import BUDGET_WINDOW, NameRecord, WorkItem
 
 __all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "LeaseLost",
            "NameRecord", "QueueState", "Released", "Retry", "SchemaVersion", "StoreBackend",
-           "StoreSnapshot", "StoreUnavailable", "StoredLookalike", "WorkItem", "holder_id"]
+           "StoreSnapshot", "StoreUnavailable", "StoreUnusable", "StoredLookalike", "WorkItem", "holder_id"]
 
 
 #: How long a claim lasts unless its holder renews it (seconds).
@@ -95,7 +95,15 @@ class Released(Enum):
 
 
 class StoreUnavailable(StoreError):
-    """The store cannot be reached or used right now; the message names it (never a secret)."""
+    """The store cannot be reached or used right now; the message names it (never a secret).
+
+    Every backend raises it (not its driver's errors) for a lost, refused or busy database;
+    callers retry with a backoff, answer 503, and show it on /healthz.
+    """
+
+
+class StoreUnusable(StoreError):
+    """The store is there but cannot be used (corrupt, not a database): retrying cannot help."""
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ class StoreBackend(ABC):
         """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue with leases --------------------------------------------------------
-    # A claim has a holder (one process: `sqlite_queue.holder_id`) and an expiry; the holder
+    # A claim has a holder (one process: `holder_id`) and an expiry; the holder
     # renews it while working; only an expired lease is reclaimed, by any process.
 
     def accept(self, event: NameEvent) -> bool:

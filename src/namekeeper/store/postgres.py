@@ -41,26 +41,15 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome
+from ..model import NameEvent
 from .interface import (
-    NameRecord,
     SchemaVersion,
-    StoreSnapshot,
     StoreUnavailable,
 )
-from .postgres_budget import PostgresBudget
-from .postgres_intake import PostgresIntake
-from .postgres_placeholders import PLACEHOLDERS_SCHEMA_PG, PostgresPlaceholderRecords
-from .postgres_queue import WORK_CHANNEL, PostgresQueue
-from .postgres_watch import WATCH_SCHEMA_PG, PostgresWatchMemory
-from .schema import (
-    ORDERED_BY_ID,
-    TRANSFERRED_COLUMNS,
-    name_record,
-    outcome_values,
-    ts,
-)
-from .sql import POSTGRESQL, Sql, SqlStore, T
+from .postgres_intake import WORK_CHANNEL, PostgresIntake
+from .schema import POSTGRESQL, tables
+from .sql import Sql, T
+from .sql_store import SqlStore
 
 log = logging.getLogger(__name__)
 
@@ -70,103 +59,24 @@ _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
 
-SCHEMA_V1 = """
-CREATE TABLE IF NOT EXISTS names (
-    name TEXT PRIMARY KEY,
-    display_name TEXT NOT NULL,
-    first_seen_private TEXT,
-    first_source TEXT,
-    first_index TEXT,
-    highest_private_version TEXT,
-    verdict TEXT,
-    severity TEXT,
-    action TEXT,
-    reason TEXT,
-    message TEXT,
-    owners TEXT,
-    organization TEXT,
-    public_versions TEXT,
-    public_first_release TEXT,
-    upload_started_at DOUBLE PRECISION,
-    reserved_at TEXT,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    updated_at TEXT
-);
-CREATE TABLE IF NOT EXISTS history (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name TEXT NOT NULL,
-    at TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS history_name ON history(name);
-CREATE TABLE IF NOT EXISTS events (
-    key TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    source TEXT NOT NULL,
-    idx TEXT NOT NULL,
-    received_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS queue (
-    name TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    event TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    not_before DOUBLE PRECISION NOT NULL DEFAULT 0,
-    claimed_by TEXT,
-    last_error TEXT,
-    enqueued_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    lease_until DOUBLE PRECISION,
-    confirm_at DOUBLE PRECISION,
-    confirming INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
+#: What only PostgreSQL keeps: the row every replica's budget spending locks (and the 429
+#: pause), and the leases on periodic jobs.
+_POSTGRES_TABLES = """
 CREATE INDEX IF NOT EXISTS queue_confirm ON queue(confirm_at);
-CREATE TABLE IF NOT EXISTS budget (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    name TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS budget_lock (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     paused_until DOUBLE PRECISION NOT NULL DEFAULT 0
 );
 INSERT INTO budget_lock(id) VALUES (1) ON CONFLICT DO NOTHING;
-CREATE TABLE IF NOT EXISTS delivered (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS delivery_retries (
-    target TEXT NOT NULL,
-    name TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    attempts INTEGER NOT NULL,
-    next_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (target, name)
-);
-CREATE TABLE IF NOT EXISTS conditions (
-    key TEXT PRIMARY KEY,
-    text TEXT NOT NULL,
-    since DOUBLE PRECISION NOT NULL
-);
 CREATE TABLE IF NOT EXISTS job_leases (
     job TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
     expires_at DOUBLE PRECISION NOT NULL
 );
-CREATE TABLE IF NOT EXISTS settings (
-    key TEXT PRIMARY KEY,
-    value TEXT
-);
 """
 
 #: Schema version → the SQL that brings the previous version up to it.
-MIGRATIONS = {1: SCHEMA_V1 + WATCH_SCHEMA_PG + PLACEHOLDERS_SCHEMA_PG}
+MIGRATIONS = {1: tables(POSTGRESQL) + _POSTGRES_TABLES}
 
 
 class SchemaTooNew(StoreUnavailable):
@@ -240,8 +150,7 @@ class Cursor:
         return self.cursor.rowcount
 
 
-class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatchMemory,
-                    PostgresPlaceholderRecords, SqlStore):
+class PostgresStore(PostgresIntake, SqlStore):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     dialect = POSTGRESQL
@@ -274,11 +183,11 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
     # -- schema and transfer ---------------------------------------------------------------------
 
     def schema_version(self) -> SchemaVersion:
-        with self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._pool.connection() as conn:
             return SchemaVersion(schema_version(conn), SCHEMA_VERSION)
 
     def migrate(self) -> SchemaVersion:
-        with self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._pool.connection() as conn:
             conn.autocommit = True
             try:
                 before, after = migrate(conn)
@@ -288,37 +197,11 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
                 conn.autocommit = False
         return SchemaVersion(before, after)
 
-    def snapshot(self) -> StoreSnapshot:
-        def work(cur: Sql) -> StoreSnapshot:
-            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            tables: dict[str, tuple[tuple[Any, ...], ...]] = {}
-            for table, columns in TRANSFERRED_COLUMNS.items():
-                order = " ORDER BY id" if table in ORDERED_BY_ID else ""
-                # Table and column names are our own constants, never input.
-                rows = cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}"  # noqa: S608
-                                   ).fetchall()
-                tables[table] = tuple(tuple(row[c] for c in columns) for row in rows)
-            lock = cur.execute("SELECT paused_until FROM budget_lock WHERE id = 1").fetchone()
-            return StoreSnapshot(tables=tables,
-                                 budget_paused_until=float(lock["paused_until"]) if lock else 0.0)
-        snap: StoreSnapshot = self._transaction(work)
-        return snap
-
-    def restore(self, snapshot: StoreSnapshot) -> None:
-        def work(cur: Sql) -> None:
-            for table in TRANSFERRED_COLUMNS:
-                if cur.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():  # noqa: S608
-                    raise StoreError(f"the store at {self.location} is not empty "
-                                     f"(table {table} has rows): copy only into a new store")
-            for table, columns in TRANSFERRED_COLUMNS.items():
-                marks = ", ".join("%s" for _ in columns)
-                rows = snapshot.tables.get(table, ())
-                if rows:
-                    cur.executemany(f"INSERT INTO {table}({', '.join(columns)}) "  # noqa: S608
-                                    f"VALUES ({marks})", rows)
-            cur.execute("UPDATE budget_lock SET paused_until = %s WHERE id = 1",
-                        (snapshot.budget_paused_until,))
-        self._transaction(work)
+    def _consistent_read(self, work: Callable[[Sql], T]) -> T:
+        def read(tx: Sql) -> T:
+            tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            return work(tx)
+        return self._transaction(read)
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -347,7 +230,7 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         """A lost or refused connection is `StoreUnavailable`: callers need not know psycopg."""
         try:
             yield
-        except (psycopg.OperationalError, PoolTimeout) as exc:
+        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
             if isinstance(exc, _RETRIED):
                 raise
             # Only the first line: libpq's messages name the host, never the password.
@@ -387,75 +270,47 @@ class PostgresStore(PostgresIntake, PostgresQueue, PostgresBudget, PostgresWatch
         thread.start()
         return thread
 
-    # -- names and history -----------------------------------------------------------------------
-
-    def note_seen(self, event: NameEvent) -> None:
-        self._transaction(lambda cur: self._note_seen_batch(cur, [event]))
-
-    def get(self, name: str) -> NameRecord | None:
-        with self._read() as cur:
-            row = cur.execute("SELECT * FROM names WHERE name = %s", (name,)).fetchone()
-        return name_record(row) if row else None
-
-    def all_names(self) -> list[NameRecord]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT * FROM names ORDER BY name").fetchall()
-        return [name_record(r) for r in rows]
-
-    def mark_upload_started(self, name: str, display_name: str) -> None:
-        def work(cur: Sql) -> None:
-            cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
-                        "ON CONFLICT DO NOTHING", (name, display_name))
-            cur.execute("UPDATE names SET upload_started_at = %s, attempts = attempts + 1 "
-                        "WHERE name = %s", (self._clock(), name))
-            self._history(cur, name, "upload-started", None)
-        self._transaction(work)
-
-    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        self._transaction(lambda cur: self._record_outcome(cur, outcome, reserved))
-
-    def _record_outcome(self, cur: Sql, outcome: Outcome, reserved: bool) -> None:
-        cur.execute("INSERT INTO names(name, display_name) VALUES (%s, %s) "
-                    "ON CONFLICT DO NOTHING", (outcome.name, outcome.display_name))
-        cur.execute(
-            "UPDATE names SET verdict=%s, severity=%s, action=%s, reason=%s, message=%s, "
-            "owners=%s, organization=%s, public_versions=%s, public_first_release=%s, "
-            "updated_at=%s WHERE name=%s", (*outcome_values(outcome), outcome.name))
-        if reserved:
-            cur.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, %s) "
-                        "WHERE name=%s", (ts(outcome.at), outcome.name))
-        self._history(cur, outcome.name, "outcome", {
-            "verdict": outcome.verdict.value, "action": outcome.action.value,
-            "severity": outcome.severity.value, "message": outcome.message})
-
-    # -- many names at once (audit) --------------------------------------------------------------
-    # Rows are written in name order (as in `accept_many`) so that concurrent batches never
-    # deadlock on each other.
-
-    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
-        self._transaction(lambda cur: self._note_seen_batch(
-            cur, sorted(events, key=lambda e: e.name)))
-
-    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
-        with self._read() as cur:
-            rows = cur.execute("SELECT * FROM names WHERE name = ANY(%s)",
-                               (list(names),)).fetchall()
-        return {row["name"]: name_record(row) for row in rows}
-
-    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        def work(cur: Sql) -> None:
-            for outcome in sorted(outcomes, key=lambda o: o.name):
-                self._record_outcome(cur, outcome, False)
-        self._transaction(work)
+    # -- event journal and queue -----------------------------------------------------------------
 
     def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
         # One microsecond apart in the caller's order: the queue hands out the oldest first.
         return self._accept_batch(list(events), self._clock(), 1e-6)
-
-    # -- event journal and queue -----------------------------------------------------------------
 
     def accept_many(self, events: list[NameEvent]) -> list[bool]:
         # A microsecond apart: rows are written in name order (below), but a batch is
         # claimed in the order it arrived, as SQLite's rowid keeps it there.
         return self._accept_batch(events, self._clock(), 1e-6)
 
+    # -- what PostgreSQL keeps its own way -------------------------------------------------------
+
+    def _work_queued(self, tx: Sql) -> None:
+        tx.execute(f"NOTIFY {WORK_CHANNEL}")
+
+    def _budget_pause(self, tx: Sql, *, lock: bool) -> float:
+        row = tx.execute("SELECT paused_until FROM budget_lock WHERE id = 1"  # noqa: S608
+                         + (self.dialect.lock_rows if lock else "")).fetchone()
+        return float(row["paused_until"]) if row else 0.0
+
+    def _pause_budget_until(self, tx: Sql, until: float) -> None:
+        tx.execute("UPDATE budget_lock SET paused_until = ? WHERE id = 1", (until,))
+
+    def probe_integrity(self) -> str | None:
+        # PostgreSQL checks its own pages (and checksums, when enabled); what can go wrong on
+        # our side is a schema that is not the one this code writes.
+        try:
+            with self._read() as sql:
+                row = sql.execute("SELECT value FROM settings WHERE key='schema_version'"
+                                  ).fetchone()
+        except (psycopg.Error, StoreUnavailable) as exc:
+            return " ".join(str(exc).split())[:300]
+        return None if row else "the store has no schema version"
+
+    def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
+        at = self._clock() if now is None else now
+        row = self._transaction(lambda tx: tx.execute(
+            "INSERT INTO job_leases(job, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, "
+            "expires_at = EXCLUDED.expires_at "
+            "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= ? "
+            "RETURNING holder", (job, holder, at + seconds, at)).fetchone())
+        return row is not None

@@ -28,29 +28,31 @@ rather than deadlock (a deadlock that happens anyway is retried).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from ..model import NameEvent
+from ..model import NameEvent, from_iso, iso
 from .interface import QueueState
-from .postgres_queue import WORK_CHANNEL
-from .schema import dt, event_to_json, higher_version, ts
+from .schema import event_to_json
+from .sql import Sql, SqlBase, higher_private_version
 
-if TYPE_CHECKING:
-    from .sql import Sql
+#: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
+WORK_CHANNEL = "namekeeper_work"
 
 _SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                      "highest_private_version")
 
 
-class PostgresIntake:
-    """``_accept_batch`` and ``_note_seen_batch``; needs ``_transaction`` and ``_clock``."""
+class PostgresIntake(SqlBase):
+    """The shared SQL store's intake and sightings, a batch at a time on PostgreSQL."""
 
-    if TYPE_CHECKING:
-        _clock: Callable[[], float]
+    def note_seen(self, event: NameEvent) -> None:
+        self._transaction(lambda tx: self._note_seen_batch(tx, [event]))
 
-        def _transaction(self, work: Callable[[Any], Any]) -> Any: ...
+    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
+        # In name order, as `_accept_batch` locks them: concurrent batches never deadlock.
+        self._transaction(lambda tx: self._note_seen_batch(
+            tx, sorted(events, key=lambda e: e.name)))
 
     def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
         """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""
@@ -76,27 +78,27 @@ class PostgresIntake:
         for j, event in enumerate(events):
             first.setdefault(event.name, j)
         newcomers = [events[j] for name, j in sorted(first.items())]
-        at = datetime.fromtimestamp(self._clock()).astimezone().isoformat()
+        at = self._history_at()
         rows = cur.execute(
             "WITH created AS ("
             " INSERT INTO names(name, display_name, first_seen_private, first_source, first_index,"
             "  highest_private_version, updated_at)"
-            " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            "  %s::text[], %s::text[])"
+            " SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
+            "  ?::text[], ?::text[])"
             " ON CONFLICT (name) DO NOTHING RETURNING name) "
             "INSERT INTO history(name, at, kind, detail) "
-            "SELECT name, %s::text, 'seen', detail FROM created"
-            " JOIN unnest(%s::text[], %s::text[]) AS seen(name, detail) USING (name) "
+            "SELECT name, ?::text, 'seen', detail FROM created"
+            " JOIN unnest(?::text[], ?::text[]) AS seen(name, detail) USING (name) "
             "RETURNING name",
             ([e.name for e in newcomers], [e.display_name for e in newcomers],
-             [ts(e.seen_at) for e in newcomers], [e.source for e in newcomers],
+             [iso(e.seen_at) for e in newcomers], [e.source for e in newcomers],
              [e.index for e in newcomers], [e.version for e in newcomers],
-             [ts(e.seen_at) for e in newcomers], at, [e.name for e in newcomers],
+             [iso(e.seen_at) for e in newcomers], at, [e.name for e in newcomers],
              [json.dumps({"source": e.source, "index": e.index, "version": e.version})
               for e in newcomers])).fetchall()
         created = {row["name"] for row in rows}
         state: dict[str, dict[str, Any]] = {
-            e.name: {"first_seen_private": ts(e.seen_at), "first_source": e.source,
+            e.name: {"first_seen_private": iso(e.seen_at), "first_source": e.source,
                      "first_index": e.index, "highest_private_version": e.version,
                      "reserved_at": None} for e in newcomers if e.name in created}
         known = sorted(first.keys() - created)
@@ -104,19 +106,19 @@ class PostgresIntake:
             for row in cur.execute(
                     "SELECT name, first_seen_private, first_source, first_index,"
                     " highest_private_version, reserved_at FROM names"
-                    " WHERE name = ANY(%s) ORDER BY name FOR UPDATE", (known,)).fetchall():
+                    " WHERE name = ANY(?) ORDER BY name FOR UPDATE", (known,)).fetchall():
                 state[row["name"]] = row
         changed: set[str] = set()
         for j, event in enumerate(events):
             if event.name in created and first[event.name] == j:
                 continue  # its row was written from this very event
             row = state[event.name]
-            earliest = dt(row["first_seen_private"])
+            earliest = from_iso(row["first_seen_private"])
             if earliest is None or event.seen_at < earliest:
-                row.update(first_seen_private=ts(event.seen_at), first_source=event.source,
+                row.update(first_seen_private=iso(event.seen_at), first_source=event.source,
                            first_index=event.index)
                 changed.add(event.name)
-            highest = higher_version(row["highest_private_version"], event.version)
+            highest = higher_private_version(row["highest_private_version"], event.version)
             if highest != row["highest_private_version"]:
                 row["highest_private_version"] = highest
                 changed.add(event.name)
@@ -126,7 +128,7 @@ class PostgresIntake:
                 "UPDATE names SET first_seen_private = u.first_seen_private,"
                 " first_source = u.first_source, first_index = u.first_index,"
                 " highest_private_version = u.highest_private_version "
-                "FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                "FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[])"
                 " AS u(name, first_seen_private, first_source, first_index,"
                 "  highest_private_version) WHERE names.name = u.name",
                 (names, *([state[n][c] for n in names] for c in _SIGHTING_COLUMNS)))
@@ -142,7 +144,7 @@ def _journal(cur: Sql, events: list[NameEvent], order: list[int],
         return new
     rows = cur.execute(
         "INSERT INTO events(key, name, source, idx, received_at) "
-        "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[], %s::float8[]) "
+        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::float8[]) "
         "ON CONFLICT DO NOTHING RETURNING key",
         ([events[i].key for i in keyed], [events[i].name for i in keyed],
          [events[i].source for i in keyed], [events[i].index for i in keyed],
@@ -167,14 +169,14 @@ def _queue(cur: Sql, events: list[NameEvent], fresh: list[int],
     cur.execute(
         "WITH queued AS ("
         " INSERT INTO queue(name, state, event, enqueued_at, updated_at)"
-        " SELECT name, %s, event, at, at"
-        " FROM unnest(%s::text[], %s::text[], %s::float8[]) AS u(name, event, at)"
+        " SELECT name, ?, event, at, at"
+        " FROM unnest(?::text[], ?::text[], ?::float8[]) AS u(name, event, at)"
         " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, attempts = 0, not_before = 0,"
         "  event = EXCLUDED.event, last_error = NULL, updated_at = EXCLUDED.updated_at"
         # A name we could not hold (taken, failed) is looked at again on new evidence.
-        " WHERE queue.state IN (%s, %s)"
+        " WHERE queue.state IN (?, ?)"
         " RETURNING name) "
-        "SELECT pg_notify(%s, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued",
+        "SELECT pg_notify(?, '') FROM (SELECT 1 FROM queued LIMIT 1) AS any_queued",
         (QueueState.PENDING.value, [name for name, _ in picks],
          [event_to_json(events[i]) for _, i in picks], [now + i * step for _, i in picks],
          QueueState.DONE.value, QueueState.FAILED.value, WORK_CHANNEL))

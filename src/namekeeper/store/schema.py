@@ -1,7 +1,7 @@
-"""The store's on-disk format: tables, row types and the JSON form of an event.
+"""The store's format, for every SQL backend: tables, row types and the JSON form of an event.
 
-Kept apart from `sqlite.Store`'s behaviour so that the format — what a
-migration would have to change — is readable in one place.
+Kept apart from the store's behaviour so that the format — what a migration would
+have to change — is readable in one place.
 """
 
 from __future__ import annotations
@@ -12,12 +12,38 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from packaging.version import InvalidVersion, Version
+from ..model import NameEvent, Outcome, from_iso, iso
 
-from ..model import NameEvent, Outcome
 
-SCHEMA = """
--- Owners the public index reported for a placeholder we uploaded (sqlite_placeholders.py).
+@dataclass(frozen=True)
+class Dialect:
+    """The few words in which the backends' SQL differs."""
+
+    #: Appended to a ``SELECT`` whose rows the transaction goes on to change.
+    lock_rows: str
+    #: Appended to a ``SELECT`` that picks rows nobody else is working on.
+    skip_locked: str
+    #: After ``ORDER BY not_before, enqueued_at``: the arrival order within one batch.
+    arrival: str
+    #: Column types: a float, a growing integer key, bytes.
+    real: str
+    serial_key: str
+    blob: str
+
+
+#: SQLite serialises writers (``BEGIN IMMEDIATE``): a row read in a write is already ours.
+SQLITE = Dialect(lock_rows="", skip_locked="", arrival=", rowid", real="REAL",
+                 serial_key="INTEGER PRIMARY KEY", blob="BLOB")
+#: Several writers at once under READ COMMITTED: lock what is read to be changed.
+#: Its batches are stamped a microsecond apart, so arrival needs no tiebreak.
+POSTGRESQL = Dialect(lock_rows=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED", arrival="",
+                     real="DOUBLE PRECISION",
+                     serial_key="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", blob="BYTEA")
+
+
+#: Every table both backends keep, written once; `tables` fills in the dialect's column types.
+_TABLES = """
+-- Owners the public index reported for a placeholder we uploaded (sql_placeholders.py).
 CREATE TABLE IF NOT EXISTS placeholder_owners (
     name TEXT NOT NULL,
     owner TEXT NOT NULL,
@@ -39,13 +65,13 @@ CREATE TABLE IF NOT EXISTS names (
     organization TEXT,
     public_versions TEXT,
     public_first_release TEXT,
-    upload_started_at REAL,
+    upload_started_at {real},
     reserved_at TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     updated_at TEXT
 );
 CREATE TABLE IF NOT EXISTS history (
-    id INTEGER PRIMARY KEY,
+    id {serial_key},
     name TEXT NOT NULL,
     at TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -57,31 +83,34 @@ CREATE TABLE IF NOT EXISTS events (
     name TEXT NOT NULL,
     source TEXT NOT NULL,
     idx TEXT NOT NULL,
-    received_at REAL NOT NULL
+    received_at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS queue (
     name TEXT PRIMARY KEY,
     state TEXT NOT NULL,             -- pending | claimed | done | failed
-    -- lease_until, confirm_at, confirming: added by sqlite_queue.add_queue_columns
     event TEXT NOT NULL,             -- the NameEvent that (last) asked for this work, JSON
     attempts INTEGER NOT NULL DEFAULT 0,
-    not_before REAL NOT NULL DEFAULT 0,
+    not_before {real} NOT NULL DEFAULT 0,
     claimed_by TEXT,
     last_error TEXT,
-    enqueued_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    enqueued_at {real} NOT NULL,
+    updated_at {real} NOT NULL,
+    -- Older SQLite stores gain these three on open (sqlite.QUEUE_COLUMNS).
+    lease_until {real},
+    confirm_at {real},               -- when a done item is looked at again (an upload's check)
+    confirming INTEGER NOT NULL DEFAULT 0  -- 1 while the item is that check: never an upload
 );
 CREATE INDEX IF NOT EXISTS queue_ready ON queue(state, not_before);
 CREATE TABLE IF NOT EXISTS budget (
-    id INTEGER PRIMARY KEY,
+    id {serial_key},
     name TEXT NOT NULL,
-    at REAL NOT NULL
+    at {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS delivered (
     target TEXT NOT NULL,
     name TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
-    at REAL NOT NULL,
+    at {real} NOT NULL,
     PRIMARY KEY (target, name)
 );
 CREATE TABLE IF NOT EXISTS delivery_retries (
@@ -90,19 +119,38 @@ CREATE TABLE IF NOT EXISTS delivery_retries (
     fingerprint TEXT NOT NULL,
     payload TEXT NOT NULL,
     attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL,
+    next_at {real} NOT NULL,
     PRIMARY KEY (target, name)
 );
 CREATE TABLE IF NOT EXISTS conditions (
     key TEXT PRIMARY KEY,            -- e.g. budget-paused, public-index-unreachable
     text TEXT NOT NULL,
-    since REAL NOT NULL
+    since {real} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS settings (
     key TEXT PRIMARY KEY,
     value TEXT
 );
+-- What `watch` remembers (sql_watch.py).
+CREATE TABLE IF NOT EXISTS lookalikes (
+    public TEXT PRIMARY KEY,
+    ours TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    distance INTEGER NOT NULL,
+    owners TEXT,                 -- JSON list; NULL when the public index could not say
+    organization TEXT,
+    first_release TEXT,
+    found_at {real} NOT NULL,
+    alerted_at {real}
+);
+CREATE TABLE IF NOT EXISTS watch_allow (glob TEXT PRIMARY KEY, added_at {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS watch_state (key TEXT PRIMARY KEY, value {blob} NOT NULL);
 """
+
+
+def tables(dialect: Dialect) -> str:
+    """The DDL of every table both backends keep, in ``dialect``'s column types."""
+    return _TABLES.format(real=dialect.real, serial_key=dialect.serial_key, blob=dialect.blob)
 
 BUDGET_WINDOW = 3600.0
 
@@ -145,25 +193,17 @@ class WorkItem:
     confirming: bool = False
 
 
-def ts(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
-def dt(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value) if value else None
-
-
 def name_record(row: Mapping[str, Any]) -> NameRecord:
     """A ``names`` row (either backend's) as a NameRecord."""
     return NameRecord(
         name=row["name"], display_name=row["display_name"],
-        first_seen_private=dt(row["first_seen_private"]), first_source=row["first_source"],
+        first_seen_private=from_iso(row["first_seen_private"]), first_source=row["first_source"],
         first_index=row["first_index"], highest_private_version=row["highest_private_version"],
         verdict=row["verdict"], severity=row["severity"], action=row["action"],
         reason=row["reason"], message=row["message"],
         owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
-        reserved_at=dt(row["reserved_at"]), upload_started_at=row["upload_started_at"],
-        attempts=row["attempts"], updated_at=dt(row["updated_at"]))
+        reserved_at=from_iso(row["reserved_at"]), upload_started_at=row["upload_started_at"],
+        attempts=row["attempts"], updated_at=from_iso(row["updated_at"]))
 
 
 def outcome_values(outcome: Outcome) -> tuple[Any, ...]:
@@ -174,8 +214,8 @@ def outcome_values(outcome: Outcome) -> tuple[Any, ...]:
             json.dumps(list(public.owners)) if public else None,
             public.organization if public else None,
             json.dumps(list(public.versions)) if public else None,
-            ts(public.first_release) if public else None,
-            ts(outcome.at))
+            iso(public.first_release) if public else None,
+            iso(outcome.at))
 
 
 def event_to_json(event: NameEvent) -> str:
@@ -191,21 +231,6 @@ def event_from_json(text: str) -> NameEvent:
     return NameEvent(name=d["name"], display_name=d["display_name"], source=d["source"],
                      index=d["index"], version=d.get("version"),
                      seen_at=datetime.fromisoformat(d["seen_at"]), key=d.get("key"))
-
-
-def higher_version(a: str | None, b: str | None) -> str | None:
-    """The higher of two version strings; an unparsable one loses."""
-    def parsed(v: str | None) -> Version | None:
-        try:
-            return Version(v) if v else None
-        except InvalidVersion:
-            return None
-    pa, pb = parsed(a), parsed(b)
-    if pa is None:
-        return b if pb is not None else (a or b)
-    if pb is None:
-        return a
-    return a if pa >= pb else b
 
 
 #: What `store copy` carries from one backend to another, table by table, in this order.
@@ -231,5 +256,5 @@ TRANSFERRED_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 #: The tables whose order matters (an autoincrement id): copied ``ORDER BY id``.
 ORDERED_BY_ID = frozenset({"history", "budget"})
-#: The SQLite schema's version (in ``settings``); bump it with every change of `SCHEMA`.
+#: The SQLite schema's version (in ``settings``); bump it with every change of `tables`.
 SQLITE_SCHEMA_VERSION = 1

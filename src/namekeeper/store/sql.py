@@ -2,9 +2,12 @@
 
 SQLite (3.35 or newer: ``RETURNING``, ``ON CONFLICT ... DO UPDATE``) and PostgreSQL
 understand the same statements for everything namekeeper does; what differs is
-said once, in the backend's `Dialect` (row locks, which SQLite does not need
-because it serialises writers) and in the few hooks a backend fills in
-(`SqlStore._transaction`, `SqlStore._read`, `SqlStore._work_queued`).
+said once, in the backend's `schema.Dialect` (row locks, which SQLite does not
+need because it serialises writers; column types) and in the few hooks a backend
+fills in (`SqlBase._transaction`, `_read`, `_work_queued`, `_budget_pause`,
+`_pause_budget_until`).  The store's parts (`sql_queue`, `sql_budget`,
+`sql_placeholders`, `sql_watch`, `sql_delivery`) build on `SqlBase`;
+`sql_store.SqlStore` is all of them, what a backend subclasses.
 Statements use ``?`` for parameters; the PostgreSQL backend's cursor turns them
 into psycopg's ``%s``.
 """
@@ -13,16 +16,24 @@ from __future__ import annotations
 
 import json
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from .interface import DeliveryLog, StoreBackend
+from ..model import NameEvent, Outcome, from_iso, iso
+from ..names import highest_version
+from .interface import Condition, DeliveryLog, NameRecord, StoreBackend
+from .schema import Dialect, name_record, outcome_values
 from .sql_delivery import SqlDeliveryLog
 
 T = TypeVar("T")
+
+
+def higher_private_version(known: str | None, seen: str | None) -> str | None:
+    """The highest private version once ``seen`` is seen too (``known``: the highest so far)."""
+    # An unparsable version is kept only while there is nothing better.
+    return highest_version([v for v in (known, seen) if v]) or known or seen
 
 
 class Sql(Protocol):
@@ -37,24 +48,8 @@ class Sql(Protocol):
     def executemany(self, sql: str, params: Any, /) -> Any: ...
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """The few words in which the backends' SQL differs."""
-
-    #: Appended to a ``SELECT`` whose rows the transaction goes on to change.
-    lock_rows: str
-    #: Appended to a ``SELECT`` that picks rows nobody else is working on.
-    skip_locked: str
-
-
-#: SQLite serialises writers (``BEGIN IMMEDIATE``): a row read in a write is already ours.
-SQLITE = Dialect(lock_rows="", skip_locked="")
-#: Several writers at once under READ COMMITTED: lock what is read to be changed.
-POSTGRESQL = Dialect(lock_rows=" FOR UPDATE", skip_locked=" FOR UPDATE SKIP LOCKED")
-
-
-class SqlStore(StoreBackend):
-    """The part of `StoreBackend` that is the same SQL on every built-in backend."""
+class SqlBase(StoreBackend):
+    """What every part of the SQL store shares: the backend's hooks, names and history."""
 
     dialect: Dialect
     _clock: Callable[[], float]
@@ -70,11 +65,23 @@ class SqlStore(StoreBackend):
     def _work_queued(self, tx: Sql) -> None:
         """Called in a transaction that made work ready; a backend may wake other processes."""
 
+    @abstractmethod
+    def _budget_pause(self, tx: Sql, *, lock: bool) -> float:
+        """When the 429 pause ends (0: none); ``lock``: serialise budget spending until commit."""
+
+    @abstractmethod
+    def _pause_budget_until(self, tx: Sql, until: float) -> None:
+        """Record the end of the 429 pause."""
+
     # -- names and history -----------------------------------------------------------------------
+
+    def _history_at(self) -> str:
+        """The time a history row written now carries (local time, ISO 8601)."""
+        return datetime.fromtimestamp(self._clock()).astimezone().isoformat()
 
     def _history(self, tx: Sql, name: str, kind: str, detail: dict[str, Any] | None) -> None:
         tx.execute("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                   (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
+                   (name, self._history_at(), kind,
                     json.dumps(detail) if detail is not None else None))
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -83,6 +90,135 @@ class SqlStore(StoreBackend):
                                "ORDER BY id", (name,)).fetchall()
         return [{"at": r["at"], "kind": r["kind"],
                  "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
+
+    def _note_seen(self, tx: Sql, event: NameEvent) -> str | None:
+        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
+        if tx.execute(
+                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
+                "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                (event.name, event.display_name, iso(event.seen_at), event.source, event.index,
+                 event.version, iso(event.seen_at))).fetchone() is not None:
+            self._history(tx, event.name, "seen", {"source": event.source, "index": event.index,
+                                                   "version": event.version})
+            return None
+        row = tx.execute("SELECT first_seen_private, highest_private_version, reserved_at "
+                         "FROM names WHERE name = ?" + self.dialect.lock_rows,
+                         (event.name,)).fetchone()
+        first = from_iso(row["first_seen_private"])
+        if first is None or event.seen_at < first:
+            tx.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
+                       "first_index = ? WHERE name = ?",
+                       (iso(event.seen_at), event.source, event.index, event.name))
+        known = row["highest_private_version"]
+        highest = higher_private_version(known, event.version)
+        if highest != known:
+            tx.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
+                       (highest, event.name))
+        reserved_at: str | None = row["reserved_at"]
+        return reserved_at
+
+    def note_seen(self, event: NameEvent) -> None:
+        self._transaction(lambda tx: self._note_seen(tx, event))
+
+    def get(self, name: str) -> NameRecord | None:
+        with self._read() as sql:
+            row = sql.execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
+        return name_record(row) if row else None
+
+    def all_names(self) -> list[NameRecord]:
+        with self._read() as sql:
+            rows = sql.execute("SELECT * FROM names ORDER BY name").fetchall()
+        return [name_record(r) for r in rows]
+
+    def _upload_started(self, tx: Sql, name: str, display_name: str,
+                        detail: dict[str, Any] | None) -> None:
+        tx.execute("INSERT INTO names(name, display_name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   (name, display_name))
+        tx.execute("UPDATE names SET upload_started_at = ?, attempts = attempts + 1 "
+                   "WHERE name = ?", (self._clock(), name))
+        self._history(tx, name, "upload-started", detail)
+
+    def mark_upload_started(self, name: str, display_name: str) -> None:
+        self._transaction(lambda tx: self._upload_started(tx, name, display_name, None))
+
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        self._transaction(lambda tx: self._record_outcome(tx, outcome, reserved))
+
+    def _record_outcome(self, tx: Sql, outcome: Outcome, reserved: bool) -> None:
+        tx.execute("INSERT INTO names(name, display_name) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                   (outcome.name, outcome.display_name))
+        tx.execute(
+            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
+            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
+            "WHERE name=?", (*outcome_values(outcome), outcome.name))
+        if reserved:
+            tx.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
+                       (iso(outcome.at), outcome.name))
+        self._history(tx, outcome.name, "outcome", {
+            "verdict": outcome.verdict.value, "action": outcome.action.value,
+            "severity": outcome.severity.value, "message": outcome.message})
+
+    def forget_reservation(self, name: str) -> None:
+        def work(tx: Sql) -> None:
+            tx.execute("UPDATE names SET reserved_at = NULL WHERE name = ?", (name,))
+            self._history(tx, name, "unconfirmed", None)
+        self._transaction(work)
+
+    # -- many names at once (audit) --------------------------------------------------------------
+    # Rows are written in name order (as in `accept_many`) so that concurrent batches never
+    # deadlock on each other.
+
+    def note_seen_many(self, events: Sequence[NameEvent]) -> None:
+        def work(tx: Sql) -> None:
+            for event in sorted(events, key=lambda e: e.name):
+                self._note_seen(tx, event)
+        self._transaction(work)
+
+    def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
+        found: dict[str, NameRecord] = {}
+        with self._read() as sql:
+            # In chunks: SQLite's limit of parameters per statement is 999 (older builds).
+            for i in range(0, len(names), 900):
+                chunk = list(names[i:i + 900])
+                marks = ",".join("?" * len(chunk))
+                for row in sql.execute(f"SELECT * FROM names WHERE name IN ({marks})",  # noqa: S608
+                                       chunk).fetchall():
+                    found[row["name"]] = name_record(row)
+        return found
+
+    def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
+        def work(tx: Sql) -> None:
+            for outcome in sorted(outcomes, key=lambda o: o.name):
+                self._record_outcome(tx, outcome, False)
+        self._transaction(work)
+
+    # -- conditions and probes -------------------------------------------------------------------
+
+    def raise_condition(self, key: str, text: str) -> bool:
+        def work(tx: Sql) -> bool:
+            if tx.execute("INSERT INTO conditions(key, text, since) VALUES (?, ?, ?) "
+                          "ON CONFLICT (key) DO NOTHING RETURNING key",
+                          (key, text, self._clock())).fetchone() is not None:
+                return True
+            tx.execute("UPDATE conditions SET text=? WHERE key=?", (text, key))
+            return False
+        return self._transaction(work)
+
+    def clear_condition(self, key: str) -> bool:
+        return self._transaction(lambda tx: tx.execute(
+            "DELETE FROM conditions WHERE key=?", (key,)).rowcount == 1)
+
+    def conditions(self) -> list[Condition]:
+        with self._read() as sql:
+            rows = sql.execute("SELECT key, text, since FROM conditions ORDER BY since, key"
+                               ).fetchall()
+        return [Condition(r["key"], r["text"], r["since"]) for r in rows]
+
+    def probe_writable(self) -> None:
+        self._transaction(lambda tx: tx.execute(
+            "INSERT INTO settings(key, value) VALUES ('health', ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(self._clock()),)))
 
     # -- notification deliveries -------------------------------------------------------------------
 

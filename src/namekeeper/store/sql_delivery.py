@@ -13,13 +13,13 @@ from ..model import Action, Verdict
 from .interface import DeliveryLog, Retry
 
 if TYPE_CHECKING:
-    from .sql import Sql, SqlStore
+    from .sql import Sql, SqlBase
 
 
 class SqlDeliveryLog(DeliveryLog):
     """`DeliveryLog` on the tables ``delivered`` and ``delivery_retries``."""
 
-    def __init__(self, store: SqlStore) -> None:
+    def __init__(self, store: SqlBase) -> None:
         self.store = store
 
     def was_delivered(self, target: str, name: str, fingerprint: str) -> bool:

@@ -16,54 +16,77 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome
-from .schema import (
-    SCHEMA,
-    NameRecord,
-    dt,
-    event_to_json,
-    higher_version,
-    name_record,
-    outcome_values,
-    ts,
-)
-from .sql import SQLITE, Sql, SqlStore
-from .sqlite_budget import Budget
-from .sqlite_bulk import BulkNames
-from .sqlite_health import StoreHealth
-from .sqlite_placeholders import PlaceholderRecords
-from .sqlite_queue import QueueLeases, add_queue_columns
-from .sqlite_transfer import SqliteTransfer
-from .sqlite_watch import WATCH_SCHEMA, WatchMemory
+from ..model import NameEvent
+from .interface import SchemaVersion, StoreUnavailable, StoreUnusable
+from .schema import SQLITE, SQLITE_SCHEMA_VERSION, event_to_json, tables
+from .sql import Sql, T
+from .sql_store import SqlStore
 
-__all__ = ["Store", "unusable"]
+__all__ = ["Store", "store_error"]
 
 
-def unusable(path: Path | str, exc: sqlite3.Error) -> StoreError:
-    """The one-line error for a store SQLite cannot use (corrupt, not a database, ...)."""
-    return StoreError(f"the store {path} cannot be used ({exc}); restore it from a backup or "
-                      "move it away to start afresh")
+def store_error(location: str, exc: sqlite3.Error) -> StoreError:
+    """SQLite's error as the interface's: busy or unreachable (retry), or unusable (stop)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        return StoreUnavailable(f"the store {location} is unavailable ({exc})")
+    return StoreUnusable(f"the store {location} cannot be used ({exc}); restore it from a "
+                         "backup or move it away to start afresh")
 
 
-T = TypeVar("T")
+class _Connection(sqlite3.Connection):
+    """A connection whose errors are the store interface's, so no caller needs ``sqlite3``."""
+
+    location = "?"
+
+    def execute(self, sql: str, params: Any = (), /) -> sqlite3.Cursor:
+        try:
+            return super().execute(sql, params)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
+
+    def executemany(self, sql: str, params: Any, /) -> sqlite3.Cursor:
+        try:
+            return super().executemany(sql, params)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        try:
+            return super().executescript(script)
+        except sqlite3.Error as exc:
+            raise store_error(self.location, exc) from exc
+
 
 _WRITE_LOCKS: dict[str, threading.Lock] = {}
 _WRITE_LOCKS_GUARD = threading.Lock()
 
 
-class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMemory,
-            PlaceholderRecords, SqlStore):
+#: Columns added to the queue table since its first version (old stores gain them on open).
+QUEUE_COLUMNS = {"lease_until": "REAL", "confirm_at": "REAL",
+                 "confirming": "INTEGER NOT NULL DEFAULT 0"}
+
+
+def add_queue_columns(db: sqlite3.Connection) -> None:
+    """Bring an older store's queue table up to date (idempotent)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(queue)")}
+    for column, kind in QUEUE_COLUMNS.items():
+        if column not in have:
+            db.execute(f"ALTER TABLE queue ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS queue_confirm ON queue(confirm_at)")
+
+
+class Store(SqlStore):
     """The SQLite store; safe to share between threads and processes.
 
-    The queue with its leases, the budget, the conditions, bulk name writes and our own
-    placeholders live in their own modules (`sqlite_queue`, `sqlite_budget`, `sqlite_health`,
-    `sqlite_bulk`, `sqlite_watch`, `sqlite_placeholders`): one concern each.
+    The store's logic is the shared SQL of `sql_store.SqlStore`; here are the
+    connections, the write lock, checkpoints and what SQLite keeps its own way
+    (the budget's pause and the job leases in ``settings``, the schema's version).
     """
 
     def __init__(self, path: Path | str, *, clock: Any = time.time) -> None:
@@ -78,8 +101,7 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
         with _WRITE_LOCKS_GUARD:
             key = str(self.path.resolve()) if str(path) != ":memory:" else f":memory:{id(self)}"
             self._write_lock = _WRITE_LOCKS.setdefault(key, threading.Lock())
-        self._db().executescript(SCHEMA)  # executescript manages its own transaction
-        self._db().executescript(WATCH_SCHEMA)
+        self._db().executescript(tables(SQLITE))  # executescript manages its own transaction
         with self._write() as db:
             add_queue_columns(db)
 
@@ -88,8 +110,12 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                 check_same_thread=False)
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                     check_same_thread=False, factory=_Connection)
+            except sqlite3.Error as exc:
+                raise store_error(self.location, exc) from exc
+            db.location = self.location
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
@@ -107,7 +133,10 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
 
     @contextmanager
     def _read(self) -> Iterator[Sql]:
-        yield self._db()
+        try:
+            yield self._db()
+        except sqlite3.Error as exc:  # raised while fetching rows
+            raise store_error(self.location, exc) from exc
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -119,8 +148,10 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
-            except BaseException:
+            except BaseException as exc:
                 db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):  # raised while fetching rows
+                    raise store_error(self.location, exc) from exc
                 raise
             db.execute("COMMIT")
 
@@ -165,82 +196,8 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
         try:
             self.probe_writable()
             return True
-        except sqlite3.Error:
+        except StoreError:
             return False
-
-    # -- names ----------------------------------------------------------------------------------
-
-    def _note_seen(self, db: sqlite3.Connection, event: NameEvent) -> str | None:
-        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
-        row = db.execute("SELECT first_seen_private, highest_private_version, reserved_at "
-                         "FROM names WHERE name = ?", (event.name,)).fetchone()
-        if row is None:
-            db.execute(
-                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
-                "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?)",
-                (event.name, event.display_name, ts(event.seen_at), event.source, event.index,
-                 event.version, ts(event.seen_at)))
-            self._history(db, event.name, "seen", {"source": event.source, "index": event.index,
-                                                   "version": event.version})
-            return None
-        first = dt(row["first_seen_private"])
-        if first is None or event.seen_at < first:
-            db.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
-                       "first_index = ? WHERE name = ?",
-                       (ts(event.seen_at), event.source, event.index, event.name))
-        highest = higher_version(row["highest_private_version"], event.version)
-        if highest != row["highest_private_version"]:
-            db.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
-                       (highest, event.name))
-        reserved_at: str | None = row["reserved_at"]
-        return reserved_at
-
-    def note_seen(self, event: NameEvent) -> None:
-        """Remember that a private index has this name (first time seen, highest version)."""
-        with self._write() as db:
-            self._note_seen(db, event)
-
-    def get(self, name: str) -> NameRecord | None:
-        row = self._db().execute("SELECT * FROM names WHERE name = ?", (name,)).fetchone()
-        return name_record(row) if row else None
-
-    def all_names(self) -> list[NameRecord]:
-        rows = self._db().execute("SELECT * FROM names ORDER BY name").fetchall()
-        return [name_record(r) for r in rows]
-
-    def mark_upload_started(self, name: str, display_name: str) -> None:
-        """Written before every upload, so a crash mid-upload is recognised after restart."""
-        with self._write() as db:
-            db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
-                       (name, display_name))
-            db.execute("UPDATE names SET upload_started_at = ?, attempts = attempts + 1 "
-                       "WHERE name = ?", (self._clock(), name))
-            self._history(db, name, "upload-started", None)
-
-    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        """Store the latest verdict/action for a name and append it to the history."""
-        with self._write() as db:
-            self._record_outcome(db, outcome, reserved)
-
-    def _record_outcome(self, db: sqlite3.Connection, outcome: Outcome, reserved: bool) -> None:
-        db.execute("INSERT OR IGNORE INTO names(name, display_name) VALUES (?, ?)",
-                   (outcome.name, outcome.display_name))
-        db.execute(
-            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
-            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-            "WHERE name=?", (*outcome_values(outcome), outcome.name))
-        if reserved:
-            db.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                       (ts(outcome.at), outcome.name))
-        self._history(db, outcome.name, "outcome", {
-            "verdict": outcome.verdict.value, "action": outcome.action.value,
-            "severity": outcome.severity.value, "message": outcome.message})
-
-    def forget_reservation(self, name: str) -> None:
-        """The index does not have our upload after all: the name is not held."""
-        with self._write() as db:
-            db.execute("UPDATE names SET reserved_at = NULL WHERE name = ?", (name,))
-            self._history(db, name, "unconfirmed", None)
 
     # -- event journal and queue ----------------------------------------------------------------
 
@@ -257,6 +214,16 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
         now = self._clock()
         with self._write() as db:
             return [self._accept(db, event, now) for event in events]
+
+    def enqueue_in_order(self, events: Sequence[NameEvent]) -> list[bool]:
+        """`accept` every event in one transaction, queued so that workers claim them in order.
+
+        Each event is stamped one microsecond after the one before: the queue hands out
+        the oldest first, so the order chosen by the caller is the order of the uploads.
+        """
+        now = self._clock()
+        with self._write() as db:
+            return [self._accept(db, event, now + i * 1e-6) for i, event in enumerate(events)]
 
     def _accept(self, db: sqlite3.Connection, event: NameEvent, now: float) -> bool:
         if event.key is not None:
@@ -280,21 +247,6 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
                        (event_to_json(event), now, event.name))
         return True
 
-    def schedule_recheck(self, older_than: float, *, now: float | None = None) -> int:
-        """Queue again every settled name last looked at more than ``older_than`` s ago.
-
-        The public index changes without telling us (a placeholder removed under
-        PEP 541, a taken name gaining a release or an owner): re-checking is how
-        we would know.  A re-check costs lookups, never budget, unless the name
-        turned out to be free again.
-        """
-        now = self._clock() if now is None else now
-        with self._write() as db:
-            cur = db.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
-                             "last_error=NULL, updated_at=? WHERE state IN ('done', 'failed') "
-                             "AND updated_at <= ?", (now, now - older_than))
-            return cur.rowcount + self._enqueue_unqueued(db, now)  # every name, whatever its source
-
     # -- periodic jobs (one process at a time) -------------------------------------------------
 
     def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
@@ -310,3 +262,54 @@ class Store(SqliteTransfer, QueueLeases, Budget, StoreHealth, BulkNames, WatchMe
             db.execute("INSERT OR REPLACE INTO settings(key, value) VALUES (?, ?)",
                        (key, json.dumps({"holder": holder, "expires_at": now + seconds})))
             return True
+
+    # -- what SQLite keeps its own way ---------------------------------------------------------
+
+    def _budget_pause(self, tx: Sql, *, lock: bool) -> float:
+        # The write transaction already serialises spending: nothing to lock.
+        row = tx.execute("SELECT value FROM settings WHERE key='budget_paused_until'").fetchone()
+        return float(row["value"]) if row else 0.0
+
+    def _pause_budget_until(self, tx: Sql, until: float) -> None:
+        tx.execute("INSERT OR REPLACE INTO settings(key, value) VALUES ('budget_paused_until', ?)",
+                   (str(until),))
+
+    def probe_integrity(self) -> str | None:
+        try:
+            with self._read() as db:
+                rows = db.execute("PRAGMA quick_check(3)").fetchall()
+        except StoreError as exc:
+            return str(exc.__cause__ or exc)  # SQLite's own words: the caller says which store
+        found = [str(r[0]) for r in rows]
+        return None if found == ["ok"] else "; ".join(found)[:300]
+
+    # -- schema and transfer ---------------------------------------------------------------------
+
+    def schema_version(self) -> SchemaVersion:
+        try:
+            row = self._db().execute("SELECT value FROM settings WHERE key = 'schema_version'"
+                                     ).fetchone()
+        except StoreError:
+            # A file SQLite cannot read is reported where it is used (the workers stop with
+            # one clear error, /healthz and the CLI name it), not mistaken for a version.
+            return SchemaVersion(SQLITE_SCHEMA_VERSION, SQLITE_SCHEMA_VERSION)
+        # Opening the file created every table this code knows (the schema is additive, so
+        # far): without a recorded version it is this code's version.  A later, incompatible
+        # schema records its number, which an older namekeeper then refuses.
+        return SchemaVersion(int(row["value"]) if row else SQLITE_SCHEMA_VERSION,
+                             SQLITE_SCHEMA_VERSION)
+
+    def migrate(self) -> SchemaVersion:
+        # Opening the file already created every missing table (the schema is additive).
+        version = self.schema_version()
+        if version.found > version.known:
+            raise StoreError(f"the store at {self.location}: {version.problem()}")
+        return version
+
+    def _consistent_read(self, work: Callable[[Sql], T]) -> T:
+        db = self._db()
+        db.execute("BEGIN")  # one read transaction: a consistent picture under live writers
+        try:
+            return work(db)
+        finally:
+            db.execute("COMMIT")
