@@ -2,6 +2,7 @@
 
     /work/venv/bin/python benchmarks/bench_webhooks.py [--count 5000] [--threads 8] [--json]
         [--store postgresql://user@127.0.0.1:5432/db]   # + 1 and 3 replicas on the database
+        [--postgres]   # the same on a throw-away PostgreSQL server it starts itself (initdb)
 
 Starts ``namekeeper serve`` as a subprocess on a free port of 127.0.0.1, with
 the Artifactory webhook source (signing on) and its public side pointed at a
@@ -52,6 +53,7 @@ otherwise; 2 when the service could not be started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import http.client
@@ -59,6 +61,7 @@ import json
 import multiprocessing
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -70,6 +73,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -639,6 +643,32 @@ def journaled_in_database(url: str, password: str | None) -> tuple[set[str], dic
         store.close()
 
 
+def throwaway_postgres(cleanup: contextlib.ExitStack, env: dict[str, str], log: Any
+                       ) -> Callable[[], str]:
+    """Start a PostgreSQL cluster for this run (stopped by ``cleanup``); returns new_database.
+
+    The tests' own helper (tests/_postgres.py): initdb + pg_ctl in a temporary
+    directory, as the unprivileged ``postgres`` account when run as root.  Its
+    password goes into ``env`` as the services' store password.
+    """
+    sys.path.insert(0, str(REPO / "tests"))
+    from _postgres import PostgresError, server_binaries, start_postgres
+
+    if server_binaries() is None:
+        raise BenchError("--postgres needs the PostgreSQL server binaries (initdb, pg_ctl; "
+                         "Debian: apt-get install postgresql)")
+    workdir = Path(tempfile.mkdtemp(prefix="nk-bench-pg-"))
+    cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+    try:
+        server = start_postgres(workdir)
+    except PostgresError as exc:
+        raise BenchError(str(exc)) from None
+    cleanup.callback(server.stop, "fast")
+    env[ENV_STORE_PASSWORD] = server.password
+    log(f"PostgreSQL {server.bindir.parent.name} on 127.0.0.1:{server.port} (throw-away)")
+    return server.new_database
+
+
 #: The goals of several machines (issue 12), measured beside SQLite in the same run.
 GOAL_PG_P99_OVER_SQLITE = 1.5
 GOAL_THREE_OVER_ONE = 1.0
@@ -698,6 +728,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure on this shared database (postgresql://user@host/db, "
                              f"password from {ENV_STORE_PASSWORD}) with one and three replicas, "
                              "beside SQLite in the same run")
+    parser.add_argument("--postgres", action="store_true",
+                        help="like --store, on a throw-away PostgreSQL server started for the run "
+                             "(initdb + pg_ctl on 127.0.0.1; each scenario gets a new database)")
     parser.add_argument("--healthz-flood", type=float, default=0.0, metavar="N",
                         help="measure the events in pairs of rounds, alone and while another "
                              "process asks /healthz N times a second (default 0: no flood)")
@@ -722,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--count 1..200000, --threads 1..64, --max-seconds up to 600, "
                      "--warmup up to 10000, --index-latency-ms up to 10000, --flood-pairs 1..100, "
                      "--healthz-flood up to 10000")
+    if args.store and args.postgres:
+        parser.error("--store and --postgres exclude each other")
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr, flush=True))
 
     secret = secrets.token_hex(32)
@@ -740,18 +775,26 @@ def main(argv: list[str] | None = None) -> int:
     if placement.others:
         os.sched_setaffinity(0, placement.others)  # this process, and the fake it starts
     base["placement"] = placement.describe()
-    # SQLite alone; with --store, SQLite (the baseline) then the database with 1 and 3 replicas.
-    plan = [("sqlite", None, 1)]
-    if args.store:
-        plan += [("postgresql", args.store, 1), ("postgresql", args.store, 3)]
-    fake, public_toml = start_fake(token, lifetime=len(plan) * (2 * args.max_seconds + 300),
-                                   lookup_latency=args.index_latency_ms / 1000)
-    reports: dict[str, dict[str, Any]] = {}
-    try:
-        for backend, store_url, replicas in plan:
+    # SQLite alone; with a database, SQLite (the baseline) then the database with 1 and 3 replicas.
+    plan = [("sqlite", 1)]
+    if args.store or args.postgres:
+        plan += [("postgresql", 1), ("postgresql", 3)]
+    with contextlib.ExitStack() as cleanup:
+        try:
+            new_database = (throwaway_postgres(cleanup, env, log) if args.postgres
+                            else lambda: args.store)
+        except BenchError as exc:
+            print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
+            return 2
+        fake, public_toml = start_fake(token, lifetime=len(plan) * (2 * args.max_seconds + 300),
+                                       lookup_latency=args.index_latency_ms / 1000)
+        cleanup.callback(stop_fake, fake)
+        reports: dict[str, dict[str, Any]] = {}
+        for backend, replicas in plan:
             label = f"{backend} x{replicas}"
             log(f"--- {label}")
             try:
+                store_url = new_database() if backend == "postgresql" else None
                 reports[label] = {**base, "store": backend, "replicas": replicas,
                                   **scenario(args, public_toml, env, secret, log,
                                              store_url=store_url, replicas=replicas,
@@ -759,9 +802,7 @@ def main(argv: list[str] | None = None) -> int:
             except BenchError as exc:
                 print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
                 return 2
-    finally:
-        stop_fake(fake)
-    if not args.store:
+    if len(plan) == 1:
         report = reports["sqlite x1"]
         if args.json:
             print(json.dumps(report, indent=2))

@@ -144,6 +144,33 @@ def test_first_seen_and_highest_private_version_are_kept(open_store: OpenStore) 
     assert [h["kind"] for h in store.history("acme-a")] == ["seen"]
 
 
+def test_one_batch_with_several_events_of_a_name_is_as_one_at_a_time(
+        open_store: OpenStore) -> None:
+    later = datetime(2026, 5, 1, tzinfo=timezone.utc)
+    earlier = later - timedelta(days=30)
+    store = open_store()
+    store.accept(ev("acme-old", key="0", version="2.0", seen_at=later))
+    answers = store.accept_many([
+        ev("acme-new", key="1", version="1.2", seen_at=later),
+        ev("acme-old", key="2", version="1.0", seen_at=earlier),
+        ev("acme-new", key="3", version="1.10", seen_at=earlier),
+        ev("acme-new", key="1", version="9.0", seen_at=earlier),  # a retried delivery
+        ev("acme-new", key="4", version="bogus!", seen_at=earlier - timedelta(days=1)),
+    ])
+    assert answers == [True, True, True, False, True]
+    new, old = store.get("acme-new"), store.get("acme-old")
+    assert new is not None and old is not None
+    assert (new.first_seen_private, new.highest_private_version) == (
+        earlier - timedelta(days=1), "1.10")
+    assert (old.first_seen_private, old.highest_private_version) == (earlier, "2.0")
+    assert [h["kind"] for h in store.history("acme-new")] == ["seen"]
+    item = store.claim("w")
+    assert item is not None and item.name == "acme-old" and item.event.key == "0"
+    item = store.claim("w")
+    assert item is not None and item.name == "acme-new" and item.event.key == "1"
+    assert store.claim("w") is None
+
+
 def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
         open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)

@@ -43,11 +43,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from ..errors import StoreError
 from ..model import NameEvent
 from .interface import (
-    QueueState,
     SchemaVersion,
     StoreUnavailable,
 )
-from .schema import POSTGRESQL, event_to_json, tables
+from .postgres_intake import WORK_CHANNEL, PostgresIntake
+from .schema import POSTGRESQL, tables
 from .sql import Sql, T
 from .sql_store import SqlStore
 
@@ -58,9 +58,6 @@ SCHEMA_VERSION = 1
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
-
-#: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
-WORK_CHANNEL = "namekeeper_work"
 
 #: What only PostgreSQL keeps: the row every replica's budget spending locks (and the 429
 #: pause), and the leases on periodic jobs.
@@ -126,6 +123,26 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+class PooledConnection(psycopg.Connection[dict[str, Any]]):
+    """A connection of the store's pool, which remembers when it was last given back."""
+
+    #: A connection given back this recently is handed out again unchecked (seconds).
+    UNCHECKED_FOR = 1.0
+    given_back_at = float("-inf")
+
+    @staticmethod
+    def given_back(conn: PooledConnection) -> None:
+        conn.given_back_at = time.monotonic()
+
+    @staticmethod
+    def check_if_idle(conn: PooledConnection) -> None:
+        # Under load a connection comes back within milliseconds, and checking it every
+        # time is one more round trip per transaction for nothing.  One that sat idle
+        # (across a database restart, say: that takes seconds) is checked first.
+        if time.monotonic() - conn.given_back_at > PooledConnection.UNCHECKED_FOR:
+            ConnectionPool.check_connection(conn)
+
+
 class Cursor:
     """A psycopg cursor that also takes the shared SQL's ``?`` parameters (`store.sql`)."""
 
@@ -153,7 +170,7 @@ class Cursor:
         return self.cursor.rowcount
 
 
-class PostgresStore(SqlStore):
+class PostgresStore(PostgresIntake, SqlStore):
     """`StoreBackend` on a PostgreSQL database shared by any number of processes."""
 
     dialect = POSTGRESQL
@@ -166,12 +183,16 @@ class PostgresStore(SqlStore):
         self.location = redacted_url(url)
         self._clock = clock
         self._conninfo_kwargs: dict[str, Any] = {"password": password} if password else {}
-        # ``check``: a connection broken by a database restart is replaced at checkout
-        # instead of failing the request that drew it.
-        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
-            url, kwargs={**self._conninfo_kwargs, "row_factory": dict_row},
+        # Autocommit: a read is one statement, not BEGIN, the statement and the pool's
+        # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  ``check``: a
+        # connection broken by a database restart is replaced at checkout instead of failing
+        # the request that drew it.
+        self._pool: ConnectionPool[PooledConnection] = ConnectionPool(
+            url, connection_class=PooledConnection,
+            kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True},
             min_size=min_size, max_size=max_size, timeout=timeout, open=False,
-            check=ConnectionPool.check_connection, name="namekeeper-store")
+            check=PooledConnection.check_if_idle, reset=PooledConnection.given_back,
+            name="namekeeper-store")
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
@@ -191,13 +212,10 @@ class PostgresStore(SqlStore):
 
     def migrate(self) -> SchemaVersion:
         with self._unreachable_as_store_error(), self._pool.connection() as conn:
-            conn.autocommit = True
             try:
                 before, after = migrate(conn)
             except SchemaTooNew as exc:
                 raise StoreError(f"the store at {self.location}: {exc}") from None
-            finally:
-                conn.autocommit = False
         return SchemaVersion(before, after)
 
     def _consistent_read(self, work: Callable[[Sql], T]) -> T:
@@ -283,51 +301,6 @@ class PostgresStore(SqlStore):
         # A microsecond apart: rows are written in name order (below), but a batch is
         # claimed in the order it arrived, as SQLite's rowid keeps it there.
         return self._accept_batch(events, self._clock(), 1e-6)
-
-    def _accept_batch(self, events: list[NameEvent], now: float, step: float) -> list[bool]:
-        """Accept ``events`` in one transaction, the i-th stamped ``now + i * step``."""
-        # Rows are locked in name order, whichever order the batch came in: two replicas'
-        # batches touching the same names then queue behind each other instead of deadlocking.
-        order = sorted(range(len(events)), key=lambda i: events[i].name)
-
-        def work(cur: Sql) -> list[bool]:
-            results = [False] * len(events)
-            queued = False
-            for i in order:
-                results[i], q = self._accept(cur, events[i], now + i * step)
-                queued = queued or q
-            if queued:
-                cur.execute(f"NOTIFY {WORK_CHANNEL}")
-            return results
-        results: list[bool] = self._transaction(work)
-        return results
-
-    def _accept(self, cur: Sql, event: NameEvent, now: float
-                ) -> tuple[bool, bool]:
-        """(new event?, queued work?) for one event, inside the caller's transaction."""
-        if event.key is not None:
-            if cur.execute("INSERT INTO events(key, name, source, idx, received_at) "
-                           "VALUES (%s,%s,%s,%s,%s) ON CONFLICT DO NOTHING RETURNING key",
-                           (event.key, event.name, event.source, event.index, now)
-                           ).fetchone() is None:
-                return False, False
-        reserved = self._note_seen(cur, event)
-        row = cur.execute("SELECT state FROM queue WHERE name = %s FOR UPDATE",
-                          (event.name,)).fetchone()
-        if row is None:
-            if reserved:
-                return True, False  # held already; the periodic re-check keeps an eye on it
-            cur.execute("INSERT INTO queue(name, state, event, enqueued_at, updated_at) "
-                        "VALUES (%s, 'pending', %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (event.name, event_to_json(event), now, now))
-            return True, True
-        if row["state"] in (QueueState.DONE.value, QueueState.FAILED.value) and not reserved:
-            # A name we could not hold (taken, failed) is looked at again on new evidence.
-            cur.execute("UPDATE queue SET state='pending', attempts=0, not_before=0, "
-                        "event=%s, last_error=NULL, updated_at=%s WHERE name=%s",
-                        (event_to_json(event), now, event.name))
-            return True, True
-        return True, False
 
     # -- what PostgreSQL keeps its own way -------------------------------------------------------
 

@@ -30,6 +30,12 @@ from .sql_delivery import SqlDeliveryLog
 T = TypeVar("T")
 
 
+def higher_private_version(known: str | None, seen: str | None) -> str | None:
+    """The highest private version once ``seen`` is seen too (``known``: the highest so far)."""
+    # An unparsable version is kept only while there is nothing better.
+    return highest_version([v for v in (known, seen) if v]) or known or seen
+
+
 class Sql(Protocol):
     """Where shared code runs statements: one transaction (or one read) of a backend.
 
@@ -69,9 +75,13 @@ class SqlBase(StoreBackend):
 
     # -- names and history -----------------------------------------------------------------------
 
+    def _history_at(self) -> str:
+        """The time a history row written now carries (local time, ISO 8601)."""
+        return datetime.fromtimestamp(self._clock()).astimezone().isoformat()
+
     def _history(self, tx: Sql, name: str, kind: str, detail: dict[str, Any] | None) -> None:
         tx.execute("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                   (name, datetime.fromtimestamp(self._clock()).astimezone().isoformat(), kind,
+                   (name, self._history_at(), kind,
                     json.dumps(detail) if detail is not None else None))
 
     def history(self, name: str) -> list[dict[str, Any]]:
@@ -101,8 +111,7 @@ class SqlBase(StoreBackend):
                        "first_index = ? WHERE name = ?",
                        (iso(event.seen_at), event.source, event.index, event.name))
         known = row["highest_private_version"]
-        # An unparsable version is kept only while there is nothing better.
-        highest = highest_version([v for v in (known, event.version) if v]) or known or event.version
+        highest = higher_private_version(known, event.version)
         if highest != known:
             tx.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
                        (highest, event.name))
