@@ -52,6 +52,10 @@ from .sql import Sql, T
 from .sql_store import SqlStore
 
 log = logging.getLogger(__name__)
+# The pool warns of every failed connection attempt in libpq's words, several lines each;
+# a lost database is reported by us instead, once, as `StoreUnavailable` (one CLI line,
+# one log line and /healthz red under `serve`).
+logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: The version of the schema below; `migrate` refuses a database with a higher one.
 SCHEMA_VERSION = 1
