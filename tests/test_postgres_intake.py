@@ -1,4 +1,5 @@
-"""Webhook intake on PostgreSQL: a batch costs a fixed number of statements, whatever its size.
+"""Round trips to PostgreSQL: a batch of webhooks costs a fixed number of statements, whatever
+its size, and a read is one statement.
 
 Each statement is a round trip to the database server, and intake throughput on
 a shared database is bounded by round trips, not by the database's work: a
@@ -14,10 +15,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg._connection_base import BaseConnection
 
 from _postgres import PostgresServer
 from namekeeper.model import NameEvent
-from namekeeper.store.postgres import PostgresStore
+from namekeeper.store.postgres import PooledConnection, PostgresStore
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +31,29 @@ def ev(name: str, key: str, version: str = "1.0") -> NameEvent:
 
 @pytest.fixture
 def statements(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every statement the store sends from here on (in this process)."""
+    """Every statement the store sends from here on (in this process), BEGIN and COMMIT too."""
     sent: list[str] = []
     real = psycopg.Cursor.execute
+    # psycopg sends BEGIN, COMMIT and ROLLBACK through this one (private) method.
+    real_command = BaseConnection._exec_command
 
     def counted(self: psycopg.Cursor[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(str(query))
         return real(self, query, *args, **kwargs)
 
+    def command(self: BaseConnection[Any], command: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(command.decode() if isinstance(command, bytes) else str(command))
+        return real_command(self, command, *args, **kwargs)
+
     monkeypatch.setattr(psycopg.Cursor, "execute", counted)
+    monkeypatch.setattr(BaseConnection, "_exec_command", command)
     return sent
 
 
 @pytest.fixture
 def store(postgres: PostgresServer) -> Iterator[PostgresStore]:
-    opened = PostgresStore(postgres.new_database(), password=postgres.password)
+    # One connection: every call draws the one the call before gave back.
+    opened = PostgresStore(postgres.new_database(), password=postgres.password, max_size=1)
     yield opened
     opened.close()
 
@@ -71,3 +81,28 @@ def test_a_batch_of_known_names_with_new_versions_costs_what_two_cost(
     assert many == two
     record = store.get("acme-150")
     assert record is not None and record.highest_private_version == "3.0"
+
+
+def test_a_read_is_one_statement(store: PostgresStore, statements: list[str]) -> None:
+    store.accept(ev("acme-a", "a"))  # the connection was given back just now
+    statements.clear()
+    record = store.get("acme-a")
+    assert store.get("acme-b") is None
+    assert record is not None and record.name == "acme-a"
+    # Neither a check of the connection nor a BEGIN and COMMIT around it.
+    assert statements == ["SELECT * FROM names WHERE name = %s"] * 2
+
+
+def test_a_batch_is_one_transaction_of_three_statements(store: PostgresStore,
+                                                        statements: list[str]) -> None:
+    store.accept(ev("acme-a", "a"))
+    assert statements_for(store, statements, [ev("acme-b", "b"), ev("acme-c", "c")]) == 5
+    assert (statements[0], statements[-1]) == ("BEGIN", "COMMIT")
+
+
+def test_a_connection_that_sat_idle_is_checked_before_it_is_used(
+        store: PostgresStore, statements: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(PooledConnection, "UNCHECKED_FOR", 0.0)  # every connection "sat idle"
+    statements.clear()
+    assert store.get("acme-a") is None
+    assert statements == ["", "SELECT * FROM names WHERE name = %s"]

@@ -123,6 +123,26 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+class PooledConnection(psycopg.Connection[dict[str, Any]]):
+    """A connection of the store's pool, which remembers when it was last given back."""
+
+    #: A connection given back this recently is handed out again unchecked (seconds).
+    UNCHECKED_FOR = 1.0
+    given_back_at = float("-inf")
+
+    @staticmethod
+    def given_back(conn: PooledConnection) -> None:
+        conn.given_back_at = time.monotonic()
+
+    @staticmethod
+    def check_if_idle(conn: PooledConnection) -> None:
+        # Under load a connection comes back within milliseconds, and checking it every
+        # time is one more round trip per transaction for nothing.  One that sat idle
+        # (across a database restart, say: that takes seconds) is checked first.
+        if time.monotonic() - conn.given_back_at > PooledConnection.UNCHECKED_FOR:
+            ConnectionPool.check_connection(conn)
+
+
 class Cursor:
     """A psycopg cursor that also takes the shared SQL's ``?`` parameters (`store.sql`)."""
 
@@ -163,12 +183,16 @@ class PostgresStore(PostgresIntake, SqlStore):
         self.location = redacted_url(url)
         self._clock = clock
         self._conninfo_kwargs: dict[str, Any] = {"password": password} if password else {}
-        # ``check``: a connection broken by a database restart is replaced at checkout
-        # instead of failing the request that drew it.
-        self._pool: ConnectionPool[psycopg.Connection[dict[str, Any]]] = ConnectionPool(
-            url, kwargs={**self._conninfo_kwargs, "row_factory": dict_row},
+        # Autocommit: a read is one statement, not BEGIN, the statement and the pool's
+        # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  ``check``: a
+        # connection broken by a database restart is replaced at checkout instead of failing
+        # the request that drew it.
+        self._pool: ConnectionPool[PooledConnection] = ConnectionPool(
+            url, connection_class=PooledConnection,
+            kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True},
             min_size=min_size, max_size=max_size, timeout=timeout, open=False,
-            check=ConnectionPool.check_connection, name="namekeeper-store")
+            check=PooledConnection.check_if_idle, reset=PooledConnection.given_back,
+            name="namekeeper-store")
         try:
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
@@ -188,13 +212,10 @@ class PostgresStore(PostgresIntake, SqlStore):
 
     def migrate(self) -> SchemaVersion:
         with self._unreachable_as_store_error(), self._pool.connection() as conn:
-            conn.autocommit = True
             try:
                 before, after = migrate(conn)
             except SchemaTooNew as exc:
                 raise StoreError(f"the store at {self.location}: {exc}") from None
-            finally:
-                conn.autocommit = False
         return SchemaVersion(before, after)
 
     def _consistent_read(self, work: Callable[[Sql], T]) -> T:
