@@ -121,3 +121,37 @@ def test_nothing_outside_the_store_package_speaks_to_a_database_driver() -> None
     offenders = [str(p.relative_to(src)) for p in src.rglob("*.py")
                  if p.relative_to(src).parts[0] != "store" and drivers.search(p.read_text())]
     assert offenders == []
+
+
+@pytest.mark.slow
+def test_every_command_gives_its_database_connections_back(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex,
+        postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pool left to the garbage collector is closed from one of its own threads, which
+    # prints "Exception ignored ... cannot join current thread" and a traceback into the log.
+    from namekeeper import server
+    from namekeeper.store import postgres as pg
+
+    pools: list[pg.ConnectionPool] = []
+
+    class TrackedPool(pg.ConnectionPool):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(pg, "ConnectionPool", TrackedPool)
+    monkeypatch.setattr(server, "serve", lambda config: 0)  # the command's own checks run
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", postgres.password)
+    config = write_config(tmp_path, fake.config_toml())
+    config.write_text(config.read_text().replace('path = "state.sqlite3"',
+                                                 f'url = "{postgres.new_database()}"'))
+    lock = tmp_path / "pylock.toml"
+    lock.write_text('lock-version = "1.0"\n[[packages]]\nname = "acme-ledger"\nversion = "1.0"\n'
+                    'index = "https://devpi.example.com/acme/prod/+simple/"\n')
+    for command in (["reserve", "acme-billing"], ["check", "acme-billing"], ["status"],
+                    ["audit", "--lock", str(lock)], ["watch", "--once"],
+                    ["forget", "acme-billing"], ["serve", "--port", "0"]):
+        run(capsys, "--config", str(config), *command)
+        assert all(pool.closed for pool in pools), command
+    assert len(pools) >= 6  # every command but serve (whose service opens its own) used it

@@ -30,14 +30,17 @@ def open_store(config: Config, pm: pluggy.PluginManager | None = None, *,
         raise ConfigError(f"[store] url: no installed plugin provides a {scheme!r} store")
     if any_schema:
         return store
-    version = store.schema_version()
-    if version.found == 0:  # an empty database: created on first use, like a new SQLite file
-        store.migrate()
+    try:
         version = store.schema_version()
-    problem = version.problem()
-    if problem:
-        store.close()
-        raise StoreError(f"the store at {store.location}: {problem}")
+        if version.found == 0:  # an empty database: created on first use, like a new SQLite file
+            store.migrate()
+            version = store.schema_version()
+        problem = version.problem()
+        if problem:
+            raise StoreError(f"the store at {store.location}: {problem}")
+    except BaseException:
+        store.close()  # a pool left to the garbage collector dies noisily in its own thread
+        raise
     return store
 
 
@@ -56,19 +59,18 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
     alerts only when it gives up, so the keeper does not alert on them.
     """
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
-    store = store or open_store(config, pm)
     public = pm.hook.namekeeper_public_index(config=config)
     if public is None:
         raise RuntimeError("no plugin provides a public index lookup")
     builder = pm.hook.namekeeper_placeholder_builder(config=config)
     backend = pm.hook.namekeeper_reservation_backend(config=config)
+    notifiers = notifiers_for(config, pm) if with_notifiers else []
+    store = store or open_store(config, pm)  # last: nothing above can leave it open
     alerts = None
-    if with_notifiers:
-        notifiers = notifiers_for(config, pm)
-        if notifiers:
-            from .notify.dispatch import Dispatcher
+    if notifiers:
+        from .notify.dispatch import Dispatcher
 
-            alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
+        alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
     keeper = Keeper(config, store, public, builder, backend, alerts, notify_transient=not for_queue)
     if with_listing:
         from .public.listing import cached_listing

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,29 +110,31 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
     urls = [check_index_url(u) for u in indexes]
     private = names_of_locks(locks, config) if locks else []
     result = AuditResult()
-    # The public listing downloads while the private indexes are read and the plugins load.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namekeeper-listing") as pool:
-        listing = pool.submit(fetch_listing, config.public, cache_dir=cache_dir)
-        for url in urls:
-            progress.stage(f"listing {public_url(url)}")
-            try:
-                private += names_of_index(url, config)
-            except PollError as exc:
-                result.unreadable.append(str(exc))
-        log.info("%d private names read in %.2f s", len(private), time.perf_counter() - started)
-        keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
-        progress.stage("public index: full listing")
-        result.listing = listing.result()
-    info = result.listing.info
-    log.info("public listing of %d projects %s in %.2f s", info.count,
-             "downloaded" if info.downloaded else "revalidated", time.perf_counter() - started)
-    progress.stage("classifying", total=len({p.name for p in private}))
-    result.rows = classify_all(keeper, store, private, result.listing, workers=workers,
-                               advance=progress.advance)
-    if reserve:
-        result.queued = queue_free(store, result.rows)
-    log.info("audit of %d names done in %.2f s", len(result.rows), time.perf_counter() - started)
-    return result
+    with ExitStack() as resources:
+        # The public listing downloads while the private indexes are read and the plugins load.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namekeeper-listing") as pool:
+            listing = pool.submit(fetch_listing, config.public, cache_dir=cache_dir)
+            for url in urls:
+                progress.stage(f"listing {public_url(url)}")
+                try:
+                    private += names_of_index(url, config)
+                except PollError as exc:
+                    result.unreadable.append(str(exc))
+            log.info("%d private names read in %.2f s", len(private), time.perf_counter() - started)
+            keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
+            resources.enter_context(store)
+            progress.stage("public index: full listing")
+            result.listing = listing.result()
+        info = result.listing.info
+        log.info("public listing of %d projects %s in %.2f s", info.count,
+                 "downloaded" if info.downloaded else "revalidated", time.perf_counter() - started)
+        progress.stage("classifying", total=len({p.name for p in private}))
+        result.rows = classify_all(keeper, store, private, result.listing, workers=workers,
+                                   advance=progress.advance)
+        if reserve:
+            result.queued = queue_free(store, result.rows)
+        log.info("audit of %d names done in %.2f s", len(result.rows), time.perf_counter() - started)
+        return result
 
 
 # -- collecting private names ------------------------------------------------------------------

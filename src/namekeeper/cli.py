@@ -221,85 +221,87 @@ _RESERVE_COLUMNS = Columns(key=("name", "verdict", "severity", "action"),
 
 def _run_names(args: argparse.Namespace, config: Config) -> int:
     from .app import build_keeper
+    from .keeper_ours import missing_owner
 
     reserving = args.command == "reserve"
     real_run = reserving and not args.dry_run and not config.policy.dry_run
     todo = _validated(_names_given(args))
     keeper, store = build_keeper(config, with_notifiers=real_run)
-    stoppers = [why for why in (keeper.missing_credentials(), keeper.missing_owner()) if why]
-    if real_run and stoppers:
-        raise UsageError("; ".join(stoppers))
-    if reserving and not real_run and stoppers and not args.quiet:
-        print(f"namekeeper: note: a real run would stop here: {'; '.join(stoppers)}",
-              file=sys.stderr)
-    outcomes, unreachable = [], []
-    for canonical, display in todo:
-        try:
-            if real_run:  # the user says these are private names: remember them
-                store.note_seen(NameEvent(name=canonical, display_name=display, source="cli",
-                                          index="command line"))
-                outcome = keeper.reserve_name(canonical, display, dry_run=False,
-                                              budget=keeper.budget_spender())
-            elif reserving:
-                outcome = keeper.reserve_name(canonical, display, dry_run=True, record_it=False)
-            else:
-                outcome = keeper.check(canonical, display)
-        except IndexUnreachable as exc:
-            unreachable.append(canonical)
-            print(f"namekeeper: error: {canonical}: {_one_line(exc)}", file=sys.stderr)
-            continue
-        outcomes.append(outcome)
-    shown = [o for o in outcomes if needs_attention(o)] if args.quiet else outcomes
-    rows = [outcome_json(o, with_action=reserving) for o in shown]
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        _print_table(rows, _RESERVE_COLUMNS if reserving else _CHECK_COLUMNS)
-    return _exit_code(outcomes, unreachable)
+    with store:
+        stoppers = [why for why in (keeper.missing_credentials(), missing_owner(config)) if why]
+        if real_run and stoppers:
+            raise UsageError("; ".join(stoppers))
+        if reserving and not real_run and stoppers and not args.quiet:
+            print(f"namekeeper: note: a real run would stop here: {'; '.join(stoppers)}",
+                  file=sys.stderr)
+        outcomes, unreachable = [], []
+        for canonical, display in todo:
+            try:
+                if real_run:  # the user says these are private names: remember them
+                    store.note_seen(NameEvent(name=canonical, display_name=display, source="cli",
+                                              index="command line"))
+                    outcome = keeper.reserve_name(canonical, display, dry_run=False,
+                                                  budget=keeper.budget_spender())
+                elif reserving:
+                    outcome = keeper.reserve_name(canonical, display, dry_run=True, record_it=False)
+                else:
+                    outcome = keeper.check(canonical, display)
+            except IndexUnreachable as exc:
+                unreachable.append(canonical)
+                print(f"namekeeper: error: {canonical}: {_one_line(exc)}", file=sys.stderr)
+                continue
+            outcomes.append(outcome)
+        shown = [o for o in outcomes if needs_attention(o)] if args.quiet else outcomes
+        rows = [outcome_json(o, with_action=reserving) for o in shown]
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        elif rows:
+            _print_table(rows, _RESERVE_COLUMNS if reserving else _CHECK_COLUMNS)
+        return _exit_code(outcomes, unreachable)
 
 
 def _status(args: argparse.Namespace, config: Config) -> int:
     from .app import open_store
 
-    store = open_store(config)
-    queue = {item["name"]: item for item in store.queue_items()}
-    rows = []
-    attention = False
-    for rec in store.all_names():
-        q = queue.get(rec.name, {})
-        rows.append({
-            "name": rec.name, "verdict": rec.verdict, "severity": rec.severity,
-            "action": rec.action, "owners": list(rec.owners), "organization": rec.organization,
-            "reserved_at": rec.reserved_at.isoformat() if rec.reserved_at else None,
-            "first_seen_private": rec.first_seen_private.isoformat()
-            if rec.first_seen_private else None,
-            "first_source": rec.first_source, "queue": q.get("state"),
-            "attempts": q.get("attempts", rec.attempts), "last_error": q.get("last_error"),
-            "message": rec.message,
-        })
-        if rec.verdict in (Verdict.TAKEN.value, Verdict.FREE.value) or q.get("state") == "failed":
+    with open_store(config) as store:
+        queue = {item["name"]: item for item in store.queue_items()}
+        rows = []
+        attention = False
+        for rec in store.all_names():
+            q = queue.get(rec.name, {})
+            rows.append({
+                "name": rec.name, "verdict": rec.verdict, "severity": rec.severity,
+                "action": rec.action, "owners": list(rec.owners), "organization": rec.organization,
+                "reserved_at": rec.reserved_at.isoformat() if rec.reserved_at else None,
+                "first_seen_private": rec.first_seen_private.isoformat()
+                if rec.first_seen_private else None,
+                "first_source": rec.first_source, "queue": q.get("state"),
+                "attempts": q.get("attempts", rec.attempts), "last_error": q.get("last_error"),
+                "message": rec.message,
+            })
+            if rec.verdict in (Verdict.TAKEN.value, Verdict.FREE.value) or q.get("state") == "failed":
+                attention = True
+        if args.quiet:
+            rows = [r for r in rows if r["verdict"] in (Verdict.TAKEN.value, Verdict.FREE.value)
+                    or r["queue"] == "failed"]
+        if args.format == "json":
+            print(json.dumps(rows, indent=2))
+        elif rows:
+            _print_table(rows, Columns(key=("name", "verdict", "severity"),
+                                       optional=("action", "queue", "reserved_at", "owners",
+                                                 "first_seen_private"),
+                                       text="last_error"))
+        elif not args.quiet:
+            print(f"namekeeper: the store {store.location} knows no names yet "
+                  "(audit, reserve or serve record them)", file=sys.stderr)
+        # Service-wide conditions (budget paused, public index unreachable) need a human too.
+        paused = store.budget_paused_until() is not None
+        for condition in store.conditions():
+            if condition.key == "budget-paused" and not paused:
+                continue  # the pause is over; the condition clears when a slot is next spent
+            print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
             attention = True
-    if args.quiet:
-        rows = [r for r in rows if r["verdict"] in (Verdict.TAKEN.value, Verdict.FREE.value)
-                or r["queue"] == "failed"]
-    if args.format == "json":
-        print(json.dumps(rows, indent=2))
-    elif rows:
-        _print_table(rows, Columns(key=("name", "verdict", "severity"),
-                                   optional=("action", "queue", "reserved_at", "owners",
-                                             "first_seen_private"),
-                                   text="last_error"))
-    elif not args.quiet:
-        print(f"namekeeper: the store {store.location} knows no names yet "
-              "(audit, reserve or serve record them)", file=sys.stderr)
-    # Service-wide conditions (budget paused, public index unreachable) need a human too.
-    paused = store.budget_paused_until() is not None
-    for condition in store.conditions():
-        if condition.key == "budget-paused" and not paused:
-            continue  # the pause is over; the condition clears when a slot is next spent
-        print(f"namekeeper: attention: {condition.text}", file=sys.stderr)
-        attention = True
-    return EXIT_ATTENTION if attention else EXIT_OK
+        return EXIT_ATTENTION if attention else EXIT_OK
 
 
 def _notify_test(args: argparse.Namespace, config: Config) -> int:
@@ -327,7 +329,8 @@ def _forget(args: argparse.Namespace, config: Config) -> int:
     from .app import open_store
 
     todo = [canonical for canonical, _ in _validated(args.names)]
-    known = set(open_store(config).forget(todo))
+    with open_store(config) as store:
+        known = set(store.forget(todo))
     rows = [{"name": n, "forgotten": n in known} for n in todo]
     if args.format == "json":
         print(json.dumps(rows, indent=2))
@@ -345,9 +348,9 @@ def _serve(args: argparse.Namespace, config: Config) -> int:
         config = replace(config, serve=replace(config.serve, **overrides))
     _check_port_free(config.serve.host, config.serve.port)
     if not config.policy.dry_run:
-        from .app import build_keeper
+        from .keeper_ours import missing_owner
 
-        missing = build_keeper(config, with_notifiers=False)[0].missing_owner()
+        missing = missing_owner(config)
         if missing:  # the service would upload, then cry wolf about its own placeholders
             raise UsageError(missing)
     return serve(config)
@@ -427,34 +430,35 @@ def _watch(args: argparse.Namespace, config: Config) -> int:
         if not GLOB_PATTERN.fullmatch(glob):
             raise UsageError(f"--allow {names.shown(glob)} is not a glob on project names")
     keeper, store = build_keeper(config, with_listing=False)
-    if args.allow:
-        store.allow_lookalikes(g.lower() for g in args.allow)
-        if not args.once:
-            return EXIT_OK
-    alerts = dispatcher_alerts(keeper.alerts) if keeper.alerts is not None else None
-    result = run_watch(config, store, keeper.public, alerts=alerts, full=args.full)
-    new = set(result.new)
-    rows = [row_of(item, item.public in new) for item in result.lookalikes]
-    columns = ["public", "ours", "kind", "distance", "owners", "organization", "first_release",
-               "new"]
-    if args.format == "json":
-        summary = {"listed": result.listed, "scanned": result.scanned, "full": result.full,
-                   "new": len(new), "lookalikes": len(rows)}
-        print(json.dumps({"lookalikes": rows, "summary": summary}, indent=2))
-    elif args.format == "csv":
-        import csv
+    with store:
+        if args.allow:
+            store.allow_lookalikes(g.lower() for g in args.allow)
+            if not args.once:
+                return EXIT_OK
+        alerts = dispatcher_alerts(keeper.alerts) if keeper.alerts is not None else None
+        result = run_watch(config, store, keeper.public, alerts=alerts, full=args.full)
+        new = set(result.new)
+        rows = [row_of(item, item.public in new) for item in result.lookalikes]
+        columns = ["public", "ours", "kind", "distance", "owners", "organization", "first_release",
+                   "new"]
+        if args.format == "json":
+            summary = {"listed": result.listed, "scanned": result.scanned, "full": result.full,
+                       "new": len(new), "lookalikes": len(rows)}
+            print(json.dumps({"lookalikes": rows, "summary": summary}, indent=2))
+        elif args.format == "csv":
+            import csv
 
-        writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
-                                lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "owners": "; ".join(row["owners"] or [])})  # type: ignore[arg-type]
-    else:
-        _print_table(rows, Columns(key=("public", "ours", "kind"), optional=tuple(columns[3:])))
-        scope = "every project" if result.full else "projects new since the last scan"
-        print(f"{len(new)} new look-alike(s); {len(rows)} on record; scanned {result.scanned} "
-              f"of {result.listed} public projects ({scope})", file=sys.stderr)
-    return EXIT_ATTENTION if new else EXIT_OK
+            writer = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore",
+                                    lineterminator="\n")
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "owners": "; ".join(row["owners"] or [])})  # type: ignore[arg-type]
+        else:
+            _print_table(rows, Columns(key=("public", "ours", "kind"), optional=tuple(columns[3:])))
+            scope = "every project" if result.full else "projects new since the last scan"
+            print(f"{len(new)} new look-alike(s); {len(rows)} on record; scanned {result.scanned} "
+                  f"of {result.listed} public projects ({scope})", file=sys.stderr)
+        return EXIT_ATTENTION if new else EXIT_OK
 
 
 def _configure_logging(verbosity: int) -> None:

@@ -23,21 +23,22 @@ log = logging.getLogger("namekeeper.keeper")
 OWNERS_LEARNING_WINDOW = timedelta(days=2)
 
 
+def missing_owner(config: Config) -> str | None:
+    """Why uploading would lead to false alarms (no owner to recognise ours by), or None."""
+    public = config.public
+    if public.json_url and not public.owners and not public.organization:
+        return ("set [public] owners = [\"<your account on the public index>\"] (or [public] "
+                "organization): the index publishes owners, and without ours namekeeper "
+                "cannot tell its own placeholders from someone else's project")
+    return None
+
+
 class OwnPlaceholders:
     """Needs ``config``, ``store`` and ``public`` (the keeper's)."""
 
     config: Config
     store: StoreBackend
     public: PublicIndex
-
-    def missing_owner(self) -> str | None:
-        """Why uploading would lead to false alarms (no owner to recognise ours by), or None."""
-        public = self.config.public
-        if public.json_url and not public.owners and not public.organization:
-            return ("set [public] owners = [\"<your account on the public index>\"] (or [public] "
-                    "organization): the index publishes owners, and without ours namekeeper "
-                    "cannot tell its own placeholders from someone else's project")
-        return None
 
     def covered(self, cls: Classification, planned: str | None = None) -> Classification:
         """A FREE name whose ultranormalised class we already hold is PROTECTED by that hold.

@@ -96,23 +96,27 @@ class Service:
         self.config = config
         pm, _ = get_plugin_manager()  # one load of the plugins for keeper and sources
         self.keeper, self.store = build_keeper(config, pm=pm, for_queue=True)
-        self.sources: list[EventSource] = [
-            s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
-        self.workers = WorkerPool(self.keeper, self.store, config.queue,
-                                  threads=config.serve.workers, clock=clock)
-        self.sink = GroupCommitSink(self.store, self.workers.notify_work,
-                                    holder=self.workers.holder)
-        self.stop = threading.Event()
-        self._source_threads: list[threading.Thread] = []
-        self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
-        for source in self.sources:
-            self.routes.update(source.routes(self.sink))
-        self._notify_thread: threading.Thread | None = None
-        self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
-        self.health = Health(config, self.store, self.workers, self.sources,
-                             startup_problems(config, self.keeper.missing_credentials()))
-        #: Who holds this process's leases, on queue items and on periodic jobs alike.
-        self.holder = self.workers.holder
+        try:
+            self.sources: list[EventSource] = [
+                s for batch in pm.hook.namekeeper_event_sources(config=config) for s in (batch or [])]
+            self.workers = WorkerPool(self.keeper, self.store, config.queue,
+                                      threads=config.serve.workers, clock=clock)
+            self.sink = GroupCommitSink(self.store, self.workers.notify_work,
+                                        holder=self.workers.holder)
+            self.stop = threading.Event()
+            self._source_threads: list[threading.Thread] = []
+            self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
+            for source in self.sources:
+                self.routes.update(source.routes(self.sink))
+            self._notify_thread: threading.Thread | None = None
+            self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
+            self.health = Health(config, self.store, self.workers, self.sources,
+                                 startup_problems(config, self.keeper.missing_credentials()))
+            #: Who holds this process's leases, on queue items and on periodic jobs alike.
+            self.holder = self.workers.holder
+        except BaseException:
+            self.store.close()  # a pool left to the garbage collector dies noisily
+            raise
 
     def start(self) -> None:
         for problem in self.health.fixed:
@@ -370,30 +374,32 @@ def serve(config: Config) -> int:
     connection cannot hold the shutdown hostage.
     """
     service = Service(config)
-    service.start()
-    server = http_server(service)
-    stopping = threading.Event()
+    try:
+        service.start()
+        server = http_server(service)
+        stopping = threading.Event()
 
-    def _stop(signum: int, _frame: object) -> None:
-        if not stopping.is_set():
-            log.warning("signal %d: stopping intake, finishing work in hand", signum)
-        stopping.set()
+        def _stop(signum: int, _frame: object) -> None:
+            if not stopping.is_set():
+                log.warning("signal %d: stopping intake, finishing work in hand", signum)
+            stopping.set()
 
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    host, port = server.effective_host, server.effective_port
-    http = threading.Thread(target=server.run, name="namekeeper-http", daemon=True)
-    http.start()
-    # One line on stdout says where (scripts read the port from it); the log says what runs.
-    print(f"namekeeper: serving on http://{host}:{port}/", flush=True)
-    log.info("running %d source(s) (%s), %d queue worker(s), budget %d new project(s)/hour",
-             len(service.sources), ", ".join(s.name for s in service.sources) or "none",
-             config.serve.workers, config.queue.new_projects_per_hour)
-    while not stopping.wait(0.5):
-        if not http.is_alive():
-            log.error("the HTTP server stopped unexpectedly")
-            break
-    service.shutdown(timeout=20.0)
-    service.store.close()
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        host, port = server.effective_host, server.effective_port
+        http = threading.Thread(target=server.run, name="namekeeper-http", daemon=True)
+        http.start()
+        # One line on stdout says where (scripts read the port from it); the log says what runs.
+        print(f"namekeeper: serving on http://{host}:{port}/", flush=True)
+        log.info("running %d source(s) (%s), %d queue worker(s), budget %d new project(s)/hour",
+                 len(service.sources), ", ".join(s.name for s in service.sources) or "none",
+                 config.serve.workers, config.queue.new_projects_per_hour)
+        while not stopping.wait(0.5):
+            if not http.is_alive():
+                log.error("the HTTP server stopped unexpectedly")
+                break
+        service.shutdown(timeout=20.0)
+    finally:
+        service.store.close()
     log.warning("namekeeper stopped cleanly")
     return 0

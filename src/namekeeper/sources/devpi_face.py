@@ -238,3 +238,4 @@ class DevpiWorker:
         if service is not None and face.running:
             face.running = False
             service.shutdown(timeout=10.0)
+            service.store.close()

@@ -203,6 +203,12 @@ class StoreBackend(ABC):
     def close(self) -> None:
         """Release connections; the object must not be used afterwards."""
 
+    def __enter__(self) -> StoreBackend:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     @abstractmethod
     def writable(self) -> bool:
         """True when a write can be committed right now (for /healthz)."""
