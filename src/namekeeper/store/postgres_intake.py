@@ -31,10 +31,10 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from ..model import NameEvent, from_iso, iso
+from ..model import NameEvent, iso
 from .interface import QueueState
 from .schema import event_to_json
-from .sql import Sql, SqlBase, higher_private_version
+from .sql import Sql, SqlBase, higher_private_version, seen_detail, seen_earlier
 
 #: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
 WORK_CHANNEL = "namekeeper_work"
@@ -79,6 +79,8 @@ class PostgresIntake(SqlBase):
             first.setdefault(event.name, j)
         newcomers = [events[j] for name, j in sorted(first.items())]
         at = self._history_at()
+        new_names = [e.name for e in newcomers]
+        seen_at = [iso(e.seen_at) for e in newcomers]
         rows = cur.execute(
             "WITH created AS ("
             " INSERT INTO names(name, display_name, first_seen_private, first_source, first_index,"
@@ -90,12 +92,10 @@ class PostgresIntake(SqlBase):
             "SELECT name, ?::text, 'seen', detail FROM created"
             " JOIN unnest(?::text[], ?::text[]) AS seen(name, detail) USING (name) "
             "RETURNING name",
-            ([e.name for e in newcomers], [e.display_name for e in newcomers],
-             [iso(e.seen_at) for e in newcomers], [e.source for e in newcomers],
-             [e.index for e in newcomers], [e.version for e in newcomers],
-             [iso(e.seen_at) for e in newcomers], at, [e.name for e in newcomers],
-             [json.dumps({"source": e.source, "index": e.index, "version": e.version})
-              for e in newcomers])).fetchall()
+            (new_names, [e.display_name for e in newcomers], seen_at,
+             [e.source for e in newcomers], [e.index for e in newcomers],
+             [e.version for e in newcomers], seen_at, at, new_names,
+             [json.dumps(seen_detail(e)) for e in newcomers])).fetchall()
         created = {row["name"] for row in rows}
         state: dict[str, dict[str, Any]] = {
             e.name: {"first_seen_private": iso(e.seen_at), "first_source": e.source,
@@ -113,8 +113,7 @@ class PostgresIntake(SqlBase):
             if event.name in created and first[event.name] == j:
                 continue  # its row was written from this very event
             row = state[event.name]
-            earliest = from_iso(row["first_seen_private"])
-            if earliest is None or event.seen_at < earliest:
+            if seen_earlier(row["first_seen_private"], event.seen_at):
                 row.update(first_seen_private=iso(event.seen_at), first_source=event.source,
                            first_index=event.index)
                 changed.add(event.name)

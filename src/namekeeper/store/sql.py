@@ -36,6 +36,17 @@ def higher_private_version(known: str | None, seen: str | None) -> str | None:
     return highest_version([v for v in (known, seen) if v]) or known or seen
 
 
+def seen_earlier(first_seen_private: str | None, seen_at: datetime) -> bool:
+    """Whether a sighting at ``seen_at`` is the name's first (``first_seen_private``: so far)."""
+    first = from_iso(first_seen_private)
+    return first is None or seen_at < first
+
+
+def seen_detail(event: NameEvent) -> dict[str, Any]:
+    """What the history's "seen" entry keeps of a sighting."""
+    return {"source": event.source, "index": event.index, "version": event.version}
+
+
 class Sql(Protocol):
     """Where shared code runs statements: one transaction (or one read) of a backend.
 
@@ -99,14 +110,12 @@ class SqlBase(StoreBackend):
                 "ON CONFLICT (name) DO NOTHING RETURNING name",
                 (event.name, event.display_name, iso(event.seen_at), event.source, event.index,
                  event.version, iso(event.seen_at))).fetchone() is not None:
-            self._history(tx, event.name, "seen", {"source": event.source, "index": event.index,
-                                                   "version": event.version})
+            self._history(tx, event.name, "seen", seen_detail(event))
             return None
         row = tx.execute("SELECT first_seen_private, highest_private_version, reserved_at "
                          "FROM names WHERE name = ?" + self.dialect.lock_rows,
                          (event.name,)).fetchone()
-        first = from_iso(row["first_seen_private"])
-        if first is None or event.seen_at < first:
+        if seen_earlier(row["first_seen_private"], event.seen_at):
             tx.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
                        "first_index = ? WHERE name = ?",
                        (iso(event.seen_at), event.source, event.index, event.name))
