@@ -222,8 +222,9 @@ class Keeper(OwnPlaceholders):
         dry_run = self.config.policy.dry_run if dry_run is None else dry_run
         record = self.store.get(name)
         cls = self.classify(name, record)
-        if dry_run:
-            cls = self.covered(cls, self._planned.get(names.ultranormalize(name)))
+        planned = self._planned.get(names.ultranormalize(name)) if dry_run else None
+        if planned:  # classify asked the store already; this dry run's own plan counts too
+            cls = self.covered(cls, planned)
 
         if cls.verdict is not Verdict.FREE:
             if (cls.verdict is Verdict.TAKEN and not (cls.public and cls.public.ownership_known)

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -230,12 +230,14 @@ class PostgresStore(PostgresIntake, SqlStore):
 
     # -- connections -----------------------------------------------------------------------------
 
-    def _transaction(self, work: Callable[[Sql], T]) -> T:
+    def _transaction(self, work: Callable[[Sql], T], *, one_statement: bool = False) -> T:
         """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
         with self._unreachable_as_store_error():
             for attempt in range(5):
                 try:
-                    with self._pool.connection() as conn, conn.transaction(), \
+                    # The connections autocommit: a single statement is its own transaction.
+                    with self._pool.connection() as conn, \
+                            nullcontext() if one_statement else conn.transaction(), \
                             conn.cursor() as cur:
                         return work(Cursor(cur))
                 except _RETRIED:
@@ -337,5 +339,5 @@ class PostgresStore(PostgresIntake, SqlStore):
             "ON CONFLICT (job) DO UPDATE SET holder = EXCLUDED.holder, "
             "expires_at = EXCLUDED.expires_at "
             "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= ? "
-            "RETURNING holder", (job, holder, at + seconds, at)).fetchone())
+            "RETURNING holder", (job, holder, at + seconds, at)).fetchone(), one_statement=True)
         return row is not None

@@ -66,8 +66,12 @@ class SqlBase(StoreBackend):
     _clock: Callable[[], float]
 
     @abstractmethod
-    def _transaction(self, work: Callable[[Sql], T]) -> T:
-        """Run ``work`` in one write transaction (durable when this returns) and give its result."""
+    def _transaction(self, work: Callable[[Sql], T], *, one_statement: bool = False) -> T:
+        """Run ``work`` in one write transaction (durable when this returns) and give its result.
+
+        ``one_statement``: ``work`` runs a single statement, which a backend may run as its
+        own transaction (PostgreSQL: without the BEGIN and COMMIT round trips).
+        """
 
     @abstractmethod
     def _read(self) -> AbstractContextManager[Sql]:
@@ -155,15 +159,19 @@ class SqlBase(StoreBackend):
         self._transaction(lambda tx: self._record_outcome(tx, outcome, reserved))
 
     def _record_outcome(self, tx: Sql, outcome: Outcome, reserved: bool) -> None:
-        tx.execute("INSERT INTO names(name, display_name) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                   (outcome.name, outcome.display_name))
+        # One upsert: the first reservation's time is kept, a later one never moves it.
         tx.execute(
-            "UPDATE names SET verdict=?, severity=?, action=?, reason=?, message=?, owners=?, "
-            "organization=?, public_versions=?, public_first_release=?, updated_at=? "
-            "WHERE name=?", (*outcome_values(outcome), outcome.name))
-        if reserved:
-            tx.execute("UPDATE names SET reserved_at = COALESCE(reserved_at, ?) WHERE name=?",
-                       (iso(outcome.at), outcome.name))
+            "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
+            "owners, organization, public_versions, public_first_release, updated_at, "
+            "reserved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
+            "verdict=excluded.verdict, severity=excluded.severity, action=excluded.action, "
+            "reason=excluded.reason, message=excluded.message, owners=excluded.owners, "
+            "organization=excluded.organization, public_versions=excluded.public_versions, "
+            "public_first_release=excluded.public_first_release, "
+            "updated_at=excluded.updated_at, "
+            "reserved_at=COALESCE(names.reserved_at, excluded.reserved_at)",
+            (outcome.name, outcome.display_name, *outcome_values(outcome),
+             iso(outcome.at) if reserved else None))
         self._history(tx, outcome.name, "outcome", {
             "verdict": outcome.verdict.value, "action": outcome.action.value,
             "severity": outcome.severity.value, "message": outcome.message})
@@ -216,7 +224,7 @@ class SqlBase(StoreBackend):
 
     def clear_condition(self, key: str) -> bool:
         return self._transaction(lambda tx: tx.execute(
-            "DELETE FROM conditions WHERE key=?", (key,)).rowcount == 1)
+            "DELETE FROM conditions WHERE key=?", (key,)).rowcount == 1, one_statement=True)
 
     def conditions(self) -> list[Condition]:
         with self._read() as sql:
@@ -227,7 +235,8 @@ class SqlBase(StoreBackend):
     def probe_writable(self) -> None:
         self._transaction(lambda tx: tx.execute(
             "INSERT INTO settings(key, value) VALUES ('health', ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(self._clock()),)))
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value", (str(self._clock()),)),
+            one_statement=True)
 
     # -- notification deliveries -------------------------------------------------------------------
 

@@ -46,7 +46,8 @@ class SqlBudget(SqlBase):
 
     def refund_budget(self, name: str) -> None:
         self._transaction(lambda tx: tx.execute(
-            "DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=?)", (name,)))
+            "DELETE FROM budget WHERE id = (SELECT MAX(id) FROM budget WHERE name=?)", (name,)),
+            one_statement=True)
 
     def pause_budget(self, seconds: float) -> float:
         until = self._clock() + seconds

@@ -46,7 +46,7 @@ class SqlDeliveryLog(DeliveryLog):
             "ON CONFLICT (target, name) DO UPDATE SET fingerprint = excluded.fingerprint, "
             "payload = excluded.payload, attempts = excluded.attempts, next_at = excluded.next_at",
             (retry.target, retry.name, retry.fingerprint, retry.payload, retry.attempts,
-             retry.next_at)))
+             retry.next_at)), one_statement=True)
 
     def retry_for(self, target: str, name: str) -> Retry | None:
         with self.store._read() as sql:
@@ -56,7 +56,8 @@ class SqlDeliveryLog(DeliveryLog):
 
     def clear_retry(self, target: str, name: str) -> None:
         self.store._transaction(lambda tx: tx.execute(
-            "DELETE FROM delivery_retries WHERE target=? AND name=?", (target, name)))
+            "DELETE FROM delivery_retries WHERE target=? AND name=?", (target, name)),
+            one_statement=True)
 
     def pending_retries(self, now: float) -> list[Retry]:
         with self.store._read() as sql:

@@ -39,14 +39,17 @@ class SqlQueue(SqlBase):
         at = self._clock() if now is None else now
 
         def work(tx: Sql) -> Any:
-            self._due_confirmations(tx, at)
             return tx.execute(
                 "UPDATE queue SET state='claimed', claimed_by=?, lease_until=?, updated_at=? "  # noqa: S608
                 "WHERE name = (SELECT name FROM queue WHERE state='pending' AND not_before <= ? "
                 f"  ORDER BY not_before, enqueued_at{self.dialect.arrival} LIMIT 1"
                 f"{self.dialect.skip_locked}) RETURNING name, event, attempts, confirming",
                 (holder, at + lease_seconds, at, at)).fetchone()
-        row = self._transaction(work)
+        row = self._transaction(work, one_statement=True)
+        # Due confirmations are queued here only when nothing else is ready (and by every
+        # heartbeat): a claim under load stays one statement, and a due one waits seconds.
+        if row is None and self.schedule_confirmations(now=at):
+            row = self._transaction(work, one_statement=True)
         if row is None:
             return None
         return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"],
@@ -56,7 +59,7 @@ class SqlQueue(SqlBase):
         until = self._clock() + lease_seconds
         return self._transaction(lambda tx: tx.execute(
             "UPDATE queue SET lease_until=? WHERE name=? AND state='claimed' AND claimed_by=?",
-            (until, name, holder)).rowcount == 1)
+            (until, name, holder)).rowcount == 1, one_statement=True)
 
     def reclaim_expired(self, *, now: float | None = None) -> list[str]:
         """Safe from any process at any time: a live holder renews long before expiry."""
@@ -103,7 +106,7 @@ class SqlQueue(SqlBase):
             "UPDATE queue SET state='done', claimed_by=NULL, lease_until=NULL, "
             "last_error=NULL, confirming=0, confirm_at=?, updated_at=? "
             "WHERE name=? AND state='claimed' AND claimed_by=?",
-            (confirm_at, self._clock(), name, holder)).rowcount == 1)
+            (confirm_at, self._clock(), name, holder)).rowcount == 1, one_statement=True)
 
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,

@@ -51,7 +51,8 @@ class SqlWatch(SqlBase):
 
     def mark_lookalike_alerted(self, public: str) -> None:
         self._transaction(lambda tx: tx.execute(
-            "UPDATE lookalikes SET alerted_at=? WHERE public=?", (self._clock(), public)))
+            "UPDATE lookalikes SET alerted_at=? WHERE public=?", (self._clock(), public)),
+            one_statement=True)
 
     def forget_lookalikes(self, publics: Iterable[str]) -> None:
         gone = [(p,) for p in publics]

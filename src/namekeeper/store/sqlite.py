@@ -127,7 +127,7 @@ class Store(SqlStore):
 
     dialect = SQLITE
 
-    def _transaction(self, work: Callable[[Sql], T]) -> T:
+    def _transaction(self, work: Callable[[Sql], T], *, one_statement: bool = False) -> T:
         with self._write() as db:
             return work(db)
 
