@@ -1,7 +1,8 @@
 """Webhook intake under load: sustained accepted events/s and latency, with durable enqueue.
 
     /work/venv/bin/python benchmarks/bench_webhooks.py [--count 5000] [--threads 8] [--json]
-        [--store postgresql://user@127.0.0.1:5432/db]   # + 1 and 3 replicas on the database
+        [--store postgresql://user@127.0.0.1:5432/db]   # + 1 and 3 replicas on the database,
+                                                        # and 1 with the workers of 3
         [--postgres]   # the same on a throw-away PostgreSQL server it starts itself (initdb)
 
 Starts ``namekeeper serve`` as a subprocess on a free port of 127.0.0.1, with
@@ -677,27 +678,33 @@ GOAL_THREE_OVER_ONE = 1.0
 def compare(reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
     sqlite, one, three = (reports["sqlite x1"], reports["postgresql x1"],
                           reports["postgresql x3"])
+    # One replica running as many workers as the three together: the same work meanwhile.
+    one_all = reports["postgresql x1, x3 workers"]
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 2) if a is not None and b else None
 
     p99_ratio = ratio(one["p99_ms"], sqlite["p99_ms"])
     three_ratio = ratio(three["events_per_s"], one["events_per_s"])
+    same_work_ratio = ratio(three["events_per_s"], one_all["events_per_s"])
     goals = {
         f"postgresql x1 >= {GOAL_EVENTS_PER_S:.0f} events/s":
             one["events_per_s"] >= GOAL_EVENTS_PER_S,
         f"postgresql x1 p99 <= {GOAL_PG_P99_OVER_SQLITE}x SQLite's":
             p99_ratio is not None and p99_ratio <= GOAL_PG_P99_OVER_SQLITE,
-        "postgresql x3 together no slower than x1":
+        "postgresql x3 together no slower than x1 (x3 drains with three times the workers)":
             three_ratio is not None and three_ratio >= GOAL_THREE_OVER_ONE,
+        "postgresql x3 together no slower than x1 with as many workers":
+            same_work_ratio is not None and same_work_ratio >= GOAL_THREE_OVER_ONE,
     }
-    lines = [f"{label:>15}: {r['events_per_s']:>7} events/s, p50 {r['p50_ms']} ms, "
+    lines = [f"{label:>26}: {r['events_per_s']:>7} events/s, p50 {r['p50_ms']} ms, "
              f"p99 {r['p99_ms']} ms" for label, r in reports.items()]
     lines += [f"postgresql x1 / SQLite: events/s {ratio(one['events_per_s'], sqlite['events_per_s'])}"
-              f"x, p99 {p99_ratio}x;  postgresql x3 / x1: events/s {three_ratio}x"]
+              f"x, p99 {p99_ratio}x;  postgresql x3 / x1: events/s {three_ratio}x "
+              f"(with as many workers: {same_work_ratio}x)"]
     lines += [f"  goal {goal}: {'met' if met else 'NOT met'}" for goal, met in goals.items()]
     return {"p99_pg1_over_sqlite": p99_ratio, "events_pg3_over_pg1": three_ratio,
-            "goals": goals, "lines": lines}
+            "events_pg3_over_pg1_same_workers": same_work_ratio, "goals": goals, "lines": lines}
 
 
 # --------------------------------------------------------------------------- main
@@ -775,10 +782,12 @@ def main(argv: list[str] | None = None) -> int:
     if placement.others:
         os.sched_setaffinity(0, placement.others)  # this process, and the fake it starts
     base["placement"] = placement.describe()
-    # SQLite alone; with a database, SQLite (the baseline) then the database with 1 and 3 replicas.
-    plan = [("sqlite", 1)]
+    # SQLite alone; with a database, SQLite (the baseline), then the database with 1 and 3
+    # replicas, and 1 replica with the workers of 3 (the same draining meanwhile).
+    plan = [("sqlite", 1, args.workers)]
     if args.store or args.postgres:
-        plan += [("postgresql", 1), ("postgresql", 3)]
+        plan += [("postgresql", 1, args.workers), ("postgresql", 3, args.workers),
+                 ("postgresql", 1, 3 * args.workers)]
     with contextlib.ExitStack() as cleanup:
         try:
             new_database = (throwaway_postgres(cleanup, env, log) if args.postgres
@@ -790,15 +799,16 @@ def main(argv: list[str] | None = None) -> int:
                                        lookup_latency=args.index_latency_ms / 1000)
         cleanup.callback(stop_fake, fake)
         reports: dict[str, dict[str, Any]] = {}
-        for backend, replicas in plan:
-            label = f"{backend} x{replicas}"
+        for backend, replicas, workers in plan:
+            label = f"{backend} x{replicas}" + (", x3 workers" if workers != args.workers else "")
             log(f"--- {label}")
             try:
                 store_url = new_database() if backend == "postgresql" else None
                 reports[label] = {**base, "store": backend, "replicas": replicas,
+                                  "workers": workers,
                                   **scenario(args, public_toml, env, secret, log,
                                              store_url=store_url, replicas=replicas,
-                                             placement=placement)}
+                                             workers=workers, placement=placement)}
             except BenchError as exc:
                 print(f"bench_webhooks: cannot run: {exc}", file=sys.stderr)
                 return 2
@@ -814,7 +824,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"scenarios": reports, "comparison": comparison}, indent=2))
     else:
         for report in reports.values():
-            print(f"\n=== {report['store']}, {report['replicas']} replica(s)")
+            print(f"\n=== {report['store']}, {report['replicas']} replica(s), "
+                  f"{report['workers']} worker(s) each")
             print_report(report)
         print("\n=== the shared database beside SQLite (same run, same machine)")
         for line in comparison["lines"]:
@@ -823,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], secret: str,
-             log: Any, *, store_url: str | None, replicas: int,
+             log: Any, *, store_url: str | None, replicas: int, workers: int,
              placement: Placement | None = None) -> dict[str, Any]:
     """One measurement: ``replicas`` services on one store, loaded, stopped, journal checked."""
     run_id = secrets.token_hex(3)
@@ -838,7 +849,7 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
             for r in range(replicas):
                 workdir = Path(tmp) / f"r{r}"
                 workdir.mkdir()
-                config = write_config(workdir, public_toml, workers=args.workers,
+                config = write_config(workdir, public_toml, workers=workers,
                                       dry_run=not args.upload, store_url=store_url)
                 proc, port = start_service(config, env, workdir, cpus=placement.service)
                 services.append(proc)

@@ -54,6 +54,44 @@ def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
         sink.accept(ev("acme-b", key="2"))
 
 
+def test_no_webhook_waits_while_its_leader_commits_for_the_others(tmp_path: Path) -> None:
+    # A leader commits its own batch and hands over: under a steady stream of webhooks no
+    # request is answered late because it kept committing everyone else's events.
+    import threading
+    import time
+
+    from namekeeper.server import GroupCommitSink
+
+    class SlowDisk(Store):
+        committed = 0
+
+        def accept_many(self, events):  # type: ignore[no-untyped-def]
+            time.sleep(0.01)
+            answers = super().accept_many(events)
+            self.committed += 1
+            return answers
+
+    store = SlowDisk(tmp_path / "s.sqlite3")
+    sink = GroupCommitSink(store, lambda: None, max_batch=4)
+    waited: list[int] = []  # batches committed while each request waited
+
+    def client(k: int) -> None:
+        for i in range(20):
+            before = store.committed
+            assert sink.accept(ev(f"acme-{k}-{i}", key=f"{k}-{i}"))
+            waited.append(store.committed - before)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(waited) == 320 and store.queue_counts()["pending"] == 320
+    # At most the 16 requests ahead of it, 4 to a batch, then its own (and one of slack for
+    # a thread slow to read the count): never the whole stream's 80 batches.
+    assert max(waited) <= 16 // 4 + 2, sorted(waited)[-10:]
+
+
 def test_the_last_scan_an_older_store_remembered_as_text_is_still_read(tmp_path: Path) -> None:
     # Before the backends shared one watch module, SQLite kept the scan's basis as text.
     path = tmp_path / "state.sqlite3"

@@ -17,7 +17,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from .app import build_keeper
@@ -37,13 +36,33 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class _Waiter:
+    """One webhook's event waiting in `GroupCommitSink`: for its answer, or for its turn to lead."""
+
+    __slots__ = ("event", "ready", "leads", "new", "error")
+
+    def __init__(self, event: NameEvent) -> None:
+        self.event = event
+        self.ready = threading.Event()
+        self.leads = False
+        self.new: bool | None = None
+        self.error: BaseException | None = None
+
+    def answer(self) -> bool:
+        if self.error is not None:
+            raise self.error
+        return bool(self.new)
+
+
 class GroupCommitSink:
     """The store as an `EventSink`: concurrent webhooks share one durable commit.
 
     Each event still waits for its own fsync before it is acknowledged, but
     the requests that arrive while a commit is in progress are committed
-    together by whichever thread got there first (leader/follower group
-    commit), so under load the disk is asked once per batch, not per event.
+    together by the next leader (leader/follower group commit), so under load
+    the disk is asked once per batch, not per event.  A leader commits one
+    batch, its own event in it, then hands the lead to the oldest waiter: no
+    request answers late because it kept committing for others.
     """
 
     def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256,
@@ -52,41 +71,48 @@ class GroupCommitSink:
         self.wake = wake
         self.max_batch = max_batch
         self.holder = holder
-        self._pending: list[tuple[NameEvent, Future[bool]]] = []
+        self._pending: list[_Waiter] = []
         self._lock = threading.Lock()
         self._committing = False
 
     def accept(self, event: NameEvent) -> bool:
-        done: Future[bool] = Future()
+        waiter = _Waiter(event)
         with self._lock:
-            self._pending.append((event, done))
-            lead = not self._committing
+            self._pending.append(waiter)
+            waiter.leads = not self._committing
             self._committing = True
-        if lead:
-            self._commit_pending()
-        return done.result()
+        if not waiter.leads:
+            waiter.ready.wait()
+        if waiter.leads:  # first in the queue: the batch taken now holds this event
+            self._commit_one_batch()
+        return waiter.answer()
 
     def take_turn(self, job: str, seconds: float) -> bool:
         return self.store.lease_job(job, self.holder, seconds)
 
-    def _commit_pending(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._pending[:self.max_batch]
-                del self._pending[:self.max_batch]
-                if not batch:
-                    self._committing = False
-                    return
-            try:
-                results = self.store.accept_many([event for event, _ in batch])
-            except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
-                for _, done in batch:
-                    done.set_exception(exc)
-                continue
-            for (_, done), new in zip(batch, results, strict=True):
-                done.set_result(new)
-            if any(results):
-                self.wake()
+    def _commit_one_batch(self) -> None:
+        with self._lock:
+            batch = self._pending[:self.max_batch]
+            del self._pending[:self.max_batch]
+        results: list[bool | None]
+        try:
+            results = list(self.store.accept_many([w.event for w in batch]))
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear of it
+            for waiter in batch:
+                waiter.error = exc
+            results = [None] * len(batch)
+        for waiter, new in zip(batch, results, strict=True):
+            waiter.new = new
+        with self._lock:
+            if self._pending:
+                self._pending[0].leads = True
+                self._pending[0].ready.set()
+            else:
+                self._committing = False
+        for waiter in batch:
+            waiter.ready.set()
+        if any(results):
+            self.wake()
 
 
 class Service:
