@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -481,6 +482,42 @@ def test_bulk_writes_match_their_one_name_counterparts(open_store: OpenStore) ->
     assert set(found) == {"acme-a", "acme-b"}
     assert found["acme-b"].highest_private_version == "3.0"
     assert found["acme-b"].verdict == "taken" and not found["acme-a"].reserved
+
+
+def test_many_sightings_at_once_leave_what_one_at_a_time_leaves(open_store: OpenStore) -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def day(n: int) -> datetime:
+        return t0 + timedelta(days=n)
+
+    known = [ev("a", version="1.0", seen_at=day(5)), ev("c", version="2.0", seen_at=day(1))]
+    batch = [ev("a", version="0.9", seen_at=day(2), source="lock"),
+             ev("b", version="1.0", seen_at=day(3)), ev("b", version="0.5", seen_at=day(2)),
+             ev("c", version="not-a-version", seen_at=day(9)), ev("a", version="2.0", seen_at=day(7)),
+             ev("d", seen_at=day(4))]
+    store = open_store()
+
+    def renamed(prefix: str, events: list[NameEvent]) -> list[NameEvent]:
+        return [replace(e, name=f"{prefix}-{e.name}", display_name=f"{prefix}-{e.name}")
+                for e in events]
+
+    for prefix in ("one", "many"):
+        for event in renamed(prefix, known):
+            store.note_seen(event)
+    for event in sorted(renamed("one", batch), key=lambda e: e.name):  # note_seen_many's order
+        store.note_seen(event)
+    store.note_seen_many(renamed("many", batch))
+
+    def seen(prefix: str) -> dict[str, tuple[object, ...]]:
+        found = store.records([f"{prefix}-{n}" for n in "abcd"])
+        return {name.split("-", 1)[1]: (r.first_seen_private, r.first_source, r.first_index,
+                                        r.highest_private_version,
+                                        [h["kind"] for h in store.history(name)])
+                for name, r in found.items()}
+
+    assert seen("many") == seen("one")
+    assert seen("many")["a"][:2] == (day(2), "lock") and seen("many")["a"][3] == "2.0"
+    assert seen("many")["b"][0] == day(2) and seen("many")["b"][3] == "1.0"
 
 
 def test_names_enqueued_in_order_are_claimed_in_that_order(open_store: OpenStore) -> None:

@@ -34,14 +34,10 @@ from typing import Any
 from ..model import NameEvent, iso
 from .interface import QueueState
 from .schema import event_to_json
-from .sql import Sql, SqlBase, higher_private_version, seen_detail, seen_earlier
+from .sql import SIGHTING_COLUMNS, Sql, SqlBase, fold_sightings, seen_detail
 
 #: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
 WORK_CHANNEL = "namekeeper_work"
-
-_SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
-                     "highest_private_version")
-
 
 class PostgresIntake(SqlBase):
     """The shared SQL store's intake and sightings, a batch at a time on PostgreSQL."""
@@ -108,19 +104,7 @@ class PostgresIntake(SqlBase):
                     " highest_private_version, reserved_at FROM names"
                     " WHERE name = ANY(?) ORDER BY name FOR UPDATE", (known,)).fetchall():
                 state[row["name"]] = row
-        changed: set[str] = set()
-        for j, event in enumerate(events):
-            if event.name in created and first[event.name] == j:
-                continue  # its row was written from this very event
-            row = state[event.name]
-            if seen_earlier(row["first_seen_private"], event.seen_at):
-                row.update(first_seen_private=iso(event.seen_at), first_source=event.source,
-                           first_index=event.index)
-                changed.add(event.name)
-            highest = higher_private_version(row["highest_private_version"], event.version)
-            if highest != row["highest_private_version"]:
-                row["highest_private_version"] = highest
-                changed.add(event.name)
+        changed = fold_sightings(state, events, {first[name] for name in created})
         if changed:
             names = sorted(changed)
             cur.execute(
@@ -130,7 +114,7 @@ class PostgresIntake(SqlBase):
                 "FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[])"
                 " AS u(name, first_seen_private, first_source, first_index,"
                 "  highest_private_version) WHERE names.name = u.name",
-                (names, *([state[n][c] for n in names] for c in _SIGHTING_COLUMNS)))
+                (names, *([state[n][c] for n in names] for c in SIGHTING_COLUMNS)))
         return {name for name, row in state.items() if row["reserved_at"] is not None}
 
 

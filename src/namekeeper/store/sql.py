@@ -47,6 +47,33 @@ def seen_detail(event: NameEvent) -> dict[str, Any]:
     return {"source": event.source, "index": event.index, "version": event.version}
 
 
+#: What a sighting can change of a known name (`fold_sightings`).
+SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
+                    "highest_private_version")
+
+
+def fold_sightings(state: dict[str, dict[str, Any]], events: Sequence[NameEvent],
+                   written: set[int]) -> set[str]:
+    """Apply the sightings in order to their names' rows (`SIGHTING_COLUMNS`); the names changed.
+
+    ``written``: the positions of the events whose rows were just created from them.
+    """
+    changed: set[str] = set()
+    for j, event in enumerate(events):
+        if j in written:
+            continue
+        row = state[event.name]
+        if seen_earlier(row["first_seen_private"], event.seen_at):
+            row.update(first_seen_private=iso(event.seen_at), first_source=event.source,
+                       first_index=event.index)
+            changed.add(event.name)
+        highest = higher_private_version(row["highest_private_version"], event.version)
+        if highest != row["highest_private_version"]:
+            row["highest_private_version"] = highest
+            changed.add(event.name)
+    return changed
+
+
 class Sql(Protocol):
     """Where shared code runs statements: one transaction (or one read) of a backend.
 
@@ -156,11 +183,14 @@ class SqlBase(StoreBackend):
         self._transaction(lambda tx: self._upload_started(tx, name, display_name, None))
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        self._transaction(lambda tx: self._record_outcome(tx, outcome, reserved))
+        self._transaction(lambda tx: self._record_outcomes(tx, [outcome], reserved))
 
-    def _record_outcome(self, tx: Sql, outcome: Outcome, reserved: bool) -> None:
-        # One upsert: the first reservation's time is kept, a later one never moves it.
-        tx.execute(
+    def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
+        # One upsert per name (the first reservation's time is kept, a later one never moves
+        # it) and one history row, each as one executemany: an audit records thousands.
+        if not outcomes:
+            return
+        tx.executemany(
             "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
             "owners, organization, public_versions, public_first_release, updated_at, "
             "reserved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
@@ -170,11 +200,14 @@ class SqlBase(StoreBackend):
             "public_first_release=excluded.public_first_release, "
             "updated_at=excluded.updated_at, "
             "reserved_at=COALESCE(names.reserved_at, excluded.reserved_at)",
-            (outcome.name, outcome.display_name, *outcome_values(outcome),
-             iso(outcome.at) if reserved else None))
-        self._history(tx, outcome.name, "outcome", {
-            "verdict": outcome.verdict.value, "action": outcome.action.value,
-            "severity": outcome.severity.value, "message": outcome.message})
+            [(o.name, o.display_name, *outcome_values(o), iso(o.at) if reserved else None)
+             for o in outcomes])
+        at = self._history_at()
+        tx.executemany("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
+                       [(o.name, at, "outcome", json.dumps({
+                           "verdict": o.verdict.value, "action": o.action.value,
+                           "severity": o.severity.value, "message": o.message}))
+                        for o in outcomes])
 
     def forget_reservation(self, name: str) -> None:
         def work(tx: Sql) -> None:
@@ -187,10 +220,42 @@ class SqlBase(StoreBackend):
     # deadlock on each other.
 
     def note_seen_many(self, events: Sequence[NameEvent]) -> None:
-        def work(tx: Sql) -> None:
-            for event in sorted(events, key=lambda e: e.name):
-                self._note_seen(tx, event)
-        self._transaction(work)
+        ordered = sorted(events, key=lambda e: e.name)
+        self._transaction(lambda tx: self._note_seen_all(tx, ordered))
+
+    def _note_seen_all(self, tx: Sql, events: Sequence[NameEvent]) -> None:
+        """`_note_seen` of every event in turn, as a few executemany (an audit sees thousands)."""
+        first: dict[str, int] = {}
+        for j, event in enumerate(events):
+            first.setdefault(event.name, j)
+        state: dict[str, dict[str, Any]] = {}
+        names = list(first)
+        for i in range(0, len(names), 900):  # SQLite's 999 parameters (older builds)
+            chunk = names[i:i + 900]
+            for row in tx.execute(
+                    "SELECT name, " + ", ".join(SIGHTING_COLUMNS) +  # noqa: S608
+                    f" FROM names WHERE name IN ({','.join('?' * len(chunk))})" +
+                    self.dialect.lock_rows, chunk).fetchall():
+                state[row["name"]] = dict(row)
+        newcomers = [events[j] for name, j in first.items() if name not in state]
+        if newcomers:
+            tx.executemany(
+                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
+                "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?)",
+                [(e.name, e.display_name, iso(e.seen_at), e.source, e.index, e.version,
+                  iso(e.seen_at)) for e in newcomers])
+            at = self._history_at()
+            tx.executemany("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
+                           [(e.name, at, "seen", json.dumps(seen_detail(e))) for e in newcomers])
+            for e in newcomers:
+                state[e.name] = {"first_seen_private": iso(e.seen_at), "first_source": e.source,
+                                 "first_index": e.index, "highest_private_version": e.version}
+        changed = sorted(fold_sightings(state, events, {first[e.name] for e in newcomers}))
+        if changed:
+            tx.executemany(
+                "UPDATE names SET " + ", ".join(f"{c} = ?" for c in SIGHTING_COLUMNS) +  # noqa: S608
+                " WHERE name = ?",
+                [(*(state[n][c] for c in SIGHTING_COLUMNS), n) for n in changed])
 
     def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
         found: dict[str, NameRecord] = {}
@@ -205,10 +270,8 @@ class SqlBase(StoreBackend):
         return found
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
-        def work(tx: Sql) -> None:
-            for outcome in sorted(outcomes, key=lambda o: o.name):
-                self._record_outcome(tx, outcome, False)
-        self._transaction(work)
+        ordered = sorted(outcomes, key=lambda o: o.name)
+        self._transaction(lambda tx: self._record_outcomes(tx, ordered, False))
 
     # -- conditions and probes -------------------------------------------------------------------
 
