@@ -47,6 +47,18 @@ def seen_detail(event: NameEvent) -> dict[str, Any]:
     return {"source": event.source, "index": event.index, "version": event.version}
 
 
+def execute_rows(tx: Sql, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+    """``sql`` once per row: one executemany, or one execute for a single row.
+
+    psycopg's executemany runs in pipeline mode, which costs more than it saves for one row
+    (a worker records one outcome at a time; an audit, thousands).
+    """
+    if len(rows) == 1:
+        tx.execute(sql, rows[0])
+    elif rows:
+        tx.executemany(sql, rows)
+
+
 #: What a sighting can change of a known name (`fold_sightings`).
 SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                     "highest_private_version")
@@ -187,11 +199,9 @@ class SqlBase(StoreBackend):
 
     def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
         # One upsert per name (the first reservation's time is kept, a later one never moves
-        # it) and one history row, each as one executemany: an audit records thousands.
-        if not outcomes:
-            return
-        tx.executemany(
-            "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
+        # it) and one history row: an audit records thousands at once.
+        execute_rows(
+            tx, "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
             "owners, organization, public_versions, public_first_release, updated_at, "
             "reserved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
             "verdict=excluded.verdict, severity=excluded.severity, action=excluded.action, "
@@ -203,11 +213,11 @@ class SqlBase(StoreBackend):
             [(o.name, o.display_name, *outcome_values(o), iso(o.at) if reserved else None)
              for o in outcomes])
         at = self._history_at()
-        tx.executemany("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                       [(o.name, at, "outcome", json.dumps({
-                           "verdict": o.verdict.value, "action": o.action.value,
-                           "severity": o.severity.value, "message": o.message}))
-                        for o in outcomes])
+        execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
+                     [(o.name, at, "outcome", json.dumps({
+                         "verdict": o.verdict.value, "action": o.action.value,
+                         "severity": o.severity.value, "message": o.message}))
+                      for o in outcomes])
 
     def forget_reservation(self, name: str) -> None:
         def work(tx: Sql) -> None:
@@ -239,21 +249,21 @@ class SqlBase(StoreBackend):
                 state[row["name"]] = dict(row)
         newcomers = [events[j] for name, j in first.items() if name not in state]
         if newcomers:
-            tx.executemany(
-                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
+            execute_rows(
+                tx, "INSERT INTO names(name, display_name, first_seen_private, first_source, "
                 "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?)",
                 [(e.name, e.display_name, iso(e.seen_at), e.source, e.index, e.version,
                   iso(e.seen_at)) for e in newcomers])
             at = self._history_at()
-            tx.executemany("INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                           [(e.name, at, "seen", json.dumps(seen_detail(e))) for e in newcomers])
+            execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
+                         [(e.name, at, "seen", json.dumps(seen_detail(e))) for e in newcomers])
             for e in newcomers:
                 state[e.name] = {"first_seen_private": iso(e.seen_at), "first_source": e.source,
                                  "first_index": e.index, "highest_private_version": e.version}
         changed = sorted(fold_sightings(state, events, {first[e.name] for e in newcomers}))
         if changed:
-            tx.executemany(
-                "UPDATE names SET " + ", ".join(f"{c} = ?" for c in SIGHTING_COLUMNS) +  # noqa: S608
+            execute_rows(
+                tx, "UPDATE names SET " + ", ".join(f"{c} = ?" for c in SIGHTING_COLUMNS) +  # noqa: S608
                 " WHERE name = ?",
                 [(*(state[n][c] for c in SIGHTING_COLUMNS), n) for n in changed])
 
