@@ -39,6 +39,7 @@ from .sql import SIGHTING_COLUMNS, Sql, SqlBase, fold_sightings, seen_detail
 #: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
 WORK_CHANNEL = "namekeeper_work"
 
+
 class PostgresIntake(SqlBase):
     """The shared SQL store's intake and sightings, a batch at a time on PostgreSQL."""
 

@@ -59,6 +59,21 @@ def execute_rows(tx: Sql, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         tx.executemany(sql, rows)
 
 
+def rows_named(sql: Sql, columns: str, names: Sequence[str], suffix: str = "") -> list[Any]:
+    """``columns`` of the rows of table ``names`` for these ``names`` (absent ones left out).
+
+    ``suffix`` ends each statement (a row lock, say).
+    """
+    rows: list[Any] = []
+    # In chunks: SQLite's limit of parameters per statement is 999 (older builds).
+    for i in range(0, len(names), 900):
+        chunk = list(names[i:i + 900])
+        rows += sql.execute(f"SELECT {columns} FROM names "  # noqa: S608 - our own columns
+                            f"WHERE name IN ({','.join('?' * len(chunk))}){suffix}",
+                            chunk).fetchall()
+    return rows
+
+
 #: What a sighting can change of a known name (`fold_sightings`).
 SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                     "highest_private_version")
@@ -145,30 +160,9 @@ class SqlBase(StoreBackend):
         return [{"at": r["at"], "kind": r["kind"],
                  "detail": json.loads(r["detail"]) if r["detail"] else None} for r in rows]
 
-    def _note_seen(self, tx: Sql, event: NameEvent) -> str | None:
-        """Record the sighting; returns the name's ``reserved_at`` (None: not reserved)."""
-        if tx.execute(
-                "INSERT INTO names(name, display_name, first_seen_private, first_source, "
-                "first_index, highest_private_version, updated_at) VALUES (?,?,?,?,?,?,?) "
-                "ON CONFLICT (name) DO NOTHING RETURNING name",
-                (event.name, event.display_name, iso(event.seen_at), event.source, event.index,
-                 event.version, iso(event.seen_at))).fetchone() is not None:
-            self._history(tx, event.name, "seen", seen_detail(event))
-            return None
-        row = tx.execute("SELECT first_seen_private, highest_private_version, reserved_at "
-                         "FROM names WHERE name = ?" + self.dialect.lock_rows,
-                         (event.name,)).fetchone()
-        if seen_earlier(row["first_seen_private"], event.seen_at):
-            tx.execute("UPDATE names SET first_seen_private = ?, first_source = ?, "
-                       "first_index = ? WHERE name = ?",
-                       (iso(event.seen_at), event.source, event.index, event.name))
-        known = row["highest_private_version"]
-        highest = higher_private_version(known, event.version)
-        if highest != known:
-            tx.execute("UPDATE names SET highest_private_version = ? WHERE name = ?",
-                       (highest, event.name))
-        reserved_at: str | None = row["reserved_at"]
-        return reserved_at
+    def _note_seen(self, tx: Sql, event: NameEvent) -> bool:
+        """Record the sighting; whether the name is reserved."""
+        return bool(self._note_seen_all(tx, [event]))
 
     def note_seen(self, event: NameEvent) -> None:
         self._transaction(lambda tx: self._note_seen(tx, event))
@@ -233,20 +227,17 @@ class SqlBase(StoreBackend):
         ordered = sorted(events, key=lambda e: e.name)
         self._transaction(lambda tx: self._note_seen_all(tx, ordered))
 
-    def _note_seen_all(self, tx: Sql, events: Sequence[NameEvent]) -> None:
-        """`_note_seen` of every event in turn, as a few executemany (an audit sees thousands)."""
+    def _note_seen_all(self, tx: Sql, events: Sequence[NameEvent]) -> set[str]:
+        """Record the sightings, as one at a time in the given order; returns the reserved names.
+
+        SQLite's way, under its one writer (PostgreSQL's intake has its own, `PostgresIntake`).
+        """
         first: dict[str, int] = {}
         for j, event in enumerate(events):
             first.setdefault(event.name, j)
-        state: dict[str, dict[str, Any]] = {}
-        names = list(first)
-        for i in range(0, len(names), 900):  # SQLite's 999 parameters (older builds)
-            chunk = names[i:i + 900]
-            for row in tx.execute(
-                    "SELECT name, " + ", ".join(SIGHTING_COLUMNS) +  # noqa: S608
-                    f" FROM names WHERE name IN ({','.join('?' * len(chunk))})" +
-                    self.dialect.lock_rows, chunk).fetchall():
-                state[row["name"]] = dict(row)
+        state = {row["name"]: dict(row) for row in rows_named(
+            tx, "name, reserved_at, " + ", ".join(SIGHTING_COLUMNS), list(first),
+            self.dialect.lock_rows)}
         newcomers = [events[j] for name, j in first.items() if name not in state]
         if newcomers:
             execute_rows(
@@ -259,25 +250,19 @@ class SqlBase(StoreBackend):
                          [(e.name, at, "seen", json.dumps(seen_detail(e))) for e in newcomers])
             for e in newcomers:
                 state[e.name] = {"first_seen_private": iso(e.seen_at), "first_source": e.source,
-                                 "first_index": e.index, "highest_private_version": e.version}
+                                 "first_index": e.index, "highest_private_version": e.version,
+                                 "reserved_at": None}
         changed = sorted(fold_sightings(state, events, {first[e.name] for e in newcomers}))
         if changed:
             execute_rows(
                 tx, "UPDATE names SET " + ", ".join(f"{c} = ?" for c in SIGHTING_COLUMNS) +  # noqa: S608
                 " WHERE name = ?",
                 [(*(state[n][c] for c in SIGHTING_COLUMNS), n) for n in changed])
+        return {name for name, row in state.items() if row["reserved_at"] is not None}
 
     def records(self, names: Sequence[str]) -> dict[str, NameRecord]:
-        found: dict[str, NameRecord] = {}
         with self._read() as sql:
-            # In chunks: SQLite's limit of parameters per statement is 999 (older builds).
-            for i in range(0, len(names), 900):
-                chunk = list(names[i:i + 900])
-                marks = ",".join("?" * len(chunk))
-                for row in sql.execute(f"SELECT * FROM names WHERE name IN ({marks})",  # noqa: S608
-                                       chunk).fetchall():
-                    found[row["name"]] = name_record(row)
-        return found
+            return {row["name"]: name_record(row) for row in rows_named(sql, "*", names)}
 
     def record_outcomes(self, outcomes: Sequence[Outcome]) -> None:
         ordered = sorted(outcomes, key=lambda o: o.name)
