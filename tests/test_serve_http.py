@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from _doubles import sign
 from _fake_public import FakePublicIndex
-from _servers import wait_for
+from _servers import HOOK_SECRET, payload, wait_for
 from namekeeper import config as cfg
 from namekeeper.server import Service, http_server
 
@@ -22,9 +24,11 @@ def listening(tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.
               ) -> Iterator[tuple[Service, int, list[str]]]:
     """A started service behind `serve`'s own server; the paths its WSGI routes were run for."""
     monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-http-token")
+    monkeypatch.setenv("NAMEKEEPER_ARTIFACTORY_SECRET", HOOK_SECRET)
     path = tmp_path / "nk.toml"
     path.write_text(fake_public.config_toml() + '[store]\npath = "s.sqlite3"\n'
-                    '[serve]\nhost = "127.0.0.1"\nport = 0\n')
+                    '[serve]\nhost = "127.0.0.1"\nport = 0\n'
+                    '[artifactory]\nsigning = true\nrepos = ["pypi-local"]\n')
     service = Service(cfg.load(path))
     through_wsgi: list[str] = []
     for route, app in list(service.routes.items()):
@@ -121,3 +125,36 @@ def test_other_requests_for_healthz_take_the_usual_path(
         sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         sock.recv(65536)
     assert through_wsgi == ["/healthz", "/healthz"]
+
+
+def test_a_burst_of_webhooks_is_committed_together(
+        listening: tuple[Service, int, list[str]]) -> None:
+    # Each delivery holds an HTTP thread while it waits for the group commit, so the
+    # commit can batch only as many deliveries as serve has threads.
+    service, port, _ = listening
+    store, sink, batches = service.store, service.sink, []
+    accept_many = store.accept_many
+
+    def recording(events: list[Any]) -> list[bool]:
+        if not batches:  # a slow first commit: the rest of the burst arrives meanwhile
+            wait_for(lambda: len(sink._pending) >= 15, 10, "the burst to queue up behind it")
+        batches.append(len(events))
+        return accept_many(events)
+
+    store.accept_many = recording  # type: ignore[method-assign]
+    answers: list[int] = []
+
+    def deliver(name: str) -> None:
+        body = payload(name)
+        answers.append(requests.post(
+            f"http://127.0.0.1:{port}/webhooks/artifactory", data=body, timeout=30,
+            headers={"X-JFrog-Event-Auth": sign(body, HOOK_SECRET)}).status_code)
+
+    clients = [threading.Thread(target=deliver, args=(f"acme-burst-{k}",)) for k in range(16)]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    assert answers == [202] * 16
+    assert batches == [1, 15]
+    assert sum(store.queue_counts().values()) == 16  # every one queued (some claimed by now)

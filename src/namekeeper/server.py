@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: waitress threads of `serve`.  A webhook holds its thread while it waits for the group
+#: commit, so a commit can only batch as many deliveries as there are threads: with
+#: waitress's default of 4, a burst was committed 3 or 4 events at a time.
+HTTP_THREADS = 16
+
 
 class _Waiter:
     """One webhook's event waiting in `GroupCommitSink`: for its answer, or for its turn to lead."""
@@ -387,7 +392,7 @@ def http_server(service: Service) -> BaseWSGIServer:
     from .serve_http import make_http_server
 
     return make_http_server(service, service.config.serve,
-                            threads=max(4, service.config.serve.workers * 2),
+                            threads=HTTP_THREADS,
                             quick_answer=service.answer_from_memory)
 
 
