@@ -313,6 +313,11 @@ def test_upload_started_and_outcome_are_on_record(open_store: OpenStore) -> None
     assert rec.upload_started_at is not None and rec.reserved
     assert [h["kind"] for h in store.history("acme-x")] == ["upload-started", "outcome"]
     assert store.history("acme-x")[1]["detail"]["action"] == "reserved"
+    # A later outcome (a re-check) updates the verdict, keeps when we reserved it, adds history.
+    store.record_outcome(outcome("acme-x", Verdict.TAKEN, Action.SKIPPED))
+    later = store.get("acme-x")
+    assert later is not None and later.verdict == "taken" and later.reserved_at == rec.reserved_at
+    assert [h["detail"]["action"] for h in store.history("acme-x")[1:]] == ["reserved", "skipped"]
 
 
 def test_the_store_reports_itself_writable(open_store: OpenStore) -> None:

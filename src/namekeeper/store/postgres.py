@@ -41,14 +41,14 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
-from ..model import NameEvent
+from ..model import NameEvent, Outcome
 from .interface import (
     SchemaVersion,
     StoreUnavailable,
 )
 from .postgres_intake import WORK_CHANNEL, PostgresIntake
 from .schema import POSTGRESQL, tables
-from .sql import Sql, T
+from .sql import OUTCOME_UPSERT, Sql, T, outcome_detail, outcome_row
 from .sql_store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -309,6 +309,16 @@ class PostgresStore(PostgresIntake, SqlStore):
         return self._accept_batch(events, self._clock(), 1e-6)
 
     # -- what PostgreSQL keeps its own way -------------------------------------------------------
+
+    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
+        # One statement writes the name and its history row: a worker's every item records
+        # one, and BEGIN, a second statement and COMMIT would be three more round trips.
+        self._transaction(lambda tx: tx.execute(
+            f"WITH upserted AS ({OUTCOME_UPSERT} RETURNING name) "  # noqa: S608 - our own SQL
+            "INSERT INTO history(name, at, kind, detail) "
+            "SELECT name, ?, 'outcome', ? FROM upserted",
+            (*outcome_row(outcome, reserved), self._history_at(), outcome_detail(outcome))),
+            one_statement=True)
 
     def _work_queued(self, tx: Sql) -> None:
         tx.execute(f"NOTIFY {WORK_CHANNEL}")

@@ -74,6 +74,32 @@ def rows_named(sql: Sql, columns: str, names: Sequence[str], suffix: str = "") -
     return rows
 
 
+#: An outcome's row in ``names`` (`outcome_row`): the first reservation's time is kept,
+#: a later one never moves it.
+OUTCOME_UPSERT = (
+    "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
+    "owners, organization, public_versions, public_first_release, updated_at, "
+    "reserved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
+    "verdict=excluded.verdict, severity=excluded.severity, action=excluded.action, "
+    "reason=excluded.reason, message=excluded.message, owners=excluded.owners, "
+    "organization=excluded.organization, public_versions=excluded.public_versions, "
+    "public_first_release=excluded.public_first_release, "
+    "updated_at=excluded.updated_at, "
+    "reserved_at=COALESCE(names.reserved_at, excluded.reserved_at)")
+
+
+def outcome_row(outcome: Outcome, reserved: bool) -> tuple[Any, ...]:
+    """`OUTCOME_UPSERT`'s parameters for ``outcome``."""
+    return (outcome.name, outcome.display_name, *outcome_values(outcome),
+            iso(outcome.at) if reserved else None)
+
+
+def outcome_detail(outcome: Outcome) -> str:
+    """The detail of an outcome's history row."""
+    return json.dumps({"verdict": outcome.verdict.value, "action": outcome.action.value,
+                       "severity": outcome.severity.value, "message": outcome.message})
+
+
 #: What a sighting can change of a known name (`fold_sightings`).
 SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                     "highest_private_version")
@@ -192,26 +218,11 @@ class SqlBase(StoreBackend):
         self._transaction(lambda tx: self._record_outcomes(tx, [outcome], reserved))
 
     def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
-        # One upsert per name (the first reservation's time is kept, a later one never moves
-        # it) and one history row: an audit records thousands at once.
-        execute_rows(
-            tx, "INSERT INTO names(name, display_name, verdict, severity, action, reason, message, "
-            "owners, organization, public_versions, public_first_release, updated_at, "
-            "reserved_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
-            "verdict=excluded.verdict, severity=excluded.severity, action=excluded.action, "
-            "reason=excluded.reason, message=excluded.message, owners=excluded.owners, "
-            "organization=excluded.organization, public_versions=excluded.public_versions, "
-            "public_first_release=excluded.public_first_release, "
-            "updated_at=excluded.updated_at, "
-            "reserved_at=COALESCE(names.reserved_at, excluded.reserved_at)",
-            [(o.name, o.display_name, *outcome_values(o), iso(o.at) if reserved else None)
-             for o in outcomes])
+        # One upsert per name and one history row: an audit records thousands at once.
+        execute_rows(tx, OUTCOME_UPSERT, [outcome_row(o, reserved) for o in outcomes])
         at = self._history_at()
         execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                     [(o.name, at, "outcome", json.dumps({
-                         "verdict": o.verdict.value, "action": o.action.value,
-                         "severity": o.severity.value, "message": o.message}))
-                      for o in outcomes])
+                     [(o.name, at, "outcome", outcome_detail(o)) for o in outcomes])
 
     def forget_reservation(self, name: str) -> None:
         def work(tx: Sql) -> None:
