@@ -20,6 +20,7 @@ from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
 from namekeeper.audit import budget_estimate, index_auth, reservation_order
 from namekeeper.cli import main
+from namekeeper.model import Action, Outcome, Severity, Verdict
 from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow  # private and public indexes are fake servers
@@ -353,3 +354,23 @@ def test_audit_of_a_real_devpi_index(capsys: pytest.CaptureFixture[str], cfg: Pa
     assert verdicts(doc) == {"acme-taken": "taken", "acme-t00ls": "protected",
                              "acme-billing": "free"}
     assert {r["index"] for r in doc["names"]} == {index.simple_url}
+
+
+def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    # We reserved acme-free-one a moment ago; the public listing does not show it yet.
+    # acme-free-0ne is in its class: the index will refuse it to everyone, so it is not
+    # at risk, and audit must not raise the alarm that check does not.
+    store = Store(tmp_path / "state.sqlite3")
+    store.record_outcome(Outcome(
+        name="acme-free-one", display_name="acme-free-one", verdict=Verdict.OURS,
+        action=Action.RESERVED, severity=Severity.NONE, reason="reserved",
+        message="acme-free-one: reserved"), reserved=True)
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    rows = {r["name"]: r for r in doc["names"]}  # type: ignore[index]
+    assert verdicts(doc) == {**EXPECTED, "acme-free-one": "ours", "acme-free-0ne": "protected"}
+    assert "Covered by our placeholder for acme-free-one" in rows["acme-free-0ne"]["reason"]
+    assert main(["--config", str(cfg), "--format", "json", "check", "acme-free-0ne"]) == 0
+    [checked] = json.loads(capsys.readouterr().out)
+    assert (checked["verdict"], checked["reason"]) == ("protected", rows["acme-free-0ne"]["reason"])

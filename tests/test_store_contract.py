@@ -576,6 +576,13 @@ def test_placeholder_owners_classes_and_forget(open_store: OpenStore) -> None:
     store.record_outcome(outcome("acme-utils"), reserved=True)
     assert store.held_in_class("acme_uti1s") == "acme-utils"  # the same ultranormalised class
     assert store.held_in_class("acme-utils") is None  # not another name
+    # An upload in flight holds its class too; one that ended TAKEN does not.
+    store.mark_upload_started("acme-ut1ls", "acme-ut1ls")
+    store.mark_upload_started("acme-cli", "acme-cli")
+    store.record_outcome(outcome("acme-cli", Verdict.TAKEN, Action.TAKEN))
+    assert store.held_classes() == {"acmeut11s": ["acme-ut1ls", "acme-utils"]}
+    assert store.held_in_class("acme-utils") == "acme-ut1ls"
+    store.forget(["acme-ut1ls", "acme-cli"])
     store.accept(ev("acme-utils", key="k"))
     assert store.delivery_log().current_state("acme-utils") == ("ours", "reserved")
     assert store.forget(["acme-utils", "acme-never-seen"]) == ["acme-utils"]

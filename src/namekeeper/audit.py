@@ -212,19 +212,22 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
                   for p in unique.values()]
         store.note_seen_many(events)
         records = store.records(list(unique))
+        # Read once: `check` asks the store per FREE name whether we hold its class.
+        held = store.held_classes()
         asked = set(to_ask)
         decided: dict[str, Classification] = {}
         for name in unique:
             if name not in asked:  # decided locally: the same code `check` runs
                 cls = keeper.prejudge(name, records.get(name), listing, trust_absence=True)
                 assert cls is not None, name  # held by the listing: it would have been asked
-                decided[name] = cls
+                decided[name] = keeper.covered(cls, held=held)
         advance(len(decided))
         for name, public, error in answers:
             if public is None:
                 errors[name] = error or "the public index did not answer"
             else:
-                decided[name] = keeper.judge(name, public, records.get(name))
+                decided[name] = keeper.covered(keeper.judge(name, public, records.get(name)),
+                                               held=held)
             advance(1)
 
     events_by_name = {e.name: e for e in events}

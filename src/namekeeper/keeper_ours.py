@@ -9,13 +9,14 @@ the others as covered by it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 
 from .config import Config
 from .errors import IndexUnreachable
 from .model import Classification, PublicProject, Severity, Verdict, utcnow
 from .public.interface import PublicIndex
-from .store.interface import NameRecord, StoreBackend
+from .store.interface import NameRecord, StoreBackend, other_holder
 
 log = logging.getLogger("namekeeper.keeper")
 
@@ -40,14 +41,17 @@ class OwnPlaceholders:
     store: StoreBackend
     public: PublicIndex
 
-    def covered(self, cls: Classification, planned: str | None = None) -> Classification:
+    def covered(self, cls: Classification, planned: str | None = None, *,
+                held: Mapping[str, Sequence[str]] | None = None) -> Classification:
         """A FREE name whose ultranormalised class we already hold is PROTECTED by that hold.
 
         ``planned``: the name of the class a dry run would reserve (nothing held yet).
+        ``held``: the store's `held_classes`, read once for many names (an audit).
         """
         if cls.verdict is not Verdict.FREE:
             return cls
-        holder = planned or self.store.held_in_class(cls.name)
+        holder = planned or (self.store.held_in_class(cls.name) if held is None
+                             else other_holder(held, cls.name))
         if holder is None:
             return cls
         return Classification(cls.name, Verdict.PROTECTED, Severity.NONE,

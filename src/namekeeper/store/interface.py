@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import StoreError
 from ..model import Action, NameEvent, Outcome, Verdict, outcome_from_json
+from ..names import ultranormalize
 from .schema import BUDGET_WINDOW, NameRecord, WorkItem
 
 __all__ = ["BUDGET_WINDOW", "DEFAULT_LEASE", "Condition", "DeliveryLog", "LeaseLost",
@@ -51,6 +52,11 @@ class LeaseLost(Exception):
 def holder_id() -> str:
     """A name for this process that no other process, here or elsewhere, shares."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def other_holder(held: Mapping[str, Sequence[str]], name: str) -> str | None:
+    """The first name of ``held`` (`StoreBackend.held_classes`) in ``name``'s class, not ``name``."""
+    return next((h for h in held.get(ultranormalize(name), ()) if h != name), None)
 
 
 @dataclass(frozen=True)
@@ -429,6 +435,10 @@ class StoreBackend(ABC):
     @abstractmethod
     def held_in_class(self, name: str) -> str | None:
         """Another name with ``name``'s ultranormalised key that we hold or are uploading."""
+
+    @abstractmethod
+    def held_classes(self) -> dict[str, list[str]]:
+        """Ultranormalised key -> its names we hold or are uploading (in flight first)."""
 
     @abstractmethod
     def forget(self, names: Iterable[str]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..names import ultranormalize
+from .interface import other_holder
 from .sql import Sql, SqlBase
 
 #: Tables holding rows about one name (column ``name``), emptied by `forget`.
@@ -38,15 +39,20 @@ class SqlPlaceholders(SqlBase):
         return frozenset(r["owner"] for r in rows)
 
     def held_in_class(self, name: str) -> str | None:
-        key = ultranormalize(name)
+        return other_holder(self.held_classes(), name)
+
+    def held_classes(self) -> dict[str, list[str]]:
         # An upload in flight counts; one the index refused (or that failed) does not.
         with self._read() as sql:
             rows = sql.execute(
-                "SELECT name FROM names WHERE name != ? AND (reserved_at IS NOT NULL OR "
+                "SELECT name FROM names WHERE reserved_at IS NOT NULL OR "
                 "(upload_started_at IS NOT NULL AND COALESCE(action, '') NOT IN "
-                "('protected', 'taken', 'failed'))) ORDER BY COALESCE(reserved_at, ''), name",
-                (name,)).fetchall()
-        return next((r["name"] for r in rows if ultranormalize(r["name"]) == key), None)
+                "('protected', 'taken', 'failed')) ORDER BY COALESCE(reserved_at, ''), name"
+            ).fetchall()
+        classes: dict[str, list[str]] = {}
+        for row in rows:
+            classes.setdefault(ultranormalize(row["name"]), []).append(row["name"])
+        return classes
 
     def forget(self, names: Iterable[str]) -> list[str]:
         wanted = list(dict.fromkeys(names))
