@@ -374,3 +374,21 @@ def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says
     assert main(["--config", str(cfg), "--format", "json", "check", "acme-free-0ne"]) == 0
     [checked] = json.loads(capsys.readouterr().out)
     assert (checked["verdict"], checked["reason"]) == ("protected", rows["acme-free-0ne"]["reason"])
+
+
+def test_our_placeholder_seen_for_the_first_time_by_an_audit_is_ours(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    # The upload ran a moment ago under a bot account that [public] owners does not list.
+    # The index names that account as the owner: as check does, the audit learns it as our
+    # placeholder's owner instead of raising the alarm that someone else holds the name.
+    Store(tmp_path / "state.sqlite3").record_outcome(Outcome(
+        name="acme-newly", display_name="acme-newly", verdict=Verdict.OURS,
+        action=Action.RESERVED, severity=Severity.NONE, reason="reserved",
+        message="acme-newly: reserved"), reserved=True)
+    public.add_project("acme-newly", owners=["acme-upload-bot"])
+    private.add_project("acme-newly", owners=["acme"])
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    row = next(r for r in doc["names"] if r["name"] == "acme-newly")  # type: ignore[index]
+    assert row["verdict"] == "ours" and "acme-upload-bot" in row["reason"]
+    assert Store(tmp_path / "state.sqlite3").placeholder_owners("acme-newly") == {"acme-upload-bot"}
