@@ -234,3 +234,45 @@ def test_a_retry_whose_state_is_no_longer_current_in_the_store_is_dropped(tmp_pa
     assert dispatcher.retry_due(1e9) == 0
     assert len(target.messages) == 1  # only the first, failed attempt
     assert store.delivery_log().pending_retries(1e9) == []
+
+
+def test_a_condition_alert_that_failed_is_retried_while_the_condition_lasts(tmp_path):
+    # The chat target was down when the budget paused: the alert must still arrive.
+    store, now = Store(tmp_path / "s.sqlite3"), [1000.0]
+    pager = Recorder("pager", ok=False)
+    dispatcher = Dispatcher([pager], store.delivery_log(), clock=lambda: now[0])
+    assert store.raise_condition("budget-paused", "no uploads until 12:00 UTC")
+    [condition] = store.conditions()
+    tags = frozenset({"paused"})
+    assert dispatcher.dispatch_condition(condition.key, condition.text, tags,
+                                         since=condition.since) == {"pager": False}
+    store.raise_condition("budget-paused", "no uploads until 13:00 UTC")  # paused for longer
+    pager.ok = True
+    now[0] += 29
+    assert dispatcher.retry_due() == 0  # the first retry waits 30 s
+    now[0] += 2
+    assert dispatcher.retry_due() == 1
+    assert len(pager.messages) == 2 and "13:00 UTC" in pager.messages[1].text  # its words now
+    assert pager.messages[1].tags == tags
+    now[0] += 100_000
+    assert dispatcher.retry_due() == 0 and len(pager.messages) == 2  # delivered: done
+    assert dispatcher.dispatch_condition(condition.key, condition.text, tags,
+                                         since=condition.since) == {}  # and never sent twice
+
+
+def test_the_retry_of_a_condition_that_is_over_is_dropped_and_a_new_one_is_sent(tmp_path):
+    store, now = Store(tmp_path / "s.sqlite3"), [1000.0]
+    pager = Recorder("pager", ok=False)
+    dispatcher = Dispatcher([pager], store.delivery_log(), clock=lambda: now[0])
+    store.raise_condition("public-index-unreachable", "unreachable for 300 s")
+    [first] = store.conditions()
+    dispatcher.dispatch_condition(first.key, first.text, frozenset({"failed"}), since=first.since)
+    assert store.clear_condition("public-index-unreachable")
+    pager.ok, now[0] = True, now[0] + 31
+    assert dispatcher.retry_due() == 0 and len(pager.messages) == 1  # over: nobody is woken
+    assert store.delivery_log().pending_retries(now[0]) == []
+    store.raise_condition("public-index-unreachable", "unreachable again")  # a new outage
+    [second] = store.conditions()
+    assert dispatcher.dispatch_condition(second.key, second.text, frozenset({"failed"}),
+                                         since=second.since) == {"pager": True}
+    assert "unreachable again" in pager.messages[-1].text

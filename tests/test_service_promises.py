@@ -39,7 +39,8 @@ class Alerts:
         self.outcomes.append(outcome)
         return {}
 
-    def dispatch_condition(self, key: str, text: str, tags: frozenset[str]) -> dict[str, bool]:
+    def dispatch_condition(self, key: str, text: str, tags: frozenset[str], *,
+                           since: float) -> dict[str, bool]:
         self.conditions.append((key, text, tags))
         return {}
 

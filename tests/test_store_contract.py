@@ -248,9 +248,12 @@ def test_a_condition_is_raised_once_and_cleared(open_store: OpenStore) -> None:
     assert not b.raise_condition("public-index-unreachable", "still down")  # b does not alert
     [condition] = a.conditions()
     assert (condition.key, condition.text) == ("public-index-unreachable", "still down")
+    # The alert's retry asks whether it lasts (any replica's delivery log answers).
+    assert b.delivery_log().active_condition("public-index-unreachable") == condition
     assert b.clear_condition("public-index-unreachable")
     assert not a.clear_condition("public-index-unreachable")
     assert a.conditions() == []
+    assert a.delivery_log().active_condition("public-index-unreachable") is None
 
 
 def test_the_health_probes_pass_on_a_healthy_store(open_store: OpenStore) -> None:

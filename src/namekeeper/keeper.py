@@ -10,6 +10,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -298,7 +299,9 @@ class Keeper(OwnPlaceholders):
             log.warning("%s", text)
             if self.alerts is not None:
                 try:
-                    self.alerts.dispatch_condition(key, text, frozenset({tag}))
+                    since = next((c.since for c in self.store.conditions() if c.key == key),
+                                 time.time())  # cleared already by another process
+                    self.alerts.dispatch_condition(key, text, frozenset({tag}), since=since)
                 except Exception:
                     log.exception("notifying about %s failed", key)
 

@@ -14,6 +14,7 @@ numbers, so every store implements it; outcomes travel as JSON
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..model import Action, Outcome, Severity, Verdict, outcome_to_json
-from ..store.interface import DeliveryLog, Retry
+from ..store.interface import Condition, DeliveryLog, Retry
 from .interface import TAG_TEST, Message, Notifier
 from .render import fingerprint, redact_text, render, render_condition
 
@@ -33,6 +34,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BACKOFF_FIRST = 30.0  # seconds before the first retry; doubles each time
 DEFAULT_BACKOFF_MAX = 3600.0
+
+#: The delivery log's name for the alert about a service-wide condition.
+CONDITION_PREFIX = "condition:"
 
 
 # ---------------------------------------------------------------------------
@@ -72,6 +76,9 @@ class MemoryDeliveryLog(DeliveryLog):
     def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         return None  # no store behind it: every retry is still current
 
+    def active_condition(self, key: str) -> Condition | None:
+        return None  # no store behind it: no condition outlasts the call that raised it
+
 
 # ---------------------------------------------------------------------------
 # The dispatcher
@@ -82,6 +89,18 @@ def project_page(web_url: str | None, name: str) -> str | None:
     if not web_url:
         return None
     return web_url.rstrip("/") + "/project/" + quote(name, safe="") + "/"
+
+
+def condition_fingerprint(key: str, since: float) -> str:
+    """One alert per raising of a condition: raised again after it cleared, it is new."""
+    return f"{key}@{since!r}"
+
+
+def condition_outcome(key: str, message: Message) -> Outcome:
+    """What a notifier is handed beside the message about a condition (no name is at stake)."""
+    return Outcome(name=CONDITION_PREFIX + key, display_name=key, verdict=Verdict.EXCLUDED,
+                   action=Action.DEFERRED, severity=Severity.HIGH, reason=message.text,
+                   message=message.text)
 
 
 class Dispatcher:
@@ -144,26 +163,32 @@ class Dispatcher:
             results[notifier.name] = self._attempt(notifier, message, outcome, fp, payload, 1)
         return results
 
-    def dispatch_condition(self, key: str, text: str, tags: frozenset[str]) -> dict[str, bool]:
+    def dispatch_condition(self, key: str, text: str, tags: frozenset[str], *,
+                           since: float) -> dict[str, bool]:
         """Deliver a service-wide condition to each notifier that wants ``tags``; name → ok.
 
-        Raised once by the store (`Store.raise_condition`), so it is sent once; a
-        failed delivery is logged, not retried: the condition stays in /healthz.
+        Raised once by the store (`Store.raise_condition`, at ``since``), so it is sent
+        once; a failed delivery is retried with backoff while the condition lasts.
         """
         message = render_condition(key, text, tags, self.secrets)
-        about = Outcome(name=f"condition:{key}", display_name=key, verdict=Verdict.EXCLUDED,
-                        action=Action.DEFERRED, severity=Severity.HIGH, reason=message.text,
-                        message=message.text)
-        results: dict[str, bool] = {}
-        for notifier in self.notifiers:
-            if not self._wants(notifier, tags):
-                continue
-            error = self.send_once(notifier, message, about)
-            results[notifier.name] = error is None
-            if error is not None:
-                log.warning("notifying %r about the condition %s failed: %s", notifier.name, key,
-                            error)
-        return results
+        about = condition_outcome(key, message)
+        fp, payload = condition_fingerprint(key, since), json.dumps({"tags": sorted(tags)})
+        return {notifier.name: self._attempt(notifier, message, about, fp, payload, 1)
+                for notifier in self._not_yet_sent(tags, about.name, fp)}
+
+    def _retry_condition(self, notifier: Notifier, retry: Retry) -> bool:
+        """Send the alert about a condition again, in its current words, unless it is over."""
+        key = retry.name.removeprefix(CONDITION_PREFIX)
+        condition = self.log.active_condition(key)
+        if condition is None or condition_fingerprint(key, condition.since) != retry.fingerprint:
+            log.info("dropping the retry of the alert about the condition %s to %r: it is over",
+                     key, retry.target)
+            self.log.clear_retry(retry.target, retry.name)
+            return False
+        tags = frozenset(json.loads(retry.payload)["tags"])
+        message = render_condition(key, condition.text, tags, self.secrets)
+        return self._attempt(notifier, message, condition_outcome(key, message),
+                             retry.fingerprint, retry.payload, retry.attempts + 1)
 
     def _drop_stale_retries(self, name: str, fp: str, tags: frozenset[str]) -> None:
         """A newer state of ``name`` makes every pending alert about an older one stale.
@@ -211,8 +236,11 @@ class Dispatcher:
                 self.log.clear_retry(retry.target, retry.name)
                 continue
             try:
+                if retry.name.startswith(CONDITION_PREFIX):
+                    delivered += self._retry_condition(notifier, retry)
+                    continue
                 outcome = retry.outcome
-            except ValueError as exc:
+            except (ValueError, KeyError, TypeError) as exc:
                 log.error("dropping unreadable retry for %s to %r: %s",
                           retry.name, retry.target, exc)
                 self.log.clear_retry(retry.target, retry.name)

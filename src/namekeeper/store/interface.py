@@ -196,6 +196,10 @@ class DeliveryLog(ABC):
     def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         """(verdict, action) the store records for ``name`` now; None when it cannot say."""
 
+    @abstractmethod
+    def active_condition(self, key: str) -> Condition | None:
+        """The service-wide condition ``key`` while it lasts; None once it is cleared."""
+
 
 class StoreBackend(ABC):
     """The durable state of namekeeper: names, history, journal, queue, budget, deliveries."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..model import Action, Verdict
-from .interface import DeliveryLog, Retry
+from .interface import Condition, DeliveryLog, Retry
 
 if TYPE_CHECKING:
     from .sql import Sql, SqlBase
@@ -72,6 +72,12 @@ class SqlDeliveryLog(DeliveryLog):
         if row is None or row["verdict"] is None or row["action"] is None:
             return None
         return Verdict(row["verdict"]), Action(row["action"])
+
+    def active_condition(self, key: str) -> Condition | None:
+        with self.store._read() as sql:
+            row = sql.execute("SELECT key, text, since FROM conditions WHERE key=?",
+                              (key,)).fetchone()
+        return Condition(row["key"], row["text"], row["since"]) if row else None
 
 
 def _retry(row: Any) -> Retry:
