@@ -21,12 +21,14 @@ import pytest
 
 from _doubles import Clock
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
+from namekeeper.names import ultranormalize
 from namekeeper.store.interface import (
     BUDGET_WINDOW,
     DeliveryLog,
     Released,
     Retry,
     StoreBackend,
+    other_holder,
 )
 from namekeeper.store.sqlite import Store
 
@@ -591,6 +593,26 @@ def test_placeholder_owners_classes_and_forget(open_store: OpenStore) -> None:
     assert store.forget(["acme-utils", "acme-never-seen"]) == ["acme-utils"]
     assert store.get("acme-utils") is None and store.placeholder_owners("acme-utils") == set()
     assert store.queue_items() == [] and store.history("acme-utils") == []
+
+
+#: A name we hold, and canonical names the public index finds too similar to it, or not.
+HELD = "acme-utils"
+SAME_CLASS = ["acme-uti1s", "acmeutils", "acme-utiis", "acme-ut1ls", "acme-u-t-i-l-s",
+              "acme-ut11s"]
+OTHER_CLASS = ["acme-tools", "acme-utilz", "acme-utils2", "acme-util", "xacme-utils"]
+
+
+@pytest.mark.parametrize("other", SAME_CLASS + OTHER_CLASS)
+def test_the_store_finds_the_class_a_name_falls_in_as_the_index_would(
+        open_store: OpenStore, other: str) -> None:
+    # The store compares PyPI's "too similar" key in SQL: it must agree with `ultranormalize`.
+    store = open_store()
+    store.record_outcome(outcome(HELD), reserved=True)
+    store.record_outcome(outcome("acme-other-held"), reserved=True)
+    expected = HELD if ultranormalize(other) == ultranormalize(HELD) else None
+    assert (other in SAME_CLASS) == (expected is not None)
+    assert store.held_in_class(other) == expected
+    assert other_holder(store.held_classes(), other) == expected
 
 
 def test_the_recheck_also_queues_names_no_source_queued(open_store: OpenStore) -> None:

@@ -42,7 +42,7 @@ def test_migrate_creates_the_schema_of_an_empty_database(capsys: pytest.CaptureF
     url = pg_env.new_database()
     cfg = config_for(tmp_path, url)
     code, out, _ = run(capsys, "--config", str(cfg), "store", "migrate")
-    assert code == 0 and "schema version 0 -> 1" in out
+    assert code == 0 and f"schema version 0 -> {postgres_store.SCHEMA_VERSION}" in out
     code, out, _ = run(capsys, "--config", str(cfg), "store", "migrate")
     assert code == 0 and "nothing to do" in out
     code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "status")
@@ -55,14 +55,15 @@ def test_an_older_schema_is_upgraded_only_by_migrate(capsys: pytest.CaptureFixtu
     url = pg_env.new_database()
     cfg = config_for(tmp_path, url)
     assert run(capsys, "--config", str(cfg), "store", "migrate")[0] == 0
-    # This namekeeper "knows" a version 2 that the database does not have yet.
-    monkeypatch.setattr(postgres_store, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(postgres_store.MIGRATIONS, 2,
+    # This namekeeper "knows" a version that the database does not have yet.
+    known = postgres_store.SCHEMA_VERSION
+    monkeypatch.setattr(postgres_store, "SCHEMA_VERSION", known + 1)
+    monkeypatch.setitem(postgres_store.MIGRATIONS, known + 1,
                         "ALTER TABLE names ADD COLUMN note TEXT")
     code, _, err = run(capsys, "--config", str(cfg), "status")
     assert code == 2 and "run `namekeeper store migrate`" in err and err.count("\n") == 1
     code, out, _ = run(capsys, "--config", str(cfg), "store", "migrate")
-    assert code == 0 and "schema version 1 -> 2" in out
+    assert code == 0 and f"schema version {known} -> {known + 1}" in out
     with pg_env.connect(url.rsplit("/", 1)[1]) as conn:
         assert conn.execute("SELECT note FROM names").fetchall() == []
     assert run(capsys, "--config", str(cfg), "status")[0] == 0
@@ -185,3 +186,18 @@ def test_copy_output_as_json(capsys: pytest.CaptureFixture[str], tmp_path: Path)
                         "--to", str(tmp_path / "b.sqlite3"))
     assert code == 0 and data["rows"]["names"] == 1 and data["rows"]["queue"] == 1
     assert json.loads(json.dumps(data))["to"].endswith("b.sqlite3")
+
+
+def test_a_version_1_database_gets_the_index_on_the_too_similar_key(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, pg_env: PostgresServer) -> None:
+    url = pg_env.new_database()
+    cfg = config_for(tmp_path, url)
+    assert run(capsys, "--config", str(cfg), "store", "migrate")[0] == 0
+    with pg_env.connect(url.rsplit("/", 1)[1]) as conn:  # as version 1 left it
+        conn.execute("DROP INDEX names_ultra")
+    set_schema_version(pg_env, url, 1)
+    code, out, _ = run(capsys, "--config", str(cfg), "store", "migrate")
+    assert code == 0 and "schema version 1 -> 2" in out
+    with pg_env.connect(url.rsplit("/", 1)[1]) as conn:
+        assert conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'names' "
+                            "AND indexname = 'names_ultra'").fetchall() == [("names_ultra",)]

@@ -29,8 +29,11 @@ _PYPI_NAME = re.compile(r"[A-Z0-9]|[A-Z0-9][A-Z0-9._-]*[A-Z0-9]", re.IGNORECASE 
 # Longer names than this are refused by the metadata validators anyway; a bound keeps logs sane.
 MAX_NAME_LENGTH = 128
 
-_ULTRA_DELETE = str.maketrans("", "", "._-")
-_ULTRA_MAP = str.maketrans({"l": "1", "i": "1", "o": "0"})
+#: PyPI's "too similar" key (`ultranormalize`): these are dropped, then these letters replaced.
+ULTRA_DROPPED = "._-"
+ULTRA_REPLACED = {"l": "1", "i": "1", "o": "0"}
+_ULTRA_DELETE = str.maketrans("", "", ULTRA_DROPPED)
+_ULTRA_MAP = str.maketrans(ULTRA_REPLACED)
 
 
 def shown(value: str, limit: int = 60) -> str:

@@ -47,7 +47,7 @@ from .interface import (
     StoreUnavailable,
 )
 from .postgres_intake import WORK_CHANNEL, PostgresIntake
-from .schema import POSTGRESQL, tables
+from .schema import POSTGRESQL, tables, ultranormalized
 from .sql import OUTCOME_UPSERT, Sql, T, outcome_detail, outcome_row
 from .sql_store import SqlStore
 
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: The version of the schema below; `migrate` refuses a database with a higher one.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
@@ -80,7 +80,11 @@ CREATE TABLE IF NOT EXISTS job_leases (
 """
 
 #: Schema version → the SQL that brings the previous version up to it.
-MIGRATIONS = {1: tables(POSTGRESQL) + _POSTGRES_TABLES}
+MIGRATIONS = {1: tables(POSTGRESQL) + _POSTGRES_TABLES,
+              # Version 2: the index on each name's "too similar" key, so that a worker's
+              # `held_in_class` reads one row, not every held name.  (A new database has
+              # it from version 1's tables already.)
+              2: f"CREATE INDEX IF NOT EXISTS names_ultra ON names (({ultranormalized('name')}))"}
 
 
 class SchemaTooNew(StoreUnavailable):

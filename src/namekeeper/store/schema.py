@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ..model import NameEvent, Outcome, from_iso, iso
+from ..names import ULTRA_DROPPED, ULTRA_REPLACED
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ CREATE TABLE IF NOT EXISTS history (
     detail TEXT
 );
 CREATE INDEX IF NOT EXISTS history_name ON history(name);
+CREATE INDEX IF NOT EXISTS names_ultra ON names (({ultra_name}));
 CREATE TABLE IF NOT EXISTS events (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -148,9 +150,20 @@ CREATE TABLE IF NOT EXISTS watch_state (key TEXT PRIMARY KEY, value {blob} NOT N
 """
 
 
+def ultranormalized(column: str) -> str:
+    """`names.ultranormalize` of ``column`` in SQL both backends speak (``names_ultra`` indexes it)."""
+    expr = f"lower({column})"
+    for dropped in ULTRA_DROPPED:
+        expr = f"replace({expr}, '{dropped}', '')"
+    for letter, digit in ULTRA_REPLACED.items():
+        expr = f"replace({expr}, '{letter}', '{digit}')"
+    return expr
+
+
 def tables(dialect: Dialect) -> str:
     """The DDL of every table both backends keep, in ``dialect``'s column types."""
-    return _TABLES.format(real=dialect.real, serial_key=dialect.serial_key, blob=dialect.blob)
+    return _TABLES.format(real=dialect.real, serial_key=dialect.serial_key, blob=dialect.blob,
+                          ultra_name=ultranormalized("name"))
 
 BUDGET_WINDOW = 3600.0
 

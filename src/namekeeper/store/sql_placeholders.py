@@ -12,8 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..names import ultranormalize
-from .interface import other_holder
+from .schema import ultranormalized
 from .sql import Sql, SqlBase
+
+#: A name we hold: an upload in flight counts; one the index refused (or that failed) does not.
+_HELD = ("reserved_at IS NOT NULL OR (upload_started_at IS NOT NULL AND "
+         "COALESCE(action, '') NOT IN ('protected', 'taken', 'failed'))")
+_HELD_ORDER = "ORDER BY COALESCE(reserved_at, ''), name"
 
 #: Tables holding rows about one name (column ``name``), emptied by `forget`.
 PER_NAME_TABLES = ("names", "queue", "events", "history", "placeholder_owners", "delivered",
@@ -39,16 +44,16 @@ class SqlPlaceholders(SqlBase):
         return frozenset(r["owner"] for r in rows)
 
     def held_in_class(self, name: str) -> str | None:
-        return other_holder(self.held_classes(), name)
+        with self._read() as sql:  # one row, through the index on the key
+            row = sql.execute(
+                f"SELECT name FROM names WHERE {ultranormalized('name')} = ? AND name != ? "  # noqa: S608
+                f"AND ({_HELD}) {_HELD_ORDER} LIMIT 1", (ultranormalize(name), name)).fetchone()
+        return row["name"] if row else None
 
     def held_classes(self) -> dict[str, list[str]]:
-        # An upload in flight counts; one the index refused (or that failed) does not.
         with self._read() as sql:
-            rows = sql.execute(
-                "SELECT name FROM names WHERE reserved_at IS NOT NULL OR "
-                "(upload_started_at IS NOT NULL AND COALESCE(action, '') NOT IN "
-                "('protected', 'taken', 'failed')) ORDER BY COALESCE(reserved_at, ''), name"
-            ).fetchall()
+            rows = sql.execute(f"SELECT name FROM names WHERE {_HELD} {_HELD_ORDER}"  # noqa: S608
+                               ).fetchall()
         classes: dict[str, list[str]] = {}
         for row in rows:
             classes.setdefault(ultranormalize(row["name"]), []).append(row["name"])
