@@ -286,3 +286,41 @@ def test_health_metrics_and_status_show_a_paused_budget_conditions_and_stuck_lea
     store.pause_budget(-1)  # ...and once it is over, not any more
     main(["--config", str(tmp_path / "nk.toml"), "status"])
     assert "rate-limited" not in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_healthz_turns_red_at_once_when_the_store_stops_answering(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A database that stops answering holds the health loop in a connect timeout; a load
+    # balancer's check must hear "red" instead of waiting with it.
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.health.stuck_after = 2.0
+    answering = threading.Event()
+    answering.set()
+    real_conditions = service.store.conditions
+
+    def conditions() -> Any:
+        answering.wait()
+        return real_conditions()
+
+    monkeypatch.setattr(service.store, "conditions", conditions)
+    service.start()
+    try:
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to be green")
+        answering.clear()
+
+        def asked_in_time() -> tuple[bool, dict[str, Any]] | None:
+            answers: list[tuple[bool, dict[str, Any]]] = []
+            check = threading.Thread(target=lambda: answers.append(service.healthy()))
+            check.start()
+            check.join(5)
+            assert answers, "/healthz waited for a store that does not answer"
+            return answers[0] if not answers[0][0] else None
+
+        ok, detail = wait_for(asked_in_time, 30, "/healthz to turn red")
+        assert any("has not answered for" in r for r in detail["reasons"]), detail
+        answering.set()
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to turn green again")
+    finally:
+        answering.set()
+        service.shutdown(5)

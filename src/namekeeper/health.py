@@ -102,6 +102,9 @@ class Health:
 
     #: How often the loop reads the store's reasons (the store's probes have their own cadence).
     refresh_every = 1.0
+    #: A loop that has not finished asking the store for this long is stuck (a database that
+    #: stopped answering), not busy: the answer turns red without waiting for it.
+    stuck_after = 10.0
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str],
@@ -150,15 +153,29 @@ class Health:
         return None
 
     def store_answer(self) -> StoreAnswer:
-        """The store's answer, at most ``3 * refresh_every`` seconds old (asked now if older)."""
+        """The store's answer, at most ``3 * refresh_every`` seconds old (asked now if older).
+
+        While the loop is stuck asking the store (a database that stopped answering), the
+        answer says so at once: a load balancer's check must not wait out a connect timeout.
+        """
         current = self.fresh_store_answer()
         if current is not None:
             return current
-        with self._refresh_lock:
+        if not self._refresh_lock.acquire(timeout=self.refresh_every if self._loop_running
+                                          else -1):
+            last = self._store_answer
+            if last is not None and self.clock() - last.checked_at < self.stuck_after:
+                return last  # the loop is busy (an integrity check), not stuck: its word stands
+            silent = f" for {self.clock() - last.checked_at:.0f} s" if last else ""
+            return StoreAnswer(self.clock(),
+                               f"the store {self.store.location} has not answered{silent}", ())
+        try:
             current = self._store_answer  # another request may have refreshed it meanwhile
             if current is not None and 0 <= self.clock() - current.checked_at < self.refresh_every:
                 return current
             return self._refresh_locked()
+        finally:
+            self._refresh_lock.release()
 
     def refresh(self) -> StoreAnswer:
         """Ask the store now (the loop's step)."""
