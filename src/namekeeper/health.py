@@ -104,7 +104,7 @@ class Health:
     refresh_every = 1.0
     #: A loop that has not finished asking the store for this long is stuck (a database that
     #: stopped answering), not busy: the answer turns red without waiting for it.
-    stuck_after = 10.0
+    stuck_after = 5.0
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str],
