@@ -34,7 +34,7 @@ from typing import Any
 from ..model import NameEvent, iso
 from .interface import QueueState
 from .schema import event_to_json
-from .sql import SIGHTING_COLUMNS, Sql, SqlBase, fold_sightings, seen_detail
+from .sql import SIGHTING_COLUMNS, Sql, SqlBase, created_row, fold_sightings, seen_detail
 
 #: The channel a transaction that queues work notifies (`PostgresStore.watch_for_work`).
 WORK_CHANNEL = "namekeeper_work"
@@ -95,9 +95,7 @@ class PostgresIntake(SqlBase):
              [json.dumps(seen_detail(e)) for e in newcomers])).fetchall()
         created = {row["name"] for row in rows}
         state: dict[str, dict[str, Any]] = {
-            e.name: {"first_seen_private": iso(e.seen_at), "first_source": e.source,
-                     "first_index": e.index, "highest_private_version": e.version,
-                     "reserved_at": None} for e in newcomers if e.name in created}
+            e.name: created_row(e) for e in newcomers if e.name in created}
         known = sorted(first.keys() - created)
         if known:
             for row in cur.execute(

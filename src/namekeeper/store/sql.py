@@ -105,6 +105,13 @@ SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                     "highest_private_version")
 
 
+def created_row(event: NameEvent) -> dict[str, Any]:
+    """What `fold_sightings` knows of a name whose row was just created from ``event``."""
+    return {"first_seen_private": iso(event.seen_at), "first_source": event.source,
+            "first_index": event.index, "highest_private_version": event.version,
+            "reserved_at": None}
+
+
 def fold_sightings(state: dict[str, dict[str, Any]], events: Sequence[NameEvent],
                    written: set[int]) -> set[str]:
     """Apply the sightings in order to their names' rows (`SIGHTING_COLUMNS`); the names changed.
@@ -259,10 +266,7 @@ class SqlBase(StoreBackend):
             at = self._history_at()
             execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
                          [(e.name, at, "seen", json.dumps(seen_detail(e))) for e in newcomers])
-            for e in newcomers:
-                state[e.name] = {"first_seen_private": iso(e.seen_at), "first_source": e.source,
-                                 "first_index": e.index, "highest_private_version": e.version,
-                                 "reserved_at": None}
+            state.update((e.name, created_row(e)) for e in newcomers)
         changed = sorted(fold_sightings(state, events, {first[e.name] for e in newcomers}))
         if changed:
             execute_rows(
