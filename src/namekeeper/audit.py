@@ -226,9 +226,7 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
             if public is None:
                 errors[name] = error or "the public index did not answer"
             else:
-                keeper.learn_placeholder_owners(name, public, records.get(name))  # as check
-                decided[name] = keeper.covered(keeper.judge(name, public, records.get(name)),
-                                               held=held)
+                decided[name] = keeper.judge_answer(name, public, records.get(name), held=held)
             advance(1)
 
     events_by_name = {e.name: e for e in events}

@@ -11,7 +11,7 @@ import fnmatch
 import logging
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -97,9 +97,17 @@ class Keeper(OwnPlaceholders):
         local = self.prejudge(name, record, self.listing, trust_absence=False)
         if local is not None:
             return local
-        public = self.public.lookup(name)
+        return self.judge_answer(name, self.public.lookup(name), record)
+
+    def judge_answer(self, name: str, public: PublicProject, record: NameRecord | None, *,
+                     held: Mapping[str, Sequence[str]] | None = None) -> Classification:
+        """The index's answer about ``name``, as `check` judges it (an audit too).
+
+        Learns our placeholder's owners from it, and a FREE name whose class we hold is
+        covered (``held``: the store's `held_classes`, read once for many names).
+        """
         self.learn_placeholder_owners(name, public, record)
-        return self.covered(self.judge(name, public, record))
+        return self.covered(self.judge(name, public, record), held=held)
 
     def prejudge(self, name: str, record: NameRecord | None, listing: PublicListing | None, *,
                  trust_absence: bool) -> Classification | None:
