@@ -10,8 +10,10 @@ whole point).  The answers themselves are the contract suite's business
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -106,3 +108,24 @@ def test_a_connection_that_sat_idle_is_checked_before_it_is_used(
     statements.clear()
     assert store.get("acme-a") is None
     assert statements == ["", "SELECT * FROM names WHERE name = %s"]
+
+
+def test_a_connection_the_server_closed_while_it_sat_in_the_pool_is_replaced_not_failed(
+        store: PostgresStore, postgres: PostgresServer, statements: list[str]) -> None:
+    # As a restart or an administrator does: the server says "terminating connection" and
+    # hangs up, moments after the connection came back (too soon for the idle check).
+    store.accept(ev("acme-a", "a"))
+    database = urlsplit(store.url).path.lstrip("/")
+    with postgres.connect() as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = %s", (database,))
+        for _ in range(100):  # a backend says why before it exits
+            row = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s",
+                                (database,)).fetchone()
+            if row and row[0] == 0:
+                break
+            time.sleep(0.05)
+    statements.clear()
+    assert store.accept(ev("acme-b", "b")) is True  # not StoreUnavailable
+    assert store.get("acme-b") is not None
+    assert statements[0] == ""  # the closed connection was checked, and a new one drawn

@@ -24,7 +24,8 @@ from _fake_public import FakePublicIndex, FaultPlan
 from _notify_servers import serving_http
 from _postgres import PostgresServer, running_postgres
 from _servers import Service, payload, wait_for
-from namekeeper.store.postgres import PostgresStore
+from namekeeper.model import NameEvent
+from namekeeper.store.postgres import PooledConnection, PostgresStore
 
 pytestmark = pytest.mark.slow
 
@@ -194,6 +195,33 @@ def test_postgresql_restarted_under_load_never_acknowledges_an_unstored_event(
         assert set(answers) == journaled  # nothing lost once resent
         assert any(503 in statuses for statuses in answers.values())
         assert all(fake.uploads[n] == 1 for n in answers)
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+@pytest.mark.parametrize("unchecked_for", [3600.0, 0.0], ids=["just-given-back", "sat-idle"])
+def test_a_database_restart_between_two_requests_fails_neither(
+        own_postgres: PostgresServer, mode: str, unchecked_for: float,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A restart takes a fifth of a second: the pooled connections came back moments before
+    # it (too recently for a check by round trip) or long before; each is closed now, and
+    # a request that draws one must neither fail nor wait for a check's backoff.
+    monkeypatch.setattr(PooledConnection, "UNCHECKED_FOR", unchecked_for)
+    store = PostgresStore(own_postgres.new_database(), password=own_postgres.password,
+                          max_size=4)
+    try:
+        connections = [store._pool.getconn() for _ in range(4)]  # four in the pool, all used
+        for conn in connections:
+            conn.execute("SELECT 1")
+            store._pool.putconn(conn)
+        own_postgres.stop(mode)
+        own_postgres.start()
+        for i in range(8):  # each draws a connection the restart closed, or its replacement
+            name = f"acme-after-{i}"
+            assert store.accept(NameEvent(name=name, display_name=name, source="artifactory",
+                                          index="pypi-local", key=name))
+        assert store.claim("worker") is not None
+    finally:
+        store.close()
 
 
 def test_a_lost_database_is_one_line_per_failure_a_red_healthz_and_a_resume(

@@ -28,6 +28,7 @@ so intake answers 503 rather than acknowledging an event it did not store.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -134,7 +135,7 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
 class PooledConnection(psycopg.Connection[dict[str, Any]]):
     """A connection of the store's pool, which remembers when it was last given back."""
 
-    #: A connection given back this recently is handed out again unchecked (seconds).
+    #: A connection given back this recently is handed out again without a round trip (s).
     UNCHECKED_FOR = 1.0
     given_back_at = float("-inf")
 
@@ -142,13 +143,25 @@ class PooledConnection(psycopg.Connection[dict[str, Any]]):
     def given_back(conn: PooledConnection) -> None:
         conn.given_back_at = time.monotonic()
 
-    @staticmethod
-    def check_if_idle(conn: PooledConnection) -> None:
-        # Under load a connection comes back within milliseconds, and checking it every
-        # time is one more round trip per transaction for nothing.  One that sat idle
-        # (across a database restart, say: that takes seconds) is checked first.
-        if time.monotonic() - conn.given_back_at > PooledConnection.UNCHECKED_FOR:
-            ConnectionPool.check_connection(conn)
+    def lost(self) -> bool:
+        """Whether this connection, drawn from the pool, is no longer usable.
+
+        Under load a connection comes back within milliseconds, and checking it every
+        time would be one more round trip per transaction for nothing.  So one is
+        checked only when it sat idle (a database host may have gone meanwhile) or when
+        the server wrote to it in the pool, which it does only to say it is closing it
+        (a restart, which can take a fifth of a second; ``pg_terminate_backend``).
+        """
+        if time.monotonic() - self.given_back_at <= self.UNCHECKED_FOR:
+            poller = select.poll()
+            poller.register(self.fileno(), select.POLLIN)
+            if not poller.poll(0):
+                return False
+        try:
+            ConnectionPool.check_connection(self)  # reads what the server said: may be harmless
+        except psycopg.Error:
+            return True
+        return False
 
 
 class Cursor:
@@ -192,14 +205,14 @@ class PostgresStore(PostgresIntake, SqlStore):
         self._clock = clock
         self._conninfo_kwargs: dict[str, Any] = {"password": password} if password else {}
         # Autocommit: a read is one statement, not BEGIN, the statement and the pool's
-        # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  ``check``: a
-        # connection broken by a database restart is replaced at checkout instead of failing
-        # the request that drew it.
+        # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  A connection
+        # broken by a database restart is replaced at checkout (`_connection`) instead of
+        # failing the request that drew it.
         self._pool: ConnectionPool[PooledConnection] = ConnectionPool(
             url, connection_class=PooledConnection,
             kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True},
             min_size=min_size, max_size=max_size, timeout=timeout, open=False,
-            check=PooledConnection.check_if_idle, reset=PooledConnection.given_back,
+            reset=PooledConnection.given_back,
             name="namekeeper-store")
         try:
             self._pool.open(wait=True, timeout=timeout)
@@ -215,11 +228,11 @@ class PostgresStore(PostgresIntake, SqlStore):
     # -- schema and transfer ---------------------------------------------------------------------
 
     def schema_version(self) -> SchemaVersion:
-        with self._unreachable_as_store_error(), self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._connection() as conn:
             return SchemaVersion(schema_version(conn), SCHEMA_VERSION)
 
     def migrate(self) -> SchemaVersion:
-        with self._unreachable_as_store_error(), self._pool.connection() as conn:
+        with self._unreachable_as_store_error(), self._connection() as conn:
             try:
                 before, after = migrate(conn)
             except SchemaTooNew as exc:
@@ -240,7 +253,7 @@ class PostgresStore(PostgresIntake, SqlStore):
             for attempt in range(5):
                 try:
                     # The connections autocommit: a single statement is its own transaction.
-                    with self._pool.connection() as conn, \
+                    with self._connection() as conn, \
                             nullcontext() if one_statement else conn.transaction(), \
                             conn.cursor() as cur:
                         return work(Cursor(cur))
@@ -252,9 +265,23 @@ class PostgresStore(PostgresIntake, SqlStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        with self._unreachable_as_store_error(), self._pool.connection() as conn, \
+        with self._unreachable_as_store_error(), self._connection() as conn, \
                 conn.cursor() as cur:
             yield Cursor(cur)
+
+    @contextmanager
+    def _connection(self) -> Iterator[PooledConnection]:
+        """A connection of the pool that still works (`PooledConnection.lost`)."""
+        # After a restart every pooled connection is closed: each is passed over at once
+        # (the pool replaces it), where the pool's own ``check`` would wait a second, then
+        # two, ... before it tried the next one.
+        for _ in range(self._pool.max_size):
+            with self._pool.connection() as conn:
+                if not conn.lost():
+                    yield conn
+                    return
+        with self._pool.connection() as conn:  # a new one, or the pool's timeout
+            yield conn
 
     @contextmanager
     def _unreachable_as_store_error(self) -> Iterator[None]:
