@@ -324,3 +324,43 @@ def test_healthz_turns_red_at_once_when_the_store_stops_answering(
     finally:
         answering.set()
         service.shutdown(5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("store", "skew", "words"), [
+    ("postgresql", 90.0, "90 s ahead of"), ("postgresql", -90.0, "90 s behind"),
+    ("sqlite", 90.0, None),  # one host's file: every process reads the same clock
+])
+def test_healthz_is_red_while_this_hosts_clock_is_far_from_the_databases(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+        request: pytest.FixtureRequest, store: str, skew: float, words: str | None) -> None:
+    # A replica whose clock runs ahead reclaims the others' live leases (and spends the
+    # budget's hour early): it must say so rather than quietly work names twice.
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-health-token")
+    if store == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", postgres.password)
+        table = f'url = "{postgres.new_database()}"'
+    else:
+        table = 'path = "s.sqlite3"'
+    path = tmp_path / "nk.toml"
+    path.write_text(fake_public.config_toml() + f"[store]\n{table}\n")
+    offset = [skew]
+    service = InProcessService(cfg.load(path), clock=lambda: time.time() + offset[0])
+    service.start()
+    try:
+        if words is None:
+            wait_for(lambda: service.healthy()[0], 10, "/healthz to be green")
+            time.sleep(2 * service.health.refresh_every)  # a few answers later, still green
+            assert service.healthy()[0], service.healthy()[1]
+            return
+        def red() -> dict[str, Any] | None:
+            ok, detail = service.healthy()
+            return None if ok else detail
+
+        detail = wait_for(red, 10, "/healthz to turn red")
+        assert [r for r in detail["reasons"] if words in r and "NTP" in r], detail
+        offset[0] = 0.0  # NTP put it right
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to turn green again")
+    finally:
+        service.shutdown(5)

@@ -264,6 +264,18 @@ def test_the_health_probes_pass_on_a_healthy_store(open_store: OpenStore) -> Non
     assert store.probe_integrity() is None
 
 
+def test_a_shared_store_measures_how_far_a_clock_is_from_its_own(
+        open_store: OpenStore, request: pytest.FixtureRequest) -> None:
+    store = open_store()
+    if request.node.callspec.id == "sqlite":
+        assert store.clock_offset(time.time) is None  # a file on this host: one clock
+        return
+    offset = store.clock_offset(time.time)
+    assert offset is not None and abs(offset) < 1.0  # this test and the server share a host
+    ahead = store.clock_offset(lambda: time.time() + 90)
+    assert ahead is not None and 89 < ahead < 91
+
+
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)

@@ -105,16 +105,23 @@ class Health:
     #: A loop that has not finished asking the store for this long is stuck (a database that
     #: stopped answering), not busy: the answer turns red without waiting for it.
     stuck_after = 5.0
+    #: Replicas stamp leases, the budget's hour and retries with their own clocks: this far
+    #: from the database's (NTP keeps hosts within milliseconds), one of them is broken.
+    max_clock_offset = 10.0
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str],
-                 *, clock: Callable[[], float] = time.monotonic) -> None:
+                 *, clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = store
         self.workers = workers
         self.sources = list(sources)
         self.fixed = list(fixed)
         self.clock = clock
+        #: The clock this process stamps leases with (the workers' clock).
+        self.wall = wall
+        self._clock_was_off = False
         self.probe = StoreProbe(store, clock=clock)
         self._refresh_lock = threading.Lock()
         self._store_answer: StoreAnswer | None = None
@@ -227,4 +234,22 @@ class Health:
         if stuck:
             found.append(f"{stuck} queue item(s) are held by leases that expired more than "
                          f"{self.config.queue.lease:.0f} s ago and were not reclaimed")
+        clock_off = self._clock_problem()
+        if clock_off:
+            found.append(clock_off)
         return StoreAnswer(self.clock(), None, tuple(found), paused_until, paused_reason)
+
+    def _clock_problem(self) -> str | None:
+        """Why this process's clock cannot share the store's leases, if it cannot (logged once)."""
+        offset = self.store.clock_offset(self.wall)
+        if offset is None or abs(offset) <= self.max_clock_offset:
+            self._clock_was_off = False
+            return None
+        problem = (f"this host's clock is {abs(offset):.0f} s "
+                   f"{'ahead of' if offset > 0 else 'behind'} the store's ({self.store.location}): "
+                   "every replica stamps leases and the budget's hour with its own clock, so "
+                   f"they must agree within {self.max_clock_offset:.0f} s (NTP)")
+        if not self._clock_was_off:
+            log.warning("%s", problem)
+        self._clock_was_off = True
+        return problem

@@ -142,7 +142,8 @@ class Service:
             self._notify_thread: threading.Thread | None = None
             self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
             self.health = Health(config, self.store, self.workers, self.sources,
-                                 startup_problems(config, self.keeper.missing_credentials()))
+                                 startup_problems(config, self.keeper.missing_credentials()),
+                                 wall=clock)
             #: Who holds this process's leases, on queue items and on periodic jobs alike.
             self.holder = self.workers.holder
         except BaseException:

@@ -427,6 +427,11 @@ class StoreBackend(ABC):
     def probe_integrity(self) -> str | None:
         """None when a quick integrity check passes, else what it found (one line)."""
 
+    def clock_offset(self, now: Callable[[], float]) -> float | None:
+        """How many seconds ``now`` runs ahead of the clock of the store's server (behind:
+        negative); None for a store with no server of its own (a file on this host)."""
+        return None
+
     # -- our own placeholders; forgetting names -----------------------------------------------------
 
     @abstractmethod

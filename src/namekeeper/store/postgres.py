@@ -373,6 +373,15 @@ class PostgresStore(PostgresIntake, SqlStore):
             return " ".join(str(exc).split())[:300]
         return None if row else "the store has no schema version"
 
+    def clock_offset(self, now: Callable[[], float]) -> float | None:
+        with self._read() as sql:
+            before = now()
+            row = sql.execute("SELECT extract(epoch FROM clock_timestamp())::float8 AS at"
+                              ).fetchone()
+            after = now()
+        assert row is not None
+        return (before + after) / 2 - float(row["at"])
+
     def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
         at = self._clock() if now is None else now
         row = self._transaction(lambda tx: tx.execute(
