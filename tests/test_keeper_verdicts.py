@@ -124,15 +124,52 @@ def test_a_placeholder_gone_from_the_index_is_free_again_and_says_so(keeper: Kee
                         two_minutes).verdict is Verdict.FREE
 
 
+class Answers(PublicIndex):
+    """The public index as a table: a name it does not list does not exist."""
+
+    def __init__(self, **projects: PublicProject) -> None:
+        self.projects = {name.replace("_", "-"): p for name, p in projects.items()}
+
+    def lookup(self, name: str) -> PublicProject:
+        return self.projects.get(name) or PublicProject(name, exists=False)
+
+
 @pytest.mark.parametrize("name", ["asyncio", "xml-etree", "asyncio-base-events",
                                   "encodings-utf-8-sig", "main", "future", "cgihttpserver"])
-def test_stdlib_names_are_protected_without_asking(keeper: Keeper, name: str) -> None:
+def test_stdlib_names_nobody_holds_are_protected(keeper: Keeper, name: str) -> None:
     # Callers pass canonical names: submodules arrive as "xml-etree", never "xml.etree".
-    assert keeper.classify(name, None).verdict is Verdict.PROTECTED
+    keeper.public = Answers()
+    cls = keeper.classify(name, None)
+    assert (cls.verdict, cls.severity) == (Verdict.PROTECTED, Severity.NONE)
+    assert "standard-library" in cls.reason
 
 
-def test_policy_exclusions_are_not_looked_up(keeper: Keeper) -> None:
+@pytest.mark.parametrize("name", ["logging", "email-utils"])
+def test_a_stdlib_name_registered_before_the_rule_is_judged_like_any_other(
+        keeper: Keeper, name: str) -> None:
+    # The rule refuses new projects only; older ones exist, and pip installs them.
+    keeper.public = Answers(**{name: project(name=name, owners=("mallory",))})
+    cls = keeper.classify(name, None)
+    assert cls.verdict is Verdict.TAKEN and "mallory" in cls.reason
+
+
+@pytest.mark.parametrize("pattern", ["acme-fork-*", "acme_fork_*", "Acme.Fork.*", "ACME--fork*"])
+def test_policy_exclusions_are_not_looked_up(tmp_path: Path, pattern: str) -> None:
+    # Patterns match canonical names, however the configuration spells them.
+    config = Config(policy=PolicyConfig(exclude=(pattern,)),
+                    store=StoreConfig(path=tmp_path / "s.sqlite3"))
+    keeper = Keeper(config, Store(config.store.path), Unreachable())
     assert keeper.classify("acme-fork-requests", None).verdict is Verdict.EXCLUDED
+    assert not keeper.policy_excludes("acme-billing")
+
+
+def test_an_include_pattern_spelt_with_underscores_includes_the_canonical_names(
+        tmp_path: Path) -> None:
+    config = Config(policy=PolicyConfig(include=("acme_*",)),
+                    store=StoreConfig(path=tmp_path / "s.sqlite3"))
+    keeper = Keeper(config, Store(config.store.path), Unreachable())
+    assert not keeper.policy_excludes("acme-billing")
+    assert keeper.policy_excludes("zeta-billing")
 
 
 def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(

@@ -31,7 +31,7 @@ from .model import (
     Verdict,
     utcnow,
 )
-from .names import outranks
+from .names import canonical_pattern, outranks
 from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
@@ -83,8 +83,10 @@ class Keeper(OwnPlaceholders):
 
     def policy_excludes(self, name: str) -> bool:
         policy = self.config.policy
-        included = any(fnmatch.fnmatchcase(name, pat.lower()) for pat in policy.include)
-        excluded = any(fnmatch.fnmatchcase(name, pat.lower()) for pat in policy.exclude)
+        included = any(fnmatch.fnmatchcase(name, canonical_pattern(pat))
+                       for pat in policy.include)
+        excluded = any(fnmatch.fnmatchcase(name, canonical_pattern(pat))
+                       for pat in policy.exclude)
         return excluded or not included
 
     def classify(self, name: str, record: NameRecord | None) -> Classification:
@@ -114,17 +116,13 @@ class Keeper(OwnPlaceholders):
         """The verdict when no per-name lookup is needed, else None (then: lookup, `judge`).
 
         Shared by `check`/`reserve` and `audit`, so both give the same verdicts: policy,
-        the standard library, and with a listing PyPI's "too similar" rule; with
-        ``trust_absence`` (a listing just revalidated) a name it does not hold is judged
-        as absent from the public index without asking.
+        and with a listing PyPI's "too similar" rule; with ``trust_absence`` (a listing
+        just revalidated) a name it does not hold is judged as absent from the public
+        index without asking.
         """
         if self.policy_excludes(name):
             return Classification(name, Verdict.EXCLUDED, Severity.NONE,
                                   "The policy's include/exclude patterns leave this name alone.")
-        if names.is_stdlib_name(name):
-            return Classification(name, Verdict.PROTECTED, Severity.NONE,
-                                  "The public index refuses standard-library module names to "
-                                  "everyone.")
         if listing is None:
             return None
         similar = listing.similar(name)
@@ -142,6 +140,11 @@ class Keeper(OwnPlaceholders):
         """Turn what the public index says into a verdict; no network I/O."""
         ours_in_store = record is not None and record.reserved
         if not public.exists:
+            if names.is_stdlib_name(name):
+                # Only absent ones: the rule came after projects such as "logging" existed.
+                return Classification(name, Verdict.PROTECTED, Severity.NONE,
+                                      "The public index refuses standard-library module names "
+                                      "to everyone.", public)
             if ours_in_store and record is not None and record.reserved_at is not None:
                 # The index's answers are CDN-cached: a fresh upload may still look absent.
                 if utcnow() - record.reserved_at < timedelta(seconds=self.config.public.cdn_grace):

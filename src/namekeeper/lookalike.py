@@ -34,6 +34,8 @@ from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA
 
+from .names import canonical_pattern
+
 
 class Kind(str, enum.Enum):
     """How a public name resembles one of ours (values are what reports show)."""
@@ -118,11 +120,6 @@ def skeleton(name: str) -> str:
     for seq, single in _VISUAL_SEQUENCES:
         text = text.replace(seq, single)
     return text.translate(_VISUAL_CHARS)
-
-
-def canonical_prefix(prefix: str) -> str:
-    """A configured prefix (``acme_``) in the form canonical names take (``acme-``)."""
-    return re.sub(r"[-_.]+", "-", prefix.lower())
 
 
 def _stems(name: str) -> Iterable[str]:
@@ -226,8 +223,8 @@ class LookalikeIndex:
                  allow: Iterable[str] = (), thresholds: Thresholds | None = None) -> None:
         self.thresholds = t = thresholds or Thresholds()
         self.ours = frozenset(ours)
-        self.prefixes = tuple(sorted({canonical_prefix(p) for p in prefixes if p}))
-        self.allow_globs = tuple(sorted({g.lower() for g in allow if g}))
+        self.prefixes = tuple(sorted({canonical_pattern(p) for p in prefixes if p}))
+        self.allow_globs = tuple(sorted({canonical_pattern(g) for g in allow if g}))
         globs = [fnmatch.translate(g) for g in self.allow_globs]
         self._allow = re.compile("|".join(globs)) if globs else None
         # One dictionary per kind of generated variant; each maps a key to our (sorted) names.

@@ -70,6 +70,12 @@ def canonical(name: str) -> str:
     return canonicalize_name(validate_name(name))
 
 
+def canonical_pattern(pattern: str) -> str:
+    """A configured prefix or glob (``Acme_Fork_*``) in the form canonical names take
+    (``acme-fork-*``), so that it matches every spelling of the names it means."""
+    return re.sub(r"[-_.]+", "-", pattern.lower())
+
+
 def ultranormalize(name: str) -> str:
     """PyPI's "too similar" key: one registered name blocks every name with the same key."""
     return name.lower().translate(_ULTRA_DELETE).translate(_ULTRA_MAP)
