@@ -76,6 +76,12 @@ def test_our_own_names_and_allowed_names_are_not_reported():
     assert index.match("acme-paymnets") is not None  # the glob does not cover this one
 
 
+def test_an_allowed_glob_is_canonicalised_like_the_names_it_matches():
+    index = LookalikeIndex(OURS, allow=["Acme_Payments.*"], prefixes=["acme-"])
+    assert index.allowed("acme-payments-sdk")
+    assert index.match("acme-payments-sdk") is None
+
+
 def test_prefixes_report_any_new_name_in_our_namespace():
     index = LookalikeIndex(OURS, prefixes=["Acme_"])
     hit = index.match("acme-something-new")
