@@ -201,3 +201,21 @@ def test_a_name_registered_between_lookup_and_upload_is_critical_and_says_why(
     message = render(outcome)
     assert message.title.startswith("namekeeper [CRITICAL]")
     assert "dependency-confusion attack" in message.text
+
+
+def test_a_listing_older_than_a_day_no_longer_makes_a_name_protected(
+        keeper: Keeper, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `serve` keeps the listing it started with; acmeutils has been removed since, and
+    # someone registered acme-utils.
+    import time
+
+    from namekeeper.public.listing import FRESH_FOR, ListingInfo, PublicListing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no fresher copy on disk
+    keeper.public = Answers(**{"acme-utils": project(name="acme-utils")})
+    keeper.listing = PublicListing.of(["acmeutils"])
+    assert keeper.classify("acme-utils", None).verdict is Verdict.PROTECTED  # fresh: no lookup
+    keeper.listing = PublicListing.of(["acmeutils"], ListingInfo(
+        url="memory:", count=1, validated_at=time.time() - FRESH_FOR - 60))
+    cls = keeper.classify("acme-utils", None)
+    assert cls.verdict is Verdict.TAKEN and "mallory" in cls.reason

@@ -35,7 +35,7 @@ from .names import canonical_pattern, outranks
 from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
-from .public.listing import PublicListing
+from .public.listing import FRESH_FOR, PublicListing, cached_listing
 from .reserve.interface import ReservationBackend
 from .store.interface import LeaseLost, NameRecord, StoreBackend
 from .store.sql_budget import CONDITION_PAUSED
@@ -96,10 +96,22 @@ class Keeper(OwnPlaceholders):
         A cached listing (``self.listing``) only adds "too similar": whether the name itself
         exists is asked afresh, since the cache may be a day old.
         """
-        local = self.prejudge(name, record, self.listing, trust_absence=False)
+        local = self.prejudge(name, record, self.fresh_listing(), trust_absence=False)
         if local is not None:
             return local
         return self.judge_answer(name, self.public.lookup(name), record)
+
+    def fresh_listing(self) -> PublicListing | None:
+        """``self.listing`` while it was validated less than `FRESH_FOR` ago, else None.
+
+        `serve` runs for months: the listing it started with is re-read from the cache
+        once it is older (an audit or a look-alike scan revalidates the cache), because a
+        project that made a name "too similar" may have been removed since.
+        """
+        listing = self.listing
+        if listing is not None and listing.info.age > FRESH_FOR:
+            listing = self.listing = cached_listing(self.config.public)
+        return listing
 
     def judge_answer(self, name: str, public: PublicProject, record: NameRecord | None, *,
                      held: Mapping[str, Sequence[str]] | None = None) -> Classification:
