@@ -122,6 +122,7 @@ class _File:
     upload_time: datetime
     packagetype: str
     uploader: str | None
+    yanked: str | None = None  # PEP 592: the reason ("" for none given) once yanked
 
     @property
     def sha256(self) -> str:
@@ -483,6 +484,25 @@ class FakePublicIndex:
             self._files[filename] = canon
         return project
 
+    def yank(self, name: str, version: str, reason: str = "") -> None:
+        """An owner yanks a release (PEP 592): its files stay, marked yanked in every API."""
+        with self._lock:
+            project = self._get_project(canonicalize_name(name))
+            assert project is not None, name
+            for f in project.files.values():
+                if f.version == version:
+                    f.yanked = reason
+            self._changed(canonicalize_name(name))
+
+    def delete_files(self, name: str, version: str) -> None:
+        """An owner deletes a release's files: the JSON API still lists the release, empty."""
+        with self._lock:
+            project = self._get_project(canonicalize_name(name))
+            assert project is not None, name
+            for filename in [k for k, f in project.files.items() if f.version == version]:
+                del project.files[filename]
+            self._changed(canonicalize_name(name))
+
     def prohibit(self, name: str) -> None:
         """An admin-prohibited name: uploads creating it are refused."""
         with self._lock:
@@ -795,7 +815,8 @@ class FakePublicIndex:
                 "files": [{"filename": f.filename, "url": f"{self.url}files/{quote(f.filename)}",
                            "hashes": {"sha256": f.sha256}, "requires-python": None,
                            "size": len(f.content), "upload-time": _iso(f.upload_time),
-                           "yanked": False, "data-dist-info-metadata": False}
+                           "yanked": False if f.yanked is None else (f.yanked or True),
+                           "data-dist-info-metadata": False}
                           for f in files],
             }
             if self.simple_api_version != "1.0":
@@ -804,8 +825,9 @@ class FakePublicIndex:
                        method=method)
             return
         links = "".join(
-            f'<a href="{self.url}files/{quote(f.filename)}#sha256={f.sha256}">'
-            f"{html.escape(f.filename)}</a><br />\n" for f in files)
+            f'<a href="{self.url}files/{quote(f.filename)}#sha256={f.sha256}"'
+            + ("" if f.yanked is None else f' data-yanked="{html.escape(f.yanked)}"')
+            + f">{html.escape(f.filename)}</a><br />\n" for f in files)
         page = ("<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" "
                 f"content=\"{self.simple_api_version}\"><title>Links for {canon}</title></head>"
                 f"<body><h1>Links for {canon}</h1>\n{links}</body></html>\n")
@@ -829,8 +851,8 @@ class FakePublicIndex:
                 "python_version": "source" if f.packagetype == "sdist" else "py3",
                 "requires_python": None,
                 "size": len(f.content),
-                "yanked": False,
-                "yanked_reason": None,
+                "yanked": f.yanked is not None,
+                "yanked_reason": f.yanked or None,
             })
         highest = max(project.versions, key=_version_key) if project.versions else None
         page = f"{self.url}project/{canon}/"

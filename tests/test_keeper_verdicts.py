@@ -219,3 +219,42 @@ def test_a_listing_older_than_a_day_no_longer_makes_a_name_protected(
         url="memory:", count=1, validated_at=time.time() - FRESH_FOR - 60))
     cls = keeper.classify("acme-utils", None)
     assert cls.verdict is Verdict.TAKEN and "mallory" in cls.reason
+
+
+# (public versions, our highest private version): pip's choice decides, which packaging's own
+# filter (what pip applies: no pre-release while a final release is on offer) tells us.
+PIP_CASES = [
+    (("0.1",), "2.0.dev1"),          # a final beats our pre-release, however low
+    (("2.0rc1",), "1.0"),            # their pre-release is skipped: ours is final
+    (("0.1", "2.0rc1"), "1.0"),
+    (("99.0",), "2.0"),
+    (("1.0",), "2.0"),
+    (("2.0b1",), "2.0a1"),           # pre-releases only: the highest wins
+    (("1.0rc1",), "2.0a1"),
+    (("1.0.post1",), "1.0"),         # a post-release is final
+    (("2.0", "3.0.dev0"), "2.0"),    # equal: pip keeps ours (the private index is asked too)
+    (("not a version", "0.5"), "1.0"),
+]
+
+
+@pytest.mark.parametrize(("public", "private"), PIP_CASES)
+def test_critical_exactly_when_pip_would_install_the_public_version(
+        keeper: Keeper, public: tuple[str, ...], private: str) -> None:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    def valid(v: str) -> bool:
+        try:
+            Version(v)
+            return True
+        except InvalidVersion:
+            return False
+
+    offered = [v for v in public if valid(v)] + [private]
+    picked = max(SpecifierSet("").filter(offered), key=Version)
+    pip_takes_theirs = picked != private and Version(picked) != Version(private)
+    seen(keeper, "acme-a", private)
+    cls = keeper.judge("acme-a", project(versions=public), keeper.store.get("acme-a"))
+    assert (cls.severity is Severity.CRITICAL) is pip_takes_theirs, cls.reason
+    if pip_takes_theirs:
+        assert f"its version {picked} outranks our private {private}" in cls.reason

@@ -74,6 +74,20 @@ def test_json_simple_page_without_versions_key(fake_public: FakePublicIndex) -> 
     assert set(project.versions) == {"1.0", "1.1"}
 
 
+@pytest.mark.parametrize("api", ["json-api", "simple-json", "simple-html"])
+def test_versions_pip_would_never_offer_are_left_out(fake_public: FakePublicIndex,
+                                                      api: str) -> None:
+    # A yanked release (PEP 592) is installed only when pinned; one whose files were all
+    # deleted is listed by the JSON API with no files: neither can outrank our package.
+    fake_public.serve_json = api != "simple-html"
+    fake_public.add_project("acme-utils", versions=["0.1", "98.0", "99.0"])
+    fake_public.yank("acme-utils", "99.0", reason="broken")
+    fake_public.delete_files("acme-utils", "98.0")
+    project = index_for(fake_public, json_api=api == "json-api").lookup("acme-utils")
+    assert project.exists
+    assert project.versions == ("0.1",) and project.highest_version == "0.1"
+
+
 def test_lookup_asks_for_pep_691_json(fake_public: FakePublicIndex) -> None:
     fake_public.add_project("acme-utils")
     index_for(fake_public, json_api=False).lookup("acme-utils")

@@ -31,7 +31,7 @@ from .model import (
     Verdict,
     utcnow,
 )
-from .names import canonical_pattern, outranks
+from .names import canonical_pattern, pip_prefers_public
 from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
@@ -205,9 +205,13 @@ class Keeper(OwnPlaceholders):
                 and public.first_release > first_private):
             reasons.append(f"it appeared on the public index ({public.first_release:%Y-%m-%d}) "
                            f"after we first saw it privately ({first_private:%Y-%m-%d})")
-        if outranks(public.highest_version, private_version):  # pip would take the public one
-            reasons.append(f"its version {public.highest_version} outranks our private "
-                           f"{private_version}, so pip with --extra-index-url would install it")
+        picked = pip_prefers_public(public.versions, private_version)
+        if picked:
+            ours = names.parsed_version(private_version)
+            reasons.append(f"its version {picked} outranks our private {private_version}, so "
+                           "pip with --extra-index-url would install it"
+                           + (" (pip skips pre-releases when a final release is on offer)"
+                              if ours is not None and ours.is_prerelease else ""))
         if reasons:
             return Classification(name, Verdict.TAKEN, Severity.CRITICAL,
                                   f"Held by {who}; {' and '.join(reasons)}.", public)

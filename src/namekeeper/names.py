@@ -186,7 +186,23 @@ def highest_version(versions: Iterable[str]) -> str | None:
     return best[1] if best else None
 
 
-def outranks(version: str | None, other: str | None) -> bool:
-    """True when pip would prefer ``version`` over ``other`` (both valid and higher)."""
-    a, b = parsed_version(version), parsed_version(other)
-    return a is not None and b is not None and a > b
+def pip_prefers_public(public_versions: Iterable[str], private: str | None) -> str | None:
+    """The public version pip would install instead of our private ``private``, or None.
+
+    Offered both indexes, pip takes the highest version but skips pre-releases
+    whenever a final release is on offer.  The store keeps only our highest private
+    version: a private pre-release is taken to be all we publish, so any public final
+    release beats it (the case a final placeholder ``0.0.0`` is for).
+    """
+    ours = parsed_version(private)
+    theirs = [v for v in map(parsed_version, public_versions) if v is not None]
+    if ours is None or not theirs:
+        return None
+    finals = [v for v in theirs if not v.is_prerelease]
+    if finals:
+        best = max(finals)
+        return str(best) if ours.is_prerelease or best > ours else None
+    if not ours.is_prerelease:
+        return None  # our final release is on offer: their pre-releases are skipped
+    best = max(theirs)
+    return str(best) if best > ours else None

@@ -15,6 +15,7 @@ from html.parser import HTMLParser
 class Anchor:
     href: str
     text: str  # stripped, character references decoded
+    yanked: bool = False  # PEP 592's data-yanked: pip installs such a file only when pinned
 
 
 class _AnchorReader(HTMLParser):
@@ -23,11 +24,14 @@ class _AnchorReader(HTMLParser):
         self.anchors: list[Anchor] = []
         self._href: str | None = None
         self._text: list[str] = []
+        self._yanked = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             self._finish()
-            self._href = dict(attrs).get("href") or ""
+            found = dict(attrs)
+            self._href = found.get("href") or ""
+            self._yanked = "data-yanked" in found
             self._text = []
 
     def handle_endtag(self, tag: str) -> None:
@@ -44,7 +48,7 @@ class _AnchorReader(HTMLParser):
 
     def _finish(self) -> None:
         if self._href is not None:
-            self.anchors.append(Anchor(self._href, "".join(self._text).strip()))
+            self.anchors.append(Anchor(self._href, "".join(self._text).strip(), self._yanked))
             self._href = None
 
 

@@ -140,19 +140,23 @@ class SimplePublicIndex(PublicIndex):
 
     def _simple_versions(self, response: requests.Response) -> tuple[str, ...]:
         content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        # Versions pip could install: a file that is yanked (PEP 592) it takes only when
+        # pinned, and a version whose files are all yanked or deleted it never offers.
         if content_type in (SIMPLE_JSON, "application/json"):
             data = self._json(response)
+            files = data.get("files")
+            if isinstance(files, list):
+                return _versions_from_filenames([
+                    f["filename"] for f in files if isinstance(f, dict)
+                    and isinstance(f.get("filename"), str) and not f.get("yanked")])
             raw_versions = data.get("versions")
             if isinstance(raw_versions, list):
                 return tuple(v for v in raw_versions if isinstance(v, str))
-            files = data.get("files")
-            names = [f.get("filename") for f in files if isinstance(f, dict)] \
-                if isinstance(files, list) else []
-            return _versions_from_filenames([n for n in names if isinstance(n, str)])
+            return ()
         # A project page's anchor text is the file name; else the href's last segment is.
         return _versions_from_filenames([
             a.text or unquote(urlsplit(a.href).path.rstrip("/").rsplit("/", 1)[-1])
-            for a in anchors(response.text)])
+            for a in anchors(response.text) if not a.yanked])
 
     @staticmethod
     def _from_json(name: str, data: dict[str, Any], simple_versions: tuple[str, ...],
@@ -180,7 +184,10 @@ class SimplePublicIndex(PublicIndex):
             exists=True,
             owners=tuple(owners),
             organization=organization if isinstance(organization, str) and organization else None,
-            versions=tuple(str(v) for v in releases) or simple_versions,
+            versions=tuple(
+                str(v) for v, files in releases.items() if isinstance(files, list)
+                and any(isinstance(f, dict) and not f.get("yanked") for f in files)
+            ) if releases else simple_versions,
             first_release=min(times) if times else None,
             ownership_known=ownership_known,
             url=url,
