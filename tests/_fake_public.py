@@ -24,6 +24,9 @@ One behaviour differs from a naive reading of the error table, because
 warehouse does it: re-uploading a file with the same name *and the same bytes*
 answers 200 and changes nothing (twine's ``--skip-existing`` relies on the
 400 "File already exists" only for a different file under a taken filename).
+A file name once uploaded can never be uploaded again once its file is gone
+(a deleted release, a removed project): 400 "This filename has already been
+used, use a different version" (warehouse's help, "file-name-reuse").
 """
 
 from __future__ import annotations
@@ -317,6 +320,7 @@ class FakePublicIndex:
         #: Answer the next n JSON-API requests with 429 (``Retry-After: 1``), like a throttled CDN.
         self.throttle_json = 0
         self._files: dict[str, str] = {}  # filename -> canonical project
+        self._used_filenames: set[str] = set()  # every file name ever uploaded, kept forever
         self._tokens: dict[str, str] = {}  # token -> user
         self._prohibited: set[str] = set()
         self._creations: dict[str, list[float]] = collections.defaultdict(list)
@@ -447,6 +451,7 @@ class FakePublicIndex:
             self._changed(canon)
             for filename in project.files:
                 self._files[filename] = canon
+                self._used_filenames.add(filename)
 
     def add_listed_projects(self, names: Iterable[str]) -> None:
         """Seed many existing projects cheaply: owner ``someone-else``, version 1.0, 2020.
@@ -493,6 +498,20 @@ class FakePublicIndex:
                 if f.version == version:
                     f.yanked = reason
             self._changed(canonicalize_name(name))
+
+    def remove_project(self, name: str) -> None:
+        """The index's administrators remove a project (PEP 541): its name is free again,
+        its file names stay used."""
+        canon = canonicalize_name(name)
+        with self._lock:
+            project = self._get_project(canon)
+            assert project is not None, name
+            for filename in project.files:
+                self._files.pop(filename, None)
+            del self._projects[canon]
+            self._serials.pop(canon, None)
+            self._changed_at = time.time()
+            self._listing_cache = None
 
     def delete_files(self, name: str, version: str) -> None:
         """An owner deletes a release's files: the JSON API still lists the release, empty."""
@@ -976,6 +995,9 @@ class FakePublicIndex:
                     return  # warehouse: an identical re-upload is a no-op 200
                 raise _UploadError(400, f"File already exists ({filename!r}, with blake2_256 "
                                         f"hash {blake2!r}). {help_}")
+            if filename in self._used_filenames:
+                raise _UploadError(400, "This filename has already been used, use a different "
+                                        f"version. {help_}")
 
             if project is None:
                 project = _Project(name=name, owners=[user], organization=None, versions=[],
@@ -990,6 +1012,7 @@ class FakePublicIndex:
             project.files[filename] = _File(filename, raw_version, content, upload_time,
                                             packagetype, user)
             self._files[filename] = canon
+            self._used_filenames.add(filename)
             self.uploads[canon] += 1
             self._changed(canon)
 

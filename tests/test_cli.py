@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,27 @@ def test_reserve_then_pip_refuses_to_install_and_a_second_reserve_uploads_nothin
     assert sum(fake.attempts.values()) == attempts  # nothing was uploaded, not even tried
     for text in (first.stdout, first.stderr, second.stdout, second.stderr):
         assert TOKEN not in text
+
+
+def test_a_placeholder_removed_by_the_index_cannot_be_uploaded_again_and_says_so(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # PEP 541: the administrators remove our placeholder project; its file name stays used.
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    cfg = write_config(tmp_path, fake.config_toml() + 'cdn-grace = "0.1s"\n')
+    code, rows, err = run(capsys, "--config", str(cfg), "--format", "json", "reserve", "acme-gone")
+    assert (code, rows[0]["action"]) == (0, "reserved"), err
+    fake.remove_project("acme-gone")
+    time.sleep(0.2)  # past the CDN grace: the index's "not found" now means it
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve", "acme-gone")
+    [row] = rows
+    assert (row["verdict"], row["severity"], row["action"]) == ("free", "high", "failed")
+    assert "acme_gone-0.0.0.tar.gz" in row["message"] and "0.0.0.post1" in row["message"]
+    assert code == 1 and fake.project("acme-gone") is None  # not held, and not called ours
+    cfg.write_text(cfg.read_text().replace("[placeholder]\n",
+                                           '[placeholder]\nversion = "0.0.0.post1"\n'))
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve", "acme-gone")
+    assert (code, rows[0]["action"]) == (0, "reserved") and fake.project("acme-gone")
 
 
 def test_check_reports_every_verdict_with_owners_and_exit_code(

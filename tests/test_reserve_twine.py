@@ -360,6 +360,9 @@ def scripted() -> Iterator[_ScriptedServer]:
      Action.TAKEN, "another account"),
     (409, "Conflict", "acme_utils-0.0.0.tar.gz already exists in non-volatile index",
      Action.ALREADY_OURS, "already ours"),
+    # A file name once used is refused for ever, its file gone: nothing is held.
+    (400, "This filename has already been used, use a different version. See /help/ for more "
+          "information.", "", Action.FAILED, "is not held; set [placeholder] version"),
     (401, "Unauthorized", "", Action.FAILED, "credentials"),
     (400, "Invalid distribution file.", "", Action.FAILED, "Invalid distribution file"),
     (503, "Service Unavailable", "", Action.FAILED, "try again later"),

@@ -52,7 +52,7 @@ from twine import utils as twine_utils
 from ..config import ENV_PUBLIC_TOKEN, PublicConfig, redact
 from ..hookspecs import hookimpl
 from ..model import Action, UploadResult
-from ..names import InvalidName, canonical, name_from_filename, one_line
+from ..names import InvalidName, canonical, name_from_filename, one_line, parsed_version
 from ._twine_credentials import Credentials, find_credentials, split_userinfo
 from ._twine_output import capturing
 from .interface import ReservationBackend
@@ -158,11 +158,32 @@ _GENERIC_REASONS = frozenset({
 })
 
 
+def _next_version(filename: str) -> str:
+    """A version after the one in ``filename`` that no upload has used yet, as a suggestion."""
+    try:
+        version = parsed_version(name_from_filename(filename)[2])
+    except InvalidName:
+        version = None
+    if version is None:
+        return "0.0.0.post1"
+    post = (version.post or 0) + 1
+    return f"{version.base_version}.post{post}"
+
+
 def _result_for_answer(name: str, filename: str, answer: _Answer,
                        secrets: tuple[str, ...]) -> UploadResult:
     """Translate the index's refusal of ``filename`` into an `UploadResult` (FIELD-NOTES' table)."""
     status, detail = answer.status, answer.detail(secrets)
-    if status in (400, 409) and answer.matches("already exist", "has already been used"):
+    if status == 400 and answer.matches("has already been used"):
+        # The file is not there: it was, under a release deleted since or a project the
+        # administrators removed, and the index never takes a file name twice.  Nothing
+        # is held (the project it was creating is undone) until a new version is uploaded.
+        return UploadResult(Action.FAILED,
+                            f"the public index refuses {filename}: that file name was used "
+                            f"before (a release deleted since, or a removed project), so "
+                            f"{name} is not held; set [placeholder] version to one never "
+                            f"uploaded for it, e.g. {_next_version(filename)} ({detail})")
+    if status in (400, 409) and answer.matches("already exist"):
         return UploadResult(Action.ALREADY_OURS,
                             f"{name} is already ours: the public index already has {filename} "
                             f"({detail})")
