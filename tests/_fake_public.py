@@ -427,6 +427,11 @@ class FakePublicIndex:
         with self._lock:
             self._tokens[token] = user
 
+    def revoke_tokens(self) -> None:
+        """Every API token stops working (revoked by its owner, or expired)."""
+        with self._lock:
+            self._tokens.clear()
+
     def add_project(self, name: str, *, owners: list[str] | None = None,
                     organization: str | None = None, versions: list[str] | None = None,
                     first_release: datetime | None = None, summary: str = "",

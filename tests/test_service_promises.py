@@ -251,3 +251,42 @@ def _backend(pool: WorkerPool) -> Any:
     from namekeeper.reserve.twine import TwineReservationBackend
 
     return TwineReservationBackend(pool.keeper.config.public, config_file=None, use_keyring=False)
+
+
+def test_an_outage_raised_before_a_restart_is_cleared_by_the_first_answer_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The operator restarts serve during an outage; the index comes back later.
+    clock = Clock()
+    with FakePublicIndex(clock=clock) as fake:
+        pool, alerts = watched_pool(tmp_path, fake, monkeypatch, clock,
+                                    '[queue]\noutage-after = "5m"\nbackoff-max = 60\n')
+        fake.stop()
+        accept(pool, "acme-a")
+        drain(pool, clock, until=clock.t + 3600)
+        assert [c.key for c in pool.store.conditions()] == ["public-index-unreachable"]
+        restarted = WorkerPool(pool.keeper, pool.store, pool.queue, threads=1, clock=clock)
+        fake.start()
+        accept(restarted, "acme-b")
+        drain(restarted, clock, until=clock.t + 3600)
+        assert fake.uploads["acme-a"] == fake.uploads["acme-b"] == 1
+        assert pool.store.conditions() == []  # /healthz green again
+        before = len(alerts.conditions)
+        fake.stop()  # a later outage is a new one, and alerted
+        accept(restarted, "acme-c")
+        drain(restarted, clock, until=clock.t + 3600)
+        assert len(alerts.conditions) == before + 1
+
+
+def test_names_that_end_failed_turn_healthz_red_and_say_which(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from namekeeper.health import Health
+
+    clock = Clock()
+    pool, alerts = watched_pool(tmp_path, fake_public, monkeypatch, clock)
+    fake_public.revoke_tokens()  # every upload refused from now on
+    accept(pool, "acme-a", "acme-b")
+    drain(pool, clock, until=clock.t + 3600)
+    assert {o.name for o in alerts.outcomes if o.action is Action.FAILED} == {"acme-a", "acme-b"}
+    health = Health(pool.keeper.config, pool.store, pool, [], [])
+    reasons = health.store_answer().reasons
+    assert [r for r in reasons if r.startswith("2 name(s) ended FAILED") and "acme-a, acme-b" in r]

@@ -276,6 +276,18 @@ def test_a_shared_store_measures_how_far_a_clock_is_from_its_own(
     assert ahead is not None and 89 < ahead < 91
 
 
+def test_names_whose_last_outcome_failed_are_counted_until_one_succeeds(
+        open_store: OpenStore) -> None:
+    store = open_store()
+    assert store.failed_names() == (0, [])
+    for name in ("acme-d", "acme-b", "acme-c", "acme-a"):
+        store.record_outcome(outcome(name, Verdict.FREE, Action.FAILED))
+    store.record_outcome(outcome("acme-e"))
+    assert store.failed_names() == (4, ["acme-a", "acme-b", "acme-c"])
+    store.record_outcome(outcome("acme-a"))  # reserved after all
+    assert store.failed_names(sample=10) == (3, ["acme-b", "acme-c", "acme-d"])
+
+
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)

@@ -234,6 +234,11 @@ class Health:
         if stuck:
             found.append(f"{stuck} queue item(s) are held by leases that expired more than "
                          f"{self.config.queue.lease:.0f} s ago and were not reclaimed")
+        failed, some = self.store.failed_names()
+        if failed:
+            more = f" and {failed - len(some)} more" if failed > len(some) else ""
+            found.append(f"{failed} name(s) ended FAILED and are not held: {', '.join(some)}"
+                         f"{more} (`namekeeper status` says why)")
         clock_off = self._clock_problem()
         if clock_off:
             found.append(clock_off)

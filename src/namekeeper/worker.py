@@ -64,6 +64,9 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._held: set[str] = set()
         self._outage_since: float | None = None
+        # An outage raised before this process started (by it, before a restart, or by a
+        # replica) is cleared by the first answer this process gets, as its own would be.
+        self._outage_maybe_raised = True
         self._outage_streak = 0
         self._lookups_ok = 0
         self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
@@ -291,8 +294,9 @@ class WorkerPool:
 
     def _index_answered(self, name: str) -> None:
         with self._lock:
-            was_down = self._outage_since is not None
+            was_down = self._outage_since is not None or self._outage_maybe_raised
             self._outage_since, self._outage_streak = None, 0
+            self._outage_maybe_raised = False
             self._lookups_ok += 1
             self._failed_at.pop(name, None)
         if was_down and self.store.clear_condition(CONDITION_UNREACHABLE):

@@ -269,6 +269,10 @@ class StoreBackend(ABC):
     def all_names(self) -> list[NameRecord]: ...
 
     @abstractmethod
+    def failed_names(self, sample: int = 3) -> tuple[int, list[str]]:
+        """How many names' last outcome is FAILED (not held), and the first ``sample`` of them."""
+
+    @abstractmethod
     def mark_upload_started(self, name: str, display_name: str) -> None:
         """Written before every upload, so a crash mid-upload is recognised after a restart."""
 

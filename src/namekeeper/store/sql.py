@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ..model import NameEvent, Outcome, from_iso, iso
+from ..model import Action, NameEvent, Outcome, from_iso, iso
 from ..names import highest_version
 from .interface import Condition, DeliveryLog, NameRecord, StoreBackend
 from .schema import Dialect, name_record, outcome_values
@@ -209,6 +209,13 @@ class SqlBase(StoreBackend):
         with self._read() as sql:
             rows = sql.execute("SELECT * FROM names ORDER BY name").fetchall()
         return [name_record(r) for r in rows]
+
+    def failed_names(self, sample: int = 3) -> tuple[int, list[str]]:
+        with self._read() as sql:
+            rows = sql.execute("SELECT name, COUNT(*) OVER () AS n FROM names "
+                               "WHERE action = ? ORDER BY name LIMIT ?",
+                               (Action.FAILED.value, sample)).fetchall()
+        return (int(rows[0]["n"]) if rows else 0), [r["name"] for r in rows]
 
     def _upload_started(self, tx: Sql, name: str, display_name: str,
                         detail: dict[str, Any] | None) -> None:
