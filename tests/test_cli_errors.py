@@ -111,3 +111,20 @@ def test_serve_refuses_to_start_without_an_owner_for_an_index_with_owners(
     assert code == 2
     one_line_error(err)
     assert "[public] owners" in err
+
+
+@pytest.mark.parametrize("url", ["http://[::1/simple/", "http://host:99999/simple/"])
+def test_a_url_urllib_cannot_take_apart_is_one_line_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, url: str) -> None:
+    # Exit 1 would tell CI "a name is at risk"; a traceback is no answer at all.
+    cfg = write_config(tmp_path, "[public]\n")
+    code, _, err = run(capsys, "--config", str(cfg), "audit", "--index", url)
+    assert code == 2
+    one_line_error(err)
+    assert "--index must be an http(s) URL" in err
+    path = tmp_path / "poll.toml"
+    path.write_text(f'[[poll]]\nurl = "{url}"\n')
+    code, _, err = run(capsys, "--config", str(path), "check", "acme-x")
+    assert code == 2
+    one_line_error(err)
+    assert "[[poll]] entry 1: url must be an http(s) URL" in err

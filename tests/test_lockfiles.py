@@ -102,6 +102,33 @@ def test_bad_lock_files_get_one_line_naming_the_file(tmp_path: Path, text: str,
     assert str(path) in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("index", ["https://[::1/simple/", "http://a]b/simple/",
+                                   "https://host:99999/simple/", "ftp://host/simple/"])
+def test_an_index_that_is_not_a_url_is_one_line_not_a_traceback(tmp_path: Path,
+                                                                 index: str) -> None:
+    path = write(tmp_path, "uv.lock", f'version = 1\n[[package]]\nname = "acme-a"\n'
+                                      f'source = {{ registry = "{index}" }}\n')
+    with pytest.raises(LockFileError, match="has an index that is not a URL") as err:
+        read_lock(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_default_port_is_the_same_index(tmp_path: Path) -> None:
+    lock = write(tmp_path, "uv.lock", 'version = 1\n'
+                 '[[package]]\nname = "requests"\nsource = { registry = "HTTPS://Pub.example:443/simple" }\n'
+                 '[[package]]\nname = "acme-a"\nsource = { registry = "https://pub.example:8443/simple/" }\n')
+    assert [p.name for p in private_packages([lock], "https://pub.example/simple/")] == ["acme-a"]
+
+
+def test_a_uv_local_directory_index_is_private_and_relative_to_the_lock(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    lock = write(tmp_path / "project", "uv.lock", 'version = 1\n'
+                 '[[package]]\nname = "acme-local"\nsource = { registry = "../wheels" }\n'
+                 f'[[package]]\nname = "acme-utils"\nsource = {{ registry = "{PRIVATE}" }}\n')
+    found = {p.name: p.index for p in private_packages([lock], PUBLIC)}
+    assert found == {"acme-local": (tmp_path / "wheels").as_uri(), "acme-utils": PRIVATE}
+
+
 def test_missing_lock_file(tmp_path: Path) -> None:
     with pytest.raises(LockFileError, match=r"cannot read lock file .*missing\.lock"):
         read_lock(tmp_path / "missing.lock")

@@ -30,11 +30,11 @@ from requests.auth import AuthBase, HTTPBasicAuth
 
 from .config import Config
 from .errors import UsageError
-from .http import new_session, public_url
+from .http import new_session, public_url, web_url
 from .keeper import Keeper
 from .lockfiles import private_packages
 from .model import Classification, NameEvent, Outcome, PublicProject, Verdict, utcnow
-from .names import ultranormalize
+from .names import shown, ultranormalize
 from .public.interface import PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects
@@ -157,10 +157,10 @@ def check_index_url(url: str) -> str:
     """``url`` if usable as a private index root; credentials belong in the environment."""
     from urllib.parse import urlsplit
 
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not web_url(url):
         raise AuditInputError(f"--index must be an http(s) URL of a simple index, got "
-                              f"{public_url(url)!r}")
+                              f"{shown(public_url(url))}")
+    parts = urlsplit(url)
     if parts.username or parts.password:
         raise AuditInputError(f"--index {public_url(url)}: put credentials in {ENV_INDEX_TOKEN} "
                               f"or {ENV_INDEX_USERNAME} + {ENV_INDEX_PASSWORD}, not in the URL")

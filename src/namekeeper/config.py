@@ -24,6 +24,7 @@ import platformdirs
 from twine import utils as twine_utils
 
 from .errors import ConfigError
+from .http import web_url
 from .toml_file import read_toml
 
 log = logging.getLogger(__name__)
@@ -511,8 +512,7 @@ def _store_config(st: _Table, source: Path | None, problems: _Problems) -> Store
 
 
 def _url(value: str, key: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not web_url(value):
         raise ConfigError(f"{key} must be an http(s) URL, got {value!r}")
     return value if value.endswith("/") else value + "/"
 
@@ -733,6 +733,9 @@ def _poll_config(p: _Table, number: int, problems: _Problems) -> PollConfig | No
     url = p.get("url", str)
     if not url:
         problems.add(f"[[poll]] entry {number} needs a url")
+        return None
+    if not web_url(url):
+        problems.add(f"[[poll]] entry {number}: url must be an http(s) URL, got {url!r}")
         return None
     if urlsplit(url).username or urlsplit(url).password:
         problems.add(f"[[poll]] entry {number}: put credentials in environment variables "

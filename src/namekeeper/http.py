@@ -104,9 +104,25 @@ def new_session(*, purpose: str | None = None, retries: int | None = None,
     return session
 
 
+def web_url(value: object, schemes: tuple[str, ...] = ("http", "https")) -> bool:
+    """Whether ``value`` is a URL of one of ``schemes`` with a host (``file`` needs none)
+    that `urlsplit` can take apart (not an unclosed IPv6 bracket, not a malformed port)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a malformed port
+    except ValueError:
+        return False
+    return parts.scheme.lower() in schemes and (bool(parts.netloc) or parts.scheme == "file")
+
+
 def public_url(url: str) -> str:
     """``url`` without userinfo, query and fragment: how an index is named in logs and events."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed IPv6 bracket: what it holds may be a password
+        return "(a malformed URL)"
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"

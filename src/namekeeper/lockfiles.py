@@ -8,7 +8,8 @@ Packages from the public index, and packages that came from no index at all
 - PEP 751: ``lock-version = "1.0"``; ``[[packages]]`` with ``name``,
   ``version`` and ``index`` (the base URL of the simple index it was found on).
 - ``uv.lock``: ``version = 1``; ``[[package]]`` with ``name``, ``version`` and
-  ``source = { registry = "<url>" }`` (or ``git``, ``path``, ``editable``, ``url``, ``virtual``).
+  ``source = { registry = "<url>" }`` (a directory for a local index: a ``file:`` URL here;
+  or ``git``, ``path``, ``editable``, ``url``, ``virtual``).
 
 Unknown lock versions and malformed files are refused with one line naming the file.
 """
@@ -21,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import NamekeeperError
-from .http import public_url
+from .http import public_url, web_url
 from .names import InvalidName, canonical, shown
 from .toml_file import read_toml
 
@@ -45,10 +46,18 @@ class LockedPackage:
     lock_file: str
 
 
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def index_key(url: str) -> str:
-    """How two spellings of one index URL compare: no credentials, case-folded host, no final /."""
+    """How two spellings of one index URL compare: no credentials, case-folded scheme and
+    host, no default port, no final /."""
     parts = urlsplit(public_url(url.strip()))
-    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), "", ""))
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc[:-len(default)]
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
 def read_lock(path: Path) -> list[LockedPackage]:
@@ -83,7 +92,11 @@ def _uv_lock(data: dict[str, Any], where: str) -> list[LockedPackage]:
         if source is not None and not isinstance(source, dict):
             raise LockFileError(f"{where}: package {shown(str(entry.get('name')))} has a "
                                 "malformed 'source'")
-        return source.get("registry") if source else None
+        found = source.get("registry") if source else None
+        if isinstance(found, str) and "://" not in found:
+            # A directory of distributions (uv's flat or local index), relative to the lock.
+            return (Path(where).parent / found).resolve().as_uri()
+        return found
 
     return _packages(data.get("package", []), "package", where, registry)
 
@@ -105,8 +118,9 @@ def _packages(entries: Any, table: str, where: str, index_of: Any) -> list[Locke
         index = index_of(entry)
         if index is None:
             continue  # VCS, path, URL, the project itself: no index to confuse
-        if not isinstance(index, str) or urlsplit(index).scheme not in ("http", "https", "file"):
-            raise LockFileError(f"{where}: package {name} has an index that is not a URL")
+        if not web_url(index, ("http", "https", "file")):
+            raise LockFileError(f"{where}: package {name} has an index that is not a URL: "
+                                f"{shown(public_url(str(index)))}")
         version = entry.get("version")
         found.append(LockedPackage(name=name, display_name=raw_name,
                                    version=version if isinstance(version, str) else None,
