@@ -228,6 +228,16 @@ def test_all_four_formats_parse(capsys: pytest.CaptureFixture[str], cfg: Path,
     assert str(out).index("acme-taken") < str(out).index("acme-billing")
 
 
+def test_a_line_break_or_pipe_from_the_public_index_cannot_split_a_markdown_row(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex) -> None:
+    # CommonMark ends a line at \r as at \n: the row would end, and "FREE" start a new one.
+    public.add_project("acme-taken", owners=["mallory"], organization="Evil|Corp\r| FREE | x")
+    _, out, _ = audit(capsys, cfg, "--index", private.simple_url, fmt="markdown")
+    [row] = [line for line in str(out).splitlines() if line.startswith("| acme-taken |")]
+    assert "\r" not in str(out) and "Evil\\|Corp \\| FREE \\| x" in row
+
+
 def test_progress_is_drawn_on_a_terminal_and_absent_when_piped(
         cfg: Path, private: FakePublicIndex) -> None:
     cmd = [sys.executable, "-m", "namekeeper", "--config", str(cfg), "audit", "--index",

@@ -51,3 +51,13 @@ def test_colour_only_when_asked() -> None:
     plain = render(ROWS, COLUMNS, width=80, terminal=True, color=False)
     coloured = render(ROWS, COLUMNS, width=80, terminal=True, color=True)
     assert "\x1b[" not in plain and "\x1b[" in coloured
+
+
+def test_outside_text_brings_no_escape_sequence_or_line_break_to_the_terminal() -> None:
+    # An index URL from a lock file in a pull request, an organisation from the public index.
+    hostile = {"name": "acme-a", "verdict": "taken", "severity": "high",
+               "organization": "Evil\x1b[2J\x1b[31mCorp\r\nFREE", "reason": "Held\rby mallory."}
+    for terminal in (True, False):
+        out = render([hostile], COLUMNS, width=200, terminal=terminal, color=False)
+        assert "\x1b" not in out and "\r" not in out
+        assert len(out.strip().splitlines()) == (3 if terminal else 2)  # header (+rule), a row

@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from .audit import AuditResult, AuditRow, Progress
 from .model import Severity, Verdict
+from .names import one_line
 
 FORMATS = ("table", "json", "csv", "markdown")
 COLUMNS = ["name", "verdict", "severity", "owners", "index", "reason"]
@@ -117,8 +118,9 @@ def _json_document(doc: dict[str, Any], rows_key: str) -> str:
 def _cell(value: Any) -> str:
     if isinstance(value, list):
         value = ", ".join(value)
-    # A pipe or a newline would end the cell early; names and verdicts never hold either.
-    return "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    # A pipe or a line break (\r too, in CommonMark) would end the cell early: outside text
+    # (an organisation, an index URL) may hold either.
+    return "" if value is None else one_line(str(value)).replace("|", "\\|")
 
 
 def _markdown(rows: list[dict[str, Any]], line: str, notes: list[str]) -> str:

@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
+from .names import one_line
+
 #: Below this many columns for the long text, it moves below the table instead.
 MIN_TEXT_WIDTH = 24
 #: An optional column is shown only if the long text keeps at least this many.
@@ -42,13 +44,15 @@ class Columns:
 
 
 def cell(column: str, value: Any) -> str:
+    """A value as one line for a terminal: outside text (an index URL from a lock file, an
+    organisation from the public index) never brings its escape sequences or newlines."""
     if value is None:
         return ""
     if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value)
+        return one_line(", ".join(str(v) for v in value))
     if isinstance(value, str) and column in _TIME_COLUMNS:
         return value[:16].replace("T", " ")  # minutes are enough on screen; JSON has all
-    return str(value)
+    return one_line(str(value))
 
 
 def _header(column: str) -> str:
