@@ -200,6 +200,45 @@ source = {{ virtual = "." }}
     assert record.first_source == "lock" and record.highest_private_version == "2.0"
 
 
+@pytest.mark.parametrize("simple", ["json", "html"])
+def test_a_lock_that_names_no_index_is_judged_by_the_files_the_public_index_serves(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        tmp_path: Path, simple: str) -> None:
+    # pip writes no "index": only each file's URL and sha256.
+    public.serve_json = simple == "json"
+    public.add_project("idna", versions=["3.7"])
+    [(idna_file, served)] = public.project("idna")["files"].items()  # type: ignore[index]
+    private_host = "https://devpi.example.com/acme/prod/+f"
+    (tmp_path / "pylock.toml").write_text(f"""
+lock-version = "1.0"
+created-by = "pip"
+[[packages]]
+name = "idna"
+version = "3.7"
+[[packages.wheels]]
+url = "{private_host}/{idna_file}"
+hashes = {{ sha256 = "{served["sha256"]}" }}
+[[packages]]
+name = "acme-taken"
+version = "1.0"
+[packages.sdist]
+url = "{private_host}/acme_taken-1.0.tar.gz"
+hashes = {{ sha256 = "{"1" * 64}" }}
+[[packages]]
+name = "acme-billing"
+version = "2.0"
+[[packages.wheels]]
+url = "{private_host}/acme_billing-2.0-py3-none-any.whl"
+hashes = {{ sha256 = "{"2" * 64}" }}
+""")
+    code, doc, _ = audit(capsys, cfg, "--lock", str(tmp_path / "pylock.toml"))
+    assert code == 1
+    # idna's file is the public one (through a mirror): public.  acme-taken's is not: ours,
+    # shadowed by mallory's project of the same name.
+    assert verdicts(doc) == {"acme-taken": "taken", "acme-billing": "free"}
+    assert {r["index"] for r in doc["names"]} == {"https://devpi.example.com/"}
+
+
 def test_all_four_formats_parse(capsys: pytest.CaptureFixture[str], cfg: Path,
                                 private: FakePublicIndex) -> None:
     _, doc, _ = audit(capsys, cfg, "--index", private.simple_url)

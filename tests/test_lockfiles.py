@@ -139,3 +139,17 @@ def test_a_lock_file_that_is_not_text(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfeversion = 1\n")
     with pytest.raises(LockFileError, match=r"^lock file \S*uv\.lock is not UTF-8 text$"):
         read_lock(path)
+
+
+def test_a_pylock_package_without_an_index_carries_its_files_digests(tmp_path: Path) -> None:
+    lock = write(tmp_path, "pylock.toml", 'lock-version = "1.0"\ncreated-by = "pip"\n'
+                 '[[packages]]\nname = "acme-a"\nversion = "1.0"\n'
+                 '[packages.sdist]\nurl = "https://files.example/acme_a-1.0.tar.gz"\n'
+                 'hashes = { sha256 = "AB12" }\n'
+                 '[[packages.wheels]]\nurl = "https://files.example/acme_a-1.0-py3-none-any.whl"\n'
+                 'hashes = { sha256 = "cd34" }\n'
+                 '[[packages]]\nname = "acme-unhashed"\nversion = "1.0"\n'
+                 '[packages.sdist]\nurl = "https://files.example/acme_unhashed-1.0.tar.gz"\n')
+    [package] = private_packages([lock], PUBLIC)  # nothing to compare: left out
+    assert (package.name, package.index) == ("acme-a", "https://files.example/")
+    assert package.digests == {"ab12", "cd34"}

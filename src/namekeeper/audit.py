@@ -35,7 +35,7 @@ from .keeper import Keeper
 from .lockfiles import private_packages
 from .model import Classification, NameEvent, Outcome, PublicProject, Verdict, utcnow
 from .names import shown, ultranormalize
-from .public.interface import PublicIndexUnavailable
+from .public.interface import PublicIndex, PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects
 from .store.interface import StoreBackend
@@ -62,6 +62,8 @@ class PrivateName:
     index: str  # the private index's URL without credentials
     version: str | None = None
     source: str = "audit"
+    #: A locked package whose lock names no index: its files' sha256 (`without_public_files`).
+    digests: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
         info = result.listing.info
         log.info("public listing of %d projects %s in %.2f s", info.count,
                  "downloaded" if info.downloaded else "revalidated", time.perf_counter() - started)
+        if any(p.digests for p in private):
+            progress.stage("public index: the files of locks that name no index")
+            private = without_public_files(private, keeper.public, workers=workers)
         progress.stage("classifying", total=len({p.name for p in private}))
         result.rows = classify_all(keeper, store, private, result.listing, workers=workers,
                                    advance=progress.advance)
@@ -178,8 +183,25 @@ def names_of_index(url: str, config: Config,
 
 def names_of_locks(paths: Sequence[Path], config: Config) -> list[PrivateName]:
     """The packages of the lock files that came from a non-public index; `LockFileError`."""
-    return [PrivateName(p.name, p.display_name, p.index, p.version, source="lock")
+    return [PrivateName(p.name, p.display_name, p.index, p.version, source="lock",
+                        digests=p.digests)
             for p in private_packages(list(paths), config.public.simple_url)]
+
+
+def without_public_files(private: Sequence[PrivateName], public: PublicIndex, *,
+                         workers: int = LOOKUP_WORKERS) -> list[PrivateName]:
+    """``private`` less the locked packages whose files the public index serves.
+
+    A lock that names no index (pip's) says only which files it took: a file the public
+    index serves came from it (or from a mirror of it); one it does not serve, or a
+    project it does not have, came from somewhere else.  Raises `PublicIndexUnavailable`.
+    """
+    asked = [p for p in private if p.digests]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(asked))),
+                            thread_name_prefix="namekeeper-audit") as pool:
+        served = dict(zip([p.name for p in asked],
+                          pool.map(lambda p: public.file_digests(p.name), asked), strict=True))
+    return [p for p in private if not (p.digests and p.digests & (served[p.name] or set()))]
 
 
 # -- classifying -------------------------------------------------------------------------------

@@ -7,6 +7,10 @@ Packages from the public index, and packages that came from no index at all
 
 - PEP 751: ``lock-version = "1.0"``; ``[[packages]]`` with ``name``,
   ``version`` and ``index`` (the base URL of the simple index it was found on).
+  ``index`` is optional, and pip's own locks leave it out: a package with files
+  (``sdist``, ``wheels``: a URL and a sha256 each) but no index is public exactly
+  when the public index serves one of those files (`LockedPackage.digests`; the
+  audit asks).
 - ``uv.lock``: ``version = 1``; ``[[package]]`` with ``name``, ``version`` and
   ``source = { registry = "<url>" }`` (a directory for a local index: a ``file:`` URL here;
   or ``git``, ``path``, ``editable``, ``url``, ``virtual``).
@@ -44,6 +48,9 @@ class LockedPackage:
     version: str | None
     index: str  # the index URL as the lock file states it, without credentials
     lock_file: str
+    #: Set when the lock names no index: the sha256 of its files, which tell whether the
+    #: public index is where they came from (``index`` is then their host).
+    digests: frozenset[str] = frozenset()
 
 
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
@@ -78,7 +85,24 @@ def _pylock(data: dict[str, Any], where: str) -> list[LockedPackage]:
         raise LockFileError(f"{where}: lock-version {shown(str(version))} is not supported "
                             f"(namekeeper reads {PYLOCK_MAJOR}.x)")
     return _packages(data.get("packages", []), "packages", where,
-                     lambda entry: entry.get("index"))
+                     lambda entry: entry.get("index"), _pylock_files)
+
+
+def _pylock_files(entry: dict[str, Any], where: str) -> tuple[str, frozenset[str]] | None:
+    """(the files' host, their sha256s) of a package that records files but no index."""
+    wheels = entry.get("wheels")
+    files = [entry.get("sdist"), *(wheels if isinstance(wheels, list) else [])]
+    host, digests = None, set()
+    for f in files:
+        if not isinstance(f, dict):
+            continue
+        url, hashes = f.get("url"), f.get("hashes")
+        digest = hashes.get("sha256") if isinstance(hashes, dict) else None
+        if isinstance(digest, str) and web_url(url, ("http", "https", "file")):
+            parts = urlsplit(str(url))
+            host = host or public_url(f"{parts.scheme}://{parts.netloc}/")
+            digests.add(digest.lower())
+    return (host, frozenset(digests)) if host else None
 
 
 def _uv_lock(data: dict[str, Any], where: str) -> list[LockedPackage]:
@@ -98,10 +122,11 @@ def _uv_lock(data: dict[str, Any], where: str) -> list[LockedPackage]:
             return (Path(where).parent / found).resolve().as_uri()
         return found
 
-    return _packages(data.get("package", []), "package", where, registry)
+    return _packages(data.get("package", []), "package", where, registry, lambda e, w: None)
 
 
-def _packages(entries: Any, table: str, where: str, index_of: Any) -> list[LockedPackage]:
+def _packages(entries: Any, table: str, where: str, index_of: Any,
+              files_of: Any) -> list[LockedPackage]:
     if not isinstance(entries, list):
         raise LockFileError(f"{where}: '{table}' must be an array of tables")
     found: list[LockedPackage] = []
@@ -116,14 +141,18 @@ def _packages(entries: Any, table: str, where: str, index_of: Any) -> list[Locke
         except InvalidName as exc:
             raise LockFileError(f"{where}: {table} entry {i}: {exc}") from None
         index = index_of(entry)
+        version = entry.get("version")
+        version = version if isinstance(version, str) else None
         if index is None:
+            files = files_of(entry, where)
+            if files is not None:  # files from an index the lock does not name
+                found.append(LockedPackage(name=name, display_name=raw_name, version=version,
+                                           index=files[0], lock_file=where, digests=files[1]))
             continue  # VCS, path, URL, the project itself: no index to confuse
         if not web_url(index, ("http", "https", "file")):
             raise LockFileError(f"{where}: package {name} has an index that is not a URL: "
                                 f"{shown(public_url(str(index)))}")
-        version = entry.get("version")
-        found.append(LockedPackage(name=name, display_name=raw_name,
-                                   version=version if isinstance(version, str) else None,
+        found.append(LockedPackage(name=name, display_name=raw_name, version=version,
                                    index=public_url(index), lock_file=where))
     return found
 
@@ -132,11 +161,14 @@ def private_packages(paths: list[Path], public_simple_url: str) -> list[LockedPa
     """The packages of every lock file that came from an index other than the public one.
 
     One entry per canonical name, first lock file first (its index is the one reported).
+    Packages whose lock names no index come with their ``digests``: the caller asks the
+    public index whether it serves one of those files (then the package is public).
     """
     public = index_key(public_simple_url)
     seen: dict[str, LockedPackage] = {}
     for path in paths:
         for package in read_lock(path):
-            if index_key(package.index) != public and package.name not in seen:
+            if (package.digests or index_key(package.index) != public) \
+                    and package.name not in seen:
                 seen[package.name] = package
     return list(seen.values())

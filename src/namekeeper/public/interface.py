@@ -29,6 +29,12 @@ class PublicIndex(ABC):
         """
         return self.lookup(name)
 
+    def file_digests(self, name: str) -> frozenset[str] | None:
+        """The sha256 of every file the index serves for canonical ``name`` (yanked ones too);
+        None when it has no such project.  An index that cannot say raises
+        `PublicIndexUnavailable`, as the default does."""
+        raise PublicIndexUnavailable(f"{type(self).__name__} cannot list the files of {name}")
+
     def publishes_owners(self) -> bool:
         """True when a lookup can say who owns a project (the index has a JSON API)."""
         return True

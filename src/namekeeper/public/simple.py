@@ -47,6 +47,12 @@ def _versions_from_filenames(filenames: list[str]) -> tuple[str, ...]:
     return tuple(versions)
 
 
+def _is_json(response: requests.Response) -> bool:
+    """Whether a simple page came as PEP 691 JSON (else it is PEP 503 HTML)."""
+    content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    return content_type in (SIMPLE_JSON, "application/json")
+
+
 def _parse_time(raw: object) -> datetime | None:
     if not isinstance(raw, str) or not raw:
         return None
@@ -85,6 +91,21 @@ class SimplePublicIndex(PublicIndex):
             return self.lookup(name)
         self._expect_ok(detail)
         return self._from_json(name, self._json(detail), (), self.project_url(name))
+
+    def file_digests(self, name: str) -> frozenset[str] | None:
+        simple = self._get(f"{self.config.simple_url}{quote(name, safe='')}/", ACCEPT_SIMPLE)
+        if simple.status_code == 404:
+            return None
+        self._expect_ok(simple)
+        if _is_json(simple):
+            files = self._json(simple).get("files")
+            return frozenset(
+                f["hashes"]["sha256"].lower() for f in (files if isinstance(files, list) else [])
+                if isinstance(f, dict) and isinstance(f.get("hashes"), dict)
+                and isinstance(f["hashes"].get("sha256"), str))
+        # PEP 503: the hash is the link's fragment, "#sha256=<hex>".
+        return frozenset(a.href.rsplit("#sha256=", 1)[1].lower()
+                         for a in anchors(simple.text) if "#sha256=" in a.href)
 
     def lookup(self, name: str) -> PublicProject:
         json_api = bool(self.config.json_url)
@@ -139,10 +160,9 @@ class SimplePublicIndex(PublicIndex):
     # -- parsing ---------------------------------------------------------------------------
 
     def _simple_versions(self, response: requests.Response) -> tuple[str, ...]:
-        content_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         # Versions pip could install: a file that is yanked (PEP 592) it takes only when
         # pinned, and a version whose files are all yanked or deleted it never offers.
-        if content_type in (SIMPLE_JSON, "application/json"):
+        if _is_json(response):
             data = self._json(response)
             files = data.get("files")
             if isinstance(files, list):
