@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import io
 import json
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -649,6 +651,22 @@ def test_a_failing_repo_is_logged_and_the_others_still_reconciled(
                for r in caplog.records)
     assert source.reconcile_once(sink) == 1  # the next round picks it up
     assert sorted(e.name for e in sink.events) == ["a", "b"]
+
+
+def test_reconciliation_failing_for_an_interval_turns_healthz_red_until_a_round_lists_all(
+        fake_artifactory: FakeArtifactory, sink: MemorySink) -> None:
+    # An expired token: every round fails, and webhooks it would catch up on stay missed.
+    fake_artifactory.listings["pypi-local"] = listing("/a/1.0/a-1.0.tar.gz")
+    source = reconciling_source(fake_artifactory, token="tok-expired", interval=60)
+    assert source.reconcile_once(sink) == 0
+    now = time.time()
+    assert source.problems(now) == []  # one round: not yet an interval
+    [problem] = source.problems(now + 61)
+    assert "Artifactory reconciliation" in problem and "HTTP 401" in problem
+    assert "tok-expired" not in problem and TOKEN not in problem
+    source.config = dataclasses.replace(source.config, token=Secret(TOKEN))  # a new token
+    assert source.reconcile_once(sink) == 1
+    assert source.problems(now + 61) == []
 
 
 def test_a_wrong_token_is_logged_without_the_token(fake_artifactory: FakeArtifactory,

@@ -33,12 +33,14 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..config import ENV_ARTIFACTORY_SECRET, ENV_ARTIFACTORY_TOKEN, ArtifactoryConfig
 from ..hookspecs import hookimpl
 from ..model import NameEvent
+from ..names import one_line
 from . import artifactory_reconcile
 from .artifactory_events import SOURCE_NAME, DeliveryIgnored, DeliveryRejected, event_from_payload
 from .interface import EventSink, EventSource, SourceMetrics, WSGIApp
@@ -95,6 +97,11 @@ class ArtifactorySource(EventSource):
         #: Answers given, for /metrics: "accepted", "duplicate", "ignored:<why>", "rejected:<why>".
         self.counters: collections.Counter[str] = collections.Counter()
         self._lock = threading.Lock()
+        # The last reconciliation round's failure (None: it listed everything), and when
+        # one last did: /healthz turns red once rounds have failed for an interval.
+        self._round_error: str | None = None
+        self._round_ok_at: float | None = None
+        self._started_at = time.time()
         secret = config.secret.reveal() if config.secret is not None else ""
         self._secret: bytes | None = secret.encode("utf-8") if secret else None
         if self._secret is None:
@@ -238,6 +245,8 @@ class ArtifactorySource(EventSource):
             except Exception as exc:  # noqa: BLE001 - the loop must survive; retried next time
                 log.error("Artifactory reconciliation failed (%s: %s); retrying in %.0f s",
                           type(exc).__name__, exc, self.config.reconcile_interval)
+                with self._lock:
+                    self._round_error = f"{type(exc).__name__}: {exc}"
             stop.wait(self.config.reconcile_interval)
 
     def reconcile_once(self, sink: EventSink, *, stop: threading.Event | None = None) -> int:
@@ -250,8 +259,24 @@ class ArtifactorySource(EventSource):
             log.warning("Artifactory reconciliation needs [artifactory] base-url and %s",
                         ENV_ARTIFACTORY_TOKEN)
             return 0
-        return artifactory_reconcile.reconcile_once(self.config, sink, timeout=self.timeout,
-                                                    stop=stop)
+        new, failed = artifactory_reconcile.reconcile_once(self.config, sink,
+                                                           timeout=self.timeout, stop=stop)
+        with self._lock:
+            self._round_error = "; ".join(failed) or None
+            if not failed:
+                self._round_ok_at = time.time()
+        return new
+
+    def problems(self, now: float) -> list[str]:
+        """Reconciliation rounds have failed for longer than its interval."""
+        with self._lock:
+            error, ok_at = self._round_error, self._round_ok_at
+        since = ok_at if ok_at is not None else self._started_at
+        if error is None or now - since <= self.config.reconcile_interval:
+            return []
+        return [f"Artifactory reconciliation has not listed every repository for "
+                f"{now - since:.0f} s ({one_line(error, 300)}): webhooks it would catch up "
+                "on stay missed"]
 
 
 @hookimpl(trylast=True)

@@ -43,8 +43,9 @@ class _ListingError(Exception):
 
 
 def reconcile_once(config: ArtifactoryConfig, sink: EventSink, *, timeout: float,
-                   stop: threading.Event | None = None) -> int:
-    """List every watched repository and queue each distribution; return how many were new.
+                   stop: threading.Event | None = None) -> tuple[int, list[str]]:
+    """List every watched repository and queue each distribution: how many were new, and
+    what could not be listed (one line each).
 
     Needs ``config.base_url`` and ``config.token``.  A repository that cannot be
     listed is logged and skipped (tried again next round); a failing sink
@@ -52,14 +53,14 @@ def reconcile_once(config: ArtifactoryConfig, sink: EventSink, *, timeout: float
     """
     base_url, token = config.base_url, config.token
     assert base_url and token is not None  # checked by ArtifactorySource.reconciles
-    new = 0
+    new, failed = 0, []
     with new_session(purpose="artifactory reconciliation") as session:
         session.headers["Authorization"] = f"Bearer {token.reveal()}"
         try:
             repos = config.repos or tuple(_local_pypi_repos(session, base_url, timeout))
         except _ListingError as exc:
             log.warning("Artifactory reconciliation: cannot list repositories: %s", exc)
-            return 0
+            return 0, [f"cannot list repositories: {exc}"]
         for repo in repos:
             if stop is not None and stop.is_set():
                 break
@@ -67,6 +68,7 @@ def reconcile_once(config: ArtifactoryConfig, sink: EventSink, *, timeout: float
                 files = list(_repo_files(session, base_url, repo, timeout))
             except _ListingError as exc:
                 log.warning("Artifactory reconciliation: cannot list %r: %s", repo, exc)
+                failed.append(f"cannot list {repo!r}: {exc}")
                 continue
             for path, sha256 in files:
                 try:
@@ -79,7 +81,7 @@ def reconcile_once(config: ArtifactoryConfig, sink: EventSink, *, timeout: float
                     continue
                 if sink.accept(event):
                     new += 1
-    return new
+    return new, failed
 
 
 def _get_json(session: requests.Session, url: str, timeout: float) -> Any:
