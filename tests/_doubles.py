@@ -18,6 +18,7 @@ class MemorySink:
         self.events: list[NameEvent] = []
         self.keys: set[str] = set()
         self.calls = 0
+        self.cleared: list[str] = []  # the conditions its sources said were over
         self.arrived = threading.Event()
         self._lock = threading.Lock()
 
@@ -34,6 +35,9 @@ class MemorySink:
 
     def take_turn(self, job: str, seconds: float) -> bool:
         return True  # one process: every periodic round is its turn
+
+    def clear_condition(self, key: str) -> None:
+        self.cleared.append(key)
 
     @property
     def names(self) -> set[str]:

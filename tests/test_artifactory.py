@@ -19,7 +19,7 @@ import pytest
 import webtest
 
 from _doubles import MemorySink, sign
-from _servers import serving, url_of
+from _servers import serving, url_of, wait_for
 from namekeeper import config as config_module
 from namekeeper.config import ArtifactoryConfig, Secret
 from namekeeper.model import NameEvent
@@ -38,6 +38,9 @@ class FailingSink:
 
     def take_turn(self, job: str, seconds: float) -> bool:
         return True  # one process: every periodic round is its turn
+
+    def clear_condition(self, key: str) -> None:
+        pass  # no conditions here
 
 
 def deployed(path: str = "acme-utils/1.0/acme_utils-1.0-py3-none-any.whl",
@@ -667,6 +670,28 @@ def test_reconciliation_failing_for_an_interval_turns_healthz_red_until_a_round_
     source.config = dataclasses.replace(source.config, token=Secret(TOKEN))  # a new token
     assert source.reconcile_once(sink) == 1
     assert source.problems(now + 61) == []
+
+
+def test_only_a_round_that_lists_every_repository_clears_the_sources_condition(
+        fake_artifactory: FakeArtifactory, sink: MemorySink) -> None:
+    # The service raises the problem as the condition "source:artifactory"; the replica whose
+    # round works again is the one that can say it is over.
+    fake_artifactory.listings["pypi-local"] = listing("/a/1.0/a-1.0.tar.gz")
+    source = reconciling_source(fake_artifactory, token="tok-expired", interval=60)
+
+    def one_round(done: Any) -> None:
+        stop = threading.Event()
+        loop = threading.Thread(target=source.run, args=(sink, stop))
+        loop.start()
+        wait_for(done, 10, "a reconciliation round")
+        stop.set()
+        loop.join(10)
+
+    one_round(lambda: source._round_error is not None)
+    assert sink.cleared == []
+    source.config = dataclasses.replace(source.config, token=Secret(TOKEN))
+    one_round(lambda: source._round_ok_at is not None)
+    assert sink.cleared == [source.condition_key] == ["source:artifactory"]
 
 
 def test_a_wrong_token_is_logged_without_the_token(fake_artifactory: FakeArtifactory,

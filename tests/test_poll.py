@@ -307,6 +307,9 @@ def test_run_survives_an_unreachable_index_and_a_failing_sink(local_index: Local
         def take_turn(self, job: str, seconds: float) -> bool:
             return True  # one process: every periodic round is its turn
 
+        def clear_condition(self, key: str) -> None:
+            pass  # no conditions here
+
     poller = SimpleIndexPoller(PollConfig(url=url, interval=0.01), max_backoff=0.02)
     stop = threading.Event()
     thread = threading.Thread(target=poller.run, args=(BrokenSink(), stop), daemon=True)

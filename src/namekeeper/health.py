@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 
 from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
-from .sources.interface import EventSource
+from .sources.interface import CONDITION_PREFIX, EventSource
 from .store.interface import StoreBackend
 from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
@@ -84,6 +84,9 @@ class StoreAnswer:
     #: stops showing it the moment it is over, not up to a refresh later.
     paused_until: float | None = None
     paused_reason: str = ""
+    #: The sources' problems as raised by the replica that runs each (key, text): a replica
+    #: that runs the source itself shows its own, fresher words instead.
+    source_conditions: tuple[tuple[str, str], ...] = ()
 
     def reasons_at(self, now: float) -> list[str]:
         paused = self.paused_until is not None and self.paused_until > now
@@ -139,13 +142,18 @@ class Health:
             found.append("the queue workers are not running")
         if not source_threads_alive:
             found.append("an event source stopped with an error (see the log)")
+        live = set()
         for source in self.sources:
-            found += source.problems(now)
+            problems = source.problems(now)
+            if problems:
+                live.add(source.condition_key)
+            found += problems
         store = store or self.store_answer()
         if store.problem:
             found.append(store.problem)  # the store's other answers cannot be trusted
             return found
-        return found + store.reasons_at(now)
+        return found + store.reasons_at(now) + [
+            text for key, text in store.source_conditions if key not in live]
 
     def fresh_store_answer(self) -> StoreAnswer | None:
         """The store's answer if fresh enough, else None; never blocks.
@@ -229,7 +237,8 @@ class Health:
             paused_reason = (paused_text or
                              "the budget of new public projects is paused until "
                              f"{datetime.fromtimestamp(paused_until, timezone.utc):%H:%M:%S} UTC")
-        found = list(conditions.values())
+        sources = tuple((k, t) for k, t in conditions.items() if k.startswith(CONDITION_PREFIX))
+        found = [t for k, t in conditions.items() if not k.startswith(CONDITION_PREFIX)]
         stuck = self.store.stuck_leases(self.config.queue.lease, now=now)
         if stuck:
             found.append(f"{stuck} queue item(s) are held by leases that expired more than "
@@ -242,7 +251,7 @@ class Health:
         clock_off = self._clock_problem()
         if clock_off:
             found.append(clock_off)
-        return StoreAnswer(self.clock(), None, tuple(found), paused_until, paused_reason)
+        return StoreAnswer(self.clock(), None, tuple(found), paused_until, paused_reason, sources)
 
     def _clock_problem(self) -> str | None:
         """Why this process's clock cannot share the store's leases, if it cannot (logged once)."""

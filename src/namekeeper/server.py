@@ -26,7 +26,7 @@ from .health import Health, StoreAnswer, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
-from .sources.interface import EventSource, WSGIApp
+from .sources.interface import CONDITION_PREFIX, EventSource, WSGIApp
 from .store.interface import StoreBackend, StoreUnavailable, StoreUnusable
 from .worker import WorkerPool
 
@@ -79,6 +79,9 @@ class GroupCommitSink:
         self._pending: list[_Waiter] = []
         self._lock = threading.Lock()
         self._committing = False
+        #: Held while a source's problems are raised (`Service`) or cleared (here): a round that
+        #: succeeds while its old problem is being raised still clears it.
+        self.conditions_lock = threading.Lock()
 
     def accept(self, event: NameEvent) -> bool:
         waiter = _Waiter(event)
@@ -94,6 +97,11 @@ class GroupCommitSink:
 
     def take_turn(self, job: str, seconds: float) -> bool:
         return self.store.lease_job(job, self.holder, seconds)
+
+    def clear_condition(self, key: str) -> None:
+        with self.conditions_lock:
+            if self.store.clear_condition(key):
+                log.warning("%s works again", key.removeprefix(CONDITION_PREFIX))
 
     def _commit_one_batch(self) -> None:
         with self._lock:
@@ -135,7 +143,7 @@ class Service:
             self.sink = GroupCommitSink(self.store, self.workers.notify_work,
                                         holder=self.workers.holder)
             self.stop = threading.Event()
-            self._source_threads: list[threading.Thread] = []
+            self._source_threads: dict[int, threading.Thread] = {}  # by id() of the source
             self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
             for source in self.sources:
                 self.routes.update(source.routes(self.sink))
@@ -165,7 +173,11 @@ class Service:
             t = threading.Thread(target=self._run_source, args=(source,),
                                  name=f"namekeeper-source-{source.name}", daemon=True)
             t.start()
-            self._source_threads.append(t)
+            self._source_threads[id(source)] = t
+        self._forget_sources_gone()
+        self._source_watch_thread = threading.Thread(target=self._watch_sources, daemon=True,
+                                                     name="namekeeper-source-watch")
+        self._source_watch_thread.start()
         self._recheck_thread = threading.Thread(target=self._recheck, daemon=True,
                                                 name="namekeeper-recheck")
         self._recheck_thread.start()
@@ -184,6 +196,56 @@ class Service:
             source.run(self.sink, self.stop)
         except Exception:
             log.exception("event source %s stopped with an error", source.name)
+
+    #: How often the sources' problems are looked at, and a lasting one's words brought up to date.
+    source_watch_every = 1.0
+    source_restate_every = 30.0
+
+    def _watch_sources(self) -> None:
+        """Raise each source's problems as its condition: alerted once, red on every replica.
+
+        Only the replica that runs a source's rounds sees its problems; the round that works
+        again clears them (`EventSink.clear_condition`), wherever it runs.
+        """
+        stated: dict[str, float] = {}
+        while not self.stop.wait(self.source_watch_every):
+            for source in self.sources:
+                key = source.condition_key
+                with self.sink.conditions_lock:
+                    found = self._source_problems(source, time.time())
+                    if not found:
+                        stated.pop(key, None)
+                        continue
+                    if time.monotonic() - stated.get(key, -self.source_restate_every) \
+                            < self.source_restate_every:
+                        continue
+                    try:
+                        self.keeper.raise_condition(key, "; ".join(found))
+                    except Exception as exc:  # noqa: BLE001 - _job_failed logs it
+                        if self._job_failed(exc, f"raising the problem of {key}"):
+                            return
+                        continue
+                    stated[key] = time.monotonic()
+
+    def _source_problems(self, source: EventSource, now: float) -> list[str]:
+        found = source.problems(now)
+        thread = self._source_threads.get(id(source))
+        if thread is not None and not thread.is_alive() and not self.stop.is_set():
+            found.append(f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)}"
+                         f" stopped with an error on {self.holder} (see its log)")
+        return found
+
+    def _forget_sources_gone(self) -> None:
+        """Clear the conditions of sources no longer configured: no round would ever clear them."""
+        keys = {source.condition_key for source in self.sources}
+        try:
+            for condition in self.store.conditions():
+                if condition.key.startswith(CONDITION_PREFIX) and condition.key not in keys:
+                    self.store.clear_condition(condition.key)
+                    log.warning("cleared a problem of a source that is no longer configured: %s",
+                                condition.text)
+        except StoreError as exc:
+            log.warning("could not read the store's conditions at start: %s", exc)
 
     def _recheck(self) -> None:
         """Every known name is looked at again each ``recheck-interval``."""
@@ -255,7 +317,7 @@ class Service:
         """Stop intake, let workers finish the item in hand; what is left stays queued."""
         self.stop.set()
         self.workers.shutdown(timeout)
-        for t in self._source_threads:
+        for t in self._source_threads.values():
             t.join(5.0)
 
     # -- WSGI ----------------------------------------------------------------------------------
@@ -275,7 +337,7 @@ class Service:
     def healthy(self, store: StoreAnswer | None = None) -> tuple[bool, dict[str, Any]]:
         """Whether names are being protected, and the reasons when they are not."""
         store = store or self.health.store_answer()
-        sources_alive = all(t.is_alive() for t in self._source_threads)
+        sources_alive = all(t.is_alive() for t in self._source_threads.values())
         reasons = self.health.reasons(stopping=self.stop.is_set(),
                                       source_threads_alive=sources_alive, store=store)
         detail = {"reasons": reasons, "store": store.problem is None,

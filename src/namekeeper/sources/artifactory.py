@@ -242,6 +242,8 @@ class ArtifactorySource(EventSource):
                     continue
                 count = self.reconcile_once(sink, stop=stop)
                 log.info("Artifactory reconciliation queued %d new event(s)", count)
+                if self._round_error is None:  # every repository listed
+                    sink.clear_condition(self.condition_key)
             except Exception as exc:  # noqa: BLE001 - the loop must survive; retried next time
                 log.error("Artifactory reconciliation failed (%s: %s); retrying in %.0f s",
                           type(exc).__name__, exc, self.config.reconcile_interval)

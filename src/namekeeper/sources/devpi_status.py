@@ -121,6 +121,7 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
 def _health(face: DevpiFace) -> dict[str, Any]:
     from ..store.interface import QueueState
     from ..worker import CONDITION_UNREACHABLE
+    from .interface import CONDITION_PREFIX
 
     service = face.service
     problems = [p for p in (face.problem, face.intake_error) if p]
@@ -146,7 +147,10 @@ def _health(face: DevpiFace) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a broken store is what the page must show
         problems.append(f"the store cannot be read: {type(exc).__name__}: {exc}")
         pending = []
-    problems += [c.text for c in conditions]
+    # While the service runs, its reasons below give a source's problem in the live words of
+    # the replica that runs the source; the condition's copy would say it twice.
+    problems += [c.text for c in conditions
+                 if not (face.running and c.key.startswith(CONDITION_PREFIX))]
     data["budget_limit"] = limit
     missing = keeper.missing_credentials()
     data["token_present"] = missing is None

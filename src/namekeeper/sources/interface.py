@@ -16,6 +16,9 @@ from ..model import NameEvent
 # A plain WSGI application; the server mounts a source's routes under their paths.
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
+#: What the key of a condition about a source starts with (`EventSource.condition_key`).
+CONDITION_PREFIX = "source:"
+
 
 class EventSink(Protocol):
     """Where sources put events: durable once `accept` returns."""
@@ -30,6 +33,15 @@ class EventSink(Protocol):
         Several replicas share one store: a lease on the job, held for ``seconds`` and
         renewed by each turn, lets one of them at a time do it; another takes over when
         the holder stops renewing.  Call it before each round and skip the round on False.
+        """
+        ...
+
+    def clear_condition(self, key: str) -> None:
+        """A round succeeded: the problem ``key`` (the source's `condition_key`) is over.
+
+        While a source has `problems`, the service raises them as the condition
+        ``condition_key`` (alerted once, shown by every replica); only a round that
+        worked can say it is over, and only the replica that ran the round knows.
         """
         ...
 
@@ -62,6 +74,11 @@ class EventSource:
     def problems(self, now: float) -> list[str]:
         """Why this source cannot do its job right now (for ``/healthz``); empty when it can."""
         return []
+
+    @property
+    def condition_key(self) -> str:
+        """The service-wide condition its `problems` are raised as (`EventSink.clear_condition`)."""
+        return f"{CONDITION_PREFIX}{self.name}"
 
     def metrics(self) -> SourceMetrics:
         """Its figures for ``/metrics``; by default none."""

@@ -35,7 +35,7 @@ from ..http import copy_capped, new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
 from ..simple_html import anchors
-from .interface import EventSink, EventSource, SourceMetrics
+from .interface import CONDITION_PREFIX, EventSink, EventSource, SourceMetrics
 
 if TYPE_CHECKING:
     from ..config import Config, PollConfig
@@ -249,6 +249,10 @@ class SimpleIndexPoller(EventSource):
     def metrics(self) -> SourceMetrics:
         return SourceMetrics(last_poll_at=self.last_poll_at, label=self.label)
 
+    @property
+    def condition_key(self) -> str:
+        return f"{CONDITION_PREFIX}poll:{self.label}"
+
     def problems(self, now: float) -> list[str]:
         """The private index has not answered for longer than the poll interval."""
         if not self.consecutive_failures:
@@ -320,6 +324,7 @@ class SimpleIndexPoller(EventSource):
                     stop.wait(self.config.interval)
                     continue
                 self.poll_once(sink)
+                sink.clear_condition(self.condition_key)
             except PollError as exc:
                 log.warning("poll of %s failed (retry in %.0f s): %s",
                             self.label, self.next_delay(), exc)

@@ -1,0 +1,205 @@
+"""A source that cannot do its job is alerted, once, and every replica's /healthz says so.
+
+Only the replica that runs a source's rounds (the holder of the job's lease) sees its
+problems; the service raises them as a condition in the shared store, so the alert goes
+out once and a replica behind the same load balancer that does not poll is red too.  The
+round that works again clears it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import pytest
+
+from _fake_public import FakePublicIndex
+from _notify_servers import HttpReceiver, serving_http
+from _servers import serving, url_of, wait_for
+from namekeeper import config as cfg
+from namekeeper.server import Service
+from namekeeper.sources.interface import EventSink, EventSource
+
+pytestmark = pytest.mark.slow  # services, a fake public index, a private index, a receiver
+
+KEY = "source:poll:acme-private"
+
+
+@dataclass
+class PrivateIndex:
+    """A PEP 503 root page on 127.0.0.1 that can be made to fail (``status``)."""
+
+    url: str = ""
+    status: int = 500
+    polls: int = 0
+
+
+@pytest.fixture
+def private_index() -> Iterator[PrivateIndex]:
+    index = PrivateIndex()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            index.polls += 1
+            body = (b'<html><body><a href="acme-a/">acme-a</a></body></html>'
+                    if index.status == 200 else b"upstream broken")
+            self.send_response(index.status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving(Handler) as server:
+        index.url = url_of(server) + "simple/"
+        yield index
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with serving_http() as r:
+        yield r
+
+
+def make_service(tmp_path: Path, fake: FakePublicIndex, index: PrivateIndex,
+                 receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> Service:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-source-token")
+    path = tmp_path / "nk.toml"
+    path.write_text(fake.config_toml() + f"""
+[store]
+path = "{(tmp_path / 's.sqlite3').as_posix()}"
+[policy]
+dry-run = true
+[notify]
+urls = ["{receiver.url()}"]
+[[poll]]
+name = "acme-private"
+url = "{index.url}"
+interval = "1s"
+""")
+    service = Service(cfg.load(path))
+    service.source_watch_every = 0.1
+    return service
+
+
+def alerts_about(receiver: HttpReceiver, words: str) -> list[str]:
+    """The alerts (apprise's JSON: title and message) that mention ``words``."""
+    texts = [f"{r.json()['title']}\n{r.json()['message']}" for r in receiver.requests]
+    return [text for text in texts if words in text]
+
+
+def source_alerts(receiver: HttpReceiver) -> list[str]:
+    return alerts_about(receiver, "acme-private")
+
+
+def reasons(service: Service) -> list[str]:
+    return service.healthy()[1]["reasons"]
+
+
+def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_it_answers(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    service.start()
+    try:
+        wait_for(lambda: source_alerts(receiver), 15, "an alert about the private index")
+        [alert] = source_alerts(receiver)
+        assert "the private index acme-private has not answered" in alert and "500" in alert
+        assert any("acme-private has not answered" in r for r in reasons(service))
+        assert [c.key for c in service.store.conditions()] == [KEY]
+        # The problem lasts, its words are brought up to date: still one alert.
+        service.source_restate_every = 0.2
+        polls = private_index.polls
+        wait_for(lambda: private_index.polls >= polls + 1, 15, "another failing poll")
+        assert len(source_alerts(receiver)) == 1
+        # Shown once on this replica, which runs the poll (its own words, not the copy too).
+        assert sum("acme-private" in r for r in reasons(service)) == 1
+
+        private_index.status = 200
+        wait_for(lambda: service.store.conditions() == [], 30, "the condition to clear")
+        wait_for(lambda: not any("acme-private" in r for r in reasons(service)), 5,
+                 "/healthz to stop saying so")
+        assert len(source_alerts(receiver)) == 1  # over: no second alert
+    finally:
+        service.shutdown(5)
+        service.store.close()
+
+
+def test_a_replica_that_does_not_poll_is_red_too_and_a_restart_does_not_alert_again(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    polling = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    polling.start()
+    other = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    try:
+        wait_for(lambda: source_alerts(receiver), 15, "an alert about the private index")
+        other.start()  # the poll's lease is held: this one never polls
+        wait_for(lambda: any("acme-private has not answered" in r for r in reasons(other)), 10,
+                 "the replica that does not poll to be red")
+        assert other.sources[0].problems(1e12) == []  # it knows only what the store says
+        polling.shutdown(5)  # the holder goes; the problem stays until a round works
+        polling.store.close()
+        polling = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+        polling.start()
+        assert any("acme-private" in r for r in reasons(polling))  # red from the start
+        private_index.status = 200
+        # The restarted replica waits out the old lease (about a minute) before it polls;
+        # the problem is not over until a round works, so both stay red meanwhile.
+        assert len(source_alerts(receiver)) == 1
+        assert [c.key for c in other.store.conditions()] == [KEY]
+    finally:
+        for service in (polling, other):
+            service.shutdown(5)
+            service.store.close()
+
+
+def test_a_condition_of_a_source_no_longer_configured_is_cleared_at_start(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_index.status = 200
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    service.store.raise_condition("source:poll:retired-index", "the private index retired-index "
+                                  "has not answered for 900 s (HTTP 500)")
+    service.store.raise_condition(KEY, "the private index acme-private has not answered")
+    service.start()
+    try:
+        assert "source:poll:retired-index" not in {c.key for c in service.store.conditions()}
+        # The configured one stays until its own round works.
+        wait_for(lambda: service.store.conditions() == [], 15, "the poll to clear its own")
+        assert source_alerts(receiver) == []
+    finally:
+        service.shutdown(5)
+        service.store.close()
+
+
+class Crashing(EventSource):
+    """A third-party source whose loop dies."""
+
+    name = "crashing"
+
+    def run(self, sink: EventSink, stop: threading.Event) -> None:
+        raise RuntimeError("the plugin's loop broke")
+
+
+def test_a_source_whose_loop_dies_is_alerted_and_named(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_index.status = 200
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    service.sources.append(Crashing())
+    service.start()
+    try:
+        wait_for(lambda: alerts_about(receiver, "crashing"), 15, "an alert about the crash")
+        [alert] = alerts_about(receiver, "crashing")
+        assert "the event source crashing stopped with an error" in alert
+        wait_for(lambda: any("the event source crashing stopped" in r for r in reasons(service)),
+                 5, "/healthz to name the crashed source")
+        assert not service.healthy()[0]
+    finally:
+        service.shutdown(5)
+        service.store.close()
