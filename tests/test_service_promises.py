@@ -290,3 +290,7 @@ def test_names_that_end_failed_turn_healthz_red_and_say_which(
     health = Health(pool.keeper.config, pool.store, pool, [], [])
     reasons = health.store_answer().reasons
     assert [r for r in reasons if r.startswith("2 name(s) ended FAILED") and "acme-a, acme-b" in r]
+    # ...and the queue (`status`, /metrics) counts them as failed, not done.
+    failed = pool.store.queue_items("failed")
+    assert [i["name"] for i in failed] == ["acme-a", "acme-b"]
+    assert all("403" in i["last_error"] for i in failed), failed

@@ -25,6 +25,7 @@ from namekeeper.names import ultranormalize
 from namekeeper.store.interface import (
     BUDGET_WINDOW,
     DeliveryLog,
+    QueueState,
     Released,
     Retry,
     StoreBackend,
@@ -118,6 +119,21 @@ def test_a_reserved_name_is_never_queued_again(open_store: OpenStore) -> None:
     assert store.claim("w") is None
     rec = store.get("acme-a")
     assert rec is not None and rec.reserved and rec.verdict == "ours"
+
+
+def test_an_item_that_ended_failed_for_good_is_settled_failed_and_looked_at_again_later(
+        open_store: OpenStore) -> None:
+    store = open_store()
+    store.accept(ev("acme-a", key="1"))
+    store.claim("w")
+    assert store.complete("acme-a", "w", error="HTTP 403: the token may not upload")
+    [item] = store.queue_items(QueueState.FAILED)
+    assert item["name"] == "acme-a" and item["last_error"] == "HTTP 403: the token may not upload"
+    assert store.queue_counts()[QueueState.FAILED] == 1
+    assert store.claim("w") is None
+    store.accept(ev("acme-a", key="2"))  # new evidence: looked at again
+    item2 = store.claim("w")
+    assert item2 is not None and item2.event.key == "2"
 
 
 def test_a_name_we_could_not_hold_is_looked_at_again_on_new_evidence(

@@ -229,8 +229,9 @@ class WorkerPool:
             self.actions[outcome.action.value] += 1
         self._settle(item, outcome)
 
-    def _complete(self, item: WorkItem, confirm_at: float | None) -> None:
-        if not self.store.complete(item.name, self.holder, confirm_at=confirm_at):
+    def _complete(self, item: WorkItem, confirm_at: float | None,
+                  error: str | None = None) -> None:
+        if not self.store.complete(item.name, self.holder, confirm_at=confirm_at, error=error):
             log.warning("%s: finished after our lease was lost; its new holder decides",
                         item.name)
 
@@ -239,7 +240,9 @@ class WorkerPool:
             # A 2xx is confirmed by a lookup a little later (the index may not hold it after all).
             confirm = (self.clock() + self.queue.confirm_after
                        if outcome.action is Action.RESERVED else None)
-            self._complete(item, confirm)
+            # FAILED with nothing to wait for (the index refused for good): the queue says failed.
+            self._complete(item, confirm,
+                           outcome.message if outcome.action is Action.FAILED else None)
             return
         if outcome.action is Action.RATE_LIMITED:
             # Waiting for budget is not a failure: no attempt is counted.

@@ -339,8 +339,12 @@ class StoreBackend(ABC):
         """Record ``upload_started_at`` while ``holder`` holds ``name``; False: do not upload."""
 
     @abstractmethod
-    def complete(self, name: str, holder: str, *, confirm_at: float | None = None) -> bool:
-        """``holder`` is done with ``name`` (look again at ``confirm_at``); False: lease lost."""
+    def complete(self, name: str, holder: str, *, confirm_at: float | None = None,
+                 error: str | None = None) -> bool:
+        """``holder`` is done with ``name`` (look again at ``confirm_at``); False: lease lost.
+
+        With ``error`` it ended FAILED for good (no retry would help): settled as failed.
+        """
 
     @abstractmethod
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,

@@ -101,12 +101,15 @@ class SqlQueue(SqlBase):
             return True
         return self._transaction(work)
 
-    def complete(self, name: str, holder: str, *, confirm_at: float | None = None) -> bool:
+    def complete(self, name: str, holder: str, *, confirm_at: float | None = None,
+                 error: str | None = None) -> bool:
+        state = QueueState.DONE if error is None else QueueState.FAILED
         return self._transaction(lambda tx: tx.execute(
-            "UPDATE queue SET state='done', claimed_by=NULL, lease_until=NULL, "
-            "last_error=NULL, confirming=0, confirm_at=?, updated_at=? "
+            "UPDATE queue SET state=?, claimed_by=NULL, lease_until=NULL, "
+            "last_error=?, confirming=0, confirm_at=?, updated_at=? "
             "WHERE name=? AND state='claimed' AND claimed_by=?",
-            (confirm_at, self._clock(), name, holder)).rowcount == 1, one_statement=True)
+            (state.value, error, confirm_at, self._clock(), name, holder)).rowcount == 1,
+            one_statement=True)
 
     def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
