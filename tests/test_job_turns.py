@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from _servers import free_port
+from _servers import free_port, wait_for
 from namekeeper.config import PollConfig
 from namekeeper.model import NameEvent
 from namekeeper.server import GroupCommitSink
@@ -87,3 +88,39 @@ def test_artifactory_reconciles_only_on_its_turn(monkeypatch) -> None:  # type: 
         run_briefly(source, sink)
         assert [job for job, _ in sink.asked] == ["artifactory-reconcile"]
     assert rounds == ["True"]  # only the replica whose turn it was listed the repositories
+
+
+def run_until(source: EventSource, sink: TurnSink, done: Callable[[], bool], *,
+              then_others_turn: Callable[[], bool]) -> None:
+    """Run ``source`` on its turn until ``done``; then another replica's, until the other."""
+    stop = threading.Event()
+    thread = threading.Thread(target=source.run, args=(sink, stop), daemon=True)
+    thread.start()
+    try:
+        wait_for(done, 10, "a failing round that is a problem")
+        sink.mine = False  # this replica stalled and another one took the job over
+        wait_for(then_others_turn, 10, "the old failure to stop being this replica's problem")
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def test_a_poller_whose_turn_passed_to_another_replica_forgets_its_failures() -> None:
+    # Else it stays red, and alerts again each time the new holder's good round clears it.
+    url = f"http://127.0.0.1:{free_port()}/simple/"
+    poller = SimpleIndexPoller(PollConfig(url=url, interval=0.05, name="nexus"), timeout=1,
+                               max_backoff=0.05)
+    run_until(poller, TurnSink(mine=True), lambda: bool(poller.problems(time.time())),
+              then_others_turn=lambda: poller.problems(time.time() + 3600) == [])
+    assert poller.consecutive_failures == 0
+
+
+def test_a_reconciliation_whose_turn_passed_to_another_replica_forgets_its_failures() -> None:
+    from namekeeper.config import ArtifactoryConfig, Secret
+    from namekeeper.sources.artifactory import ArtifactorySource
+
+    source = ArtifactorySource(ArtifactoryConfig(
+        repos=("pypi-local",), base_url=f"http://127.0.0.1:{free_port()}/artifactory",
+        token=Secret("t"), secret=Secret("s"), reconcile_interval=0.05), timeout=1)
+    run_until(source, TurnSink(mine=True), lambda: bool(source.problems(time.time() + 1)),
+              then_others_turn=lambda: source.problems(time.time() + 3600) == [])

@@ -101,7 +101,9 @@ class ArtifactorySource(EventSource):
         # one last did: /healthz turns red once rounds have failed for an interval.
         self._round_error: str | None = None
         self._round_ok_at: float | None = None
-        self._started_at = time.time()
+        #: Since when this process has reconciled (its start, or its latest turn after another
+        #: replica's): a failing round counts from then at the earliest.
+        self._in_charge_since = time.time()
         secret = config.secret.reveal() if config.secret is not None else ""
         self._secret: bytes | None = secret.encode("utf-8") if secret else None
         if self._secret is None:
@@ -238,6 +240,8 @@ class ArtifactorySource(EventSource):
         while not stop.is_set():
             try:
                 if not sink.take_turn("artifactory-reconcile", lease):
+                    with self._lock:  # another replica reconciles: our old failure is not ours
+                        self._round_error, self._in_charge_since = None, time.time()
                     stop.wait(self.config.reconcile_interval)
                     continue
                 count = self.reconcile_once(sink, stop=stop)
@@ -272,8 +276,7 @@ class ArtifactorySource(EventSource):
     def problems(self, now: float) -> list[str]:
         """Reconciliation rounds have failed for longer than its interval."""
         with self._lock:
-            error, ok_at = self._round_error, self._round_ok_at
-        since = ok_at if ok_at is not None else self._started_at
+            error, since = self._round_error, max(self._round_ok_at or 0.0, self._in_charge_since)
         if error is None or now - since <= self.config.reconcile_interval:
             return []
         return [f"Artifactory reconciliation has not listed every repository for "

@@ -241,7 +241,9 @@ class SimpleIndexPoller(EventSource):
         self.polls_ok = 0
         self.polls_failed = 0
         self.consecutive_failures = 0
-        self._started_at = time.time()
+        #: Since when this process has run the polls (its start, or its latest turn after
+        #: another replica's): its problems are counted from then at the earliest.
+        self._in_charge_since = time.time()
 
     def __repr__(self) -> str:
         return f"SimpleIndexPoller({self.label!r})"
@@ -257,11 +259,18 @@ class SimpleIndexPoller(EventSource):
         """The private index has not answered for longer than the poll interval."""
         if not self.consecutive_failures:
             return []
-        since = self.last_poll_at if self.last_poll_at is not None else self._started_at
+        since = max(self.last_poll_at or 0.0, self._in_charge_since)
         if now - since <= self.config.interval:
             return []
         return [f"the private index {self.label} has not answered for {now - since:.0f} s "
                 f"({self.last_error})"]
+
+    def _not_in_charge(self) -> None:
+        """Another replica polls now: this one's old failures are not a problem of the index."""
+        with self._lock:
+            self.consecutive_failures = 0
+            self.last_error = None
+            self._in_charge_since = time.time()
 
     def poll_once(self, sink: EventSink) -> int:
         """Poll once; hand each project not seen before to ``sink``; return how many were handed.
@@ -321,6 +330,7 @@ class SimpleIndexPoller(EventSource):
         while not stop.is_set():
             try:
                 if not sink.take_turn(f"poll:{self.label}", lease):
+                    self._not_in_charge()
                     stop.wait(self.config.interval)
                     continue
                 self.poll_once(sink)
