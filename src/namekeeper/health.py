@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -119,7 +119,7 @@ class Health:
         self.config = config
         self.store = store
         self.workers = workers
-        self.sources = list(sources)
+        self.sources = sources  # the service's own list, not a copy of it
         self.fixed = list(fixed)
         self.clock = clock
         #: The clock this process stamps leases with (the workers' clock).
@@ -130,8 +130,19 @@ class Health:
         self._store_answer: StoreAnswer | None = None
         self._loop_running = False
 
-    def reasons(self, *, stopping: bool, source_threads_alive: bool,
+    def source_problems(self, source: EventSource, now: float, *,
+                        loop_died: bool = False) -> list[str]:
+        """What ``source`` cannot do in this process right now; its loop dying is one of them."""
+        found = source.problems(now)
+        if loop_died:
+            found.append(f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)} "
+                         f"stopped with an error on {self.workers.holder} (see its log)")
+        return found
+
+    def reasons(self, *, stopping: bool, dead_sources: Collection[str] = (),
                 store: StoreAnswer | None = None) -> list[str]:
+        """Why names are not being protected; ``dead_sources``: the `condition_key` of each
+        source whose loop stopped with an error in this process."""
         now = time.time()
         found = list(self.fixed)
         if stopping:
@@ -140,11 +151,10 @@ class Health:
             found.append(self.workers.store_error)
         elif not self.workers.alive():
             found.append("the queue workers are not running")
-        if not source_threads_alive:
-            found.append("an event source stopped with an error (see the log)")
         live = set()
         for source in self.sources:
-            problems = source.problems(now)
+            problems = self.source_problems(source, now,
+                                            loop_died=source.condition_key in dead_sources)
             if problems:
                 live.add(source.condition_key)
             found += problems

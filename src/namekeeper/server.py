@@ -209,10 +209,12 @@ class Service:
         """
         stated: dict[str, float] = {}
         while not self.stop.wait(self.source_watch_every):
+            dead = self._dead_sources()
             for source in self.sources:
                 key = source.condition_key
                 with self.sink.conditions_lock:
-                    found = self._source_problems(source, time.time())
+                    found = self.health.source_problems(source, time.time(),
+                                                        loop_died=key in dead)
                     if not found:
                         stated.pop(key, None)
                         continue
@@ -227,13 +229,13 @@ class Service:
                         continue
                     stated[key] = time.monotonic()
 
-    def _source_problems(self, source: EventSource, now: float) -> list[str]:
-        found = source.problems(now)
-        thread = self._source_threads.get(id(source))
-        if thread is not None and not thread.is_alive() and not self.stop.is_set():
-            found.append(f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)}"
-                         f" stopped with an error on {self.holder} (see its log)")
-        return found
+    def _dead_sources(self) -> set[str]:
+        """The `condition_key` of each source whose loop ended (with an error: it never returns
+        before ``stop``)."""
+        if self.stop.is_set():
+            return set()  # they end because they were told to
+        return {source.condition_key for source in self.sources
+                if (t := self._source_threads.get(id(source))) is not None and not t.is_alive()}
 
     def _forget_sources_gone(self) -> None:
         """Clear the conditions of sources no longer configured: no round would ever clear them."""
@@ -337,11 +339,11 @@ class Service:
     def healthy(self, store: StoreAnswer | None = None) -> tuple[bool, dict[str, Any]]:
         """Whether names are being protected, and the reasons when they are not."""
         store = store or self.health.store_answer()
-        sources_alive = all(t.is_alive() for t in self._source_threads.values())
-        reasons = self.health.reasons(stopping=self.stop.is_set(),
-                                      source_threads_alive=sources_alive, store=store)
+        dead = self._dead_sources()
+        reasons = self.health.reasons(stopping=self.stop.is_set(), dead_sources=dead,
+                                      store=store)
         detail = {"reasons": reasons, "store": store.problem is None,
-                  "workers": self.workers.alive(), "sources": sources_alive}
+                  "workers": self.workers.alive(), "sources": not dead}
         return not reasons, detail
 
     def _healthz_answer(self, store: StoreAnswer | None = None) -> tuple[str, dict[str, Any]]:
