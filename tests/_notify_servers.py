@@ -10,6 +10,7 @@ import base64
 import json
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ class HttpReceiver:
 
     server: ThreadingHTTPServer
     status: int = 200
+    #: Seconds each POST is held, once recorded, before it is answered (a slow notifier).
+    answer_after: float = 0.0
     requests: list[Received] = field(default_factory=list)
     cond: threading.Condition = field(default_factory=threading.Condition)
 
@@ -66,6 +69,7 @@ def serving_http(port: int = 0) -> Iterator[HttpReceiver]:
             with receiver.cond:
                 receiver.requests.append(Received(self.path, dict(self.headers), body))
                 receiver.cond.notify_all()
+            time.sleep(receiver.answer_after)
             self.send_response(receiver.status)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -67,7 +67,8 @@ def receiver() -> Iterator[HttpReceiver]:
 
 
 def make_service(tmp_path: Path, fake: FakePublicIndex, index: PrivateIndex,
-                 receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> Service:
+                 receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch,
+                 notify_query: str = "") -> Service:
     monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-source-token")
     path = tmp_path / "nk.toml"
     path.write_text(fake.config_toml() + f"""
@@ -76,7 +77,7 @@ path = "{(tmp_path / 's.sqlite3').as_posix()}"
 [policy]
 dry-run = true
 [notify]
-urls = ["{receiver.url()}"]
+urls = ["{receiver.url()}{notify_query}"]
 [[poll]]
 name = "acme-private"
 url = "{index.url}"
@@ -127,6 +128,27 @@ def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_i
         assert len(source_alerts(receiver)) == 1  # over: no second alert
     finally:
         service.shutdown(5)
+        service.store.close()
+
+
+def test_a_slow_notifier_does_not_hold_up_the_round_that_clears_the_problem(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver.answer_after = 12.0  # apprise waits (rto=30): the alert takes 12 s to deliver
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch,
+                           notify_query="?rto=30")
+    service.start()
+    try:
+        wait_for(lambda: source_alerts(receiver), 15, "the alert to reach the receiver")
+        private_index.status = 200
+        # The poll (every second) works again and clears it while the alert is still on
+        # its way; before, it waited for the delivery to end.
+        wait_for(lambda: service.store.conditions() == [], 8, "the condition to clear")
+        wait_for(lambda: not any("acme-private" in r for r in reasons(service)), 3,
+                 "/healthz to stop saying so")
+    finally:
+        receiver.answer_after = 0.0
+        service.shutdown(15)
         service.store.close()
 
 

@@ -322,15 +322,27 @@ class Keeper(OwnPlaceholders):
 
     def raise_condition(self, key: str, text: str, tag: str = TAG_FAILED) -> None:
         """Record a service-wide problem; the process that raises it first alerts, once."""
-        if self.store.raise_condition(key, text):
+        if self.record_condition(key, text):
+            self.alert_condition(key, text, tag)
+
+    def record_condition(self, key: str, text: str) -> bool:
+        """Record a service-wide problem (or its new words); True when this process raised it
+        first, and so must `alert_condition`."""
+        raised = self.store.raise_condition(key, text)
+        if raised:
             log.warning("%s", text)
-            if self.alerts is not None:
-                try:
-                    since = next((c.since for c in self.store.conditions() if c.key == key),
-                                 time.time())  # cleared already by another process
-                    self.alerts.dispatch_condition(key, text, frozenset({tag}), since=since)
-                except Exception:
-                    log.exception("notifying about %s failed", key)
+        return raised
+
+    def alert_condition(self, key: str, text: str, tag: str = TAG_FAILED) -> None:
+        """Send the alert about a condition this process raised (as slow as the notifiers)."""
+        if self.alerts is None:
+            return
+        try:
+            since = next((c.since for c in self.store.conditions() if c.key == key),
+                         time.time())  # cleared already by another process
+            self.alerts.dispatch_condition(key, text, frozenset({tag}), since=since)
+        except Exception:
+            log.exception("notifying about %s failed", key)
 
     def fail(self, name: str, display: str, message: str, event: NameEvent | None = None
              ) -> Outcome:

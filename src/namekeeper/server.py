@@ -212,6 +212,8 @@ class Service:
             dead = self._dead_sources()
             for source in self.sources:
                 key = source.condition_key
+                # Locked from looking to recording only: the alert's delivery (as slow as a
+                # notifier's timeout) must not hold up the round that clears the problem.
                 with self.sink.conditions_lock:
                     found = self.health.source_problems(source, time.time(),
                                                         loop_died=key in dead)
@@ -221,13 +223,16 @@ class Service:
                     if time.monotonic() - stated.get(key, -self.source_restate_every) \
                             < self.source_restate_every:
                         continue
+                    text = "; ".join(found)
                     try:
-                        self.keeper.raise_condition(key, "; ".join(found))
+                        raised = self.keeper.record_condition(key, text)
                     except Exception as exc:  # noqa: BLE001 - _job_failed logs it
                         if self._job_failed(exc, f"raising the problem of {key}"):
                             return
                         continue
                     stated[key] = time.monotonic()
+                if raised:
+                    self.keeper.alert_condition(key, text)
 
     def _dead_sources(self) -> set[str]:
         """The `condition_key` of each source whose loop ended (with an error: it never returns
