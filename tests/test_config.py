@@ -93,6 +93,13 @@ def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
     ("[public]\nsimple-url = 'ftp://x'", "simple-url"),
     ("[publik]\n", r"unknown section \[publik\] \(did you mean \[public\]\?\)"),
     ("[public]\nowner = ['acme']", r"unknown key 'owner' \(did you mean 'owners'\?\)"),
+    # pip's and twine's words for the same things
+    ("[public]\nindex-url = 'http://127.0.0.1/simple/'",
+     r"unknown key 'index-url' \(did you mean 'simple-url'\?\)"),
+    ("[public]\nrepository-url = 'http://127.0.0.1/legacy/'",
+     r"unknown key 'repository-url' \(did you mean 'upload-url'\?\)"),
+    ("[public]\nindex = 'http://127.0.0.1/simple/'",
+     r"got 'http://127.0.0.1/simple/' \(a URL goes in simple-url, json-url and upload-url\)"),
     ("[public]\ntimeout = 'soon'", "timeout must be a number of seconds, got 'soon'"),
     ("[public]\nretries = -1", "retries must be 0 or more, got -1"),
     ("[serve]\nport = true", "port must be a port number, got True"),

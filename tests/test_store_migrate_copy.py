@@ -178,6 +178,18 @@ def test_copy_refuses_a_store_that_is_not_empty(capsys: pytest.CaptureFixture[st
     assert code == 2
 
 
+def test_copy_from_a_store_that_does_not_exist_is_an_error_and_creates_nothing(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, pg_env: PostgresServer) -> None:
+    typo, target = tmp_path / "stat.sqlite3", tmp_path / "b.sqlite3"
+    code, _, err = run(capsys, "store", "copy", "--from", str(typo), "--to", str(target))
+    assert code == 2 and "no such store" in err and err.count("\n") == 1
+    assert not typo.exists() and not target.exists()
+    empty = pg_env.new_database()  # a database namekeeper never used
+    code, _, err = run(capsys, "store", "copy", "--from", empty, "--to", str(target))
+    assert code == 2 and "holds no namekeeper store" in err and err.count("\n") == 1
+    assert not target.exists()
+
+
 def test_copy_output_as_json(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     src = tmp_path / "a.sqlite3"
     Store(src).accept(NameEvent(name="acme-x", display_name="acme-x", source="cli",

@@ -359,7 +359,19 @@ def _kind_words(kind: type | tuple[type, ...]) -> str:
     return " or ".join(_KIND_WORDS.get(k, k.__name__) for k in kinds)
 
 
-def _closest(key: str, known: set[str]) -> str | None:
+#: Keys people bring from pip's and twine's configuration, and what they mean here.
+_FAMILIAR_KEYS = {
+    ("public", "index-url"): "simple-url",
+    ("public", "url"): "simple-url",
+    ("public", "repository"): "upload-url",
+    ("public", "repository-url"): "upload-url",
+}
+
+
+def _closest(key: str, known: set[str], where: str = "") -> str | None:
+    familiar = _FAMILIAR_KEYS.get((where, key))
+    if familiar in known:
+        return familiar
     close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
     return close[0] if close else None
 
@@ -378,7 +390,7 @@ class _Table:
             problems.add(f"[{where}] must be a table")
             data = {}
         for key in sorted(set(data) - known):
-            close = _closest(key, known)
+            close = _closest(key, known, where)
             if sections:
                 problems.add(f"unknown section [{key}]"
                              + (f" (did you mean [{close}]?)" if close else ""))
@@ -695,7 +707,9 @@ def _public_config(pub: _Table) -> PublicConfig:
     preset = INDEX_PRESETS.get(preset_name)
     if preset is None:
         problems.add(f"[public] index must be one of {', '.join(map(repr, INDEX_PRESETS))} "
-                     f"(or leave it out and give the URLs), got {_shown_value(preset_name)}")
+                     f"(or leave it out and give the URLs), got {_shown_value(preset_name)}"
+                     + (" (a URL goes in simple-url, json-url and upload-url)"
+                        if "://" in str(preset_name) else ""))
         preset = INDEX_PRESETS["pypi"]
     token = _env_secret(ENV_PUBLIC_TOKEN)
     if "password" in pub.data:
