@@ -191,6 +191,19 @@ def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
     assert code == 1
 
 
+def test_status_table_shows_the_queue_state_in_words(capsys: pytest.CaptureFixture[str],
+                                                      tmp_path: Path, cfg: Path) -> None:
+    from namekeeper.model import NameEvent
+    from namekeeper.store.sqlite import Store
+
+    with Store(tmp_path / "state.sqlite3") as store:
+        store.accept(NameEvent(name="acme-queued", display_name="acme-queued", source="cli",
+                               index="i", key="k"))
+    code, out, _ = run(capsys, "--config", str(cfg), "status")
+    [line] = [line for line in str(out).splitlines() if line.startswith("acme-queued")]
+    assert " pending " in line and "QueueState" not in line
+
+
 def test_status_of_an_empty_store_says_so(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
     code, out, err = run(capsys, "--config", str(cfg), "status")
     assert code == 0 and not out and "knows no names yet" in err

@@ -86,6 +86,9 @@ class StoredLookalike:
 class QueueState(str, Enum):
     """Where a name's queue item is.  A ``str`` so that counts and JSON read as before."""
 
+    def __str__(self) -> str:  # in tables and pages, as in JSON: "pending"
+        return str(self.value)
+
     PENDING = "pending"
     CLAIMED = "claimed"
     DONE = "done"
