@@ -9,6 +9,7 @@ round that works again clears it.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -225,6 +226,71 @@ def test_a_source_whose_loop_dies_is_alerted_and_named(
         assert sum("crashing" in r for r in reasons(service)) == 1
         ok, detail = service.healthy()
         assert not ok and detail["sources"] is False
+    finally:
+        service.shutdown(5)
+        service.store.close()
+
+
+class WorkingRounds(EventSource):
+    """The same source on another replica, whose rounds work (and so clear its condition)."""
+
+    name = "crashing"
+
+    def run(self, sink: EventSink, stop: threading.Event) -> None:
+        while not stop.wait(0.1):
+            sink.clear_condition(self.condition_key)
+
+
+def test_a_loop_that_died_is_this_replicas_own_and_ends_with_its_process(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_index.status = 200
+    broken = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    broken.sources.append(Crashing())
+    broken.source_restate_every = 0.2
+    broken.start()
+    working = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    working.sources.append(WorkingRounds())
+    working.source_restate_every = 0.2
+    try:
+        wait_for(lambda: alerts_about(receiver, "crashing"), 15, "an alert about the crash")
+        dead_key = f"loop-died:crashing@{broken.holder}"
+        assert [c.key for c in broken.store.conditions()] == [dead_key]
+        # Another replica starting, and its working rounds, leave it be (before, they cleared
+        # it and the broken replica raised it again: an alert each time).
+        working.start()
+        threading.Event().wait(1.5)  # rounds of both, restatements and sweeps
+        assert len(alerts_about(receiver, "crashing")) == 1
+        assert [c.key for c in working.store.conditions()] == [dead_key]
+        # Red where the loop died, only there: the load balancer keeps the working replica.
+        assert any(f"stopped with an error on {broken.holder}" in r for r in reasons(broken))
+        assert reasons(working) == []
+        # The process stops: its loop is nobody's problem any more.
+        broken.shutdown(5)
+        assert working.store.conditions() == []
+    finally:
+        for service in (broken, working):
+            service.shutdown(5)
+            service.store.close()
+
+
+def test_a_loop_that_died_in_a_killed_process_is_cleared_by_the_next_start(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_index.status = 200
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    service.sources.append(WorkingRounds())  # the plugin, fixed
+    # What a process killed with -9 while its loop was dead leaves behind (it took its
+    # liveness lease last 200 s ago: it is gone).
+    gone = "gone-host:4242:0a1b2c3d"
+    service.store.lease_job(f"alive:{gone}", gone, 100, now=time.time() - 200)
+    service.store.raise_condition(f"loop-died:crashing@{gone}",
+                                  f"the event source crashing stopped with an error on {gone}")
+    service.start()
+    try:
+        assert service.store.conditions() == []
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to be green")
+        assert alerts_about(receiver, "crashing") == []
     finally:
         service.shutdown(5)
         service.store.close()

@@ -25,6 +25,15 @@ from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
+#: What the key of a condition about a loop that died in one process starts with
+#: (`Health.died_key`): that process's problem, not every replica's.
+LOOP_DIED_PREFIX = "loop-died:"
+
+
+def alive_job(holder: str) -> str:
+    """The job a process whose loop died keeps leased while it runs (`StoreBackend.lease_job`)."""
+    return f"alive:{holder}"
+
 
 class StoreProbe:
     """The store's health, probed at most every ``every`` seconds (integrity: ``integrity_every``)."""
@@ -130,14 +139,26 @@ class Health:
         self._store_answer: StoreAnswer | None = None
         self._loop_running = False
 
-    def source_problems(self, source: EventSource, now: float, *,
-                        loop_died: bool = False) -> list[str]:
-        """What ``source`` cannot do in this process right now; its loop dying is one of them."""
-        found = source.problems(now)
+    def died_key(self, source: EventSource) -> str:
+        """The condition of ``source``'s loop having died in this process: this replica's own
+        (its rounds go on elsewhere), alerted once and cleared when the process ends; no other
+        replica's working round clears it, and no other replica is red for it."""
+        name = source.condition_key.removeprefix(CONDITION_PREFIX)
+        return f"{LOOP_DIED_PREFIX}{name}@{self.workers.holder}"
+
+    def conditions_of(self, source: EventSource, now: float, *,
+                      loop_died: bool = False) -> dict[str, list[str]]:
+        """Each condition of ``source`` in this process -> its problems ([]: none now).
+
+        The rounds' problems (`EventSource.problems`) are the source's own condition, the
+        same on every replica, cleared by the next round that works wherever it runs; a
+        loop that died is this replica's (`died_key`), and its rounds say nothing current.
+        """
         if loop_died:
-            found.append(f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)} "
-                         f"stopped with an error on {self.workers.holder} (see its log)")
-        return found
+            return {self.died_key(source): [
+                f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)} "
+                f"stopped with an error on {self.workers.holder} (see its log)"]}
+        return {source.condition_key: source.problems(now)}
 
     def reasons(self, *, stopping: bool, dead_sources: Collection[str] = (),
                 store: StoreAnswer | None = None) -> list[str]:
@@ -153,11 +174,11 @@ class Health:
             found.append("the queue workers are not running")
         live = set()
         for source in self.sources:
-            problems = self.source_problems(source, now,
-                                            loop_died=source.condition_key in dead_sources)
-            if problems:
-                live.add(source.condition_key)
-            found += problems
+            for key, problems in self.conditions_of(
+                    source, now, loop_died=source.condition_key in dead_sources).items():
+                if problems:
+                    live.add(key)
+                found += problems
         store = store or self.store_answer()
         if store.problem:
             found.append(store.problem)  # the store's other answers cannot be trusted
@@ -248,7 +269,9 @@ class Health:
                              "the budget of new public projects is paused until "
                              f"{datetime.fromtimestamp(paused_until, timezone.utc):%H:%M:%S} UTC")
         sources = tuple((k, t) for k, t in conditions.items() if k.startswith(CONDITION_PREFIX))
-        found = [t for k, t in conditions.items() if not k.startswith(CONDITION_PREFIX)]
+        # A loop that died in a process is that process's reason (`reasons`), not every one's.
+        found = [t for k, t in conditions.items()
+                 if not k.startswith((CONDITION_PREFIX, LOOP_DIED_PREFIX))]
         stuck = self.store.stuck_leases(self.config.queue.lease, now=now)
         if stuck:
             found.append(f"{stuck} queue item(s) are held by leases that expired more than "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .app import build_keeper
 from .config import Config, load
 from .errors import StoreError
-from .health import Health, StoreAnswer, startup_problems
+from .health import LOOP_DIED_PREFIX, Health, StoreAnswer, alive_job, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
@@ -175,6 +175,7 @@ class Service:
             t.start()
             self._source_threads[id(source)] = t
         self._forget_sources_gone()
+        self._forget_dead_processes_loops()
         self._source_watch_thread = threading.Thread(target=self._watch_sources, daemon=True,
                                                      name="namekeeper-source-watch")
         self._source_watch_thread.start()
@@ -208,31 +209,40 @@ class Service:
         again clears them (`EventSink.clear_condition`), wherever it runs.
         """
         stated: dict[str, float] = {}
+        swept = time.monotonic()  # at start, by `_forget_sources_gone`
         while not self.stop.wait(self.source_watch_every):
             dead = self._dead_sources()
             for source in self.sources:
-                key = source.condition_key
+                raised: list[tuple[str, str]] = []
                 # Locked from looking to recording only: the alert's delivery (as slow as a
                 # notifier's timeout) must not hold up the round that clears the problem.
                 with self.sink.conditions_lock:
-                    found = self.health.source_problems(source, time.time(),
-                                                        loop_died=key in dead)
-                    if not found:
-                        stated.pop(key, None)
-                        continue
-                    if time.monotonic() - stated.get(key, -self.source_restate_every) \
-                            < self.source_restate_every:
-                        continue
-                    text = "; ".join(found)
-                    try:
-                        raised = self.keeper.record_condition(key, text)
-                    except Exception as exc:  # noqa: BLE001 - _job_failed logs it
-                        if self._job_failed(exc, f"raising the problem of {key}"):
-                            return
-                        continue
-                    stated[key] = time.monotonic()
-                if raised:
+                    conditions = self.health.conditions_of(
+                        source, time.time(), loop_died=source.condition_key in dead)
+                    for key, found in conditions.items():
+                        if not found:
+                            stated.pop(key, None)
+                            continue
+                        if time.monotonic() - stated.get(key, -self.source_restate_every) \
+                                < self.source_restate_every:
+                            continue
+                        text = "; ".join(found)
+                        try:
+                            if key.startswith(LOOP_DIED_PREFIX):  # alive, and still saying so
+                                self.store.lease_job(alive_job(self.holder), self.holder,
+                                                     3 * self.source_restate_every + 10)
+                            if self.keeper.record_condition(key, text):
+                                raised.append((key, text))
+                        except Exception as exc:  # noqa: BLE001 - _job_failed logs it
+                            if self._job_failed(exc, f"raising the problem of {key}"):
+                                return
+                            continue
+                        stated[key] = time.monotonic()
+                for key, text in raised:
                     self.keeper.alert_condition(key, text)
+            if time.monotonic() - swept >= self.source_restate_every:
+                swept = time.monotonic()
+                self._forget_dead_processes_loops()
 
     def _dead_sources(self) -> set[str]:
         """The `condition_key` of each source whose loop ended (with an error: it never returns
@@ -326,6 +336,31 @@ class Service:
         self.workers.shutdown(timeout)
         for t in self._source_threads.values():
             t.join(5.0)
+        self._forget_own_dead_loops()
+
+    def _forget_own_dead_loops(self) -> None:
+        """A loop that died here is over with this process (a later start says so again)."""
+        try:
+            for source in self.sources:
+                self.store.clear_condition(self.health.died_key(source))
+        except StoreError as exc:
+            log.warning("could not clear this process's problems at stop: %s", exc)
+
+    def _forget_dead_processes_loops(self) -> None:
+        """Clear the loop-died conditions of processes that are gone (killed, say, with -9).
+
+        A process whose loop died keeps the job `alive_job` leased while it says so; when the
+        lease is free, nobody holds it: the process is gone.
+        """
+        try:
+            for condition in self.store.conditions():
+                holder = condition.key.rpartition("@")[2]
+                if (condition.key.startswith(LOOP_DIED_PREFIX) and holder != self.holder
+                        and self.store.lease_job(alive_job(holder), self.holder, 1.0)):
+                    self.store.clear_condition(condition.key)
+                    log.warning("cleared a problem of a process that is gone: %s", condition.text)
+        except StoreError as exc:
+            log.warning("could not look at the loops of other processes: %s", exc)
 
     # -- WSGI ----------------------------------------------------------------------------------
 
