@@ -326,10 +326,10 @@ class SimpleIndexPoller(EventSource):
         """Poll until ``stop`` is set; a failing poll is logged and retried, never fatal."""
         log.info("polling %s every %.0f s", self.label, self.config.interval)
         # One replica polls this index at a time; the holder's next poll renews the lease.
-        lease = 2 * self.config.interval + 60
+        job, lease = f"poll:{self.label}", 2 * self.config.interval + 60
         while not stop.is_set():
             try:
-                if not sink.take_turn(f"poll:{self.label}", lease):
+                if not sink.take_turn(job, lease):
                     self._not_in_charge()
                     stop.wait(self.config.interval)
                     continue
@@ -341,7 +341,20 @@ class SimpleIndexPoller(EventSource):
             except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
                 log.error("poll of %s failed unexpectedly (retry in %.0f s): %s",
                           self.label, self.next_delay(), _describe(exc, self._secrets))
+            if self.consecutive_failures:
+                self._hold_turn(sink, job, self.next_delay() + lease)
             stop.wait(self.next_delay())
+
+    def _hold_turn(self, sink: EventSink, job: str, seconds: float) -> None:
+        """Keep the turn through a backoff longer than the lease: else another replica would
+        poll meanwhile, clear the problem, and this one (still counting its failures) raise it
+        again, alerted each time."""
+        try:
+            if not sink.take_turn(job, seconds):
+                self._not_in_charge()
+        except Exception as exc:  # noqa: BLE001 - the next round takes its turn again
+            log.warning("poll of %s: could not keep its turn: %s", self.label,
+                        _describe(exc, self._secrets))
 
 
 @hookimpl(trylast=True)
