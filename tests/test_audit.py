@@ -239,6 +239,34 @@ hashes = {{ sha256 = "{"2" * 64}" }}
     assert {r["index"] for r in doc["names"]} == {"https://devpi.example.com/"}
 
 
+@pytest.mark.parametrize("pip_lock_first", [True, False])
+def test_a_name_one_lock_has_from_a_private_index_is_audited_whatever_a_pip_lock_says(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        tmp_path: Path, pip_lock_first: bool) -> None:
+    # The same name from both sides is exactly the confusion audit is for: the pip lock took
+    # the public file, the uv lock the private index's package.
+    public.add_project("idna", versions=["3.7"])
+    [(idna_file, served)] = public.project("idna")["files"].items()  # type: ignore[index]
+    pip_lock = tmp_path / "pylock.toml"
+    pip_lock.write_text(f"""
+lock-version = "1.0"
+created-by = "pip"
+[[packages]]
+name = "idna"
+version = "3.7"
+[[packages.wheels]]
+url = "https://mirror.example/{idna_file}"
+hashes = {{ sha256 = "{served["sha256"]}" }}
+""")
+    uv_lock = tmp_path / "uv.lock"
+    uv_lock.write_text('version = 1\n[[package]]\nname = "idna"\nversion = "9.0"\n'
+                       'source = { registry = "https://nexus.acme.example/simple/" }\n')
+    locks = [pip_lock, uv_lock] if pip_lock_first else [uv_lock, pip_lock]
+    _, doc, _ = audit(capsys, cfg, *(a for lock in locks for a in ("--lock", str(lock))))
+    [row] = doc["names"]
+    assert (row["name"], row["index"]) == ("idna", "https://nexus.acme.example/simple/")
+
+
 def test_all_four_formats_parse(capsys: pytest.CaptureFixture[str], cfg: Path,
                                 private: FakePublicIndex) -> None:
     _, doc, _ = audit(capsys, cfg, "--index", private.simple_url)

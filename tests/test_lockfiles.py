@@ -153,3 +153,19 @@ def test_a_pylock_package_without_an_index_carries_its_files_digests(tmp_path: P
     [package] = private_packages([lock], PUBLIC)  # nothing to compare: left out
     assert (package.name, package.index) == ("acme-a", "https://files.example/")
     assert package.digests == {"ab12", "cd34"}
+
+
+def test_a_name_known_only_by_its_files_is_asked_once_per_lock(tmp_path: Path) -> None:
+    def pip_lock(name: str, digest: str) -> Path:
+        return write(tmp_path, name, 'lock-version = "1.0"\ncreated-by = "pip"\n'
+                     '[[packages]]\nname = "acme-a"\nversion = "1.0"\n'
+                     '[packages.sdist]\nurl = "https://files.example/acme_a-1.0.tar.gz"\n'
+                     f'hashes = {{ sha256 = "{digest}" }}\n')
+    # One lock's file may be the public one and another's not: each is judged by its own.
+    found = private_packages([pip_lock("a.toml", "aa"), pip_lock("b.toml", "bb")], PUBLIC)
+    assert [(p.name, p.digests) for p in found] == [("acme-a", {"aa"}), ("acme-a", {"bb"})]
+    # A lock that names a private index for it settles it: no file to compare.
+    uv_lock = write(tmp_path, "uv.lock", 'version = 1\n[[package]]\nname = "acme-a"\n'
+                    f'source = {{ registry = "{PRIVATE}" }}\n')
+    [package] = private_packages([pip_lock("a.toml", "aa"), uv_lock], PUBLIC)
+    assert (package.index, package.digests) == (PRIVATE, frozenset())

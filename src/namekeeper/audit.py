@@ -196,11 +196,10 @@ def without_public_files(private: Sequence[PrivateName], public: PublicIndex, *,
     index serves came from it (or from a mirror of it); one it does not serve, or a
     project it does not have, came from somewhere else.  Raises `PublicIndexUnavailable`.
     """
-    asked = [p for p in private if p.digests]
+    asked = list(dict.fromkeys(p.name for p in private if p.digests))
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(asked))),
                             thread_name_prefix="namekeeper-audit") as pool:
-        served = dict(zip([p.name for p in asked],
-                          pool.map(lambda p: public.file_digests(p.name), asked), strict=True))
+        served = dict(zip(asked, pool.map(public.file_digests, asked), strict=True))
     return [p for p in private if not (p.digests and p.digests & (served[p.name] or set()))]
 
 

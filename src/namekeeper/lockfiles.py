@@ -160,15 +160,20 @@ def _packages(entries: Any, table: str, where: str, index_of: Any,
 def private_packages(paths: list[Path], public_simple_url: str) -> list[LockedPackage]:
     """The packages of every lock file that came from an index other than the public one.
 
-    One entry per canonical name, first lock file first (its index is the one reported).
-    Packages whose lock names no index come with their ``digests``: the caller asks the
-    public index whether it serves one of those files (then the package is public).
+    Names in the order first met.  A name some lock has from a private index comes once, with
+    the first such index, whatever other locks say of it.  A name known only by its files (a
+    lock that names no index) comes once per lock that has it, with its ``digests``: the
+    caller asks the public index whether it serves one of those files (then that lock's
+    package is public; another lock's may still be private).
     """
     public = index_key(public_simple_url)
-    seen: dict[str, LockedPackage] = {}
+    entries: dict[str, list[LockedPackage]] = {}
     for path in paths:
         for package in read_lock(path):
-            if (package.digests or index_key(package.index) != public) \
-                    and package.name not in seen:
-                seen[package.name] = package
-    return list(seen.values())
+            if package.digests or index_key(package.index) != public:
+                entries.setdefault(package.name, []).append(package)
+    found: list[LockedPackage] = []
+    for packages in entries.values():
+        from_an_index = [p for p in packages if not p.digests]
+        found += from_an_index[:1] or packages
+    return found
