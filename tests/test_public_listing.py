@@ -290,3 +290,25 @@ def test_a_cache_cut_short_anywhere_is_downloaded_again(fake_public: FakePublicI
         assert cached_listing(config, cache_dir=tmp_path) is None
     data.write_bytes(whole + b"proj999999x\tproj999999x\t\n")  # grown: not what was written
     assert cached_listing(config, cache_dir=tmp_path) is None
+
+
+def test_serve_picks_up_a_listing_an_audit_cached_after_it_started(
+        fake_public: FakePublicIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # serve starts before anyone ran audit: no listing; a later audit caches one, and from
+    # then on a name too similar to a public project is PROTECTED without an upload.
+    from namekeeper import config as cfg
+    from namekeeper import keeper as keeper_module
+    from namekeeper.app import build_keeper
+    from namekeeper.model import Verdict
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(keeper_module, "LOOK_IN_CACHE_EVERY", 0.0)
+    path = tmp_path / "nk.toml"
+    path.write_text(fake_public.config_toml() + f'[store]\npath = "{tmp_path / "s.sqlite3"}"\n')
+    config = cfg.load(path)
+    fake_public.add_project("acme-tools")
+    keeper, store = build_keeper(config, with_notifiers=False)
+    with store:
+        assert keeper.classify("acmet00ls", None).verdict is Verdict.FREE  # no listing yet
+        fetch_listing(config.public)  # what audit does
+        assert keeper.classify("acmet00ls", None).verdict is Verdict.PROTECTED

@@ -77,4 +77,5 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
 
         # A fresh listing left by `audit` lets a "too similar" name be PROTECTED before any upload.
         keeper.listing = cached_listing(config.public)
+        keeper.reads_listing_cache = True
     return keeper, store

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: How often a keeper without a fresh listing looks for one in the cache (`fresh_listing`).
+LOOK_IN_CACHE_EVERY = 60.0
+
 
 # Actions after which the public name is held by us.
 _HELD = {Action.RESERVED, Action.ALREADY_OURS}
@@ -67,6 +70,10 @@ class Keeper(OwnPlaceholders):
         self.notify_transient = notify_transient
         #: The public index's cached full listing, when a fresh one exists (see public/listing.py).
         self.listing: PublicListing | None = None
+        #: Whether `fresh_listing` looks in the cache for a listing (`app.build_keeper`'s
+        #: ``with_listing``); audit and watch bring their own.
+        self.reads_listing_cache = False
+        self._cache_looked_at = time.monotonic()
         #: Dry runs: ultranormalised key → the name of that class a real run would upload.
         self._planned: dict[str, str] = {}
 
@@ -104,14 +111,20 @@ class Keeper(OwnPlaceholders):
     def fresh_listing(self) -> PublicListing | None:
         """``self.listing`` while it was validated less than `FRESH_FOR` ago, else None.
 
-        `serve` runs for months: the listing it started with is re-read from the cache
-        once it is older (an audit or a look-alike scan revalidates the cache), because a
-        project that made a name "too similar" may have been removed since.
+        `serve` runs for months: without a fresh listing (none at start, or the one it started
+        with is a day old: a project that made a name "too similar" may have been removed since)
+        it looks in the cache again, at most every `LOOK_IN_CACHE_EVERY` seconds (an audit or a
+        look-alike scan refreshes the cache; looking costs one small file read until it does).
         """
         listing = self.listing
-        if listing is not None and listing.info.age > FRESH_FOR:
-            listing = self.listing = cached_listing(self.config.public)
-        return listing
+        if listing is not None and listing.info.age <= FRESH_FOR:
+            return listing
+        if self.reads_listing_cache and \
+                time.monotonic() - self._cache_looked_at >= LOOK_IN_CACHE_EVERY:
+            self._cache_looked_at = time.monotonic()
+            self.listing = cached_listing(self.config.public)
+            return self.listing
+        return None
 
     def judge_answer(self, name: str, public: PublicProject, record: NameRecord | None, *,
                      held: Mapping[str, Sequence[str]] | None = None) -> Classification:
