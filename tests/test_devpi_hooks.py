@@ -234,3 +234,16 @@ def test_the_worker_thread_joins_devpis_pool_except_under_requests_only(
     maketestapp(xom)  # configures the application: our pyramid hook runs
     workers = [o for o in xom.thread_pool._objects if isinstance(o, devpi_face.DevpiWorker)]
     assert len(workers) == (0 if requests_only else 1)
+
+
+@pytest.mark.notransaction
+def test_the_status_leaves_another_processes_dead_loop_to_that_process(nk_mapp: Any) -> None:
+    face = face_for(nk_mapp.xom)
+    assert face is not None and face.service is not None
+    gone = "other-host:99:0a1b2c3d"
+    text = f"the event source crashing stopped with an error on {gone} (see its log)"
+    face.service.store.raise_condition(f"loop-died:crashing@{gone}", text)
+    face.service.store.raise_condition("watch-failed", "the look-alike scan failed")
+    problems = nk_mapp.getjson("/+namekeeper/status")["plugin"]["problems"]
+    assert "the look-alike scan failed" in problems  # a service-wide one is shown
+    assert text not in problems

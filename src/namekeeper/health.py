@@ -18,16 +18,12 @@ from datetime import datetime, timezone
 
 from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
-from .sources.interface import CONDITION_PREFIX, EventSource
+from .sources.interface import CONDITION_PREFIX, LOOP_DIED_PREFIX, EventSource
 from .store.interface import StoreBackend
 from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
-
-#: What the key of a condition about a loop that died in one process starts with
-#: (`Health.died_key`): that process's problem, not every replica's.
-LOOP_DIED_PREFIX = "loop-died:"
 
 
 def alive_job(holder: str) -> str:

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from .app import build_keeper
 from .config import Config, load
 from .errors import StoreError
-from .health import LOOP_DIED_PREFIX, Health, StoreAnswer, alive_job, startup_problems
+from .health import Health, StoreAnswer, alive_job, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
-from .sources.interface import CONDITION_PREFIX, EventSource, WSGIApp
+from .sources.interface import CONDITION_PREFIX, LOOP_DIED_PREFIX, EventSource, WSGIApp
 from .store.interface import StoreBackend, StoreUnavailable, StoreUnusable
 from .worker import WorkerPool
 
@@ -148,6 +148,7 @@ class Service:
             for source in self.sources:
                 self.routes.update(source.routes(self.sink))
             self._notify_thread: threading.Thread | None = None
+            self._source_watch_thread: threading.Thread | None = None
             self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
             self.health = Health(config, self.store, self.workers, self.sources,
                                  startup_problems(config, self.keeper.missing_credentials()),
@@ -201,6 +202,9 @@ class Service:
     #: How often the sources' problems are looked at, and a lasting one's words brought up to date.
     source_watch_every = 1.0
     source_restate_every = 30.0
+    #: How long a process whose loop died is taken for alive after it last said so: ten
+    #: restatements, so that slow alert deliveries on the same thread do not outlast it.
+    alive_lease = 300.0
 
     def _watch_sources(self) -> None:
         """Raise each source's problems as its condition: alerted once, red on every replica.
@@ -230,7 +234,7 @@ class Service:
                         try:
                             if key.startswith(LOOP_DIED_PREFIX):  # alive, and still saying so
                                 self.store.lease_job(alive_job(self.holder), self.holder,
-                                                     3 * self.source_restate_every + 10)
+                                                     self.alive_lease)
                             if self.keeper.record_condition(key, text):
                                 raised.append((key, text))
                         except Exception as exc:  # noqa: BLE001 - _job_failed logs it
@@ -336,13 +340,16 @@ class Service:
         self.workers.shutdown(timeout)
         for t in self._source_threads.values():
             t.join(5.0)
+        if self._source_watch_thread is not None:
+            self._source_watch_thread.join(5.0)  # a round under way could state it again
         self._forget_own_dead_loops()
 
     def _forget_own_dead_loops(self) -> None:
         """A loop that died here is over with this process (a later start says so again)."""
         try:
-            for source in self.sources:
-                self.store.clear_condition(self.health.died_key(source))
+            with self.sink.conditions_lock:
+                for source in self.sources:
+                    self.store.clear_condition(self.health.died_key(source))
         except StoreError as exc:
             log.warning("could not clear this process's problems at stop: %s", exc)
 

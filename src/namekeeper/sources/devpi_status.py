@@ -121,7 +121,7 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
 def _health(face: DevpiFace) -> dict[str, Any]:
     from ..store.interface import QueueState
     from ..worker import CONDITION_UNREACHABLE
-    from .interface import CONDITION_PREFIX
+    from .interface import CONDITION_PREFIX, LOOP_DIED_PREFIX
 
     service = face.service
     problems = [p for p in (face.problem, face.intake_error) if p]
@@ -148,9 +148,11 @@ def _health(face: DevpiFace) -> dict[str, Any]:
         problems.append(f"the store cannot be read: {type(exc).__name__}: {exc}")
         pending = []
     # While the service runs, its reasons below give a source's problem in the live words of
-    # the replica that runs the source; the condition's copy would say it twice.
+    # the replica that runs the source; the condition's copy would say it twice.  A loop that
+    # died in a process is that process's problem (its own reasons say so), not this one's.
     problems += [c.text for c in conditions
-                 if not (face.running and c.key.startswith(CONDITION_PREFIX))]
+                 if not (face.running and c.key.startswith(CONDITION_PREFIX))
+                 and not c.key.startswith(LOOP_DIED_PREFIX)]
     data["budget_limit"] = limit
     missing = keeper.missing_credentials()
     data["token_present"] = missing is None

@@ -18,6 +18,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 #: What the key of a condition about a source starts with (`EventSource.condition_key`).
 CONDITION_PREFIX = "source:"
+#: What the key of a condition about a source's loop that died in one process starts with
+#: (`health.Health.died_key`): that process's problem, not every replica's.
+LOOP_DIED_PREFIX = "loop-died:"
 
 
 class EventSink(Protocol):

@@ -19,6 +19,7 @@ import codecs
 import html
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -244,6 +245,8 @@ class SimpleIndexPoller(EventSource):
         #: Since when this process has run the polls (its start, or its latest turn after
         #: another replica's): its problems are counted from then at the earliest.
         self._in_charge_since = time.time()
+        #: When this process's turn at the polls lapses unless its next poll renews it.
+        self._turn_until = math.inf
 
     def __repr__(self) -> str:
         return f"SimpleIndexPoller({self.label!r})"
@@ -256,8 +259,13 @@ class SimpleIndexPoller(EventSource):
         return f"{CONDITION_PREFIX}poll:{self.label}"
 
     def problems(self, now: float) -> list[str]:
-        """The private index has not answered for longer than the poll interval."""
-        if not self.consecutive_failures:
+        """The private index has not answered for longer than the poll interval.
+
+        Not once this process's turn lapsed (a backoff outlasts it): another replica may poll
+        now, and its first good round clears the problem; the condition already raised keeps
+        every replica red until then.
+        """
+        if not self.consecutive_failures or now > self._turn_until:
             return []
         since = max(self.last_poll_at or 0.0, self._in_charge_since)
         if now - since <= self.config.interval:
@@ -333,6 +341,7 @@ class SimpleIndexPoller(EventSource):
                     self._not_in_charge()
                     stop.wait(self.config.interval)
                     continue
+                self._turn_until = time.time() + lease
                 self.poll_once(sink)
                 sink.clear_condition(self.condition_key)
             except PollError as exc:
@@ -341,20 +350,7 @@ class SimpleIndexPoller(EventSource):
             except Exception as exc:  # noqa: BLE001 - the loop must survive any failure
                 log.error("poll of %s failed unexpectedly (retry in %.0f s): %s",
                           self.label, self.next_delay(), _describe(exc, self._secrets))
-            if self.consecutive_failures:
-                self._hold_turn(sink, job, self.next_delay() + lease)
             stop.wait(self.next_delay())
-
-    def _hold_turn(self, sink: EventSink, job: str, seconds: float) -> None:
-        """Keep the turn through a backoff longer than the lease: else another replica would
-        poll meanwhile, clear the problem, and this one (still counting its failures) raise it
-        again, alerted each time."""
-        try:
-            if not sink.take_turn(job, seconds):
-                self._not_in_charge()
-        except Exception as exc:  # noqa: BLE001 - the next round takes its turn again
-            log.warning("poll of %s: could not keep its turn: %s", self.label,
-                        _describe(exc, self._secrets))
 
 
 @hookimpl(trylast=True)
