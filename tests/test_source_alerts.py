@@ -294,3 +294,25 @@ def test_a_loop_that_died_in_a_killed_process_is_cleared_by_the_next_start(
     finally:
         service.shutdown(5)
         service.store.close()
+
+
+def test_a_replica_that_stops_hands_its_polls_over_at_once(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A rolling deploy: the replica that polled stops; another polls within seconds, not
+    # once the old lease (2 x interval + 60 s) lapses.
+    private_index.status = 200
+    first = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    second = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    try:
+        first.start()
+        wait_for(lambda: first.sources[0].polls_ok >= 1, 10, "the first replica to poll")
+        second.start()
+        threading.Event().wait(1.5)
+        assert second.sources[0].polls_ok == 0  # not its turn
+        first.shutdown(5)
+        wait_for(lambda: second.sources[0].polls_ok >= 1, 10, "the second replica to poll")
+    finally:
+        for service in (first, second):
+            service.shutdown(5)
+            service.store.close()

@@ -434,6 +434,15 @@ def test_a_periodic_job_has_one_holder_until_its_lease_expires(open_store: OpenS
     assert not a.lease_job("recheck", "a", 60)
 
 
+def test_a_stopping_holder_releases_its_job_leases_and_only_its_own(open_store: OpenStore) -> None:
+    a, b = open_store(), open_store()
+    assert a.lease_job("recheck", "a", 600) and a.lease_job("poll:nexus", "a", 600)
+    assert b.lease_job("reconcile", "b", 600)
+    a.release_jobs("a")
+    assert b.lease_job("recheck", "b", 600) and b.lease_job("poll:nexus", "b", 600)
+    assert not a.lease_job("reconcile", "a", 600)  # b's own lease stays b's
+
+
 def test_concurrent_replicas_take_a_free_job_lease_once(open_store: OpenStore) -> None:
     replicas = [open_store() for _ in range(6)]
     start = threading.Barrier(len(replicas))

@@ -343,6 +343,10 @@ class Service:
         if self._source_watch_thread is not None:
             self._source_watch_thread.join(5.0)  # a round under way could state it again
         self._forget_own_dead_loops()
+        try:  # another replica takes over the polls and rounds now, not when the leases lapse
+            self.store.release_jobs(self.holder)
+        except StoreError as exc:
+            log.warning("could not give up this process's periodic jobs at stop: %s", exc)
 
     def _forget_own_dead_loops(self) -> None:
         """A loop that died here is over with this process (a later start says so again)."""

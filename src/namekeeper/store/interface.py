@@ -390,6 +390,11 @@ class StoreBackend(ABC):
     def lease_job(self, job: str, holder: str, seconds: float, *, now: float | None = None) -> bool:
         """Take (or keep) the lease on a periodic job for ``seconds``; False while another holds it."""
 
+    @abstractmethod
+    def release_jobs(self, holder: str) -> None:
+        """``holder`` stops: every job lease it holds is free now (another replica takes the
+        job at its next try, not when the lease would have expired)."""
+
     # -- budget of new public projects --------------------------------------------------------------
 
     @abstractmethod

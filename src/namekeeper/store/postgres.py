@@ -391,3 +391,7 @@ class PostgresStore(PostgresIntake, SqlStore):
             "WHERE job_leases.holder = EXCLUDED.holder OR job_leases.expires_at <= ? "
             "RETURNING holder", (job, holder, at + seconds, at)).fetchone(), one_statement=True)
         return row is not None
+
+    def release_jobs(self, holder: str) -> None:
+        self._transaction(lambda tx: tx.execute("DELETE FROM job_leases WHERE holder = ?",
+                                                (holder,)), one_statement=True)

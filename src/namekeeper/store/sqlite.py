@@ -263,6 +263,13 @@ class Store(SqlStore):
                        (key, json.dumps({"holder": holder, "expires_at": now + seconds})))
             return True
 
+    def release_jobs(self, holder: str) -> None:
+        with self._write() as db:
+            held = [row["key"] for row in db.execute(
+                "SELECT key, value FROM settings WHERE key LIKE 'job-lease:%'")
+                if json.loads(row["value"])["holder"] == holder]
+            db.executemany("DELETE FROM settings WHERE key = ?", [(key,) for key in held])
+
     # -- what SQLite keeps its own way ---------------------------------------------------------
 
     def _budget_pause(self, tx: Sql, *, lock: bool) -> float:
