@@ -934,7 +934,7 @@ def scenario(args: argparse.Namespace, public_toml: str, env: dict[str, str], se
         "journal": {"accepted_including_warmup": len(all_accepted),
                     "journaled": len(journal & all_accepted), "lost": lost[:20],
                     "lost_count": len(lost)},
-        "queue_after_stop": queue,
+        "queue_after_stop": {str(state): count for state, count in queue.items()},
         "metrics_events": [line for line in metrics.splitlines()
                            if line.startswith("namekeeper_events_total")],
         "shutdown": {"exit_code": code, "seconds": round(stop_s, 2)},
