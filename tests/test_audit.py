@@ -399,6 +399,8 @@ def test_an_unreachable_public_index_is_exit_3_in_one_line(
     code = main(["--config", str(cfg), "audit", "--index", private.simple_url])
     _, err = capsys.readouterr()
     assert code == 3 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"namekeeper: error: the public index's listing: "
+                          f"GET http://127.0.0.1:{port}/simple/ failed")  # which index it was
 
 
 def test_index_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyPatch,

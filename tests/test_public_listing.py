@@ -132,7 +132,8 @@ def test_html_only_index_gives_names(fake_public: FakePublicIndex, tmp_path: Pat
 def test_unreadable_listing_is_one_clear_error(fake_public: FakePublicIndex,
                                                tmp_path: Path) -> None:
     fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/simple/",))
-    with pytest.raises(ListingUnavailable, match=r"GET http://127\.0\.0\.1:\d+/simple/ answered 500"):
+    with pytest.raises(ListingUnavailable, match=r"^the public index's listing: "
+                                                 r"GET http://127\.0\.0\.1:\d+/simple/ answered 500$"):
         fetch_listing(config_for(fake_public), cache_dir=tmp_path, session=new_session(retries=0))
 
 

@@ -262,7 +262,8 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
                 _save_meta(meta_path, {k: v for k, v in meta.items() if k != "validated_at"}, now)
                 return _revalidated(cached, now)
             if response.status_code != 200:
-                raise ListingUnavailable(f"GET {url} answered {response.status_code}")
+                raise ListingUnavailable(f"the public index's listing: GET {url} answered "
+                                         f"{response.status_code}")
             with tempfile.TemporaryFile(dir=_ensure(cache_dir)) as body:
                 copy_capped(response, body.write, where=url, max_bytes=MAX_LISTING_BYTES,
                             max_seconds=MAX_LISTING_SECONDS, started=started,
@@ -273,7 +274,8 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
             last_modified = response.headers.get("Last-Modified")
     except requests.RequestException as exc:
         # requests' messages can carry request details; name the failure class only.
-        raise ListingUnavailable(f"GET {url} failed: {type(exc).__name__}") from None
+        raise ListingUnavailable(f"the public index's listing: GET {url} failed: "
+                                 f"{type(exc).__name__}") from None
     lines = PackedLines.pack(_lines(raw))
     info = ListingInfo(url=url, count=lines.count, validated_at=time.time(), etag=etag,
                        last_modified=last_modified, last_serial=last_serial, downloaded=True)
@@ -341,10 +343,10 @@ def _parse_json(data: bytes, url: str) -> tuple[list[list[bytes]], int | None]:
     try:
         doc = json.loads(data, object_hook=_project_pair)
     except (ValueError, UnicodeDecodeError):
-        raise ListingUnavailable(f"{url} sent malformed JSON") from None
+        raise ListingUnavailable(f"the public index's listing {url} is malformed JSON") from None
     projects = doc.get("projects") if isinstance(doc, dict) else None
     if not isinstance(projects, list):
-        raise ListingUnavailable(f"{url} sent JSON without a 'projects' list")
+        raise ListingUnavailable(f"the public index's listing {url} has no 'projects' list")
     names: list[bytes] = []
     serials: list[bytes] = []
     for item in projects:
