@@ -149,6 +149,8 @@ class Service:
                 self.routes.update(source.routes(self.sink))
             self._notify_thread: threading.Thread | None = None
             self._source_watch_thread: threading.Thread | None = None
+            self._recheck_thread: threading.Thread | None = None
+            self._watch_thread: threading.Thread | None = None
             self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
             self.health = Health(config, self.store, self.workers, self.sources,
                                  startup_problems(config, self.keeper.missing_credentials()),
@@ -230,6 +232,8 @@ class Service:
                         if time.monotonic() - stated.get(key, -self.source_restate_every) \
                                 < self.source_restate_every:
                             continue
+                        if key.startswith(LOOP_DIED_PREFIX) and self.stop.is_set():
+                            continue  # stopping: its loops end because they were told to
                         text = "; ".join(found)
                         try:
                             if key.startswith(LOOP_DIED_PREFIX):  # alive, and still saying so
@@ -338,11 +342,20 @@ class Service:
         """Stop intake, let workers finish the item in hand; what is left stays queued."""
         self.stop.set()
         self.workers.shutdown(timeout)
-        for t in self._source_threads.values():
+        # Each loop ends the round in hand first: the source watch could state a dead loop
+        # again, and a round still running when its job is given up would run twice (another
+        # replica takes it at once: a pending alert retried by both).
+        loops = [*self._source_threads.values(), *(t for t in (
+            self._source_watch_thread, self._recheck_thread, self._watch_thread,
+            self._notify_thread) if t is not None)]
+        for t in loops:
             t.join(5.0)
-        if self._source_watch_thread is not None:
-            self._source_watch_thread.join(5.0)  # a round under way could state it again
         self._forget_own_dead_loops()
+        running = [t.name for t in loops if t.is_alive()]
+        if running:
+            log.info("the periodic jobs' leases lapse on their own: %s still running",
+                     ", ".join(running))
+            return
         try:  # another replica takes over the polls and rounds now, not when the leases lapse
             self.store.release_jobs(self.holder)
         except StoreError as exc:

@@ -337,11 +337,14 @@ class SimpleIndexPoller(EventSource):
         job, lease = f"poll:{self.label}", 2 * self.config.interval + 60
         while not stop.is_set():
             try:
+                asked_at = time.time()
                 if not sink.take_turn(job, lease):
                     self._not_in_charge()
                     stop.wait(self.config.interval)
                     continue
-                self._turn_until = time.time() + lease
+                # Counted from before the store granted it, less the clock offset replicas may
+                # have (`Health.max_clock_offset`): this turn ends no later than the store's.
+                self._turn_until = asked_at + lease - 10.0
                 self.poll_once(sink)
                 sink.clear_condition(self.condition_key)
             except PollError as exc:
