@@ -31,6 +31,11 @@ def alive_job(holder: str) -> str:
     return f"alive:{holder}"
 
 
+def died_holder(key: str) -> str | None:
+    """The process a `Health.died_key` names; None for any other condition's key."""
+    return key.rpartition("@")[2] if key.startswith(LOOP_DIED_PREFIX) else None
+
+
 class StoreProbe:
     """The store's health, probed at most every ``every`` seconds (integrity: ``integrity_every``)."""
 
@@ -139,8 +144,7 @@ class Health:
         """The condition of ``source``'s loop having died in this process: this replica's own
         (its rounds go on elsewhere), alerted once and cleared when the process ends; no other
         replica's working round clears it, and no other replica is red for it."""
-        name = source.condition_key.removeprefix(CONDITION_PREFIX)
-        return f"{LOOP_DIED_PREFIX}{name}@{self.workers.holder}"
+        return f"{LOOP_DIED_PREFIX}{_source_name(source)}@{self.workers.holder}"
 
     def conditions_of(self, source: EventSource, now: float, *,
                       loop_died: bool = False) -> dict[str, list[str]]:
@@ -152,7 +156,7 @@ class Health:
         """
         if loop_died:
             return {self.died_key(source): [
-                f"the event source {source.condition_key.removeprefix(CONDITION_PREFIX)} "
+                f"the event source {_source_name(source)} "
                 f"stopped with an error on {self.workers.holder} (see its log)"]}
         return {source.condition_key: source.problems(now)}
 
@@ -296,3 +300,7 @@ class Health:
             log.warning("%s", problem)
         self._clock_was_off = True
         return problem
+
+
+def _source_name(source: EventSource) -> str:
+    return source.condition_key.removeprefix(CONDITION_PREFIX)

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 from .app import build_keeper
 from .config import Config, load
 from .errors import StoreError
-from .health import Health, StoreAnswer, alive_job, startup_problems
+from .health import Health, StoreAnswer, alive_job, died_holder, startup_problems
 from .model import NameEvent
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
-from .sources.interface import CONDITION_PREFIX, LOOP_DIED_PREFIX, EventSource, WSGIApp
+from .sources.interface import CONDITION_PREFIX, EventSource, WSGIApp
 from .store.interface import StoreBackend, StoreUnavailable, StoreUnusable
 from .worker import WorkerPool
 
@@ -232,11 +232,12 @@ class Service:
                         if time.monotonic() - stated.get(key, -self.source_restate_every) \
                                 < self.source_restate_every:
                             continue
-                        if key.startswith(LOOP_DIED_PREFIX) and self.stop.is_set():
+                        died = died_holder(key) is not None
+                        if died and self.stop.is_set():
                             continue  # stopping: its loops end because they were told to
                         text = "; ".join(found)
                         try:
-                            if key.startswith(LOOP_DIED_PREFIX):  # alive, and still saying so
+                            if died:  # alive, and still saying so
                                 self.store.lease_job(alive_job(self.holder), self.holder,
                                                      self.alive_lease)
                             if self.keeper.record_condition(key, text):
@@ -378,8 +379,8 @@ class Service:
         """
         try:
             for condition in self.store.conditions():
-                holder = condition.key.rpartition("@")[2]
-                if (condition.key.startswith(LOOP_DIED_PREFIX) and holder != self.holder
+                holder = died_holder(condition.key)
+                if (holder not in (None, self.holder)
                         and self.store.lease_job(alive_job(holder), self.holder, 1.0)):
                     self.store.clear_condition(condition.key)
                     log.warning("cleared a problem of a process that is gone: %s", condition.text)
