@@ -103,6 +103,13 @@ def reasons(service: Service) -> list[str]:
     return service.healthy()[1]["reasons"]
 
 
+def stop(*services: Service, timeout: float = 5) -> None:
+    """Shut each service down and close its store (a second shutdown does nothing more)."""
+    for service in services:
+        service.shutdown(timeout)
+        service.store.close()
+
+
 def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_it_answers(
         tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
         receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -128,8 +135,7 @@ def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_i
                  "/healthz to stop saying so")
         assert len(source_alerts(receiver)) == 1  # over: no second alert
     finally:
-        service.shutdown(5)
-        service.store.close()
+        stop(service)
 
 
 def test_a_slow_notifier_does_not_hold_up_the_round_that_clears_the_problem(
@@ -149,8 +155,7 @@ def test_a_slow_notifier_does_not_hold_up_the_round_that_clears_the_problem(
                  "/healthz to stop saying so")
     finally:
         receiver.answer_after = 0.0
-        service.shutdown(15)
-        service.store.close()
+        stop(service, timeout=15)
 
 
 def test_a_replica_that_does_not_poll_is_red_too_and_a_restart_does_not_alert_again(
@@ -165,8 +170,7 @@ def test_a_replica_that_does_not_poll_is_red_too_and_a_restart_does_not_alert_ag
         wait_for(lambda: any("acme-private has not answered" in r for r in reasons(other)), 10,
                  "the replica that does not poll to be red")
         assert other.sources[0].problems(1e12) == []  # it knows only what the store says
-        polling.shutdown(5)  # the holder goes; the problem stays until a round works
-        polling.store.close()
+        stop(polling)  # the holder goes; the problem stays until a round works
         polling = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
         polling.start()
         assert any("acme-private" in r for r in reasons(polling))  # red from the start
@@ -179,9 +183,7 @@ def test_a_replica_that_does_not_poll_is_red_too_and_a_restart_does_not_alert_ag
         wait_for(lambda: other.store.conditions() == [], 15, "the next good round to clear it")
         assert len(source_alerts(receiver)) == 1
     finally:
-        for service in (polling, other):
-            service.shutdown(5)
-            service.store.close()
+        stop(polling, other)
 
 
 def test_a_condition_of_a_source_no_longer_configured_is_cleared_at_start(
@@ -199,8 +201,7 @@ def test_a_condition_of_a_source_no_longer_configured_is_cleared_at_start(
         wait_for(lambda: service.store.conditions() == [], 15, "the poll to clear its own")
         assert source_alerts(receiver) == []
     finally:
-        service.shutdown(5)
-        service.store.close()
+        stop(service)
 
 
 class Crashing(EventSource):
@@ -230,8 +231,7 @@ def test_a_source_whose_loop_dies_is_alerted_and_named(
         ok, detail = service.healthy()
         assert not ok and detail["sources"] is False
     finally:
-        service.shutdown(5)
-        service.store.close()
+        stop(service)
 
 
 class WorkingRounds(EventSource):
@@ -272,9 +272,7 @@ def test_a_loop_that_died_is_this_replicas_own_and_ends_with_its_process(
         broken.shutdown(5)
         assert working.store.conditions() == []
     finally:
-        for service in (broken, working):
-            service.shutdown(5)
-            service.store.close()
+        stop(broken, working)
 
 
 def test_a_loop_that_died_in_a_killed_process_is_cleared_by_the_next_start(
@@ -295,8 +293,7 @@ def test_a_loop_that_died_in_a_killed_process_is_cleared_by_the_next_start(
         wait_for(lambda: service.healthy()[0], 10, "/healthz to be green")
         assert alerts_about(receiver, "crashing") == []
     finally:
-        service.shutdown(5)
-        service.store.close()
+        stop(service)
 
 
 def test_a_replica_that_stops_hands_its_polls_over_at_once(
@@ -316,6 +313,4 @@ def test_a_replica_that_stops_hands_its_polls_over_at_once(
         first.shutdown(5)
         wait_for(lambda: second.sources[0].polls_ok >= 1, 10, "the second replica to poll")
     finally:
-        for service in (first, second):
-            service.shutdown(5)
-            service.store.close()
+        stop(first, second)
