@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
 from .sources.interface import CONDITION_PREFIX, LOOP_DIED_PREFIX, EventSource
-from .store.interface import StoreBackend
+from .store.interface import MAX_CLOCK_OFFSET, StoreBackend
 from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
@@ -118,9 +118,7 @@ class Health:
     #: A loop that has not finished asking the store for this long is stuck (a database that
     #: stopped answering), not busy: the answer turns red without waiting for it.
     stuck_after = 5.0
-    #: Replicas stamp leases, the budget's hour and retries with their own clocks: this far
-    #: from the database's (NTP keeps hosts within milliseconds), one of them is broken.
-    max_clock_offset = 10.0
+    max_clock_offset = MAX_CLOCK_OFFSET
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str],

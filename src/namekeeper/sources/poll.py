@@ -36,6 +36,7 @@ from ..http import copy_capped, new_session, public_url
 from ..model import NameEvent
 from ..names import InvalidName, canonical, shown
 from ..simple_html import anchors
+from ..store.interface import MAX_CLOCK_OFFSET
 from .interface import CONDITION_PREFIX, EventSink, EventSource, SourceMetrics
 
 if TYPE_CHECKING:
@@ -343,8 +344,8 @@ class SimpleIndexPoller(EventSource):
                     stop.wait(self.config.interval)
                     continue
                 # Counted from before the store granted it, less the clock offset replicas may
-                # have (`Health.max_clock_offset`): this turn ends no later than the store's.
-                self._turn_until = asked_at + lease - 10.0
+                # have: this turn ends no later than the store's.
+                self._turn_until = asked_at + lease - MAX_CLOCK_OFFSET
                 self.poll_once(sink)
                 sink.clear_condition(self.condition_key)
             except PollError as exc:

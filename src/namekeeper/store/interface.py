@@ -49,6 +49,11 @@ class LeaseLost(Exception):
     """The holder's lease on an item expired and it may be someone else's now: stop."""
 
 
+#: Replicas stamp leases, the budget's hour and retries with their own clocks: this far
+#: from the database's (NTP keeps hosts within milliseconds), one of them is broken.
+MAX_CLOCK_OFFSET = 10.0
+
+
 def holder_id() -> str:
     """A name for this process that no other process, here or elsewhere, shares."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
