@@ -365,6 +365,32 @@ def test_upload_started_and_outcome_are_on_record(open_store: OpenStore) -> None
     assert [h["detail"]["action"] for h in store.history("acme-x")[1:]] == ["reserved", "skipped"]
 
 
+def test_the_history_keeps_changes_not_repeats(open_store: OpenStore) -> None:
+    """A daily audit (or re-check) that finds what the last one found adds no history."""
+    store = open_store()
+    store.record_outcome(outcome("acme-a", Verdict.FREE, Action.SKIPPED))
+    store.record_outcomes([outcome("acme-a", Verdict.FREE, Action.SKIPPED),
+                           outcome("acme-b", Verdict.TAKEN, Action.SKIPPED)])
+    first = store.get("acme-a")
+    store.record_outcome(outcome("acme-a", Verdict.FREE, Action.SKIPPED))
+    store.record_outcomes([outcome("acme-b", Verdict.TAKEN, Action.SKIPPED)])
+    assert len(store.history("acme-a")) == 1 and len(store.history("acme-b")) == 1
+    again = store.get("acme-a")  # the row still says when it was last checked
+    assert first is not None and again is not None and again.updated_at is not None
+    # A change of verdict, severity, action or message is an entry, on either path.
+    changed = replace(outcome("acme-a", Verdict.FREE, Action.SKIPPED), severity=Severity.HIGH)
+    store.record_outcome(changed)
+    store.record_outcomes([replace(changed, message="removed, held by nobody")])
+    store.record_outcome(outcome("acme-a", Verdict.OURS, Action.RESERVED), reserved=True)
+    store.record_outcomes([outcome("acme-b", Verdict.OURS, Action.SKIPPED)])
+    assert [(h["detail"]["verdict"], h["detail"]["severity"], h["detail"]["action"])
+            for h in store.history("acme-a")] == [
+        ("free", "none", "skipped"), ("free", "high", "skipped"), ("free", "high", "skipped"),
+        ("ours", "none", "reserved")]
+    assert store.history("acme-a")[2]["detail"]["message"] == "removed, held by nobody"
+    assert [h["detail"]["verdict"] for h in store.history("acme-b")] == ["taken", "ours"]
+
+
 def test_the_store_reports_itself_writable(open_store: OpenStore) -> None:
     assert open_store().writable()
 

@@ -286,7 +286,11 @@ class StoreBackend(ABC):
 
     @abstractmethod
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        """Store the latest verdict/action for a name and append it to the history."""
+        """Store the latest verdict/action for a name; append it to the history if it changed.
+
+        An outcome whose verdict, severity, action and message are the name's stored ones
+        (a re-check finding what the last one found) updates the row's time, no history.
+        """
 
     @abstractmethod
     def history(self, name: str) -> list[dict[str, Any]]:

@@ -100,6 +100,16 @@ def outcome_detail(outcome: Outcome) -> str:
                        "severity": outcome.severity.value, "message": outcome.message})
 
 
+#: The columns of ``names`` an outcome's history entry is about: an outcome that repeats
+#: them (a re-check or an audit finding what the last one found) adds no entry.
+OUTCOME_CHANGES = ("verdict", "severity", "action", "message")
+
+
+def outcome_changes(outcome: Outcome) -> tuple[str, str, str, str]:
+    """`OUTCOME_CHANGES`'s values for ``outcome``."""
+    return (outcome.verdict.value, outcome.severity.value, outcome.action.value, outcome.message)
+
+
 #: What a sighting can change of a known name (`fold_sightings`).
 SIGHTING_COLUMNS = ("first_seen_private", "first_source", "first_index",
                     "highest_private_version")
@@ -232,11 +242,16 @@ class SqlBase(StoreBackend):
         self._transaction(lambda tx: self._record_outcomes(tx, [outcome], reserved))
 
     def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
-        # One upsert per name and one history row: an audit records thousands at once.
+        # One upsert per name, and a history row where the outcome changed: an audit records
+        # thousands at once, and a daily one of unchanged names would otherwise add them all.
+        before = {row["name"]: tuple(row[c] for c in OUTCOME_CHANGES) for row in rows_named(
+            tx, "name, " + ", ".join(OUTCOME_CHANGES), [o.name for o in outcomes],
+            self.dialect.lock_rows)}
         execute_rows(tx, OUTCOME_UPSERT, [outcome_row(o, reserved) for o in outcomes])
         at = self._history_at()
         execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                     [(o.name, at, "outcome", outcome_detail(o)) for o in outcomes])
+                     [(o.name, at, "outcome", outcome_detail(o)) for o in outcomes
+                      if before.get(o.name) != outcome_changes(o)])
 
     def forget_reservation(self, name: str) -> None:
         def work(tx: Sql) -> None:
