@@ -7,7 +7,6 @@ speaks HTTP itself.
 
 from __future__ import annotations
 
-import fnmatch
 import logging
 import tempfile
 import time
@@ -31,7 +30,7 @@ from .model import (
     Verdict,
     utcnow,
 )
-from .names import canonical_pattern, pip_prefers_public
+from .names import glob_matcher, pip_prefers_public
 from .notify.interface import TAG_FAILED, TAG_PAUSED
 from .placeholder.interface import PlaceholderBuilder
 from .public.interface import PublicIndex
@@ -74,6 +73,8 @@ class Keeper(OwnPlaceholders):
         #: ``with_listing``); audit and watch bring their own.
         self.reads_listing_cache = False
         self._cache_looked_at = time.monotonic()
+        self._included = glob_matcher(config.policy.include)
+        self._excluded = glob_matcher(config.policy.exclude)
         #: Dry runs: ultranormalised key → the name of that class a real run would upload.
         self._planned: dict[str, str] = {}
 
@@ -89,12 +90,7 @@ class Keeper(OwnPlaceholders):
     # -- classification ------------------------------------------------------------------------
 
     def policy_excludes(self, name: str) -> bool:
-        policy = self.config.policy
-        included = any(fnmatch.fnmatchcase(name, canonical_pattern(pat))
-                       for pat in policy.include)
-        excluded = any(fnmatch.fnmatchcase(name, canonical_pattern(pat))
-                       for pat in policy.exclude)
-        return excluded or not included
+        return self._excluded(name) or not self._included(name)
 
     def classify(self, name: str, record: NameRecord | None) -> Classification:
         """The verdict for canonical ``name``; asks the public index unless policy says no.

@@ -26,15 +26,13 @@ Names given to the index and asked about are canonical (PEP 503) names.
 from __future__ import annotations
 
 import enum
-import fnmatch
-import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 from rapidfuzz.distance import OSA
 
-from .names import canonical_pattern
+from .names import canonical_pattern, glob_matcher
 
 
 class Kind(str, enum.Enum):
@@ -225,8 +223,7 @@ class LookalikeIndex:
         self.ours = frozenset(ours)
         self.prefixes = tuple(sorted({canonical_pattern(p) for p in prefixes if p}))
         self.allow_globs = tuple(sorted({canonical_pattern(g) for g in allow if g}))
-        globs = [fnmatch.translate(g) for g in self.allow_globs]
-        self._allow = re.compile("|".join(globs)) if globs else None
+        self._allowed = glob_matcher(self.allow_globs)
         # One dictionary per kind of generated variant; each maps a key to our (sorted) names.
         self._by_squashed: dict[str, list[str]] = {}
         self._by_skeleton: dict[str, list[str]] = {}
@@ -282,7 +279,7 @@ class LookalikeIndex:
         return len(self.ours)
 
     def allowed(self, public: str) -> bool:
-        return bool(self._allow and self._allow.fullmatch(public))
+        return self._allowed(public)
 
     def match(self, public: str) -> Likeness | None:
         """The likeness of ``public`` to one of our names, the closest first; None if none."""

@@ -8,9 +8,10 @@ into a URL, a path or a template without a second thought.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -74,6 +75,18 @@ def canonical_pattern(pattern: str) -> str:
     """A configured prefix or glob (``Acme_Fork_*``) in the form canonical names take
     (``acme-fork-*``), so that it matches every spelling of the names it means."""
     return re.sub(r"[-_.]+", "-", pattern.lower())
+
+
+def glob_matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a canonical name matches any of ``patterns`` (configured globs, any spelling).
+
+    One compiled expression for them all: asked once per name, of thousands in an audit.
+    """
+    globs = sorted({canonical_pattern(p) for p in patterns if p})
+    if not globs:
+        return lambda name: False
+    matches = re.compile("|".join(fnmatch.translate(g) for g in globs)).fullmatch
+    return lambda name: matches(name) is not None
 
 
 def ultranormalize(name: str) -> str:

@@ -80,6 +80,10 @@ class ListingInfo:
         return max(0.0, time.time() - self.validated_at)
 
 
+#: Names whose answer a listing keeps (`PublicListing._held`): more than an audit asks about.
+_ASKED_KEPT = 1 << 16
+
+
 class PublicListing:
     """Every project of the public index: existence and "too similar" answered locally.
 
@@ -93,17 +97,17 @@ class PublicListing:
         self._lines = lines
         self._canonical: list[str] | None = None
         self._names: frozenset[str] | None = None
-        # The last key asked and its answer: `prejudge` asks `similar` and then ``in`` for
-        # the same name.
-        self._last: tuple[str, list[tuple[str, str]]] = ("", [])
+        # Answers by name: an audit asks two to four times about each of its names (whether
+        # to look it up, then `prejudge`'s `similar` and ``in``).
+        self._asked: dict[str, list[tuple[str, str]]] = {}
 
     def _held(self, name: str) -> list[tuple[str, str]]:
         """(canonical name, serial) of every project in ``name``'s ultranormalised class."""
-        key = ultranormalize(name)
-        last_key, held = self._last
-        if key != last_key:
-            held = self._lines.held(key)
-            self._last = (key, held)
+        held = self._asked.get(name)
+        if held is None:
+            if len(self._asked) >= _ASKED_KEPT:  # `serve` asks for months: bounded
+                self._asked.clear()
+            held = self._asked[name] = self._lines.held(ultranormalize(name))
         return held
 
     @classmethod
