@@ -13,7 +13,8 @@
   subprocess with an empty listing cache (the listing is downloaded, parsed,
   cached) and an empty store; **warm**: the same command again (the listing is
   revalidated with a conditional request, 304). Wall time, start-up included,
-  and each run's peak RSS (``wait4``).
+  and each run's CPU time (user + system: what the audit itself costs, whatever else the
+  machine does) and peak RSS (``wait4``).
 - **baseline**: the seed's method, one lookup per name in sequence
   (``SimplePublicIndex.lookup``: the simple page, then the JSON API when it
   exists), timed on ``--sample`` names drawn like the private ones and
@@ -114,8 +115,9 @@ def private_names(n: int, public: int, seed: int = 11) -> dict[str, str]:
     return names
 
 
-def run_audit(private_url: str, config: Path, cache: Path) -> tuple[float, int, dict[str, Any]]:
-    """(wall seconds, peak RSS bytes, report) of one ``namekeeper audit`` process."""
+def run_audit(private_url: str, config: Path,
+              cache: Path) -> tuple[float, float, int, dict[str, Any]]:
+    """(wall seconds, CPU seconds, peak RSS bytes, report) of one ``namekeeper audit`` process."""
     env = {**os.environ, "XDG_CACHE_HOME": str(cache), "NAMEKEEPER_CONFIG": str(config)}
     out = tempfile.TemporaryFile()
     start = time.perf_counter()
@@ -128,7 +130,7 @@ def run_audit(private_url: str, config: Path, cache: Path) -> tuple[float, int, 
     text = out.read().decode()
     if proc.returncode not in (0, 1):
         raise SystemExit(f"audit failed with exit {proc.returncode}:\n{text[:2000]}")
-    return wall, usage.ru_maxrss * 1024, json.loads(text)
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, json.loads(text)
 
 
 def baseline(public_url: str, expected: dict[str, str], sample: int) -> float:
@@ -161,13 +163,14 @@ def one_round(public_url: str, private_url: str, expected: dict[str, str],
                           f'json-url = "{public_url}pypi/"\nowners = ["acme-security"]\n'
                           f'[store]\npath = "{Path(tmp) / "store.sqlite3"}"\n')
         cache = Path(tmp) / "cache"
-        cold, cold_rss, report = run_audit(private_url, config, cache)
-        warm, warm_rss, warm_report = run_audit(private_url, config, cache)
+        cold, cold_cpu, cold_rss, report = run_audit(private_url, config, cache)
+        warm, warm_cpu, warm_rss, warm_report = run_audit(private_url, config, cache)
     per_name = baseline(public_url, expected, sample)
     wrong = sum(1 for doc in (report, warm_report) for row in doc["names"]
                 if expected.get(row["name"]) != row["verdict"])
     base = per_name * len(expected)
-    return {"cold_s": cold, "warm_s": warm, "baseline_s": base, "per_name_s": per_name,
+    return {"cold_s": cold, "warm_s": warm, "cold_cpu_s": cold_cpu, "warm_cpu_s": warm_cpu,
+            "baseline_s": base, "per_name_s": per_name,
             "ratio_cold": base / cold, "ratio_warm": base / warm,
             "rss": max(cold_rss, warm_rss), "wrong": wrong}
 
@@ -230,6 +233,8 @@ def main() -> int:
         figures["latencies"][f"{ms:g}"] = {
             "cold_s": spread([r["cold_s"] for r in rounds]),
             "warm_s": spread([r["warm_s"] for r in rounds]),
+            "cold_cpu_s": spread([r["cold_cpu_s"] for r in rounds]),
+            "warm_cpu_s": spread([r["warm_cpu_s"] for r in rounds]),
             "baseline_s": spread([r["baseline_s"] for r in rounds], 1),
             "baseline_per_name_ms": spread([r["per_name_s"] * 1000 for r in rounds]),
             "ratio_cold": spread([r["ratio_cold"] for r in rounds], 1),
@@ -250,6 +255,8 @@ def main() -> int:
             print(f"index latency {ms} ms per request:")
             print(f"  cold (listing downloaded):  {show('cold_s')}   (goal <= 10 s)")
             print(f"  warm (listing revalidated): {show('warm_s')}   (goal <= 3 s)")
+            print(f"  CPU of the audit process (user + system): cold {show('cold_cpu_s')}, "
+                  f"warm {show('warm_cpu_s')}")
             print(f"  baseline, one lookup per name in sequence: {show('baseline_per_name_ms', ' ms')}"
                   f"/name x {args.private:,} = {show('baseline_s')} (sample of {args.sample})")
             print(f"  ratio: cold {show('ratio_cold', 'x')}, warm {show('ratio_warm', 'x')}"
