@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from _doubles import Clock
+from _postgres import PostgresServer
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 from namekeeper.names import ultranormalize
 from namekeeper.store.interface import (
@@ -389,6 +390,52 @@ def test_the_history_keeps_changes_not_repeats(open_store: OpenStore) -> None:
         ("ours", "none", "reserved")]
     assert store.history("acme-a")[2]["detail"]["message"] == "removed, held by nobody"
     assert [h["detail"]["verdict"] for h in store.history("acme-b")] == ["taken", "ours"]
+
+
+def test_the_history_keeps_the_last_of_two_outcomes_of_one_batch(open_store: OpenStore) -> None:
+    store = open_store()
+    store.record_outcome(outcome("acme-a", Verdict.FREE, Action.SKIPPED))
+    store.record_outcomes([outcome("acme-a", Verdict.TAKEN, Action.SKIPPED),
+                           outcome("acme-a", Verdict.FREE, Action.SKIPPED)])
+    assert [h["detail"]["verdict"] for h in store.history("acme-a")] == ["free", "taken", "free"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("many", [False, True], ids=["one", "many"])
+def test_an_outcome_racing_another_replicas_change_is_compared_with_it(
+        postgres: PostgresServer, many: bool) -> None:
+    """Replica B records FREE while replica A's TAKEN is not yet committed: once A commits,
+    B's FREE is a change (the row goes back to free) and must be in the history."""
+    import psycopg
+
+    from namekeeper.store.postgres import PostgresStore
+
+    url = postgres.new_database()
+    store = PostgresStore(url, password=postgres.password, max_size=2)
+    try:
+        free = outcome("acme-a", Verdict.FREE, Action.SKIPPED)
+        taken = outcome("acme-a", Verdict.TAKEN, Action.SKIPPED)
+        store.record_outcome(free)
+        with psycopg.connect(url, password=postgres.password) as other:  # replica A, mid-way
+            other.execute("UPDATE names SET verdict = 'taken', message = %s WHERE name = %s",
+                          (taken.message, "acme-a"))
+            other.execute("INSERT INTO history(name, at, kind, detail) VALUES "
+                          "(%s, 'then', 'outcome', %s)",
+                          ("acme-a", '{"verdict": "taken", "action": "skipped", '
+                                     '"severity": "none", "message": "x"}'))
+            record = threading.Thread(target=store.record_outcomes if many else store.record_outcome,
+                                      args=([free],) if many else (free,))
+            record.start()
+            record.join(0.5)
+            assert record.is_alive()  # waiting for A's row lock
+            other.commit()
+            record.join(30)
+        latest = store.get("acme-a")
+        assert latest is not None and latest.verdict == "free"
+        assert [h["detail"]["verdict"] for h in store.history("acme-a")] == [
+            "free", "taken", "free"]
+    finally:
+        store.close()
 
 
 def test_the_store_reports_itself_writable(open_store: OpenStore) -> None:

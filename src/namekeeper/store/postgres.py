@@ -42,14 +42,14 @@ from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..errors import StoreError
-from ..model import NameEvent, Outcome
+from ..model import NameEvent
 from .interface import (
     SchemaVersion,
     StoreUnavailable,
 )
 from .postgres_intake import WORK_CHANNEL, PostgresIntake
 from .schema import POSTGRESQL, tables, ultranormalized
-from .sql import OUTCOME_CHANGES, OUTCOME_UPSERT, Sql, T, outcome_changes, outcome_detail, outcome_row
+from .sql import Sql, T
 from .sql_store import SqlStore
 
 log = logging.getLogger(__name__)
@@ -340,21 +340,6 @@ class PostgresStore(PostgresIntake, SqlStore):
         return self._accept_batch(events, self._clock(), 1e-6)
 
     # -- what PostgreSQL keeps its own way -------------------------------------------------------
-
-    def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
-        # One statement writes the name and, where the outcome changed, its history row: a
-        # worker's every item records one, and BEGIN, more statements and COMMIT would be
-        # more round trips.  ``before`` sees the row as it was: every part of a statement
-        # reads the same snapshot.
-        same = " AND ".join(f"{c} IS NOT DISTINCT FROM ?" for c in OUTCOME_CHANGES)
-        self._transaction(lambda tx: tx.execute(
-            f"WITH before AS (SELECT 1 FROM names WHERE name = ? AND {same}), "  # noqa: S608
-            f"upserted AS ({OUTCOME_UPSERT} RETURNING name) "
-            "INSERT INTO history(name, at, kind, detail) "
-            "SELECT name, ?, 'outcome', ? FROM upserted WHERE NOT EXISTS (SELECT 1 FROM before)",
-            (outcome.name, *outcome_changes(outcome), *outcome_row(outcome, reserved),
-             self._history_at(), outcome_detail(outcome))),
-            one_statement=True)
 
     def _work_queued(self, tx: Sql) -> None:
         tx.execute(f"NOTIFY {WORK_CHANNEL}")

@@ -244,14 +244,20 @@ class SqlBase(StoreBackend):
     def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
         # One upsert per name, and a history row where the outcome changed: an audit records
         # thousands at once, and a daily one of unchanged names would otherwise add them all.
-        before = {row["name"]: tuple(row[c] for c in OUTCOME_CHANGES) for row in rows_named(
-            tx, "name, " + ", ".join(OUTCOME_CHANGES), [o.name for o in outcomes],
+        # The rows are read locked (PostgreSQL): a read of the statement's snapshot could
+        # compare with an outcome another replica is overwriting, and lose the change back.
+        last = {row["name"]: tuple(row[c] for c in OUTCOME_CHANGES) for row in rows_named(
+            tx, "name, " + ", ".join(OUTCOME_CHANGES), list(dict.fromkeys(o.name for o in outcomes)),
             self.dialect.lock_rows)}
         execute_rows(tx, OUTCOME_UPSERT, [outcome_row(o, reserved) for o in outcomes])
         at = self._history_at()
-        execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)",
-                     [(o.name, at, "outcome", outcome_detail(o)) for o in outcomes
-                      if before.get(o.name) != outcome_changes(o)])
+        changes = []
+        for o in outcomes:  # in order: a name twice in one batch is compared with its previous
+            now = outcome_changes(o)
+            if last.get(o.name) != now:
+                changes.append((o.name, at, "outcome", outcome_detail(o)))
+                last[o.name] = now
+        execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)", changes)
 
     def forget_reservation(self, name: str) -> None:
         def work(tx: Sql) -> None:
