@@ -392,6 +392,17 @@ def test_the_history_keeps_changes_not_repeats(open_store: OpenStore) -> None:
     assert [h["detail"]["verdict"] for h in store.history("acme-b")] == ["taken", "ours"]
 
 
+def test_every_upload_attempt_has_its_outcome_in_the_history(open_store: OpenStore) -> None:
+    """A retried upload that fails the same way again still ends its "upload-started"."""
+    store = open_store()
+    failed = outcome("acme-a", Verdict.FREE, Action.FAILED)
+    for _ in range(2):
+        store.mark_upload_started("acme-a", "acme-a")
+        store.record_outcome(failed)
+    assert [h["kind"] for h in store.history("acme-a")] == [
+        "upload-started", "outcome", "upload-started", "outcome"]
+
+
 def test_the_history_keeps_the_last_of_two_outcomes_of_one_batch(open_store: OpenStore) -> None:
     store = open_store()
     store.record_outcome(outcome("acme-a", Verdict.FREE, Action.SKIPPED))

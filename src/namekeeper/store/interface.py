@@ -289,7 +289,8 @@ class StoreBackend(ABC):
         """Store the latest verdict/action for a name; append it to the history if it changed.
 
         An outcome whose verdict, severity, action and message are the name's stored ones
-        (a re-check finding what the last one found) updates the row's time, no history.
+        (a re-check finding what the last one found) updates the row's time, no history;
+        an upload's outcome (reserved, failed) is always an entry.
         """
 
     @abstractmethod

@@ -103,6 +103,8 @@ def outcome_detail(outcome: Outcome) -> str:
 #: The columns of ``names`` an outcome's history entry is about: an outcome that repeats
 #: them (a re-check or an audit finding what the last one found) adds no entry.
 OUTCOME_CHANGES = ("verdict", "severity", "action", "message")
+#: Outcomes of an upload attempt: always an entry, so every "upload-started" has its end.
+ATTEMPT_ACTIONS = frozenset({Action.RESERVED, Action.FAILED})
 
 
 def outcome_changes(outcome: Outcome) -> tuple[str, str, str, str]:
@@ -254,7 +256,7 @@ class SqlBase(StoreBackend):
         changes = []
         for o in outcomes:  # in order: a name twice in one batch is compared with its previous
             now = outcome_changes(o)
-            if last.get(o.name) != now:
+            if last.get(o.name) != now or o.action in ATTEMPT_ACTIONS:
                 changes.append((o.name, at, "outcome", outcome_detail(o)))
                 last[o.name] = now
         execute_rows(tx, "INSERT INTO history(name, at, kind, detail) VALUES (?,?,?,?)", changes)
