@@ -118,7 +118,6 @@ class Health:
     #: A loop that has not finished asking the store for this long is stuck (a database that
     #: stopped answering), not busy: the answer turns red without waiting for it.
     stuck_after = 5.0
-    max_clock_offset = MAX_CLOCK_OFFSET
 
     def __init__(self, config: Config, store: StoreBackend, workers: WorkerPool,
                  sources: Sequence[EventSource], fixed: Sequence[str],
@@ -287,13 +286,13 @@ class Health:
     def _clock_problem(self) -> str | None:
         """Why this process's clock cannot share the store's leases, if it cannot (logged once)."""
         offset = self.store.clock_offset(self.wall)
-        if offset is None or abs(offset) <= self.max_clock_offset:
+        if offset is None or abs(offset) <= MAX_CLOCK_OFFSET:
             self._clock_was_off = False
             return None
         problem = (f"this host's clock is {abs(offset):.0f} s "
                    f"{'ahead of' if offset > 0 else 'behind'} the store's ({self.store.location}): "
                    "every replica stamps leases and the budget's hour with its own clock, so "
-                   f"they must agree within {self.max_clock_offset:.0f} s (NTP)")
+                   f"they must agree within {MAX_CLOCK_OFFSET:.0f} s (NTP)")
         if not self._clock_was_off:
             log.warning("%s", problem)
         self._clock_was_off = True
