@@ -373,11 +373,13 @@ def test_the_history_keeps_changes_not_repeats(open_store: OpenStore) -> None:
     store.record_outcomes([outcome("acme-a", Verdict.FREE, Action.SKIPPED),
                            outcome("acme-b", Verdict.TAKEN, Action.SKIPPED)])
     first = store.get("acme-a")
-    store.record_outcome(outcome("acme-a", Verdict.FREE, Action.SKIPPED))
+    assert first is not None and first.updated_at is not None
+    later = first.updated_at + timedelta(hours=1)
+    store.record_outcome(replace(outcome("acme-a", Verdict.FREE, Action.SKIPPED), at=later))
     store.record_outcomes([outcome("acme-b", Verdict.TAKEN, Action.SKIPPED)])
     assert len(store.history("acme-a")) == 1 and len(store.history("acme-b")) == 1
     again = store.get("acme-a")  # the row still says when it was last checked
-    assert first is not None and again is not None and again.updated_at is not None
+    assert again is not None and again.updated_at == later
     # A change of verdict, severity, action or message is an entry, on either path.
     changed = replace(outcome("acme-a", Verdict.FREE, Action.SKIPPED), severity=Severity.HIGH)
     store.record_outcome(changed)
