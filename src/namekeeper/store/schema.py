@@ -7,7 +7,7 @@ have to change — is readable in one place.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -206,6 +206,19 @@ class WorkItem:
     confirming: bool = False
 
 
+def list_json(items: Sequence[str]) -> str:
+    """A column's list of strings (owners, versions) as JSON text.
+
+    Most lists an audit writes are empty: ``[]`` is written without the encoder.
+    """
+    return json.dumps(list(items)) if items else "[]"
+
+
+def list_from_json(text: str | None) -> tuple[str, ...]:
+    """The strings `list_json` wrote (none for NULL)."""
+    return tuple(json.loads(text)) if text and text != "[]" else ()
+
+
 def name_record(row: Mapping[str, Any]) -> NameRecord:
     """A ``names`` row (either backend's) as a NameRecord."""
     return NameRecord(
@@ -214,7 +227,7 @@ def name_record(row: Mapping[str, Any]) -> NameRecord:
         first_index=row["first_index"], highest_private_version=row["highest_private_version"],
         verdict=row["verdict"], severity=row["severity"], action=row["action"],
         reason=row["reason"], message=row["message"],
-        owners=tuple(json.loads(row["owners"] or "[]")), organization=row["organization"],
+        owners=list_from_json(row["owners"]), organization=row["organization"],
         reserved_at=from_iso(row["reserved_at"]), upload_started_at=row["upload_started_at"],
         attempts=row["attempts"], updated_at=from_iso(row["updated_at"]))
 
@@ -224,9 +237,9 @@ def outcome_values(outcome: Outcome) -> tuple[Any, ...]:
     public = outcome.public
     return (outcome.verdict.value, outcome.severity.value, outcome.action.value,
             outcome.reason, outcome.message,
-            json.dumps(list(public.owners)) if public else None,
+            list_json(public.owners) if public else None,
             public.organization if public else None,
-            json.dumps(list(public.versions)) if public else None,
+            list_json(public.versions) if public else None,
             iso(public.first_release) if public else None,
             iso(outcome.at))
 

@@ -11,13 +11,13 @@ the names of the last listing scanned.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 from .interface import StoredLookalike
+from .schema import list_from_json, list_json
 from .sql import Sql, SqlBase
 
 _UPSERT_STATE = ("INSERT INTO watch_state(key, value) VALUES (?, ?) "
@@ -41,7 +41,7 @@ class SqlWatch(SqlBase):
                         "organization, first_release, found_at) VALUES (?,?,?,?,?,?,?,?) "
                         "ON CONFLICT DO NOTHING RETURNING public",
                         (item.public, item.ours, item.kind, item.distance,
-                         None if item.owners is None else json.dumps(list(item.owners)),
+                         None if item.owners is None else list_json(item.owners),
                          item.organization,
                          item.first_release.isoformat() if item.first_release else None,
                          item.found_at.timestamp())).fetchone() is not None:
@@ -121,7 +121,7 @@ def _stored(row: Any) -> StoredLookalike:
     first = row["first_release"]
     return StoredLookalike(
         public=row["public"], ours=row["ours"], kind=row["kind"], distance=row["distance"],
-        owners=None if row["owners"] is None else tuple(json.loads(row["owners"])),
+        owners=None if row["owners"] is None else list_from_json(row["owners"]),
         organization=row["organization"],
         first_release=datetime.fromisoformat(first) if first else None,
         found_at=datetime.fromtimestamp(row["found_at"], timezone.utc),
