@@ -11,6 +11,7 @@ import select
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
 from namekeeper.audit import budget_estimate, index_auth, reservation_order
 from namekeeper.cli import main
-from namekeeper.model import Action, Outcome, Severity, Verdict
+from namekeeper.model import Action, Outcome, Severity, Verdict, utcnow
 from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow  # private and public indexes are fake servers
@@ -453,6 +454,45 @@ def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says
     assert main(["--config", str(cfg), "--format", "json", "check", "acme-free-0ne"]) == 0
     [checked] = json.loads(capsys.readouterr().out)
     assert (checked["verdict"], checked["reason"]) == ("protected", rows["acme-free-0ne"]["reason"])
+
+
+def reserved_long_ago(store: Store, name: str) -> None:
+    """Our placeholder for ``name``, uploaded 30 days ago (the CDN grace is long over)."""
+    store.record_outcome(Outcome(
+        name=name, display_name=name, verdict=Verdict.OURS, action=Action.RESERVED,
+        severity=Severity.NONE, reason="reserved", message=f"{name}: reserved",
+        at=utcnow() - timedelta(days=30)), reserved=True)
+
+
+def test_a_placeholder_the_index_removed_covers_no_name_of_its_class(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    # We reserved acme-free-one a month ago; the index has since removed it (PEP 541, say).
+    # Its class is open to anyone again: acme-free-0ne is at risk, not covered.
+    store = Store(tmp_path / "state.sqlite3")
+    reserved_long_ago(store, "acme-free-one")
+    private.remove_project("acme-free-one")  # an audit that does not even list it
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    rows = {r["name"]: r for r in doc["names"]}  # type: ignore[index]
+    assert code == 1 and rows["acme-free-0ne"]["verdict"] == "free"
+    # And once a re-check or an audit has found it gone, `check` says so too.
+    private.add_project("acme-free-one", owners=["acme"])
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
+    rows = {r["name"]: r for r in doc["names"]}  # type: ignore[index]
+    assert (rows["acme-free-one"]["verdict"], rows["acme-free-one"]["severity"]) == ("free", "high")
+    assert main(["--config", str(cfg), "--format", "json", "check", "acme-free-0ne"]) == 1
+    assert json.loads(capsys.readouterr().out)[0]["verdict"] == "free"
+
+
+def test_reserve_queues_a_placeholder_the_index_removed(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.sqlite3")
+    reserved_long_ago(store, "acme-billing")
+    code, doc, _ = audit(capsys, cfg, "--index", private.simple_url, "--reserve")
+    queued = [item["name"] for item in Store(tmp_path / "state.sqlite3").queue_items()]
+    assert doc["queued"][0] == "acme-billing"  # type: ignore[index]  # the riskiest first
+    assert sorted(queued) == sorted(doc["queued"]) == ["acme-billing", "acme-free-0ne"]  # type: ignore[index]
 
 
 def test_our_placeholder_seen_for_the_first_time_by_an_audit_is_ours(

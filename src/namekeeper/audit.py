@@ -234,7 +234,7 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
         store.note_seen_many(events)
         records = store.records(list(unique))
         # Read once: `check` asks the store per FREE name whether we hold its class.
-        held = store.held_classes()
+        held = keeper.still_held(store.held_classes(), listing)
         asked = set(to_ask)
         decided: dict[str, Classification] = {}
         for name in unique:
@@ -291,6 +291,12 @@ def reservation_order(outcomes: Sequence[Outcome]) -> list[Outcome]:
 def queue_free(store: StoreBackend, rows: Sequence[AuditRow]) -> list[str]:
     """Queue the FREE names in `reservation_order`; returns the names queued."""
     chosen = reservation_order([r.outcome for r in rows if r.outcome is not None])
+    # A placeholder of ours the index no longer has is FREE like any other name, but the
+    # queue passes over a name it thinks held: the reservation is forgotten first.
+    records = store.records([o.name for o in chosen])
+    for name, record in records.items():
+        if record.reserved:
+            store.forget_reservation(name)
     events = [o.event or NameEvent(name=o.name, display_name=o.display_name, source="audit",
                                    index="audit") for o in chosen]
     store.enqueue_in_order(events)

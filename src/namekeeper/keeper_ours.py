@@ -16,6 +16,7 @@ from .config import Config
 from .errors import IndexUnreachable
 from .model import Classification, PublicProject, Severity, Verdict, utcnow
 from .public.interface import PublicIndex
+from .public.listing import PublicListing
 from .store.interface import NameRecord, StoreBackend, other_holder
 
 log = logging.getLogger("namekeeper.keeper")
@@ -57,6 +58,25 @@ class OwnPlaceholders:
         return Classification(cls.name, Verdict.PROTECTED, Severity.NONE,
                               f"Covered by our placeholder for {holder}: the public index "
                               "refuses names this similar to it to everyone.", cls.public)
+
+    def still_held(self, held: Mapping[str, Sequence[str]],
+                   listing: PublicListing) -> dict[str, list[str]]:
+        """``held`` (`held_classes`) less the placeholders a fresh ``listing`` shows are gone.
+
+        One the index removed (under PEP 541, say) covers nothing: its class is free to
+        anyone.  One the listing lacks but may not show yet (an upload in flight, or within
+        the CDN grace of its upload) still counts.
+        """
+        absent = [name for names in held.values() for name in names if name not in listing]
+        if not absent:
+            return {key: list(names) for key, names in held.items()}
+        records = self.store.records(absent)
+        grace = timedelta(seconds=self.config.public.cdn_grace)
+        now = utcnow()
+        gone = {name for name, record in records.items()
+                if record.reserved_at is not None and now - record.reserved_at >= grace}
+        return {key: kept for key, names in held.items()
+                if (kept := [name for name in names if name not in gone])}
 
     def learn_placeholder_owners(self, name: str, public: PublicProject,
                                  record: NameRecord | None) -> None:

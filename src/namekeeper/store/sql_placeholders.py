@@ -15,8 +15,10 @@ from ..names import ultranormalize
 from .schema import ultranormalized
 from .sql import Sql, SqlBase
 
-#: A name we hold: an upload in flight counts; one the index refused (or that failed) does not.
-_HELD = ("reserved_at IS NOT NULL OR (upload_started_at IS NOT NULL AND "
+#: A name we hold: an upload in flight counts; one the index refused (or that failed) does
+#: not, nor a placeholder last found gone from the index (FREE: removed, under PEP 541 say).
+_HELD = ("(reserved_at IS NOT NULL AND COALESCE(verdict, '') <> 'free') OR "
+         "(upload_started_at IS NOT NULL AND "
          "COALESCE(action, '') NOT IN ('protected', 'taken', 'failed'))")
 _HELD_ORDER = "ORDER BY COALESCE(reserved_at, ''), name"
 
