@@ -436,6 +436,22 @@ def test_audit_of_a_real_devpi_index(capsys: pytest.CaptureFixture[str], cfg: Pa
     assert {r["index"] for r in doc["names"]} == {index.simple_url}
 
 
+def test_a_devpi_index_inheriting_a_mirror_is_audited_for_its_own_names_only(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        devpi: DevpiServer, tmp_path: Path) -> None:
+    # devpi's usual set-up: the private index inherits a mirror of the public index, and
+    # its simple page lists the mirror's projects too. Those are the public index's own
+    # names, not private ones: auditing them would raise an alarm per public project.
+    mirror = devpi.new_index("public-mirror", type="mirror", mirror_url=public.simple_url)
+    team = devpi.new_index("team")
+    prod = devpi.new_index("prod", bases=[mirror.index, team.index])
+    team.upload(make_sdist(tmp_path, "acme-team-lib"))
+    prod.upload(make_sdist(tmp_path, "acme-billing"))
+    code, doc, _ = audit(capsys, cfg, "--index", prod.simple_url)
+    assert verdicts(doc) == {"acme-billing": "free", "acme-team-lib": "free"}
+    assert code == 1
+
+
 def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ name the index by its URL without userinfo, query or fragment.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import html
 import json
 import logging
@@ -152,12 +153,13 @@ def _simple_anchor_texts(text: str) -> list[str] | None:
 
 
 def _download(url: str, session: requests.Session, *, timeout: float, auth: AuthBase | None,
-              max_bytes: int, max_seconds: float) -> tuple[bytes, str]:
-    """GET ``url`` as a simple index root; (body, content type), bounded in size and time."""
+              max_bytes: int, max_seconds: float,
+              accept: str = ACCEPT) -> tuple[bytes, requests.structures.CaseInsensitiveDict[str]]:
+    """GET ``url`` (a simple index root); (body, headers), bounded in size and time."""
     where = public_url(url)
     started = time.monotonic()
     try:
-        with session.get(url, headers={"Accept": ACCEPT}, auth=auth, stream=True,
+        with session.get(url, headers={"Accept": accept}, auth=auth, stream=True,
                          timeout=(timeout, timeout)) as response:
             if response.status_code != 200:
                 raise PollError(f"GET {where} answered {response.status_code} "
@@ -165,7 +167,7 @@ def _download(url: str, session: requests.Session, *, timeout: float, auth: Auth
             chunks: list[bytes] = []
             copy_capped(response, chunks.append, where=where, max_bytes=max_bytes,
                         max_seconds=max_seconds, started=started, error=PollError)
-            return b"".join(chunks), response.headers.get("Content-Type", "")
+            return b"".join(chunks), response.headers
     except requests.RequestException as exc:
         # requests' messages carry the path but never userinfo; still, name only the class.
         raise PollError(f"GET {where} failed: {type(exc).__name__}") from None
@@ -188,23 +190,70 @@ def list_projects(
     Raises `PollError` when the index cannot be read.
     """
     where = public_url(url)
-    body, content_type = _download(url, session, timeout=timeout, auth=auth,
-                                   max_bytes=max_bytes, max_seconds=max_seconds)
+    body, headers = _download(url, session, timeout=timeout, auth=auth,
+                              max_bytes=max_bytes, max_seconds=max_seconds)
+    own = None
+    if DEVPI_HEADER in headers and url.endswith(DEVPI_SIMPLE):
+        own = devpi_own_projects(url.removesuffix(DEVPI_SIMPLE), session, timeout=timeout,
+                                 auth=auth, max_bytes=max_bytes, max_seconds=max_seconds)
     projects: dict[str, str] = {}
     invalid: list[str] = []
-    for raw in listing_names(body, content_type, where):
+    for raw in listing_names(body, headers.get("Content-Type", ""), where):
         try:
             name = canonical(raw)
         except InvalidName:
             invalid.append(raw)
             continue
-        projects.setdefault(name, raw)
+        if own is None or name in own:
+            projects.setdefault(name, raw)
     if invalid:
         if on_invalid is None:
             _log_invalid(where, invalid)
         else:
             on_invalid(invalid)
     return [(display, name) for name, display in projects.items()]
+
+
+#: devpi names itself in every answer; its index's simple page is ``<root>/<user>/<index>/+simple/``.
+DEVPI_HEADER = "X-Devpi-Server-Version"
+DEVPI_SIMPLE = "+simple/"
+#: How many indexes deep devpi's inheritance is followed (bases of bases...).
+MAX_DEVPI_BASES = 50
+
+
+def devpi_own_projects(stage_url: str, session: requests.Session, *, timeout: float,
+                       auth: AuthBase | None, max_bytes: int, max_seconds: float) -> set[str]:
+    """The canonical names of the projects of devpi's index ``stage_url`` and of the private
+    indexes it inherits from: its simple page also lists those of the mirrors it inherits,
+    the public index's names, which are not private names.  Raises `PollError`."""
+    root = stage_url.rstrip("/").rsplit("/", 2)[0] + "/"
+    pending, seen, own = [stage_url.rstrip("/")], set(), set()
+    while pending:
+        url = pending.pop()
+        if url in seen:
+            continue
+        seen.add(url)
+        if len(seen) > MAX_DEVPI_BASES:
+            raise PollError(f"{public_url(stage_url)}: devpi inheritance deeper than "
+                            f"{MAX_DEVPI_BASES} indexes")
+        body, _ = _download(url, session, timeout=timeout, auth=auth, max_bytes=max_bytes,
+                            max_seconds=max_seconds, accept="application/json")
+        try:
+            config = json.loads(body)["result"]
+            kind, bases, projects = config["type"], config.get("bases", []), config["projects"]
+            if not (isinstance(bases, list) and isinstance(projects, list)):
+                raise TypeError
+        except (ValueError, UnicodeDecodeError, KeyError, TypeError):
+            raise PollError(f"{public_url(url)} sent no devpi index configuration "
+                            "(type, bases, projects)") from None
+        if kind == "mirror":  # the public index's names (or another index's), not ours
+            continue
+        for raw in projects:
+            with contextlib.suppress(InvalidName):
+                own.add(canonical(raw) if isinstance(raw, str) else "")
+        pending += [root + base for base in bases if isinstance(base, str) and
+                    re.fullmatch(r"[\w.-]+/[\w.-]+", base)]
+    return own
 
 
 def _log_invalid(where: str, invalid: list[str]) -> None:
