@@ -366,7 +366,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         tmp_path: Path) -> None:
     (tmp_path / "pylock.toml").write_text('lock-version = "9.0"\n')
+    (tmp_path / "uv.lock").write_text("version = 1\nx = " + "[" * 5000 + "]" * 5000 + "\n")
     for args in (["--lock", str(tmp_path / "pylock.toml")],
+                 ["--lock", str(tmp_path / "uv.lock")],  # nested too deeply for tomllib
                  ["--index", "https://bot:s3cret@private.example/simple/"],
                  ["--index", "ftp://private.example/simple/"],
                  []):

@@ -89,6 +89,7 @@ def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
 
 @pytest.mark.parametrize(("text", "fragment"), [
     ("[public\nowners = 1", "not valid TOML"),
+    ("x = " + "[" * 5000 + "]" * 5000, r"is not valid TOML: nested too deeply$"),
     ("[public]\nowners = 'acme'", "owners"),
     ("[public]\nsimple-url = 'ftp://x'", "simple-url"),
     ("[publik]\n", r"unknown section \[publik\] \(did you mean \[public\]\?\)"),

@@ -129,6 +129,14 @@ def test_a_uv_local_directory_index_is_private_and_relative_to_the_lock(tmp_path
     assert found == {"acme-local": (tmp_path / "wheels").as_uri(), "acme-utils": PRIVATE}
 
 
+def test_a_lock_file_nested_too_deeply_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    # tomllib recurses once per nested array: 5,000 deep exhausts Python's stack.
+    path = write(tmp_path, "uv.lock", "version = 1\nx = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(LockFileError,
+                       match=r"^lock file \S*uv\.lock is not valid TOML: nested too deeply$"):
+        read_lock(path)
+
+
 def test_missing_lock_file(tmp_path: Path) -> None:
     with pytest.raises(LockFileError, match=r"cannot read lock file .*missing\.lock"):
         read_lock(tmp_path / "missing.lock")

@@ -33,3 +33,7 @@ def read_toml(path: Path, what: str, error: type[NamekeeperError]) -> dict[str, 
         raise error(f"{what} {path} is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise error(f"{what} {path} is not valid TOML: {exc}") from None
+    except (RecursionError, MemoryError):
+        # tomllib parses nested arrays and tables recursively: a file nested thousands deep
+        # exhausts the stack (or memory) instead of raising TOMLDecodeError.
+        raise error(f"{what} {path} is not valid TOML: nested too deeply") from None
