@@ -304,7 +304,9 @@ def queue_free(store: StoreBackend, rows: Sequence[AuditRow]) -> list[str]:
 
 
 def budget_estimate(count: int, per_hour: int) -> str:
-    """``240 names at 20/hour: about 12 h``."""
+    """``240 names at 20/hour: about 12 h``; ``0 names: nothing to queue``."""
+    if count == 0:  # not "about 1 min": the minimum below is for one name or more
+        return "0 names: nothing to queue"
     hours = count / per_hour
     if hours < 1:
         span = f"about {max(1, round(hours * 60))} min"
