@@ -158,6 +158,7 @@ def test_budget_estimate_reads_like_a_person_wrote_it() -> None:
     assert budget_estimate(1, 20) == "1 name at 20/hour: about 3 min"
     assert budget_estimate(30, 20) == "30 names at 20/hour: about 1.5 h"
     assert budget_estimate(2000, 20) == "2000 names at 20/hour: about 4.2 days"
+    assert budget_estimate(0, 20) == "0 names: nothing to queue"
 
 
 def test_lock_files_with_two_indexes_classify_only_the_private_packages(
@@ -294,6 +295,35 @@ def test_all_four_formats_parse(capsys: pytest.CaptureFixture[str], cfg: Path,
     assert str(out).rstrip().endswith("1 EXCLUDED")
     # Riskiest first: the TAKEN row comes before every FREE one.
     assert str(out).index("acme-taken") < str(out).index("acme-billing")
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown", "table"])
+def test_quiet_shows_only_the_names_that_need_attention_in_every_format(
+        capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex,
+        tmp_path: Path, fmt: str) -> None:
+    attention = {name for name, verdict in EXPECTED.items() if verdict in ("free", "taken")}
+    code, out, err = audit(capsys, cfg, "-q", "--index", private.simple_url, fmt=fmt)
+    assert code == 1 and "Traceback" not in err
+    text = json.dumps(out) if fmt == "json" else str(out)
+    assert all(name in text for name in attention)
+    assert not [name for name in set(EXPECTED) - attention if name in text]
+    if fmt == "json":
+        assert set(verdicts(out)) == attention
+
+    # Nothing needs attention: nothing printed (an empty list in JSON), exit 0.
+    calm = FakePublicIndex().start()
+    try:
+        calm.serve_json = False
+        for name in ("acme-ours", "asyncio", "acme-fork-requests"):
+            calm.add_project(name, owners=["acme"])
+        code, out, err = audit(capsys, cfg, "-q", "--index", calm.simple_url, fmt=fmt)
+    finally:
+        calm.stop()
+    assert code == 0 and "Traceback" not in err
+    if fmt == "json":
+        assert verdicts(out) == {}
+    else:
+        assert (out, err) == ("", "")
 
 
 def test_a_line_break_or_pipe_from_the_public_index_cannot_split_a_markdown_row(
