@@ -123,6 +123,36 @@ def test_audit_of_a_private_index_gives_every_verdict_with_few_requests(
     assert api_requests(public) == (2, 4, 0)
 
 
+def test_a_cache_directory_that_cannot_be_made_costs_the_cache_not_the_answer(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file" / "cache"))  # NotADirectoryError
+    for _ in range(2):  # nothing cached: each audit downloads the listing, and answers
+        code, doc, err = audit(capsys, cfg, "--index", private.simple_url)
+        assert code == 1 and verdicts(doc) == EXPECTED
+        assert "Traceback" not in err and "cannot cache the public listing" in err
+    assert public.listing_answers == [200, 200]
+
+
+def test_a_revalidation_that_cannot_be_recorded_still_answers(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    audit(capsys, cfg, "--index", private.simple_url)  # caches the listing
+    real_replace = os.replace
+
+    def read_only_meta(src: str, dst: object) -> None:  # a meta file we may not overwrite
+        if str(dst).endswith(".json"):
+            raise PermissionError(13, "Permission denied")
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", read_only_meta)
+    code, doc, err = audit(capsys, cfg, "--index", private.simple_url)
+    assert code == 1 and verdicts(doc) == EXPECTED
+    assert "Traceback" not in err and "cannot record the public listing's revalidation" in err
+    assert public.listing_answers == [200, 304]
+
+
 def test_reserve_queues_one_name_per_class_in_order_and_uploads_nothing(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:

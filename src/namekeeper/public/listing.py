@@ -25,6 +25,7 @@ API for other parts of namekeeper (audit, watch): a `PublicListing` answers
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -263,12 +264,17 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
                          timeout=(public.timeout, public.timeout)) as response:
             if response.status_code == 304 and cached is not None and meta is not None:
                 now = time.time()
-                _save_meta(meta_path, {k: v for k, v in meta.items() if k != "validated_at"}, now)
+                try:
+                    _save_meta(meta_path, {k: v for k, v in meta.items() if k != "validated_at"},
+                               now)
+                except OSError as exc:  # the cached names are still the index's: answer
+                    log.warning("cannot record the public listing's revalidation in %s: %s",
+                                cache_dir, exc.strerror or exc)
                 return _revalidated(cached, now)
             if response.status_code != 200:
                 raise ListingUnavailable(f"the public index's listing: GET {url} answered "
                                          f"{response.status_code}")
-            with tempfile.TemporaryFile(dir=_ensure(cache_dir)) as body:
+            with _download_file(cache_dir) as body:
                 copy_capped(response, body.write, where=url, max_bytes=MAX_LISTING_BYTES,
                             max_seconds=MAX_LISTING_SECONDS, started=started,
                             error=ListingUnavailable, chunk_size=_CHUNK)
@@ -286,7 +292,7 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
     try:
         _save(cache_dir, info, lines)
     except OSError as exc:  # a read-only cache costs a download next time, never the answer
-        log.warning("cannot cache the public listing in %s: %s", cache_dir, exc.strerror)
+        log.warning("cannot cache the public listing in %s: %s", cache_dir, exc.strerror or exc)
     return PublicListing(info, lines)
 
 
@@ -295,9 +301,19 @@ def _revalidated(cached: PublicListing, now: float) -> PublicListing:
     return cached
 
 
-def _ensure(cache_dir: Path) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    return cache_dir
+def _download_file(cache_dir: Path) -> IO[bytes]:
+    """A scratch file for the listing's body: in the cache directory (the disk the cache
+    goes to), else the system's temporary directory, else memory.  An unusable cache
+    directory costs the cache (`_save` says so), never the answer."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        return tempfile.TemporaryFile(dir=cache_dir)
+    except OSError:
+        pass
+    try:
+        return tempfile.TemporaryFile()
+    except OSError:
+        return io.BytesIO()  # the body is read whole by `_parse` anyway
 
 
 # A project of PEP 691's root page as warehouse writes it; the fast path reads these with
