@@ -153,6 +153,30 @@ def test_a_revalidation_that_cannot_be_recorded_still_answers(
     assert public.listing_answers == [200, 304]
 
 
+@pytest.mark.parametrize("tab", ["after the key", "before the serial"])
+def test_a_damaged_cached_listing_is_downloaded_afresh_not_believed(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
+        private: FakePublicIndex, tab: str) -> None:
+    # One byte: the key's tab changed, acme-taken read as absent (FREE); the serial's, a
+    # line that did not parse (a traceback on every audit, the 304 keeping the damage).
+    from namekeeper.public.listing import default_cache_dir
+
+    audit(capsys, cfg, "--index", private.simple_url)  # caches the listing
+    [data] = default_cache_dir().glob("listing-*.data")
+    whole = data.read_bytes()
+    at = whole.index(b"\nacmetaken\tacme-taken\t") + len(
+        b"\nacmetaken" if tab == "after the key" else b"\nacmetaken\tacme-taken")
+    assert whole[at:at + 1] == b"\t"
+    data.write_bytes(whole[:at] + b"x" + whole[at + 1:])
+    for _ in range(2):  # the download replaced the damaged file: the next audit revalidates
+        code, doc, err = audit(capsys, cfg, "--index", private.simple_url)
+        assert code == 1 and verdicts(doc) == EXPECTED and "Traceback" not in err
+    assert public.listing_answers == [200, 200, 304]
+    refetch = [h for m, p, h in public.request_headers if p == "/simple/"][1]
+    assert "If-None-Match" not in refetch and "If-Modified-Since" not in refetch
+    assert data.read_bytes() == whole
+
+
 def test_reserve_queues_one_name_per_class_in_order_and_uploads_nothing(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:

@@ -279,7 +279,7 @@ def test_a_cached_listing_answers_without_being_read_into_memory(
     assert peak < size / 10  # the names stay on disk: a warm audit of a few names reads a few blocks
 
 
-def test_a_cache_cut_short_anywhere_is_downloaded_again(fake_public: FakePublicIndex,
+def test_a_cache_cut_short_or_damaged_anywhere_is_downloaded_again(fake_public: FakePublicIndex,
                                                         tmp_path: Path) -> None:
     fake_public.add_listed_projects(generated(500))
     config = config_for(fake_public)
@@ -291,6 +291,12 @@ def test_a_cache_cut_short_anywhere_is_downloaded_again(fake_public: FakePublicI
         assert cached_listing(config, cache_dir=tmp_path) is None
     data.write_bytes(whole + b"proj999999x\tproj999999x\t\n")  # grown: not what was written
     assert cached_listing(config, cache_dir=tmp_path) is None
+    for at in (whole.index(b"\n") + 3, len(whole) // 2, len(whole) - 2):
+        flipped = bytes([whole[at] ^ 1])  # one byte of the block index, a line, the last line
+        data.write_bytes(whole[:at] + flipped + whole[at + 1:])
+        assert cached_listing(config, cache_dir=tmp_path) is None, at
+    data.write_bytes(whole)
+    assert cached_listing(config, cache_dir=tmp_path) is not None
 
 
 def test_serve_picks_up_a_listing_an_audit_cached_after_it_started(

@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 ACCEPT_LISTING = f"{SIMPLE_JSON}, text/html;q=0.1"
 #: How old a cached listing may be for `check` to use it (too-similar names barely change).
 FRESH_FOR = 24 * 3600.0
-_FORMAT = 3  # 3: sorted key/name/serial lines in indexed blocks (listing_index.py)
+_FORMAT = 4  # 4: sorted key/name/serial lines in indexed blocks, with a CRC (listing_index.py)
 _CHUNK = 1024 * 1024
 # The public index's name rule: anything else in a listing is skipped, never trusted.
 _VALID_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?", re.ASCII)
@@ -215,10 +215,14 @@ def _load(cache_dir: Path, url: str, meta: dict[str, Any]) -> PublicListing | No
     data_path, _ = _paths(cache_dir, url)
     opened = PackedLines.open(data_path)
     if opened is None:
+        if data_path.exists():  # a download replaces it; until then it is not used
+            log.warning("the cached public listing %s is damaged or incomplete; not used",
+                        data_path)
         return None
     header, lines = opened
+    # The header line is outside the CRC: its fields are the meta file's, compared here.
     if any(header.get(k) != meta.get(k) for k in ("format", "url", "etag", "last_modified",
-                                                  "count")):
+                                                  "last_serial", "count")):
         return None  # a crash between the two writes: the pair does not belong together
     info = ListingInfo(url=url, count=lines.count, validated_at=float(meta["validated_at"]),
                        etag=header.get("etag"), last_modified=header.get("last_modified"),

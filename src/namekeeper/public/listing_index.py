@@ -9,6 +9,11 @@ So the cache file *is* the index, built once per download:
     <offset of block 0>,<offset of block 1>, ...,<end>\\n          (relative to the lines)
     <ultranormalised key>\\t<canonical name>\\t<serial>\\n ...        (sorted; the lines)
 
+The header records the sections' CRC32 (``crc32``), checked whenever the file is opened:
+a damaged byte anywhere (a line's tab, a digit of an offset) makes the file unreadable
+rather than a wrong answer.  zlib's CRC reads the 30 MB of an 800,000-project listing in
+about 10 ms, the one cost of opening it that grows with its size.
+
 The lines are sorted (``\\t`` sorts before every character of a name, so all the
 projects of one ultranormalised key are adjacent) and cut into blocks of
 `BLOCK_LINES`.  A question is a binary search over the block index (in memory, a
@@ -22,6 +27,7 @@ import bisect
 import json
 import mmap
 import re
+import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -58,12 +64,14 @@ class PackedLines:
         """The file: ``header`` (one JSON line, with the section sizes added), index, lines."""
         index = b"".join(first + b"\n" for first in self._firsts)
         offsets = ",".join(map(str, self._offsets)).encode("ascii") + b"\n"
+        lines = self._data[self._base:self._base + self._offsets[-1]]
+        crc = zlib.crc32(lines, zlib.crc32(offsets, zlib.crc32(index)))
         head = {**header, "blocks": len(self._firsts), "index_bytes": len(index),
-                "offsets_bytes": len(offsets), "count": self.count}
+                "offsets_bytes": len(offsets), "count": self.count, "crc32": crc}
         out.write(json.dumps(head).encode("ascii") + b"\n")
         out.write(index)
         out.write(offsets)
-        out.write(self._data[self._base:self._base + self._offsets[-1]])
+        out.write(lines)
 
     @classmethod
     def open(cls, path: Path) -> tuple[dict[str, Any], PackedLines] | None:
@@ -74,10 +82,12 @@ class PackedLines:
         except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
             return None
         try:
-            return cls._parse(data)
+            parsed = cls._parse(data)
         except (ValueError, KeyError, TypeError):
+            parsed = None
+        if parsed is None:
             data.close()
-            return None
+        return parsed
 
     @classmethod
     def _parse(cls, data: mmap.mmap) -> tuple[dict[str, Any], PackedLines] | None:
@@ -96,6 +106,8 @@ class PackedLines:
         if (len(firsts) != blocks or len(offsets) != blocks + 1 or offsets[0] != 0
                 or len(data) != base + offsets[-1] or (count == 0) != (blocks == 0)):
             return None  # truncated, or a crash between the writes of its parts
+        if _crc32(data, index_at) != int(header["crc32"]):
+            return None  # damaged: a changed byte could make a project seem absent
         return header, cls(data, base, firsts, offsets, count)
 
     def held(self, key: str) -> list[tuple[str, str]]:
@@ -125,3 +137,9 @@ class PackedLines:
         """Every canonical name, in the order of their lines (one pass over the whole buffer)."""
         text = self._data[self._base:self._base + self._offsets[-1]].decode("ascii")
         return iter(_CANONICAL.findall(text))
+
+
+def _crc32(data: mmap.mmap, start: int) -> int:
+    """zlib's CRC32 of ``data[start:]``, read in place (a slice would copy 30 MB)."""
+    with memoryview(data) as view, view[start:] as rest:
+        return zlib.crc32(rest)
