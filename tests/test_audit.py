@@ -538,17 +538,21 @@ def test_a_devpi_index_inheriting_a_mirror_is_audited_for_its_own_names_only(
     assert code == 1
 
 
+def reserved(store: Store, name: str, ago: timedelta = timedelta(0)) -> None:
+    """Our placeholder for ``name``, uploaded ``ago`` (a moment ago: within the CDN grace)."""
+    store.record_outcome(Outcome(
+        name=name, display_name=name, verdict=Verdict.OURS, action=Action.RESERVED,
+        severity=Severity.NONE, reason="reserved", message=f"{name}: reserved",
+        at=utcnow() - ago), reserved=True)
+
+
 def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:
     # We reserved acme-free-one a moment ago; the public listing does not show it yet.
     # acme-free-0ne is in its class: the index will refuse it to everyone, so it is not
     # at risk, and audit must not raise the alarm that check does not.
-    store = Store(tmp_path / "state.sqlite3")
-    store.record_outcome(Outcome(
-        name="acme-free-one", display_name="acme-free-one", verdict=Verdict.OURS,
-        action=Action.RESERVED, severity=Severity.NONE, reason="reserved",
-        message="acme-free-one: reserved"), reserved=True)
+    reserved(Store(tmp_path / "state.sqlite3"), "acme-free-one")
     code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
     rows = {r["name"]: r for r in doc["names"]}  # type: ignore[index]
     assert verdicts(doc) == {**EXPECTED, "acme-free-one": "ours", "acme-free-0ne": "protected"}
@@ -558,21 +562,12 @@ def test_a_name_in_the_class_of_our_fresh_placeholder_is_protected_as_check_says
     assert (checked["verdict"], checked["reason"]) == ("protected", rows["acme-free-0ne"]["reason"])
 
 
-def reserved_long_ago(store: Store, name: str) -> None:
-    """Our placeholder for ``name``, uploaded 30 days ago (the CDN grace is long over)."""
-    store.record_outcome(Outcome(
-        name=name, display_name=name, verdict=Verdict.OURS, action=Action.RESERVED,
-        severity=Severity.NONE, reason="reserved", message=f"{name}: reserved",
-        at=utcnow() - timedelta(days=30)), reserved=True)
-
-
 def test_a_placeholder_the_index_removed_covers_no_name_of_its_class(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:
     # We reserved acme-free-one a month ago; the index has since removed it (PEP 541, say).
     # Its class is open to anyone again: acme-free-0ne is at risk, not covered.
-    store = Store(tmp_path / "state.sqlite3")
-    reserved_long_ago(store, "acme-free-one")
+    reserved(Store(tmp_path / "state.sqlite3"), "acme-free-one", ago=timedelta(days=30))
     private.remove_project("acme-free-one")  # an audit that does not even list it
     code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)
     rows = {r["name"]: r for r in doc["names"]}  # type: ignore[index]
@@ -589,8 +584,7 @@ def test_a_placeholder_the_index_removed_covers_no_name_of_its_class(
 def test_reserve_queues_a_placeholder_the_index_removed(
         capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex,
         private: FakePublicIndex, tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.sqlite3")
-    reserved_long_ago(store, "acme-billing")
+    reserved(Store(tmp_path / "state.sqlite3"), "acme-billing", ago=timedelta(days=30))
     code, doc, _ = audit(capsys, cfg, "--index", private.simple_url, "--reserve")
     queued = [item["name"] for item in Store(tmp_path / "state.sqlite3").queue_items()]
     assert doc["queued"][0] == "acme-billing"  # type: ignore[index]  # the riskiest first
@@ -603,10 +597,7 @@ def test_our_placeholder_seen_for_the_first_time_by_an_audit_is_ours(
     # The upload ran a moment ago under a bot account that [public] owners does not list.
     # The index names that account as the owner: as check does, the audit learns it as our
     # placeholder's owner instead of raising the alarm that someone else holds the name.
-    Store(tmp_path / "state.sqlite3").record_outcome(Outcome(
-        name="acme-newly", display_name="acme-newly", verdict=Verdict.OURS,
-        action=Action.RESERVED, severity=Severity.NONE, reason="reserved",
-        message="acme-newly: reserved"), reserved=True)
+    reserved(Store(tmp_path / "state.sqlite3"), "acme-newly")
     public.add_project("acme-newly", owners=["acme-upload-bot"])
     private.add_project("acme-newly", owners=["acme"])
     code, doc, _ = audit(capsys, cfg, "--index", private.simple_url)

@@ -60,7 +60,7 @@ class OwnPlaceholders:
                               "refuses names this similar to it to everyone.", cls.public)
 
     def still_held(self, held: Mapping[str, Sequence[str]],
-                   listing: PublicListing) -> dict[str, list[str]]:
+                   listing: PublicListing) -> Mapping[str, Sequence[str]]:
         """``held`` (`held_classes`) less the placeholders a fresh ``listing`` shows are gone.
 
         One the index removed (under PEP 541, say) covers nothing: its class is free to
@@ -69,7 +69,7 @@ class OwnPlaceholders:
         """
         absent = [name for names in held.values() for name in names if name not in listing]
         if not absent:
-            return {key: list(names) for key, names in held.items()}
+            return held
         records = self.store.records(absent)
         grace = timedelta(seconds=self.config.public.cdn_grace)
         now = utcnow()

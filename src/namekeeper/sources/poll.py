@@ -219,6 +219,8 @@ DEVPI_HEADER = "X-Devpi-Server-Version"
 DEVPI_SIMPLE = "+simple/"
 #: How many indexes deep devpi's inheritance is followed (bases of bases...).
 MAX_DEVPI_BASES = 50
+#: A base as devpi names it, ``<user>/<index>``: anything else is not followed.
+_DEVPI_INDEX = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 def devpi_own_projects(stage_url: str, session: requests.Session, *, timeout: float,
@@ -249,10 +251,11 @@ def devpi_own_projects(stage_url: str, session: requests.Session, *, timeout: fl
         if kind == "mirror":  # the public index's names (or another index's), not ours
             continue
         for raw in projects:
-            with contextlib.suppress(InvalidName):
-                own.add(canonical(raw) if isinstance(raw, str) else "")
-        pending += [root + base for base in bases if isinstance(base, str) and
-                    re.fullmatch(r"[\w.-]+/[\w.-]+", base)]
+            if isinstance(raw, str):
+                with contextlib.suppress(InvalidName):
+                    own.add(canonical(raw))
+        pending += [root + base for base in bases
+                    if isinstance(base, str) and _DEVPI_INDEX.fullmatch(base)]
     return own
 
 
