@@ -319,3 +319,21 @@ def test_serve_picks_up_a_listing_an_audit_cached_after_it_started(
         assert keeper.classify("acmet00ls", None).verdict is Verdict.FREE  # no listing yet
         fetch_listing(config.public)  # what audit does
         assert keeper.classify("acmet00ls", None).verdict is Verdict.PROTECTED
+
+
+@pytest.mark.parametrize("body", [b'{"meta": {"api-version": "1.1"}, "projects": []}',
+                                  b'{"meta": {"api-version": "1.1"}, "projects": '
+                                  b'[{"name": "bad name!", "_last-serial": 1}]}'])
+def test_a_listing_without_projects_is_refused_not_read_as_all_free(
+        fake_public: FakePublicIndex, tmp_path: Path, body: bytes) -> None:
+    serve_listing(fake_public, body)
+    with pytest.raises(ListingUnavailable, match=r"/simple/ lists no projects$"):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    assert cached_listing(config_for(fake_public), cache_dir=tmp_path) is None
+
+
+def test_an_html_page_without_projects_is_refused(fake_public: FakePublicIndex,
+                                                  tmp_path: Path) -> None:
+    fake_public.serve_json = False  # e.g. a proxy's sign-in page answering for the index
+    with pytest.raises(ListingUnavailable, match="lists no projects"):
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path)

@@ -291,6 +291,10 @@ def fetch_listing(public: PublicConfig, *, cache_dir: Path | None = None,
         raise ListingUnavailable(f"the public index's listing: GET {url} failed: "
                                  f"{type(exc).__name__}") from None
     lines = PackedLines.pack(_lines(raw))
+    if not lines.count:
+        # A public index always has projects: an empty page is a proxy's or a portal's
+        # answer, and believing it would call every private name FREE.
+        raise ListingUnavailable(f"the public index's listing {url} lists no projects")
     info = ListingInfo(url=url, count=lines.count, validated_at=time.time(), etag=etag,
                        last_modified=last_modified, last_serial=last_serial, downloaded=True)
     try:
