@@ -356,6 +356,8 @@ def test_quiet_shows_only_the_names_that_need_attention_in_every_format(
         capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex,
         tmp_path: Path, fmt: str) -> None:
     attention = {name for name, verdict in EXPECTED.items() if verdict in ("free", "taken")}
+    _, everything, _ = audit(capsys, cfg, "--index", private.simple_url)
+    assert isinstance(everything, dict)
     code, out, err = audit(capsys, cfg, "-q", "--index", private.simple_url, fmt=fmt)
     assert code == 1 and "Traceback" not in err
     text = json.dumps(out) if fmt == "json" else str(out)
@@ -363,6 +365,9 @@ def test_quiet_shows_only_the_names_that_need_attention_in_every_format(
     assert not [name for name in set(EXPECTED) - attention if name in text]
     if fmt == "json":
         assert set(verdicts(out)) == attention
+        assert isinstance(out, dict) and out["summary"] == everything["summary"]
+    else:  # the summary still counts the names not listed (OURS, PROTECTED, EXCLUDED)
+        assert everything["summary"]["line"] in str(out) + err
 
     # Nothing needs attention: nothing printed (an empty list in JSON), exit 0.
     calm = FakePublicIndex().start()

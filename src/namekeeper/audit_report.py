@@ -77,9 +77,13 @@ def summary_line(counts: dict[str, int]) -> str:
 
 
 def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
-           stream: IO[str] | None = None) -> tuple[str, str]:
-    """(stdout text, stderr text) of the report in ``fmt``; a table fits ``stream``."""
-    rows = ordered(result.rows)
+           stream: IO[str] | None = None,
+           listed: Sequence[AuditRow] | None = None) -> tuple[str, str]:
+    """(stdout text, stderr text) of the report in ``fmt``; a table fits ``stream``.
+
+    ``listed`` are the rows to show (every row by default); the summary counts them all.
+    """
+    rows = ordered(result.rows if listed is None else listed)
     counts = summary(result.rows)
     line = summary_line(counts)
     notes = [f"could not read {u}" for u in result.unreadable]

@@ -408,12 +408,11 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
                            workers=args.workers, progress=progress)
     estimate = (budget_estimate(len(result.queued), config.queue.new_projects_per_hour)
                 if args.reserve else None)
-    shown = result
-    if args.quiet:  # as `check -q`: only the names that need attention (and so the summary)
-        shown = replace(result, rows=[
-            r for r in result.rows if r.outcome is None or needs_attention(r.outcome)])
-    if shown.rows or shown.unreadable or not args.quiet or args.format == "json":
-        out, err = render(shown, args.format, estimate=estimate)
+    listed = result.rows
+    if args.quiet:  # as `check -q`: only the names that need attention are listed
+        listed = [r for r in result.rows if r.outcome is None or needs_attention(r.outcome)]
+    if listed or result.unreadable or not args.quiet or args.format == "json":
+        out, err = render(result, args.format, estimate=estimate, listed=listed)
         sys.stdout.write(out)
         sys.stderr.write(err)
     if result.unreadable or any(r.outcome is None for r in result.rows):
