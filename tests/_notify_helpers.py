@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -45,17 +46,23 @@ def simple(verdict: Verdict, action: Action, severity: Severity = Severity.NONE,
 
 
 class Recorder(Notifier):
-    """Keeps what it is given; answers ``ok`` (flip it to simulate an outage)."""
+    """Keeps what it is given (and whom it is about); answers ``ok`` (flip it to simulate an
+    outage) after ``delay`` seconds (a slow target)."""
 
-    def __init__(self, name: str, *, ok: bool = True, tags: frozenset[str] | None = None) -> None:
+    def __init__(self, name: str, *, ok: bool = True, tags: frozenset[str] | None = None,
+                 delay: float = 0.0) -> None:
         self.name = name
         self.ok = ok
         self.tags = tags
+        self.delay = delay
         self.messages: list[Message] = []
+        self.names: list[str] = []
 
     def wants(self, tags: frozenset[str]) -> bool:
         return self.tags is None or bool(self.tags & tags)
 
     def deliver(self, message: Message, outcome: Outcome) -> bool:
         self.messages.append(message)
+        self.names.append(outcome.name)
+        time.sleep(self.delay)
         return self.ok

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from namekeeper.notify import apprise as nk_apprise
 from namekeeper.notify.apprise import notifiers_from_config_file, notifiers_from_urls
 from namekeeper.notify.dispatch import Dispatcher, MemoryDeliveryLog, send_test
 from namekeeper.notify.render import render
+from namekeeper.store.sqlite import Store
 
 pytestmark = pytest.mark.slow  # real apprise to local HTTP and SMTP receivers
 
@@ -263,3 +266,29 @@ def test_notify_test_reaches_every_target_and_reports_each(http_receiver):
     assert results[1][2]
     [request] = http_receiver.wait_for(1)
     assert "test" in request.json()["title"]
+
+
+def test_two_processes_retrying_a_slow_target_at_once_send_each_alert_once(tmp_path,
+                                                                          http_receiver):
+    # A round of slow deliveries outlasts its job's lease and another process's round begins:
+    # both read the same due retries (here two processes on one SQLite file).
+    db, url = tmp_path / "s.sqlite3", http_receiver.url()
+    http_receiver.status = 500
+    failing = Dispatcher(notifiers_from_urls([url]), Store(db).delivery_log(),
+                         clock=lambda: 1000.0)
+    names = ["acme-a", "acme-b", "acme-c"]
+    for name in names:
+        assert failing.dispatch(simple(Verdict.TAKEN, Action.TAKEN, name=name)) == {
+            "apprise:json#1": False}
+    http_receiver.status, http_receiver.answer_after = 200, 0.5
+    rounds = [Dispatcher(notifiers_from_urls([url]), Store(db).delivery_log()) for _ in range(2)]
+    start = threading.Barrier(len(rounds))
+
+    def retry(dispatcher: Dispatcher) -> int:
+        start.wait()
+        return dispatcher.retry_due()
+
+    with ThreadPoolExecutor(len(rounds)) as pool:
+        assert sum(pool.map(retry, rounds)) == 3
+    retried = [json.dumps(r.json()) for r in http_receiver.requests[len(names):]]
+    assert sorted(n for text in retried for n in names if n in text) == names

@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 
 from _doubles import Clock
+from _notify_helpers import Recorder, simple
 from _postgres import PostgresServer
 from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 from namekeeper.names import ultranormalize
+from namekeeper.notify.dispatch import Dispatcher
 from namekeeper.store.interface import (
     BUDGET_WINDOW,
     DeliveryLog,
@@ -593,6 +595,64 @@ def test_deliveries_and_retries_survive_a_new_store(open_store: OpenStore) -> No
     log2.clear_retry("ops", "acme-b")
     assert log2.retry_for("ops", "acme-b") is None
     assert [h["kind"] for h in again.history("acme-b")] == ["notify-failed"]
+
+
+def test_a_pending_retry_is_claimed_by_one_sender(open_store: OpenStore) -> None:
+    a, b = open_store().delivery_log(), open_store().delivery_log()
+    a.schedule_retry(Retry("ops", "acme-a", "fp1", "{}", 1, 500.0))
+    [seen_by_a], [seen_by_b] = a.pending_retries(500.0), b.pending_retries(500.0)
+    assert a.claim_retry(seen_by_a, 800.0)
+    assert not b.claim_retry(seen_by_b, 800.0)  # the same retry, taken already
+    assert b.pending_retries(799.0) == []  # its sender has it until then
+    [again] = b.pending_retries(800.0)  # the sender died before it recorded the attempt
+    assert again == replace(seen_by_a, next_at=800.0)
+    assert b.claim_retry(again, 1100.0)
+    # A retry changed since it was read (a newer alert, due at the same time) or gone is not
+    # claimed: it is not the one the claimer meant to send.
+    a.schedule_retry(Retry("ops", "acme-a", "fp2", "{}", 1, 500.0))
+    assert not a.claim_retry(seen_by_a, 800.0)
+    a.clear_retry("ops", "acme-a")
+    assert not b.claim_retry(Retry("ops", "acme-a", "fp2", "{}", 1, 500.0), 800.0)
+
+
+def test_concurrent_senders_claim_a_retry_once(open_store: OpenStore) -> None:
+    open_store().delivery_log().schedule_retry(Retry("ops", "acme-a", "fp1", "{}", 1, 500.0))
+    logs = [open_store().delivery_log() for _ in range(6)]
+    start = threading.Barrier(len(logs))
+
+    def claim(log: DeliveryLog) -> bool:
+        [retry] = log.pending_retries(500.0)
+        start.wait()
+        return log.claim_retry(retry, 800.0)
+
+    with ThreadPoolExecutor(len(logs)) as pool:
+        assert sum(pool.map(claim, logs)) == 1
+
+
+def test_overlapping_retry_rounds_send_each_alert_once(open_store: OpenStore) -> None:
+    # Two replicas' rounds at once, as when a round of slow deliveries outlasts the job's
+    # lease: both read the same due retries when they begin.
+    first = open_store()
+    failing = Dispatcher([Recorder("chat", ok=False)], first.delivery_log(), clock=lambda: 1000.0)
+    for i in range(3):
+        failing.dispatch(simple(Verdict.TAKEN, Action.TAKEN, name=f"acme-{i}"))
+    first.raise_condition("budget-paused", "no uploads until 12:00 UTC")
+    [paused] = first.conditions()
+    failing.dispatch_condition(paused.key, paused.text, frozenset({"paused"}), since=paused.since)
+    assert len(first.delivery_log().pending_retries(1030.0)) == 4
+    targets = [Recorder("chat", delay=0.2) for _ in range(2)]
+    rounds = [Dispatcher([t], open_store().delivery_log()) for t in targets]
+    start = threading.Barrier(len(rounds))
+
+    def retry(dispatcher: Dispatcher) -> int:
+        start.wait()
+        return dispatcher.retry_due()
+
+    with ThreadPoolExecutor(len(rounds)) as pool:
+        assert sum(pool.map(retry, rounds)) == 4
+    assert sorted(name for t in targets for name in t.names) == [
+        "acme-0", "acme-1", "acme-2", "condition:budget-paused"]
+    assert first.delivery_log().pending_retries(time.time() + 1e6) == []
 
 
 # -- wake-ups ---------------------------------------------------------------------------------------

@@ -331,7 +331,8 @@ class Service:
     def _retry_notifications(self, dispatcher: Dispatcher) -> None:
         while not self.stop.wait(1.0) and not self.workers.store_error:
             try:
-                # Two replicas retrying the same alert at once would send it twice.
+                # One replica's round at a time spares the others the work; a round that
+                # outlasts the lease still sends each alert once (`DeliveryLog.claim_retry`).
                 if not self.store.lease_job("notify-retry", self.holder, 30.0):
                     continue
                 dispatcher.retry_due(time.time())
@@ -345,7 +346,7 @@ class Service:
         self.workers.shutdown(timeout)
         # Each loop ends the round in hand first: the source watch could state a dead loop
         # again, and a round still running when its job is given up would run twice (another
-        # replica takes it at once: a pending alert retried by both).
+        # replica takes it at once).
         loops = [*self._source_threads.values(), *(t for t in (
             self._source_watch_thread, self._recheck_thread, self._watch_thread,
             self._notify_thread) if t is not None)]

@@ -18,6 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -34,6 +35,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 8
 DEFAULT_BACKOFF_FIRST = 30.0  # seconds before the first retry; doubles each time
 DEFAULT_BACKOFF_MAX = 3600.0
+#: How long a retry claimed for sending stays with its sender (`DeliveryLog.claim_retry`):
+#: well past the longest delivery (apprise gives up after 30 s), short enough that the alert
+#: of a sender killed mid-send is not late by much.
+RETRY_CLAIM = 300.0
 
 #: The delivery log's name for the alert about a service-wide condition.
 CONDITION_PREFIX = "condition:"
@@ -72,6 +77,12 @@ class MemoryDeliveryLog(DeliveryLog):
     def pending_retries(self, now: float) -> list[Retry]:
         return sorted((r for r in self.retries.values() if r.next_at <= now),
                       key=lambda r: r.next_at)
+
+    def claim_retry(self, retry: Retry, until: float) -> bool:
+        if self.retries.get((retry.target, retry.name)) != retry:
+            return False
+        self.retries[(retry.target, retry.name)] = replace(retry, next_at=until)
+        return True
 
     def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         return None  # no store behind it: every retry is still current
@@ -229,6 +240,10 @@ class Dispatcher:
         by_name = {n.name: n for n in self.notifiers}
         delivered = 0
         for retry in self.log.pending_retries(now):
+            # The list is as it was when the round began: another replica's round may have
+            # taken a retry since (a round of slow targets outlasts the job's lease).
+            if not self.log.claim_retry(retry, self.clock() + RETRY_CLAIM):
+                continue
             notifier = by_name.get(retry.target)
             if notifier is None:
                 log.warning("dropping retry for %s: notifier %r is no longer configured",

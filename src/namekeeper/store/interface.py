@@ -15,7 +15,9 @@ The promises every backend keeps, whatever its concurrency model:
 - `take_budget` never grants more than ``limit`` slots per `BUDGET_WINDOW`,
   however many processes ask at once;
 - `lease_job` grants a periodic job (re-check, reconciliation) to one holder
-  at a time, so that the replicas take turns instead of electing a leader.
+  at a time, so that the replicas take turns instead of electing a leader;
+- `DeliveryLog.claim_retry` hands a pending notification retry to one sender,
+  however many replicas (or overlapping retry rounds) ask at once.
 """
 
 from __future__ import annotations
@@ -199,6 +201,15 @@ class DeliveryLog(ABC):
     @abstractmethod
     def pending_retries(self, now: float) -> list[Retry]:
         """Every retry due at ``now`` (``next_at <= now``), oldest first."""
+
+    @abstractmethod
+    def claim_retry(self, retry: Retry, until: float) -> bool:
+        """Take ``retry`` (as `pending_retries` gave it) to send it: True for one caller only,
+        and only while it is still the pending retry of (target, name), unchanged.
+
+        The claimed retry is not due again before ``until``: a sender that dies before it
+        records the attempt leaves it to be sent later, by any process.
+        """
 
     @abstractmethod
     def current_state(self, name: str) -> tuple[Verdict, Action] | None:

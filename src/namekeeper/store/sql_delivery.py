@@ -65,6 +65,15 @@ class SqlDeliveryLog(DeliveryLog):
                                "ORDER BY next_at", (now,)).fetchall()
         return [_retry(r) for r in rows]
 
+    def claim_retry(self, retry: Retry, until: float) -> bool:
+        # Every column that a claim, a new attempt or a newer alert changes is compared: a
+        # retry read before any of them (or before its row was deleted) is no longer pending.
+        return self.store._transaction(lambda tx: tx.execute(
+            "UPDATE delivery_retries SET next_at=? WHERE target=? AND name=? AND fingerprint=? "
+            "AND attempts=? AND next_at=?",
+            (until, retry.target, retry.name, retry.fingerprint, retry.attempts, retry.next_at)
+            ).rowcount == 1, one_statement=True)
+
     def current_state(self, name: str) -> tuple[Verdict, Action] | None:
         with self.store._read() as sql:
             row = sql.execute("SELECT verdict, action FROM names WHERE name=?",
