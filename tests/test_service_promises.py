@@ -185,12 +185,12 @@ def test_a_store_write_failure_during_uploads_is_reclaimed_after_the_lease(
     failures = {"left": 2}
     lock = threading.Lock()
 
-    def disk_full(name: str, holder: str, **kw: Any) -> bool:
+    def disk_full(name: str, claim: str, **kw: Any) -> bool:
         with lock:
             if failures["left"]:
                 failures["left"] -= 1
                 raise sqlite3.OperationalError("database or disk is full")
-        return real_complete(name, holder, **kw)
+        return real_complete(name, claim, **kw)
 
     monkeypatch.setattr(pool.store, "complete", disk_full)
     accept(pool, "acme-a", "acme-b")

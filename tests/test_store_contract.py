@@ -115,9 +115,10 @@ def test_a_batch_answers_each_event_as_accept_would(open_store: OpenStore) -> No
 def test_a_reserved_name_is_never_queued_again(open_store: OpenStore) -> None:
     store = open_store()
     store.accept(ev("acme-a", key="1"))
-    assert store.claim("w") is not None
+    item = store.claim("w")
+    assert item is not None
     store.record_outcome(outcome("acme-a"), reserved=True)
-    assert store.complete("acme-a", "w")
+    assert store.complete("acme-a", item.claim)
     store.accept(ev("acme-a", key="2"))
     assert store.claim("w") is None
     rec = store.get("acme-a")
@@ -128,8 +129,9 @@ def test_an_item_that_ended_failed_for_good_is_settled_failed_and_looked_at_agai
         open_store: OpenStore) -> None:
     store = open_store()
     store.accept(ev("acme-a", key="1"))
-    store.claim("w")
-    assert store.complete("acme-a", "w", error="HTTP 403: the token may not upload")
+    item = store.claim("w")
+    assert item is not None
+    assert store.complete("acme-a", item.claim, error="HTTP 403: the token may not upload")
     [item] = store.queue_items(QueueState.FAILED)
     assert item["name"] == "acme-a" and item["last_error"] == "HTTP 403: the token may not upload"
     assert store.queue_counts()[QueueState.FAILED] == 1
@@ -143,9 +145,10 @@ def test_a_name_we_could_not_hold_is_looked_at_again_on_new_evidence(
         open_store: OpenStore) -> None:
     store = open_store()
     store.accept(ev("acme-a", key="1"))
-    store.claim("w")
+    item = store.claim("w")
+    assert item is not None
     store.record_outcome(outcome("acme-a", Verdict.TAKEN, Action.SKIPPED))
-    store.complete("acme-a", "w")
+    assert store.complete("acme-a", item.claim)
     assert store.claim("w") is None
     store.accept(ev("acme-a", key="2"))
     item = store.claim("w")
@@ -198,7 +201,8 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
-    assert store.claim("crashed", lease_seconds=60) is not None
+    crashed = store.claim("crashed", lease_seconds=60)
+    assert crashed is not None
     restarted = open_store(clock=clock)
     assert restarted.claim("new") is None
     assert restarted.reclaim_expired() == []  # a live lease is never taken
@@ -206,30 +210,64 @@ def test_work_in_flight_at_a_crash_is_pending_again_once_its_lease_expires(
     clock.t += 61
     assert restarted.stuck_leases(0) == 1
     assert restarted.reclaim_expired() == ["acme-a"]
-    assert restarted.claim("new") is not None
+    new = restarted.claim("new")
+    assert new is not None
     # The old holder can no longer settle or upload what is not theirs.
-    assert not store.complete("acme-a", "crashed")
-    assert store.release("acme-a", "crashed", not_before=0) is Released.LOST
-    assert not store.begin_upload("acme-a", "crashed", "acme-a")
-    assert restarted.begin_upload("acme-a", "new", "acme-a")
+    assert not store.complete("acme-a", crashed.claim)
+    assert store.release("acme-a", crashed.claim, not_before=0) is Released.LOST
+    assert not store.begin_upload("acme-a", crashed.claim, "acme-a")
+    assert restarted.begin_upload("acme-a", new.claim, "acme-a")
     assert [h["kind"] for h in store.history("acme-a")][-2:] == ["lease-expired",
                                                                 "upload-started"]
+
+
+def test_a_lapsed_claim_can_do_nothing_once_its_own_holder_claimed_the_name_again(
+        open_store: OpenStore) -> None:
+    """A process's threads share one holder: a claim, not its holder, uploads and settles."""
+    clock = Clock(1_000_000.0)
+    store = open_store(clock=clock)
+    store.accept(ev("acme-a", key="1"))
+    first = store.claim("H", lease_seconds=60, now=clock.t)
+    assert first is not None
+    clock.t += 61  # a database failover, or a slow step, outlasted the lease
+    assert store.reclaim_expired(now=clock.t) == ["acme-a"]
+    second = store.claim("H", lease_seconds=60, now=clock.t)
+    assert second is not None and second.name == "acme-a"
+    assert not store.begin_upload("acme-a", first.claim, "acme-a")
+    assert not store.renew("acme-a", first.claim, 60)
+    assert not store.complete("acme-a", first.claim)
+    assert store.release("acme-a", first.claim, not_before=0) is Released.LOST
+    [item] = store.queue_items(QueueState.CLAIMED)
+    assert item["claimed_by"] == second.claim and item["lease_until"] == clock.t + 60
+    assert store.renew("acme-a", second.claim, 60)
+    assert store.begin_upload("acme-a", second.claim, "acme-a")
+    assert store.release("acme-a", second.claim, not_before=0) is Released.PENDING
+    third = store.claim("H", now=clock.t)
+    assert third is not None
+    assert not store.complete("acme-a", second.claim)
+    assert store.complete("acme-a", third.claim)
+    assert [h["kind"] for h in store.history("acme-a")] == ["seen", "lease-expired",
+                                                            "upload-started"]
 
 
 def test_a_renewed_lease_is_not_reclaimed_and_release_held_gives_back(
         open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
-    store.accept(ev("acme-a", key="1"))
-    store.claim("me", lease_seconds=60)
+    store.accept_many([ev("acme-a", key="1"), ev("acme-b", key="2")])
+    mine = store.claim("me", lease_seconds=60)
+    assert mine is not None
     for _ in range(5):
         clock.t += 40
-        assert store.renew("acme-a", "me", 60)
+        assert store.renew("acme-a", mine.claim, 60)
         assert store.reclaim_expired() == []
     assert not store.renew("acme-a", "someone-else", 60)
-    [item] = store.queue_items("claimed")
-    assert item["claimed_by"] == "me" and item["lease_until"] == clock.t + 60
+    assert not store.renew("acme-a", "me", 60)  # the holder is not the claim
+    assert store.claim("me-too", lease_seconds=60) is not None  # "me" is a prefix, not a holder
+    item = next(i for i in store.queue_items("claimed") if i["name"] == "acme-a")
+    assert item["claimed_by"] == mine.claim and item["lease_until"] == clock.t + 60
     assert store.release_held("me") == 1
+    assert [i["name"] for i in store.queue_items("claimed")] == ["acme-b"]
     assert store.claim("other") is not None
 
 
@@ -239,17 +277,18 @@ def test_a_completed_upload_is_confirmed_by_a_lookup_when_due(open_store: OpenSt
     store.accept(ev("acme-a", key="1"))
     item = store.claim("w")
     assert item is not None and not item.confirming
-    assert store.complete("acme-a", "w", confirm_at=clock.t + 300)
+    assert store.complete("acme-a", item.claim, confirm_at=clock.t + 300)
     assert store.next_ready_at() == clock.t + 300
     assert store.claim("w") is None
     clock.t += 300
     again = store.claim("w")
     assert again is not None and again.name == "acme-a" and again.confirming
-    assert store.release("acme-a", "w", not_before=clock.t + 5, confirming=True) is Released.PENDING
+    assert store.release("acme-a", again.claim, not_before=clock.t + 5,
+                         confirming=True) is Released.PENDING
     clock.t += 5
     still = store.claim("w")
     assert still is not None and still.confirming
-    assert store.complete("acme-a", "w")
+    assert store.complete("acme-a", still.claim)
     clock.t += 10_000
     assert store.schedule_confirmations() == 0 and store.claim("w") is None
 
@@ -315,8 +354,8 @@ def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> Non
         clock.t += 100
         item = store.claim("w", now=clock.t)
         assert item is not None and item.attempts == attempt - 1
-        state = store.release("acme-a", "w", not_before=clock.t + 1, error=f"boom {attempt}",
-                              max_attempts=3)
+        state = store.release("acme-a", item.claim, not_before=clock.t + 1,
+                              error=f"boom {attempt}", max_attempts=3)
     assert state is Released.FAILED
     assert store.queue_items("failed")[0]["last_error"] == "boom 3"
     assert store.history("acme-a")[-1]["kind"] == "failed"
@@ -328,8 +367,9 @@ def test_an_item_released_for_later_is_not_ready_before_then(open_store: OpenSto
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)
     store.accept(ev("acme-a", key="1"))
-    store.claim("w", now=clock.t)
-    assert store.release("acme-a", "w", not_before=clock.t + 50, count_attempt=False) \
+    item = store.claim("w", now=clock.t)
+    assert item is not None
+    assert store.release("acme-a", item.claim, not_before=clock.t + 50, count_attempt=False) \
         is Released.PENDING
     assert store.next_ready_at() == clock.t + 50
     assert store.claim("w", now=clock.t + 49) is None
@@ -344,7 +384,7 @@ def test_settled_names_are_queued_again_for_the_periodic_recheck(open_store: Ope
     for _ in range(2):
         item = store.claim("w")
         assert item is not None
-        store.complete(item.name, "w")
+        store.complete(item.name, item.claim)
     clock.t += 100
     assert store.schedule_recheck(3600) == 0
     clock.t += 3600

@@ -107,14 +107,14 @@ def fill_a_sqlite_store(capsys: pytest.CaptureFixture[str], tmp_path: Path,
                            index="private", key="k-done"))
     done = store.claim("w")
     assert done is not None
-    store.complete(done.name, "w")
+    store.complete(done.name, done.claim)
     store.accept_many([NameEvent(name=n, display_name=n.upper(), source="artifactory",
                                  index="pypi-local", version="1.0", key=f"k-{n}")
                        for n in ("acme-queued", "acme-claimed", "acme-failed")])
     store.claim("w")  # one of them stays claimed
     failing = store.claim("w")
     assert failing is not None
-    store.release(failing.name, "w", not_before=0, error="boom", max_attempts=1)
+    store.release(failing.name, failing.claim, not_before=0, error="boom", max_attempts=1)
     store.raise_condition("public-index-unreachable", "down")
     log = store.delivery_log()
     log.record_delivery("ops", "acme-utils", "fp-1", True, None)

@@ -1,13 +1,17 @@
-"""Queue workers: the budget of new public projects is spent fully and never exceeded."""
+"""Queue workers: the budget of new public projects is spent fully and never exceeded, and
+a name is in one worker's hands at a time."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from _doubles import Clock
 from _fake_public import FakePublicIndex
+from _servers import wait_for
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
 from namekeeper.model import NameEvent
@@ -134,3 +138,56 @@ def test_the_periodic_recheck_sees_changes_without_uploading_twice(
     assert sum(fake_public.attempts.values()) == attempts  # our held name: looked at, not re-uploaded
     latest = [o for o in told if o.name == "acme-theirs"][-1]
     assert "42.0" in latest.public.versions and latest.verdict.value == "taken"
+
+
+
+@pytest.mark.parametrize("slow", ["build", "upload"])
+def test_two_threads_of_one_process_never_both_upload_a_name(
+        slow: str, tmp_path: Path, fake_public: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first thread's lease lapses in a slow step: before its upload (its claim may not
+    start one) or during it (the second thread must not start another)."""
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock)
+    pool.store.accept(NameEvent(name="acme-a", display_name="acme-a", source="t", index="x",
+                                key="a"))
+    reached = {"build": threading.Event(), "upload": threading.Event()}
+    go_on = threading.Event()
+    uploads: list[str] = []
+
+    def held(step: str, real: Any) -> Any:
+        def call(*args: Any) -> Any:
+            if step == "upload":
+                uploads.append(args[0])
+            # The slow step of the first thread; and, after a slow build, the second
+            # thread's upload, so that it still holds the name when the first goes on.
+            if not reached[step].is_set() and (step == slow or step == "upload"):
+                reached[step].set()
+                go_on.wait(30)
+            return real(*args)
+        return call
+
+    keeper = pool.keeper
+    monkeypatch.setattr(keeper.builder, "build", held("build", keeper.builder.build))
+    monkeypatch.setattr(keeper.backend, "upload", held("upload", keeper.backend.upload))
+    first = threading.Thread(target=pool.run_once)
+    first.start()
+    assert reached[slow].wait(30)
+    clock.t += pool.queue.lease + 1
+    assert pool.store.reclaim_expired(now=clock.t) == ["acme-a"]
+    second = threading.Thread(target=pool.run_once)  # same process, same holder
+    second.start()
+    wait_for(lambda: not second.is_alive() or (slow == "build" and reached["upload"].is_set()),
+             30, "the second thread")
+    go_on.set()
+    first.join(30)
+    second.join(30)
+    for _ in range(10):  # whatever was given back is handled once it is ready
+        if not pool.run_once():
+            ready = pool.store.next_ready_at()
+            if ready is None:
+                break
+            clock.t = max(clock.t, ready)
+    assert uploads == ["acme-a"]
+    record = pool.store.get("acme-a")
+    assert record is not None and record.reserved

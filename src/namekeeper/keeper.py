@@ -243,7 +243,7 @@ class Keeper(OwnPlaceholders):
     def reserve_name(self, name: str, display_name: str | None = None, *,
                      event: NameEvent | None = None, dry_run: bool | None = None,
                      budget: Callable[[str], float | None] | None = None,
-                     holder: str | None = None, record_it: bool = True) -> Outcome:
+                     claim: str | None = None, record_it: bool = True) -> Outcome:
         """Make sure the public name is held; upload the placeholder when it is free.
 
         ``record_it=False`` (the command line's dry run) writes nothing to the store and
@@ -252,8 +252,8 @@ class Keeper(OwnPlaceholders):
 
         ``budget`` spends one new-project slot and returns None, or the seconds to
         wait; a name that must wait gets `Action.RATE_LIMITED` and no upload.
-        ``holder``: the queue lease this work runs under; the upload starts only
-        while it is held (`LeaseLost` otherwise).
+        ``claim``: the queue claim this work runs under (`WorkItem.claim`); the upload
+        starts only while its lease is held (`LeaseLost` otherwise).
         """
         display = display_name or (event.display_name if event else name)
         dry_run = self.config.policy.dry_run if dry_run is None else dry_run
@@ -268,7 +268,7 @@ class Keeper(OwnPlaceholders):
                     and record is not None and record.upload_started_at and not dry_run):
                 # We uploaded before a crash and the index cannot say whose it is:
                 # upload again and let its answer ("File already exists") decide.
-                return self._upload(cls, record, display, event, budget=None, holder=holder)
+                return self._upload(cls, record, display, event, budget=None, claim=claim)
             action = {Verdict.OURS: Action.ALREADY_OURS, Verdict.TAKEN: Action.TAKEN,
                       Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
                       }[cls.verdict]
@@ -279,11 +279,11 @@ class Keeper(OwnPlaceholders):
             return self._finish(self._outcome(cls, record, display, Action.DRY_RUN,
                                               "Dry run: the placeholder would be uploaded.",
                                               event), record_it=record_it)
-        return self._upload(cls, record, display, event, budget=budget, holder=holder)
+        return self._upload(cls, record, display, event, budget=budget, claim=claim)
 
     def _upload(self, cls: Classification, record: NameRecord | None, display: str,
                 event: NameEvent | None, *, budget: Callable[[str], float | None] | None,
-                holder: str | None = None) -> Outcome:
+                claim: str | None = None) -> Outcome:
         if self.builder is None or self.backend is None:
             raise RuntimeError("reserving needs a placeholder builder and a reservation backend")
         with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
@@ -296,9 +296,9 @@ class Keeper(OwnPlaceholders):
                                                  f"The budget of new public projects is spent; "
                                                  f"next slot in {wait:.0f} s.", event),
                                    retry_after=wait)
-            if holder is None:
+            if claim is None:
                 self.store.mark_upload_started(cls.name, display)
-            elif not self.store.begin_upload(cls.name, holder, display):
+            elif not self.store.begin_upload(cls.name, claim, display):
                 if budget is not None:
                     self.store.refund_budget(cls.name)  # nothing was sent
                 raise LeaseLost(f"{cls.name}: the queue lease expired before the upload")
@@ -309,7 +309,7 @@ class Keeper(OwnPlaceholders):
             result = replace(result, retry_after=self._pause(result.retry_after))
         outcome = self._finish(self._after_upload(cls, record, display, result, event),
                                held=result.action in _HELD)
-        if result.action in _HELD and holder is None:
+        if result.action in _HELD and claim is None:
             # The queue confirms every upload by a later lookup (`confirm`), which learns the
             # owners then; a command-line run has no later, so it asks now.
             self._learn_owners_now(cls.name)

@@ -62,7 +62,7 @@ class WorkerPool:
         self.store_error: str | None = None
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._held: set[str] = set()
+        self._held: dict[str, str] = {}  # claim -> name, of the items the threads have in hand
         self._outage_since: float | None = None
         # An outage raised before this process started (by it, before a restart, or by a
         # replica) is cleared by the first answer this process gets, as its own would be.
@@ -128,9 +128,9 @@ class WorkerPool:
     def tend_leases(self) -> None:
         """One heartbeat: renew, reclaim, schedule confirmations (tests call it directly)."""
         with self._lock:
-            held = list(self._held)
-        for name in held:
-            if not self.store.renew(name, self.holder, self.queue.lease):
+            held = list(self._held.items())
+        for claim, name in held:
+            if not self.store.renew(name, claim, self.queue.lease):
                 log.warning("%s: our lease on it was lost; its new holder decides", name)
         reclaimed = self.store.reclaim_expired(now=self.clock())
         if reclaimed:
@@ -188,12 +188,24 @@ class WorkerPool:
         if item is None:
             return False
         with self._lock:
-            self._held.add(item.name)
+            busy = item.name in self._held.values()
+            if not busy:
+                self._held[item.claim] = item.name
+        if busy:
+            # Another thread still has the name in hand under a claim that lapsed: it can no
+            # longer start an upload or settle the name, but its upload may be under way.
+            self.store.release(item.name, item.claim,
+                               not_before=self.clock() + self.queue.backoff_base,
+                               error="still in the hands of another worker of this process",
+                               count_attempt=False, confirming=item.confirming)
+            log.warning("%s: another worker of this process still has it in hand; tried again "
+                        "in %.1f s", item.name, self.queue.backoff_base)
+            return True
         try:
             self._handle(item)
         finally:
             with self._lock:
-                self._held.discard(item.name)
+                del self._held[item.claim]
         return True
 
     def _handle(self, item: WorkItem) -> None:
@@ -206,7 +218,7 @@ class WorkerPool:
                 return
             outcome = self.keeper.reserve_name(item.name, display, event=item.event,
                                                budget=self.keeper.budget_spender(),
-                                               holder=self.holder)
+                                               claim=item.claim)
         except LeaseLost as exc:
             log.warning("%s", exc)
             return
@@ -231,7 +243,7 @@ class WorkerPool:
 
     def _complete(self, item: WorkItem, confirm_at: float | None,
                   error: str | None = None) -> None:
-        if not self.store.complete(item.name, self.holder, confirm_at=confirm_at, error=error):
+        if not self.store.complete(item.name, item.claim, confirm_at=confirm_at, error=error):
             log.warning("%s: finished after our lease was lost; its new holder decides",
                         item.name)
 
@@ -246,7 +258,7 @@ class WorkerPool:
             return
         if outcome.action is Action.RATE_LIMITED:
             # Waiting for budget is not a failure: no attempt is counted.
-            self.store.release(item.name, self.holder,
+            self.store.release(item.name, item.claim,
                                not_before=self.clock() + max(outcome.retry_after, 0.05),
                                error=outcome.message, count_attempt=False)
             return
@@ -257,7 +269,7 @@ class WorkerPool:
                count_attempt: bool = True) -> Released:
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
-        state = self.store.release(item.name, self.holder, not_before=self.clock() + delay,
+        state = self.store.release(item.name, item.claim, not_before=self.clock() + delay,
                                    error=error, max_attempts=self.queue.max_attempts,
                                    count_attempt=count_attempt, confirming=item.confirming)
         if state is Released.FAILED:
@@ -287,7 +299,7 @@ class WorkerPool:
                 self.keeper.fail(item.name, item.event.display_name, error, item.event)
             return
         delay = min(self.queue.backoff_max, self.queue.backoff_base ** min(streak, 30))
-        self.store.release(item.name, self.holder, not_before=now + delay, error=error,
+        self.store.release(item.name, item.claim, not_before=now + delay, error=error,
                            count_attempt=False, confirming=item.confirming)
         if now - since >= self.queue.outage_after:
             self.keeper.raise_condition(

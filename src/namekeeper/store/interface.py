@@ -11,7 +11,8 @@ The promises every backend keeps, whatever its concurrency model:
 - an event `accept`-ed is durable when the call returns, and is journaled
   once however often (and through however many replicas) it arrives;
 - `claim` leases a ready item to exactly one holder, across processes, and only an
-  expired lease is ever reclaimed;
+  expired lease is ever reclaimed; the claim's own id (`WorkItem.claim`), not its
+  holder, is what may upload and settle the item;
 - `take_budget` never grants more than ``limit`` slots per `BUDGET_WINDOW`,
   however many processes ask at once;
 - `lease_job` grants a periodic job (re-check, reconciliation) to one holder
@@ -48,7 +49,7 @@ DEFAULT_LEASE = 120.0
 
 
 class LeaseLost(Exception):
-    """The holder's lease on an item expired and it may be someone else's now: stop."""
+    """The lease of a claim expired and the item may be another claim's now: stop."""
 
 
 #: Replicas stamp leases, the budget's hour and retries with their own clocks: this far
@@ -327,8 +328,11 @@ class StoreBackend(ABC):
         """`accept` every event in one transaction; workers claim them in the given order."""
 
     # -- event journal and queue with leases --------------------------------------------------------
-    # A claim has a holder (one process: `holder_id`) and an expiry; the holder
-    # renews it while working; only an expired lease is reclaimed, by any process.
+    # A claim has a holder (one process: `holder_id`), an expiry and an id of its own
+    # (`WorkItem.claim`); the holder renews it while working; only an expired lease is
+    # reclaimed, by any process.  `renew`, `begin_upload`, `complete` and `release` take
+    # the claim's id: the threads of one process share a holder, and a claim that lapsed
+    # must fail them even after its holder claimed the same name again.
 
     def accept(self, event: NameEvent) -> bool:
         """Journal ``event`` and queue its name; False when the event (key) was seen before."""
@@ -343,12 +347,14 @@ class StoreBackend(ABC):
               now: float | None = None) -> WorkItem | None:
         """Lease the oldest ready item to ``holder`` until ``now + lease_seconds``, or None.
 
-        Never the same item to two callers, whichever processes they run in.
+        Never the same item to two callers, whichever processes they run in.  The item's
+        ``claim`` is an id no other claim, of any holder, ever had.
         """
 
     @abstractmethod
-    def renew(self, name: str, holder: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
-        """Extend ``holder``'s lease on ``name``; False when it is no longer theirs."""
+    def renew(self, name: str, claim: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
+        """Extend the lease of ``claim`` (`WorkItem.claim`) on ``name``; False when ``name``
+        is no longer held by that claim."""
 
     @abstractmethod
     def reclaim_expired(self, *, now: float | None = None) -> list[str]:
@@ -359,26 +365,27 @@ class StoreBackend(ABC):
         """Items whose lease expired more than ``grace`` s ago and that nobody reclaimed."""
 
     @abstractmethod
-    def begin_upload(self, name: str, holder: str, display_name: str) -> bool:
-        """Record ``upload_started_at`` while ``holder`` holds ``name``; False: do not upload."""
+    def begin_upload(self, name: str, claim: str, display_name: str) -> bool:
+        """Record ``upload_started_at`` while ``claim`` holds ``name`` unexpired; False: do not
+        upload."""
 
     @abstractmethod
-    def complete(self, name: str, holder: str, *, confirm_at: float | None = None,
+    def complete(self, name: str, claim: str, *, confirm_at: float | None = None,
                  error: str | None = None) -> bool:
-        """``holder`` is done with ``name`` (look again at ``confirm_at``); False: lease lost.
+        """``claim`` is done with ``name`` (look again at ``confirm_at``); False: lease lost.
 
         With ``error`` it ended FAILED for good (no retry would help): settled as failed.
         """
 
     @abstractmethod
-    def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
+    def release(self, name: str, claim: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
                 confirming: bool = False) -> Released:
-        """Give a claimed item back for a later try (`Released` says what became of it)."""
+        """``claim`` gives ``name`` back for a later try (`Released` says what became of it)."""
 
     @abstractmethod
     def release_held(self, holder: str) -> int:
-        """On a clean shutdown: every item ``holder`` still holds is pending again at once."""
+        """On a clean shutdown: every item a claim of ``holder`` still holds is pending again."""
 
     @abstractmethod
     def schedule_confirmations(self, *, now: float | None = None) -> int:
@@ -399,7 +406,7 @@ class StoreBackend(ABC):
     @abstractmethod
     def queue_items(self, state: QueueState | None = None) -> list[dict[str, Any]]:
         """Per item, by name: name, state (a `QueueState`), attempts, not_before, last_error,
-        claimed_by, lease_until, confirm_at."""
+        claimed_by (the claim's id, `WorkItem.claim`), lease_until, confirm_at."""
 
     @abstractmethod
     def forget_reservation(self, name: str) -> None:

@@ -202,6 +202,9 @@ class WorkItem:
     name: str
     event: NameEvent
     attempts: int
+    #: This claim's id, unique to it: what renews, uploads and settles the item, so that a
+    #: claim that lapsed can do none of it, even when its holder claimed the name again.
+    claim: str
     #: True when this is the confirmation of an upload: a lookup, never an upload.
     confirming: bool = False
 

@@ -14,14 +14,18 @@ Several processes — on one machine or on many, sharing one database — drain 
 - `begin_upload` is the last step before an upload: it records
   ``upload_started_at`` and succeeds only while the lease is held, so a lost
   lease never leads to an upload nobody is waiting for;
-- `complete` / `release` settle an item only for its holder: an item that was
-  reclaimed meanwhile belongs to its new holder.
+- `complete` / `release` settle an item only for its claim: an item that was
+  reclaimed meanwhile belongs to its new claim.
 
-A holder is a string naming one process (`interface.holder_id`).
+A holder is a string naming one process (`interface.holder_id`).  Its threads share it,
+so a claim is known by its own id, ``claimed_by`` = ``<holder>/<random hex>``
+(`WorkItem.claim`): a thread whose claim lapsed cannot upload or settle the name once
+another thread of the same process claimed it again.
 """
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Any
 
@@ -31,12 +35,17 @@ from .schema import event_from_json, event_to_json
 from .sql import Sql, SqlBase
 
 
+def _holder_of(claim: str) -> str:
+    return claim.rpartition("/")[0]
+
+
 class SqlQueue(SqlBase):
     """The queue part of `StoreBackend` (and the schedules that fill it)."""
 
     def claim(self, holder: str, lease_seconds: float = DEFAULT_LEASE, *,
               now: float | None = None) -> WorkItem | None:
         at = self._clock() if now is None else now
+        claim = f"{holder}/{secrets.token_hex(8)}"
 
         def work(tx: Sql) -> Any:
             return tx.execute(
@@ -44,7 +53,7 @@ class SqlQueue(SqlBase):
                 "WHERE name = (SELECT name FROM queue WHERE state='pending' AND not_before <= ? "
                 f"  ORDER BY not_before, enqueued_at{self.dialect.arrival} LIMIT 1"
                 f"{self.dialect.skip_locked}) RETURNING name, event, attempts, confirming",
-                (holder, at + lease_seconds, at, at)).fetchone()
+                (claim, at + lease_seconds, at, at)).fetchone()
         row = self._transaction(work, one_statement=True)
         # Due confirmations are queued here only when nothing else is ready (and by every
         # heartbeat): a claim under load stays one statement, and a due one waits seconds.
@@ -52,14 +61,14 @@ class SqlQueue(SqlBase):
             row = self._transaction(work, one_statement=True)
         if row is None:
             return None
-        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"],
+        return WorkItem(row["name"], event_from_json(row["event"]), row["attempts"], claim,
                         confirming=bool(row["confirming"]))
 
-    def renew(self, name: str, holder: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
+    def renew(self, name: str, claim: str, lease_seconds: float = DEFAULT_LEASE) -> bool:
         until = self._clock() + lease_seconds
         return self._transaction(lambda tx: tx.execute(
             "UPDATE queue SET lease_until=? WHERE name=? AND state='claimed' AND claimed_by=?",
-            (until, name, holder)).rowcount == 1, one_statement=True)
+            (until, name, claim)).rowcount == 1, one_statement=True)
 
     def reclaim_expired(self, *, now: float | None = None) -> list[str]:
         """Safe from any process at any time: a live holder renews long before expiry."""
@@ -76,7 +85,7 @@ class SqlQueue(SqlBase):
             for row in rows:
                 tx.execute("UPDATE queue SET state='pending', claimed_by=NULL, lease_until=NULL, "
                            "updated_at=? WHERE name=? AND state='claimed'", (at, row["name"]))
-                self._history(tx, row["name"], "lease-expired", {"holder": row["claimed_by"]})
+                self._history(tx, row["name"], "lease-expired", {"claim": row["claimed_by"]})
             if rows:
                 self._work_queued(tx)
             return [r["name"] for r in rows]
@@ -89,36 +98,36 @@ class SqlQueue(SqlBase):
                               "AND COALESCE(lease_until, 0) < ?", (at - grace,)).fetchone()
         return int(row["n"]) if row else 0
 
-    def begin_upload(self, name: str, holder: str, display_name: str) -> bool:
+    def begin_upload(self, name: str, claim: str, display_name: str) -> bool:
         now = self._clock()
 
         def work(tx: Sql) -> bool:
             if tx.execute("SELECT 1 FROM queue WHERE name=? AND state='claimed' AND "  # noqa: S608
                           "claimed_by=? AND lease_until >= ?" + self.dialect.lock_rows,
-                          (name, holder, now)).fetchone() is None:
+                          (name, claim, now)).fetchone() is None:
                 return False
-            self._upload_started(tx, name, display_name, {"holder": holder})
+            self._upload_started(tx, name, display_name, {"claim": claim})
             return True
         return self._transaction(work)
 
-    def complete(self, name: str, holder: str, *, confirm_at: float | None = None,
+    def complete(self, name: str, claim: str, *, confirm_at: float | None = None,
                  error: str | None = None) -> bool:
         state = QueueState.DONE if error is None else QueueState.FAILED
         return self._transaction(lambda tx: tx.execute(
             "UPDATE queue SET state=?, claimed_by=NULL, lease_until=NULL, "
             "last_error=?, confirming=0, confirm_at=?, updated_at=? "
             "WHERE name=? AND state='claimed' AND claimed_by=?",
-            (state.value, error, confirm_at, self._clock(), name, holder)).rowcount == 1,
+            (state.value, error, confirm_at, self._clock(), name, claim)).rowcount == 1,
             one_statement=True)
 
-    def release(self, name: str, holder: str, *, not_before: float, error: str | None = None,
+    def release(self, name: str, claim: str, *, not_before: float, error: str | None = None,
                 count_attempt: bool = True, max_attempts: int | None = None,
                 confirming: bool = False) -> Released:
         now = self._clock()
 
         def work(tx: Sql) -> Released:
             row = tx.execute("SELECT attempts FROM queue WHERE name=? AND state='claimed' "  # noqa: S608
-                             "AND claimed_by=?" + self.dialect.lock_rows, (name, holder)).fetchone()
+                             "AND claimed_by=?" + self.dialect.lock_rows, (name, claim)).fetchone()
             if row is None:
                 return Released.LOST
             attempts = row["attempts"] + (1 if count_attempt else 0)
@@ -136,10 +145,17 @@ class SqlQueue(SqlBase):
 
     def release_held(self, holder: str) -> int:
         def work(tx: Sql) -> int:
-            count: int = tx.execute(
-                "UPDATE queue SET state='pending', claimed_by=NULL, lease_until=NULL, "
-                "updated_at=? WHERE state='claimed' AND claimed_by=?",
-                (self._clock(), holder)).rowcount
+            # Only a few rows are claimed at a time (one per worker thread of every process);
+            # each is given back under its exact claim, so another's is neither taken nor locked.
+            claims = [r["claimed_by"] for r in tx.execute(
+                "SELECT claimed_by FROM queue WHERE state='claimed'").fetchall()]
+            count = 0
+            for claim in claims:
+                if _holder_of(claim) == holder:
+                    count += tx.execute(
+                        "UPDATE queue SET state='pending', claimed_by=NULL, lease_until=NULL, "
+                        "updated_at=? WHERE state='claimed' AND claimed_by=?",
+                        (self._clock(), claim)).rowcount
             if count:
                 self._work_queued(tx)
             return count
