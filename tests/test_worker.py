@@ -140,7 +140,6 @@ def test_the_periodic_recheck_sees_changes_without_uploading_twice(
     assert "42.0" in latest.public.versions and latest.verdict.value == "taken"
 
 
-
 @pytest.mark.parametrize("slow", ["build", "upload"])
 def test_two_threads_of_one_process_never_both_upload_a_name(
         slow: str, tmp_path: Path, fake_public: FakePublicIndex,
@@ -191,3 +190,56 @@ def test_two_threads_of_one_process_never_both_upload_a_name(
     assert uploads == ["acme-a"]
     record = pool.store.get("acme-a")
     assert record is not None and record.reserved
+
+
+class Killed(BaseException):
+    """The process dies here (kill -9): nothing after this point runs."""
+
+
+@pytest.mark.parametrize("failure", ["an exception", "the index's answer"])
+def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_ends_it(
+        failure: str, tmp_path: Path, fake_public: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from _fake_public import FaultPlan
+    from namekeeper.model import Action
+
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock, "[queue]\nmax-attempts = 1\n")
+    if failure == "an exception":
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("the reservation backend broke")
+        monkeypatch.setattr(pool.keeper.backend, "upload", broken)
+    else:
+        fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/legacy/",))
+    alerted: list[str] = []
+    notify = pool.keeper.notify
+
+    def recorded(outcome: Any) -> Any:
+        if outcome.action is Action.FAILED:
+            alerted.append(outcome.name)
+        return notify(outcome)
+
+    monkeypatch.setattr(pool.keeper, "notify", recorded)
+    real_release = pool.store.release
+
+    def dies_on_the_last_release(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("max_attempts"):
+            raise Killed
+        return real_release(*args, **kwargs)
+
+    monkeypatch.setattr(pool.store, "release", dies_on_the_last_release)
+    pool.store.accept(NameEvent(name="acme-a", display_name="acme-a", source="t", index="x",
+                                key="a"))
+    with pytest.raises(Killed):
+        pool.run_once()
+    # Told, and /healthz red, although the queue never recorded the end.
+    assert alerted == ["acme-a"]
+    assert pool.store.failed_names() == (1, ["acme-a"])
+
+    # Restarted: the lease lapses, the name is tried again and ends FAILED in the queue too.
+    monkeypatch.setattr(pool.store, "release", real_release)
+    clock.t += pool.queue.lease + 1
+    assert pool.store.reclaim_expired(now=clock.t) == ["acme-a"]
+    assert pool.run_once()
+    [item] = pool.store.queue_items()
+    assert item["state"] == "failed" and pool.store.failed_names() == (1, ["acme-a"])

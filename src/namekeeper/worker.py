@@ -232,9 +232,9 @@ class WorkerPool:
             error = redact(f"{type(exc).__name__}: {exc}", self._secrets)
             log.error("reserving %s failed: %s", item.name, error,
                       exc_info=log.isEnabledFor(logging.DEBUG))
-            if self._retry(item, error, None) is Released.FAILED:
-                self.keeper.fail(item.name, display, f"giving up after {self.queue.max_attempts} "
-                                                     f"attempts: {error}", item.event)
+            self._retry(item, error, None, report=lambda: self.keeper.fail(
+                item.name, display, f"giving up after {self.queue.max_attempts} attempts: {error}",
+                item.event))
             return
         self._index_answered(item.name)
         with self._lock:
@@ -262,13 +262,21 @@ class WorkerPool:
                                not_before=self.clock() + max(outcome.retry_after, 0.05),
                                error=outcome.message, count_attempt=False)
             return
-        if self._retry(item, outcome.message, outcome.retry_after) is Released.FAILED:
-            self.keeper.notify(replace(outcome, retry_after=None))
+        self._retry(item, outcome.message, outcome.retry_after,
+                    report=lambda: self.keeper.notify(replace(outcome, retry_after=None)))
 
     def _retry(self, item: WorkItem, error: str, retry_after: float | None, *,
-               count_attempt: bool = True) -> Released:
+               count_attempt: bool = True, report: Callable[[], object] | None = None
+               ) -> Released:
+        """Give ``item`` back to be tried again later, or end it FAILED after its last
+        attempt; ``report`` (record and alert the failure) runs before a last release."""
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
+        if report is not None and count_attempt and item.attempts + 1 >= self.queue.max_attempts:
+            # Before the queue records the end, not after: a process killed in between
+            # would leave a name FAILED in the queue that nobody was told about.  Killed
+            # after the report, the lease lapses and the name is tried (and reported) again.
+            report()
         state = self.store.release(item.name, item.claim, not_before=self.clock() + delay,
                                    error=error, max_attempts=self.queue.max_attempts,
                                    count_attempt=count_attempt, confirming=item.confirming)
@@ -295,8 +303,8 @@ class WorkerPool:
             self._outage_streak += 1
             streak, since = self._outage_streak, self._outage_since
         if at_fault:
-            if self._retry(item, error, None) is Released.FAILED:
-                self.keeper.fail(item.name, item.event.display_name, error, item.event)
+            self._retry(item, error, None, report=lambda: self.keeper.fail(
+                item.name, item.event.display_name, error, item.event))
             return
         delay = min(self.queue.backoff_max, self.queue.backoff_base ** min(streak, 30))
         self.store.release(item.name, item.claim, not_before=now + delay, error=error,
