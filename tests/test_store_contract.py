@@ -624,12 +624,12 @@ def test_deliveries_and_retries_survive_a_new_store(open_store: OpenStore) -> No
     log.record_delivery("ops", "acme-a", "fp1", True, None)
     log.record_delivery("ops", "acme-b", "fp2", False, "receiver down")
     log.schedule_retry(Retry("ops", "acme-b", "fp2", "{}", 1, 500.0))
-    log.schedule_retry(Retry("ops", "acme-b", "fp3", "{}", 2, 600.0))  # replaces the older one
+    log.schedule_retry(Retry("ops", "acme-b", "fp3", "{}", 1, 600.0))  # a newer alert's replaces it
     again = open_store()
     log2 = again.delivery_log()
     assert log2.was_delivered("ops", "acme-a", "fp1")
     assert not log2.was_delivered("ops", "acme-a", "fp2")
-    assert log2.retry_for("ops", "acme-b") == Retry("ops", "acme-b", "fp3", "{}", 2, 600.0)
+    assert log2.retry_for("ops", "acme-b") == Retry("ops", "acme-b", "fp3", "{}", 1, 600.0)
     assert log2.pending_retries(599.0) == []
     assert [r.fingerprint for r in log2.pending_retries(600.0)] == ["fp3"]
     log2.clear_retry("ops", "acme-b")
@@ -693,6 +693,50 @@ def test_overlapping_retry_rounds_send_each_alert_once(open_store: OpenStore) ->
     assert sorted(name for t in targets for name in t.names) == [
         "acme-0", "acme-1", "acme-2", "condition:budget-paused"]
     assert first.delivery_log().pending_retries(time.time() + 1e6) == []
+
+
+def test_a_retry_never_overwrites_or_ends_a_newer_alert_about_the_name(
+        open_store: OpenStore) -> None:
+    log = open_store().delivery_log()
+    log.schedule_retry(Retry("ops", "acme-a", "old", "{}", 1, 500.0))
+    log.schedule_retry(Retry("ops", "acme-a", "new", "{}", 1, 600.0))  # a newer alert's
+    log.schedule_retry(Retry("ops", "acme-a", "old", "{}", 2, 700.0))  # the old one failed again
+    log.clear_retry("ops", "acme-a", "old")  # or was delivered
+    assert log.retry_for("ops", "acme-a") == Retry("ops", "acme-a", "new", "{}", 1, 600.0)
+    log.schedule_retry(Retry("ops", "acme-a", "new", "{}", 2, 900.0))
+    assert log.retry_for("ops", "acme-a") == Retry("ops", "acme-a", "new", "{}", 2, 900.0)
+    log.clear_retry("ops", "acme-a", "new")
+    assert log.retry_for("ops", "acme-a") is None
+
+
+class NewerAlertMeanwhile(Recorder):
+    """While it is sent a retry, another replica alerts about the same name (and fails)."""
+
+    def __init__(self, ok: bool, newer: Callable[[], object]) -> None:
+        super().__init__("chat", ok=ok)
+        self.newer = newer
+
+    def deliver(self, message: Any, outcome: Outcome) -> bool:
+        self.newer()
+        return super().deliver(message, outcome)
+
+
+@pytest.mark.parametrize("retry_ok", [True, False], ids=["retry delivered", "retry failed"])
+def test_a_newer_alert_recorded_while_a_retry_is_sent_stays_pending(
+        open_store: OpenStore, retry_ok: bool) -> None:
+    first = open_store()
+    Dispatcher([Recorder("chat", ok=False)], first.delivery_log(), clock=lambda: 1000.0
+               ).dispatch(simple(Verdict.TAKEN, Action.TAKEN, name="acme-a"))
+    [old] = first.delivery_log().pending_retries(2000.0)
+    other = Dispatcher([Recorder("chat", ok=False)], open_store().delivery_log(),
+                       clock=lambda: 1040.0)
+    newer = simple(Verdict.FREE, Action.FAILED, Severity.HIGH, name="acme-a")
+    target = NewerAlertMeanwhile(retry_ok, lambda: other.dispatch(newer))
+    Dispatcher([target], first.delivery_log(), clock=lambda: 1030.0).retry_due(1030.0)
+    assert target.names == ["acme-a"]
+    [pending] = first.delivery_log().pending_retries(1e12)
+    assert pending.fingerprint != old.fingerprint and pending.attempts == 1
+    assert pending.next_at == pytest.approx(1040.0 + 30.0)
 
 
 # -- wake-ups ---------------------------------------------------------------------------------------

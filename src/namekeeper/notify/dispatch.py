@@ -66,13 +66,17 @@ class MemoryDeliveryLog(DeliveryLog):
             self.delivered[(target, name)] = fingerprint
 
     def schedule_retry(self, retry: Retry) -> None:
-        self.retries[(retry.target, retry.name)] = retry
+        pending = self.retries.get((retry.target, retry.name))
+        if retry.attempts == 1 or pending is None or pending.fingerprint == retry.fingerprint:
+            self.retries[(retry.target, retry.name)] = retry
 
     def retry_for(self, target: str, name: str) -> Retry | None:
         return self.retries.get((target, name))
 
-    def clear_retry(self, target: str, name: str) -> None:
-        self.retries.pop((target, name), None)
+    def clear_retry(self, target: str, name: str, fingerprint: str | None = None) -> None:
+        pending = self.retries.get((target, name))
+        if pending is not None and fingerprint in (None, pending.fingerprint):
+            del self.retries[(target, name)]
 
     def pending_retries(self, now: float) -> list[Retry]:
         return sorted((r for r in self.retries.values() if r.next_at <= now),
@@ -303,13 +307,16 @@ class Dispatcher:
         error = self.send_once(notifier, message, outcome)
         ok = error is None
         self.log.record_delivery(notifier.name, outcome.name, fp, ok, error)
+        # A new alert supersedes any pending one; a retry ends only its own alert's, since
+        # another replica may have recorded a newer alert while it was being sent.
+        ours = None if attempt == 1 else fp
         if ok:
-            self.log.clear_retry(notifier.name, outcome.name)
+            self.log.clear_retry(notifier.name, outcome.name, ours)
             return True
         if attempt >= self.max_attempts:
             log.error("giving up on notifying %r about %s after %d attempts: %s",
                       notifier.name, outcome.name, attempt, error)
-            self.log.clear_retry(notifier.name, outcome.name)
+            self.log.clear_retry(notifier.name, outcome.name, ours)
             return False
         delay = self.backoff(attempt)
         log.warning("notifying %r about %s failed (attempt %d of %d): %s; retrying in %.0f s",

@@ -189,15 +189,21 @@ class DeliveryLog(ABC):
 
     @abstractmethod
     def schedule_retry(self, retry: Retry) -> None:
-        """Insert or replace the pending retry for (retry.target, retry.name)."""
+        """Make ``retry`` the pending retry for (retry.target, retry.name).
+
+        A first attempt's (``attempts == 1``: a new alert) replaces any; a later attempt's
+        replaces only its own alert's (same fingerprint), so that a newer alert recorded
+        while the retry was being sent is not overwritten by the older one.
+        """
 
     @abstractmethod
     def retry_for(self, target: str, name: str) -> Retry | None:
         """The pending retry for (target, name), if any."""
 
     @abstractmethod
-    def clear_retry(self, target: str, name: str) -> None:
-        """Forget the pending retry for (target, name)."""
+    def clear_retry(self, target: str, name: str, fingerprint: str | None = None) -> None:
+        """Forget the pending retry for (target, name); with ``fingerprint``, only that alert's
+        (a newer alert's retry is kept)."""
 
     @abstractmethod
     def pending_retries(self, now: float) -> list[Retry]:

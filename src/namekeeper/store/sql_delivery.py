@@ -44,7 +44,8 @@ class SqlDeliveryLog(DeliveryLog):
         self.store._transaction(lambda tx: tx.execute(
             "INSERT INTO delivery_retries VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (target, name) DO UPDATE SET fingerprint = excluded.fingerprint, "
-            "payload = excluded.payload, attempts = excluded.attempts, next_at = excluded.next_at",
+            "payload = excluded.payload, attempts = excluded.attempts, next_at = excluded.next_at "
+            "WHERE excluded.attempts = 1 OR delivery_retries.fingerprint = excluded.fingerprint",
             (retry.target, retry.name, retry.fingerprint, retry.payload, retry.attempts,
              retry.next_at)), one_statement=True)
 
@@ -54,9 +55,10 @@ class SqlDeliveryLog(DeliveryLog):
                               (target, name)).fetchone()
         return _retry(row) if row else None
 
-    def clear_retry(self, target: str, name: str) -> None:
+    def clear_retry(self, target: str, name: str, fingerprint: str | None = None) -> None:
         self.store._transaction(lambda tx: tx.execute(
-            "DELETE FROM delivery_retries WHERE target=? AND name=?", (target, name)),
+            "DELETE FROM delivery_retries WHERE target=? AND name=? "
+            "AND fingerprint = COALESCE(?, fingerprint)", (target, name, fingerprint)),
             one_statement=True)
 
     def pending_retries(self, now: float) -> list[Retry]:
