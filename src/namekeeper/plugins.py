@@ -57,22 +57,27 @@ def _distribution(ep: EntryPoint) -> tuple[str | None, str | None]:
     dist = ep.dist
     if dist is None:
         return None, None
-    return dist.metadata["Name"], dist.version
+    metadata = dist.metadata  # parsed anew by every access of dist.metadata or dist.version
+    return metadata["Name"], metadata["Version"]
 
 
-def _is_builtin(ep: EntryPoint) -> bool:
-    name, _ = _distribution(ep)
-    return name is not None and name.lower() == BUILTIN_DISTRIBUTION
-
-
-def _entry_points() -> list[EntryPoint]:
-    """The group's entry points, built-ins first, each name once (the first found wins)."""
+def _entry_points() -> list[tuple[EntryPoint, str | None, str | None, bool]]:
+    """The group's entry points with their distribution's name and version and whether they
+    are built-in; built-ins first, each name once (the first found wins)."""
+    found = []
+    known: dict[int, tuple[str | None, str | None]] = {}  # a distribution's entry points share it
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if id(ep.dist) not in known:
+            known[id(ep.dist)] = _distribution(ep)
+        dist, version = known[id(ep.dist)]
+        found.append((ep, dist, version, dist is not None and dist.lower() == BUILTIN_DISTRIBUTION))
+    found.sort(key=lambda f: not f[3])
     seen: set[str] = set()
     unique = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: not _is_builtin(e)):
-        if ep.name not in seen:
-            seen.add(ep.name)
-            unique.append(ep)
+    for entry in found:
+        if entry[0].name not in seen:
+            seen.add(entry[0].name)
+            unique.append(entry)
     return unique
 
 
@@ -88,8 +93,7 @@ def get_plugin_manager(*, third_party: bool | None = None) -> tuple[pluggy.Plugi
     report = PluginReport()
     if third_party is None:
         third_party = os.environ.get(ENV_DISABLE_PLUGINS, "") in ("", "0")
-    for ep in _entry_points():
-        builtin = _is_builtin(ep)
+    for ep, dist, version, builtin in _entry_points():
         if not (builtin or third_party) or pm.has_plugin(ep.name) or pm.is_blocked(ep.name):
             continue
         try:
@@ -103,7 +107,6 @@ def get_plugin_manager(*, third_party: bool | None = None) -> tuple[pluggy.Plugi
             log.error("plugin %r (%s) could not be loaded and is ignored: %s",
                       ep.name, ep.value, report.broken[ep.name])
             continue
-        dist, version = _distribution(ep)
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(plugin) or ()))
         report.plugins.append(PluginInfo(ep.name, ep.value, dist, version, hooks, builtin))
     if not any(p.builtin for p in report.plugins) and not report.broken:
