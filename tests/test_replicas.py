@@ -25,7 +25,7 @@ from _notify_servers import serving_http
 from _postgres import PostgresServer, running_postgres
 from _servers import Service, payload, wait_for
 from namekeeper.model import NameEvent
-from namekeeper.store.postgres import PooledConnection, PostgresStore
+from namekeeper.store.postgres import SCHEMA_VERSION, PooledConnection, PostgresStore
 
 pytestmark = pytest.mark.slow
 
@@ -250,3 +250,41 @@ def test_a_lost_database_is_one_line_per_failure_a_red_healthz_and_a_resume(
         log = svc.log.read_text()
         assert "Traceback" not in log  # a lost store is one line per failure, never a traceback
         assert "unavailable" in log
+
+
+def test_a_replica_stops_when_another_host_migrates_the_schema_past_it(
+        tmp_path: Path, postgres: PostgresServer) -> None:
+    # Checked only at start, a replica left running through an upgrade went on writing
+    # to the newer schema with its old code (202s, uploads, /healthz green).
+    url = postgres.new_database()
+    database = url.rsplit("/", 1)[1]
+    newer = SCHEMA_VERSION + 1
+    with FakePublicIndex(new_projects_per_hour=1000) as fake:
+        fake.add_user("acme-security", TOKEN)
+        svc = replica(tmp_path, "r0", fake, url, postgres.password, "").start()
+        try:
+            assert svc.post(payload("acme-before")).status_code == 202
+            wait_for(lambda: fake.uploads["acme-before"] == 1, 60, "the first name reserved")
+            with postgres.connect(database) as conn:  # what a newer `store migrate` records
+                conn.execute("UPDATE settings SET value = %s WHERE key = 'schema_version'",
+                             (str(newer),))
+
+            def red() -> dict[str, object] | None:
+                answer = requests.get(svc.url + "healthz", timeout=10)
+                return answer.json() if answer.status_code == 503 else None
+
+            healthz = wait_for(red, 15, "/healthz to turn red")
+            why = (f"its schema is version {newer}, newer than this namekeeper knows "
+                   f"({SCHEMA_VERSION}): upgrade namekeeper")
+            assert [r for r in healthz["reasons"] if why in r] == [
+                f"the store at {url}: {why}"], healthz
+            assert healthz["workers"] is False
+            assert svc.post(payload("acme-after")).status_code == 503
+            with postgres.connect(database) as conn:
+                assert conn.execute("SELECT count(*) FROM events WHERE name = 'acme-after'"
+                                    ).fetchone() == (0,)
+        finally:
+            svc.stop()
+        log = svc.log.read_text()
+        assert "Traceback" not in log
+        assert log.count(f"{why}; the queue workers stop") == 1

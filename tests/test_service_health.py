@@ -22,6 +22,7 @@ from namekeeper import config as cfg
 from namekeeper.cli import main
 from namekeeper.model import NameEvent
 from namekeeper.server import Service as InProcessService
+from namekeeper.store.interface import StoreUnusable
 from namekeeper.store.sqlite import Store
 
 
@@ -193,8 +194,8 @@ def test_healthz_makes_no_write_per_request(tmp_path: Path, fake_public: FakePub
 
 
 #: What the store is asked for /healthz's answer: probes and the reasons it holds.
-HEALTH_QUERIES = ("probe_writable", "probe_integrity", "conditions", "budget_paused_until",
-                  "stuck_leases")
+HEALTH_QUERIES = ("schema_version", "probe_writable", "probe_integrity", "conditions",
+                  "budget_paused_until", "stuck_leases")
 
 
 def test_healthz_requests_read_only_memory_while_the_health_loop_asks_the_store(
@@ -286,6 +287,36 @@ def test_health_metrics_and_status_show_a_paused_budget_conditions_and_stuck_lea
     store.pause_budget(-1)  # ...and once it is over, not any more
     main(["--config", str(tmp_path / "nk.toml"), "status"])
     assert "rate-limited" not in capsys.readouterr().err
+
+
+def test_a_schema_migrated_past_this_code_stops_workers_and_intake(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The PostgreSQL replicas' case (tests/test_replicas.py), on one host's file.
+    service = _service(tmp_path, fake_public, monkeypatch)
+    service.health.probe.every = 0.1
+    service.start()
+    try:
+        wait_for(lambda: service.healthy()[0], 10, "/healthz to be green")
+        known = service.store.schema_version().known
+        with sqlite3.connect(tmp_path / "s.sqlite3") as db:
+            db.execute("INSERT OR REPLACE INTO settings(key, value) "
+                       "VALUES ('schema_version', ?)", (str(known + 1),))
+        db.close()
+        def red() -> dict[str, Any] | None:
+            ok, detail = service.healthy()
+            return None if ok else detail
+
+        detail = wait_for(red, 10, "/healthz to turn red")
+        assert detail["reasons"] == [
+            f"the store at {tmp_path / 's.sqlite3'}: its schema is version {known + 1}, newer "
+            f"than this namekeeper knows ({known}): upgrade namekeeper"], detail
+        wait_for(lambda: not service.workers.alive(), 10, "the workers to stop")
+        with pytest.raises(StoreUnusable, match="upgrade namekeeper"):
+            service.sink.accept(NameEvent(name="acme-late", display_name="acme-late",
+                                          source="t", index="x"))
+        assert service.store.get("acme-late") is None
+    finally:
+        service.shutdown(5)
 
 
 @pytest.mark.slow

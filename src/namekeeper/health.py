@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from .config import ENV_ARTIFACTORY_SECRET, Config
 from .errors import StoreError
 from .sources.interface import CONDITION_PREFIX, LOOP_DIED_PREFIX, EventSource
-from .store.interface import MAX_CLOCK_OFFSET, StoreBackend
+from .store.interface import MAX_CLOCK_OFFSET, StoreBackend, StoreUnusable
 from .store.sql_budget import CONDITION_PAUSED
 from .worker import WorkerPool
 
@@ -50,9 +50,14 @@ class StoreProbe:
         self._integrity_at: float | None = None
         self._problem: str | None = None
         self._integrity: str | None = None
+        self._newer_schema: str | None = None
 
     def problem(self) -> str | None:
-        """None when the store takes writes and passes a quick integrity check, else why not."""
+        """None when the store takes writes and passes a quick integrity check, else why not.
+
+        Raises `StoreUnusable` once the store's schema is newer than this code's (another host
+        ran `namekeeper store migrate`), and from then on: this process must not write to it.
+        """
         now = self.clock()
         with self._lock:
             if self._integrity_at is None or now - self._integrity_at >= self.integrity_every:
@@ -60,13 +65,23 @@ class StoreProbe:
                 found = self.store.probe_integrity()
                 self._integrity = (f"the store {self.store.location} fails its integrity check "
                                    f"({found})" if found else None)
-            if self._checked_at is None or now - self._checked_at >= self.every:
+            if self._newer_schema is None and (
+                    self._checked_at is None or now - self._checked_at >= self.every):
                 self._checked_at = now
                 try:
-                    self.store.probe_writable()
+                    # `open_store` compares versions once, at start; a replica left running
+                    # through another host's `store migrate` must notice it before it writes.
+                    version = self.store.schema_version()
+                    if version.found > version.known:
+                        self._newer_schema = (f"the store at {self.store.location}: "
+                                              f"{version.problem()}")
+                    else:
+                        self.store.probe_writable()
                     self._problem = None
                 except StoreError as exc:
                     self._problem = f"the store {self.store.location} does not take writes ({exc})"
+            if self._newer_schema is not None:
+                raise StoreUnusable(self._newer_schema)
             return self._integrity or self._problem
 
 
@@ -178,8 +193,9 @@ class Health:
                 found += problems
         store = store or self.store_answer()
         if store.problem:
-            found.append(store.problem)  # the store's other answers cannot be trusted
-            return found
+            if store.problem not in found:  # said already when the workers stopped for it
+                found.append(store.problem)
+            return found  # the store's other answers cannot be trusted
         return found + store.reasons_at(now) + [
             text for key, text in store.source_conditions if key not in live]
 
@@ -245,7 +261,11 @@ class Health:
         return thread
 
     def _refresh_locked(self) -> StoreAnswer:
-        problem = self.probe.problem()
+        try:
+            problem = self.probe.problem()
+        except StoreUnusable as exc:
+            self.workers.store_unusable(exc)  # they stop, and intake refuses (`GroupCommitSink`)
+            problem = str(exc)
         answer = StoreAnswer(self.clock(), problem, ())
         if problem is None:
             try:

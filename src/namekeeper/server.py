@@ -71,11 +71,14 @@ class GroupCommitSink:
     """
 
     def __init__(self, store: StoreBackend, wake: Callable[[], None], max_batch: int = 256,
-                 *, holder: str = "this-process") -> None:
+                 *, holder: str = "this-process",
+                 store_error: Callable[[], str | None] = lambda: None) -> None:
         self.store = store
         self.wake = wake
         self.max_batch = max_batch
         self.holder = holder
+        #: Why this process must no longer write to the store (`WorkerPool.store_error`).
+        self.store_error = store_error
         self._pending: list[_Waiter] = []
         self._lock = threading.Lock()
         self._committing = False
@@ -84,6 +87,10 @@ class GroupCommitSink:
         self.conditions_lock = threading.Lock()
 
     def accept(self, event: NameEvent) -> bool:
+        # A store whose schema moved past this code still takes the write: refuse it here.
+        refused = self.store_error()
+        if refused:
+            raise StoreUnusable(refused)
         waiter = _Waiter(event)
         with self._lock:
             self._pending.append(waiter)
@@ -141,7 +148,8 @@ class Service:
             self.workers = WorkerPool(self.keeper, self.store, config.queue,
                                       threads=config.serve.workers, clock=clock)
             self.sink = GroupCommitSink(self.store, self.workers.notify_work,
-                                        holder=self.workers.holder)
+                                        holder=self.workers.holder,
+                                        store_error=lambda: self.workers.store_error)
             self.stop = threading.Event()
             self._source_threads: dict[int, threading.Thread] = {}  # by id() of the source
             self.routes: dict[str, WSGIApp] = {"/healthz": self._healthz, "/metrics": self._metrics}
@@ -296,7 +304,7 @@ class Service:
         state = WatchState()  # between scans: only new public projects cost anything
         # One replica scans at a time; the holder's next scan renews the lease.
         lease = 2 * self.config.watch.interval + 60
-        while not self.stop.is_set():
+        while not self.stop.is_set() and not self.workers.store_error:
             try:
                 if not self.store.lease_job("watch", self.workers.holder, lease):
                     if self.stop.wait(self.config.watch.interval):

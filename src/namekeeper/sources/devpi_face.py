@@ -202,6 +202,8 @@ class DevpiFace:
 
     def tick(self) -> None:
         """One round of the worker thread's housekeeping; never raises."""
+        if self.service is not None and self.service.workers.store_error:
+            return  # the store must not be written to (the sink refuses too): events wait
         try:
             self.retry_unrecorded()
             self.backfill()

@@ -120,7 +120,8 @@ class StoreUnavailable(StoreError):
 
 
 class StoreUnusable(StoreError):
-    """The store is there but cannot be used (corrupt, not a database): retrying cannot help."""
+    """The store is there but cannot be used (corrupt, not a database, a newer schema): retrying
+    cannot help."""
 
 
 @dataclass(frozen=True)
