@@ -12,12 +12,19 @@ import pytest
 
 from _cli import TOKEN, run, write_config
 from _fake_public import FakePublicIndex
+from _postgres import PostgresServer
 from namekeeper import errors
 
 
 def one_line_error(err: str) -> None:
     assert err.startswith("namekeeper: error:"), err
     assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def postgres_config(tmp_path: Path, fake: FakePublicIndex, url: str) -> Path:
+    path = write_config(tmp_path, fake.config_toml())
+    path.write_text(path.read_text().replace('path = "state.sqlite3"', f'url = "{url}"'))
+    return path
 
 
 def test_every_namekeeper_error_shares_one_base() -> None:
@@ -128,3 +135,66 @@ def test_a_url_urllib_cannot_take_apart_is_one_line_exit_2(
     assert code == 2
     one_line_error(err)
     assert "[[poll]] entry 1: url must be an http(s) URL" in err
+
+
+def test_a_database_that_turned_read_only_is_one_line_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex,
+        postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A standby after a failover: every write is refused until the primary is back.
+    from namekeeper.store.interface import StoreUnavailable
+    from namekeeper.store.postgres import PostgresStore
+
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", postgres.password)
+    url = postgres.new_database()
+    config = postgres_config(tmp_path, fake, url)
+    assert run(capsys, "--config", str(config), "store", "migrate")[0] == 0
+    with postgres.connect() as conn:
+        conn.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" '
+                     "SET default_transaction_read_only = on")
+    code, _, err = run(capsys, "--config", str(config), "reserve", "acme-billing")
+    assert code == 2
+    one_line_error(err)
+    assert f"the store at {url} is unavailable: cannot execute" in err
+    assert "read-only transaction" in err
+    store = PostgresStore(url, password=postgres.password, create_schema=False)
+    try:
+        with pytest.raises(StoreUnavailable, match="read-only transaction"):
+            store.raise_condition("k", "text")
+        assert not store.writable()
+    finally:
+        store.close()
+
+
+def test_a_role_without_a_permission_the_store_needs_is_one_line_exit_2(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex,
+        postgres: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    import secrets
+
+    from namekeeper.store.interface import StoreUnusable
+    from namekeeper.store.postgres import PostgresStore
+
+    url = postgres.new_database()
+    database = url.rsplit("/", 1)[1]
+    PostgresStore(url, password=postgres.password).close()  # the schema, as its owner
+    role, password = f"reader_{secrets.token_hex(4)}", f"pw-{secrets.token_hex(8)}"
+    with postgres.connect() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+    with postgres.connect(database) as conn:
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+    reader = url.replace(f"//{postgres.user}@", f"//{role}@")
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", password)
+    config = postgres_config(tmp_path, fake, reader)
+    assert run(capsys, "--config", str(config), "status")[0] == 0  # reading is allowed
+    code, _, err = run(capsys, "--config", str(config), "reserve", "acme-billing")
+    assert code == 2
+    one_line_error(err)
+    assert f"the store at {reader} cannot be used: permission denied for table" in err
+    assert password not in err
+    store = PostgresStore(reader, password=password, create_schema=False)
+    try:
+        with pytest.raises(StoreUnusable, match="permission denied"):
+            store.raise_condition("k", "text")
+    finally:
+        store.close()

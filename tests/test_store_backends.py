@@ -155,3 +155,56 @@ def test_every_command_gives_its_database_connections_back(
         run(capsys, "--config", str(config), *command)
         assert all(pool.closed for pool in pools), command
     assert len(pools) >= 6  # every command but serve (whose service opens its own) used it
+
+
+def test_every_psycopg_error_is_one_of_the_stores_two_in_one_line_without_a_secret() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg import errors as pg
+    from psycopg_pool import PoolTimeout
+
+    from namekeeper.store.interface import StoreUnavailable, StoreUnusable
+    from namekeeper.store.postgres import store_error
+
+    where = "postgresql://nk@db.internal/nk"
+    later = [psycopg.OperationalError("server closed the connection unexpectedly\n\tThis ..."),
+             psycopg.InterfaceError("the connection is closed"), PoolTimeout("timed out"),
+             pg.ReadOnlySqlTransaction("cannot execute INSERT in a read-only transaction"),
+             pg.DeadlockDetected("deadlock detected"), pg.SerializationFailure("could not "
+             "serialize access due to concurrent update"), pg.AdminShutdown("terminating "
+             "connection due to administrator command"), pg.IdleInTransactionSessionTimeout(
+             "terminating connection due to idle-in-transaction timeout")]
+    for exc in later:
+        assert type(store_error(where, exc)) is StoreUnavailable, exc
+    never = [pg.InsufficientPrivilege("permission denied for table names"),
+             pg.UndefinedTable('relation "names" does not exist\nLINE 1: SELECT * FROM names'),
+             pg.UndefinedColumn("column names.note does not exist"),
+             psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")]
+    for exc in never:
+        assert type(store_error(where, exc)) is StoreUnusable, exc
+    assert str(store_error(where, never[1])) == (
+        f'the store at {where} cannot be used: relation "names" does not exist')
+    echoed = psycopg.ProgrammingError('invalid connection option "passwd=hunter2"\nmore')
+    assert str(store_error(where, echoed, [None, "hunter2"])) == (
+        f'the store at {where} cannot be used: invalid connection option "passwd=***"')
+
+
+@pytest.mark.slow
+def test_a_deadlock_lost_on_every_retry_is_the_store_unavailable(postgres: PostgresServer) -> None:
+    from psycopg import errors as pg
+
+    from namekeeper.store.interface import StoreUnavailable
+    from namekeeper.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres.new_database(), password=postgres.password)
+    tries = []
+
+    def work(tx: object) -> None:
+        tries.append(1)
+        raise pg.DeadlockDetected("deadlock detected")
+
+    try:
+        with pytest.raises(StoreUnavailable, match="is unavailable: deadlock detected"):
+            store._transaction(work)
+        assert len(tries) == 5
+    finally:
+        store.close()

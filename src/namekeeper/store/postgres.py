@@ -21,8 +21,9 @@ holds:
 
 Times are the callers' clock (epoch seconds, as in SQLite), so the hosts'
 clocks must agree to within seconds (NTP).  Transactions that lose a deadlock
-or a serialisation conflict are retried; any other database error propagates,
-so intake answers 503 rather than acknowledging an event it did not store.
+or a serialisation conflict are retried; any other database error is the
+store's (`store_error`), so intake answers 503 rather than acknowledging an
+event it did not store.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import logging
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -41,11 +42,14 @@ from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from ..config import redact
 from ..errors import StoreError
 from ..model import NameEvent
+from ..names import one_line
 from .interface import (
     SchemaVersion,
     StoreUnavailable,
+    StoreUnusable,
 )
 from .postgres_intake import WORK_CHANNEL, PostgresIntake
 from .schema import POSTGRESQL, tables, ultranormalized
@@ -61,6 +65,9 @@ logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 #: The version of the schema below; `migrate` refuses a database with a higher one.
 SCHEMA_VERSION = 2
 _RETRIED = (pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+#: Of class 25, what a later try can get past: a standby refusing writes (read-only since a
+#: failover), a transaction cut off by the idle-in-transaction or the transaction timeout.
+_TRANSIENT_STATES = frozenset({"25006", "25P03", "25P04"})
 # Any fixed key: held only while a process creates or upgrades the schema.
 _MIGRATION_LOCK = 7_142_031_001
 
@@ -90,6 +97,24 @@ MIGRATIONS = {1: tables(POSTGRESQL) + _POSTGRES_TABLES,
 
 class SchemaTooNew(StoreUnavailable):
     """The database was upgraded by a newer namekeeper; this one must not write to it."""
+
+
+def store_error(location: str, exc: psycopg.Error, secrets: Iterable[str | None] = ()
+                ) -> StoreError:
+    """psycopg's error as the interface's: unavailable (a later try may work) or unusable.
+
+    Unavailable: every `OperationalError` (the connection lost, refused or timed out, a
+    deadlock or serialisation race lost on every retry, a server shutting down or out of
+    resources), the client's `InterfaceError`, and `_TRANSIENT_STATES`.  Anything else (a
+    missing table or column, a permission the role lacks) stays until someone acts.
+    """
+    # Only the first line (libpq adds context and hints), and never a secret it may echo.
+    text = redact(str(exc), [s for s in secrets if s]).strip()
+    first = one_line((text.splitlines() or [""])[0], 200) or type(exc).__name__
+    if (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+            or exc.sqlstate in _TRANSIENT_STATES):
+        return StoreUnavailable(f"the store at {location} is unavailable: {first}")
+    return StoreUnusable(f"the store at {location} cannot be used: {first}")
 
 
 def redacted_url(url: str) -> str:
@@ -204,6 +229,7 @@ class PostgresStore(PostgresIntake, SqlStore):
         self.location = redacted_url(url)
         self._clock = clock
         self._conninfo_kwargs: dict[str, Any] = {"password": password} if password else {}
+        self._secrets = (password, urlsplit(url).password)
         # Autocommit: a read is one statement, not BEGIN, the statement and the pool's
         # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  A connection
         # broken by a database restart is replaced at checkout (`_connection`) instead of
@@ -228,11 +254,11 @@ class PostgresStore(PostgresIntake, SqlStore):
     # -- schema and transfer ---------------------------------------------------------------------
 
     def schema_version(self) -> SchemaVersion:
-        with self._unreachable_as_store_error(), self._connection() as conn:
+        with self._as_store_error(), self._connection() as conn:
             return SchemaVersion(schema_version(conn), SCHEMA_VERSION)
 
     def migrate(self) -> SchemaVersion:
-        with self._unreachable_as_store_error(), self._connection() as conn:
+        with self._as_store_error(), self._connection() as conn:
             try:
                 before, after = migrate(conn)
             except SchemaTooNew as exc:
@@ -249,7 +275,7 @@ class PostgresStore(PostgresIntake, SqlStore):
 
     def _transaction(self, work: Callable[[Sql], T], *, one_statement: bool = False) -> T:
         """Run ``work`` in one transaction, again when it lost a deadlock or serialisation race."""
-        with self._unreachable_as_store_error():
+        with self._as_store_error():
             for attempt in range(5):
                 try:
                     # The connections autocommit: a single statement is its own transaction.
@@ -265,8 +291,7 @@ class PostgresStore(PostgresIntake, SqlStore):
 
     @contextmanager
     def _read(self) -> Iterator[Cursor]:
-        with self._unreachable_as_store_error(), self._connection() as conn, \
-                conn.cursor() as cur:
+        with self._as_store_error(), self._connection() as conn, conn.cursor() as cur:
             yield Cursor(cur)
 
     @contextmanager
@@ -284,17 +309,12 @@ class PostgresStore(PostgresIntake, SqlStore):
             yield conn
 
     @contextmanager
-    def _unreachable_as_store_error(self) -> Iterator[None]:
-        """A lost or refused connection is `StoreUnavailable`: callers need not know psycopg."""
+    def _as_store_error(self) -> Iterator[None]:
+        """psycopg's errors as the store's (`store_error`): callers need not know psycopg."""
         try:
             yield
-        except (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout) as exc:
-            if isinstance(exc, _RETRIED):
-                raise
-            # Only the first line: libpq's messages name the host, never the password.
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise StoreUnavailable(f"the store at {self.location} is unavailable: "
-                                   f"{first[:200]}") from None
+        except psycopg.Error as exc:  # PoolTimeout too
+            raise store_error(self.location, exc, self._secrets) from None
 
     def close(self) -> None:
         self._pool.close()
@@ -303,7 +323,7 @@ class PostgresStore(PostgresIntake, SqlStore):
         try:
             self.probe_writable()
             return True
-        except (psycopg.Error, PoolTimeout, StoreUnavailable):
+        except StoreError:
             return False
 
     def watch_for_work(self, wake: Callable[[], None], stop: threading.Event
@@ -359,7 +379,7 @@ class PostgresStore(PostgresIntake, SqlStore):
             with self._read() as sql:
                 row = sql.execute("SELECT value FROM settings WHERE key='schema_version'"
                                   ).fetchone()
-        except (psycopg.Error, StoreUnavailable) as exc:
+        except StoreError as exc:
             return " ".join(str(exc).split())[:300]
         return None if row else "the store has no schema version"
 
