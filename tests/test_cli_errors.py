@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
 import subprocess
@@ -198,3 +199,24 @@ def test_a_role_without_a_permission_the_store_needs_is_one_line_exit_2(
             store.raise_condition("k", "text")
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(("wrong", "reason"), [
+    ("password", 'password authentication failed for user "namekeeper"'),
+    ("database", 'database "nosuchdb" does not exist'),
+])
+def test_a_wrong_store_password_or_database_is_libpqs_reason_in_one_line(
+        tmp_path: Path, postgres: PostgresServer, wrong: str, reason: str) -> None:
+    # The pool keeps libpq's reason to itself: all one saw was "cannot connect ... within 5 s".
+    password = "wrong-pw-never-shown" if wrong == "password" else postgres.password
+    url = postgres.url("nosuchdb" if wrong == "database" else "postgres")
+    config = tmp_path / "namekeeper.toml"
+    config.write_text(f'[store]\nurl = "{url}"\n')
+    # A real process: the pool's own warnings would reach the terminal, not pytest's log capture.
+    answer = subprocess.run([sys.executable, "-m", "namekeeper.cli", "--config", str(config),
+                             "status"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "NAMEKEEPER_STORE_PASSWORD": password})
+    assert answer.returncode == 2
+    one_line_error(answer.stderr)
+    assert answer.stderr == f"namekeeper: error: cannot connect to the store at {url}: {reason}\n"
+    assert password not in answer.stderr

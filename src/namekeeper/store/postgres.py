@@ -29,6 +29,7 @@ event it did not store.
 from __future__ import annotations
 
 import logging
+import re
 import select
 import threading
 import time
@@ -59,7 +60,7 @@ from .sql_store import SqlStore
 log = logging.getLogger(__name__)
 # The pool warns of every failed connection attempt in libpq's words, several lines each;
 # a lost database is reported by us instead, once, as `StoreUnavailable` (one CLI line,
-# one log line and /healthz red under `serve`).
+# one log line and /healthz red under `serve`), with libpq's reason when it gives one.
 logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 #: The version of the schema below; `migrate` refuses a database with a higher one.
@@ -108,13 +109,23 @@ def store_error(location: str, exc: psycopg.Error, secrets: Iterable[str | None]
     resources), the client's `InterfaceError`, and `_TRANSIENT_STATES`.  Anything else (a
     missing table or column, a permission the role lacks) stays until someone acts.
     """
-    # Only the first line (libpq adds context and hints), and never a secret it may echo.
-    text = redact(str(exc), [s for s in secrets if s]).strip()
-    first = one_line((text.splitlines() or [""])[0], 200) or type(exc).__name__
+    first = _first_line(exc, secrets)
     if (isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
             or exc.sqlstate in _TRANSIENT_STATES):
         return StoreUnavailable(f"the store at {location} is unavailable: {first}")
     return StoreUnusable(f"the store at {location} cannot be used: {first}")
+
+
+#: What libpq says before its reason, naming the host and port the message names already.
+_CONNECTING = re.compile(r"^(?:connection failed: )?connection to server (?:at|on) .*? failed: "
+                         r"(?:FATAL: )?")
+
+
+def _first_line(exc: psycopg.Error, secrets: Iterable[str | None]) -> str:
+    # Only the first line (libpq adds context and hints), and never a secret it may echo.
+    text = redact(str(exc), [s for s in secrets if s]).strip()
+    first = _CONNECTING.sub("", one_line((text.splitlines() or [""])[0]), count=1)
+    return one_line(first, 200) or type(exc).__name__
 
 
 def redacted_url(url: str) -> str:
@@ -244,12 +255,22 @@ class PostgresStore(PostgresIntake, SqlStore):
             self._pool.open(wait=True, timeout=timeout)
         except PoolTimeout:
             self._pool.close()
-            raise StoreUnavailable(f"cannot connect to the store at {self.location} "
-                                   f"within {timeout:.0f} s") from None
+            why = self._why_no_connection()
+            raise StoreUnavailable(f"cannot connect to the store at {self.location}"
+                                   + (f": {why}" if why else f" within {timeout:.0f} s")
+                                   ) from None
         # An empty database gets the schema on first use, as a new SQLite file does; an
         # existing one is only ever upgraded by `migrate` (`namekeeper store migrate`).
         if create_schema and self.schema_version().found == 0:
             self.migrate()
+
+    def _why_no_connection(self) -> str | None:
+        """libpq's reason (a wrong password, no such database) that the pool keeps to itself."""
+        try:
+            psycopg.connect(self.url, connect_timeout=2, **self._conninfo_kwargs).close()
+        except psycopg.Error as exc:
+            return _first_line(exc, self._secrets)
+        return None  # it connects now: the pool was only slow
 
     # -- schema and transfer ---------------------------------------------------------------------
 
