@@ -106,6 +106,7 @@ def test_defaults_point_at_the_public_index_from_twines_constants() -> None:
     ("[serve]\nport = true", "port must be a port number, got True"),
     ("[placeholder]\nversion = 'not a version'", "version"),
     ("[queue]\nnew-projects-per-hour = 0", "new-projects-per-hour"),
+    ("[queue]\nlease = '0.1s'", r"\[queue\] lease must be at least 1s, got 0.1s"),
     ("[[poll]]\nurl = 'http://127.0.0.1/simple/'\ninterval = 'soon'", "interval"),
     ("[serve]\nport = 'x'", "port"),
 ])

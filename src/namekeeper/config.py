@@ -230,6 +230,9 @@ class PollConfig:
     name: str | None = None
 
 
+MIN_LEASE = 1.0  # seconds; `[queue] lease` below it is refused
+
+
 @dataclass(frozen=True)
 class QueueConfig:
     new_projects_per_hour: int = 20
@@ -660,6 +663,10 @@ def _queue_config(q: _Table) -> QueueConfig:
     )
     if queue.new_projects_per_hour < 1 or queue.max_attempts < 1:
         problems.add("[queue] new-projects-per-hour and max-attempts must be at least 1")
+    if queue.lease < MIN_LEASE:
+        # Renewed every third of it: any shorter and a claim lapses between renewals, so
+        # every name is taken from its worker and tried again, over and over.
+        problems.add(f"[queue] lease must be at least {MIN_LEASE:.0f}s, got {queue.lease:g}s")
     return queue
 
 
