@@ -515,6 +515,31 @@ def test_index_credentials_come_from_the_environment(monkeypatch: pytest.MonkeyP
     assert "tok-secret" not in repr(bearer)
 
 
+def test_the_environments_credentials_are_never_sent_to_a_second_host(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cfg: Path,
+        private: FakePublicIndex) -> None:
+    other = FakePublicIndex().start()  # another host: 127.0.0.1 on another port
+    try:
+        other.serve_json = False
+        other.add_project("acme-other")
+        monkeypatch.setenv("NAMEKEEPER_INDEX_TOKEN", "tok-secret")
+        code = main(["--config", str(cfg), "audit", "--index", private.simple_url,
+                     "--index", other.simple_url])
+        _, err = capsys.readouterr()
+        assert code == 2 and err.count("\n") == 1 and "tok-secret" not in err
+        assert "NAMEKEEPER_INDEX_TOKEN would be sent to 2 hosts (127.0.0.1:" in err
+        assert not private.requests and not other.requests  # refused before any request
+        # One host, two of its indexes: that index's credentials, as documented.
+        code = main(["--config", str(cfg), "audit", "--index", other.simple_url,
+                     "--index", other.simple_url.replace("/simple/", "/other/simple/")])
+        capsys.readouterr()
+        assert code != 2
+        assert other.request_headers and all(
+            h.get("Authorization") == "Bearer tok-secret" for _, p, h in other.request_headers)
+    finally:
+        other.stop()
+
+
 def test_audit_of_a_real_devpi_index(capsys: pytest.CaptureFixture[str], cfg: Path,
                                      devpi: DevpiServer, tmp_path: Path) -> None:
     index = devpi.new_index("audit")

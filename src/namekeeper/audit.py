@@ -110,6 +110,7 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
     progress = progress or Progress()
     started = time.perf_counter()
     urls = [check_index_url(u) for u in indexes]
+    check_environment_credentials(urls, config)
     private = names_of_locks(locks, config) if locks else []
     result = AuditResult()
     with ExitStack() as resources:
@@ -156,6 +157,21 @@ def index_auth(url: str, config: Config) -> AuthBase | None:
     if username:
         return HTTPBasicAuth(username, os.environ.get(ENV_INDEX_PASSWORD, ""))
     return None
+
+
+def check_environment_credentials(urls: Sequence[str], config: Config) -> None:
+    """Refuse to send the environment's index credentials to more than one host: they are
+    one index's, and another host (a second --index) must not receive them."""
+    from urllib.parse import urlsplit
+
+    variable = next((v for v in (ENV_INDEX_TOKEN, ENV_INDEX_USERNAME) if os.environ.get(v)), None)
+    if variable is None:
+        return
+    polled = {public_url(p.url) for p in config.polls}  # these have credentials of their own
+    hosts = sorted({urlsplit(u).netloc.lower() for u in urls if public_url(u) not in polled})
+    if len(hosts) > 1:
+        raise AuditInputError(f"{variable} would be sent to {len(hosts)} hosts "
+                              f"({', '.join(hosts)}): audit one host at a time")
 
 
 def check_index_url(url: str) -> str:
