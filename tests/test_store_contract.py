@@ -346,6 +346,24 @@ def test_names_whose_last_outcome_failed_are_counted_until_one_succeeds(
     assert store.failed_names(sample=10) == (3, ["acme-b", "acme-c", "acme-d"])
 
 
+def test_outside_text_with_a_nul_byte_is_stored_not_refused(open_store: OpenStore) -> None:
+    # A public index's answer (an owner's name) and the errors quoting one are outside text:
+    # PostgreSQL refusing it was a DataError that stopped every worker on the store.
+    store = open_store()
+    assert store.accept(ev("acme-a", key="1"))
+    store.record_outcome(replace(outcome("acme-a", Verdict.TAKEN, Action.SKIPPED),
+                                 reason="Held by mallory\x00x.", message="Held by mallory\x00x."))
+    store.record_placeholder_owners("acme-a", ["mallory\x00x"])
+    item = store.claim("w")
+    assert item is not None
+    assert store.release("acme-a", item.claim, not_before=0,
+                         error="ValueError: an answer with \x00 in it") is Released.PENDING
+    record = store.get("acme-a")
+    assert record is not None and record.message is not None
+    assert record.message.startswith("Held by mallory") and record.message.endswith("x.")
+    assert len(store.placeholder_owners("acme-a")) == 1
+
+
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)

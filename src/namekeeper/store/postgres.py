@@ -41,6 +41,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg.rows import dict_row, tuple_row
+from psycopg.types.string import StrBinaryDumper, StrDumperUnknown
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import redact
@@ -168,6 +169,24 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
     return before, SCHEMA_VERSION
 
 
+class _TextDumper(StrDumperUnknown):
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
+class _TextBinaryDumper(StrBinaryDumper):
+    def dump(self, obj: str) -> Any:
+        return super().dump(obj.replace("\x00", "\ufffd"))
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # PostgreSQL's text cannot hold a NUL, which outside text (a public index's answer, an
+    # exception quoting it) may carry: refused, the write is a DataError, which stops every
+    # worker (StoreUnusable), of every replica that claims the name.  SQLite keeps it.
+    conn.adapters.register_dumper(str, _TextDumper)
+    conn.adapters.register_dumper(str, _TextBinaryDumper)
+
+
 class PooledConnection(psycopg.Connection[dict[str, Any]]):
     """A connection of the store's pool, which remembers when it was last given back."""
 
@@ -249,7 +268,7 @@ class PostgresStore(PostgresIntake, SqlStore):
             url, connection_class=PooledConnection,
             kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True},
             min_size=min_size, max_size=max_size, timeout=timeout, open=False,
-            reset=PooledConnection.given_back,
+            configure=_configure, reset=PooledConnection.given_back,
             name="namekeeper-store")
         try:
             self._pool.open(wait=True, timeout=timeout)
