@@ -757,6 +757,32 @@ def test_a_newer_alert_recorded_while_a_retry_is_sent_stays_pending(
     assert pending.next_at == pytest.approx(1040.0 + 30.0)
 
 
+def test_a_stale_retry_dropped_leaves_the_newer_alert_recorded_meanwhile(
+        open_store: OpenStore) -> None:
+    first = open_store()
+    Dispatcher([Recorder("chat", ok=False)], first.delivery_log(), clock=lambda: 1000.0
+               ).dispatch(simple(Verdict.TAKEN, Action.TAKEN, name="acme-a"))
+    other = open_store()
+    newer = simple(Verdict.FREE, Action.FAILED, Severity.HIGH, name="acme-a")
+    log = first.delivery_log()
+    current_state = log.current_state
+
+    def newer_alert_meanwhile(name: str) -> Any:
+        # Between this round's claim of the old retry and its look at the name, another
+        # replica records the name's new state and fails to send the alert about it.
+        other.record_outcome(newer)
+        Dispatcher([Recorder("chat", ok=False)], other.delivery_log(), clock=lambda: 1040.0
+                   ).dispatch(newer)
+        return current_state(name)
+
+    log.current_state = newer_alert_meanwhile  # type: ignore[method-assign]
+    target = Recorder("chat")
+    Dispatcher([target], log, clock=lambda: 1030.0).retry_due(1030.0)
+    assert target.names == []  # the old alert is stale: dropped, not sent
+    [pending] = first.delivery_log().pending_retries(1e12)
+    assert (pending.outcome.verdict, pending.attempts) == (Verdict.FREE, 1)
+
+
 # -- wake-ups ---------------------------------------------------------------------------------------
 
 

@@ -198,7 +198,7 @@ class Dispatcher:
         if condition is None or condition_fingerprint(key, condition.since) != retry.fingerprint:
             log.info("dropping the retry of the alert about the condition %s to %r: it is over",
                      key, retry.target)
-            self.log.clear_retry(retry.target, retry.name)
+            self.log.clear_retry(retry.target, retry.name, retry.fingerprint)
             return False
         tags = frozenset(json.loads(retry.payload)["tags"])
         message = render_condition(key, condition.text, tags, self.secrets)
@@ -217,7 +217,7 @@ class Dispatcher:
                     and not (tags and self._wants(notifier, tags))):
                 log.info("dropping the pending alert about %s to %r: its state changed",
                          name, notifier.name)
-                self.log.clear_retry(notifier.name, name)
+                self.log.clear_retry(notifier.name, name, pending.fingerprint)
 
     def _is_stale(self, outcome: Outcome) -> bool:
         """True when the store's current state of the name is not the one this alert is about."""
@@ -248,11 +248,13 @@ class Dispatcher:
             # taken a retry since (a round of slow targets outlasts the job's lease).
             if not self.log.claim_retry(retry, self.clock() + RETRY_CLAIM):
                 continue
+            # Dropped, it ends only its own alert: a newer one may have been recorded since
+            # the claim (by another replica, as the name changed), and stays pending.
             notifier = by_name.get(retry.target)
             if notifier is None:
                 log.warning("dropping retry for %s: notifier %r is no longer configured",
                             retry.name, retry.target)
-                self.log.clear_retry(retry.target, retry.name)
+                self.log.clear_retry(retry.target, retry.name, retry.fingerprint)
                 continue
             try:
                 if retry.name.startswith(CONDITION_PREFIX):
@@ -262,13 +264,13 @@ class Dispatcher:
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("dropping unreadable retry for %s to %r: %s",
                           retry.name, retry.target, exc)
-                self.log.clear_retry(retry.target, retry.name)
+                self.log.clear_retry(retry.target, retry.name, retry.fingerprint)
                 continue
             if self._is_stale(outcome):
                 log.info("dropping the retry of the %s alert about %s to %r: the name is %s now",
                          outcome.action.value, retry.name, retry.target,
                          "/".join(self.log.current_state(outcome.name) or ()))
-                self.log.clear_retry(retry.target, retry.name)
+                self.log.clear_retry(retry.target, retry.name, retry.fingerprint)
                 continue
             if self._attempt(notifier, self.render(outcome), outcome, retry.fingerprint,
                              retry.payload, retry.attempts + 1):
