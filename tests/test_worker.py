@@ -243,3 +243,38 @@ def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_e
     assert pool.run_once()
     [item] = pool.store.queue_items()
     assert item["state"] == "failed" and pool.store.failed_names() == (1, ["acme-a"])
+
+
+def test_a_last_attempt_whose_lease_was_lost_is_not_reported_failed(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from namekeeper.model import Action
+
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock, "[queue]\nmax-attempts = 1\n")
+    others: list[Any] = []
+
+    def slow_then_broken(*args: Any) -> Any:
+        # The step outlasted the lease (a database failover kept the heartbeat from renewing
+        # it) and another replica took the name meanwhile: the name is its to settle now.
+        clock.t += pool.queue.lease + 1
+        assert pool.store.reclaim_expired(now=clock.t) == ["acme-a"]
+        others.append(pool.store.claim("other-replica", now=clock.t))
+        raise RuntimeError("the reservation backend broke")
+
+    monkeypatch.setattr(pool.keeper.backend, "upload", slow_then_broken)
+    alerted: list[str] = []
+    notify = pool.keeper.notify
+
+    def recorded(outcome: Any) -> Any:
+        if outcome.action is Action.FAILED:
+            alerted.append(outcome.name)
+        return notify(outcome)
+
+    monkeypatch.setattr(pool.keeper, "notify", recorded)
+    pool.store.accept(NameEvent(name="acme-a", display_name="acme-a", source="t", index="x",
+                                key="a"))
+    assert pool.run_once()
+    assert others[0] is not None and others[0].attempts == 0  # its try is the last one too
+    assert alerted == [] and pool.store.failed_names() == (0, [])
+    [item] = pool.store.queue_items()
+    assert item["state"] == "claimed" and item["claimed_by"] == others[0].claim

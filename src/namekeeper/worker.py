@@ -272,10 +272,13 @@ class WorkerPool:
         attempt; ``report`` (record and alert the failure) runs before a last release."""
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
-        if report is not None and count_attempt and item.attempts + 1 >= self.queue.max_attempts:
+        if (report is not None and count_attempt and item.attempts + 1 >= self.queue.max_attempts
+                and self.store.renew(item.name, item.claim, self.queue.lease)):
             # Before the queue records the end, not after: a process killed in between
             # would leave a name FAILED in the queue that nobody was told about.  Killed
             # after the report, the lease lapses and the name is tried (and reported) again.
+            # Only while the claim holds (renewed for the report's time): a lost one's name
+            # is another claim's to try, and to report.
             report()
         state = self.store.release(item.name, item.claim, not_before=self.clock() + delay,
                                    error=error, max_attempts=self.queue.max_attempts,
