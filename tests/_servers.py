@@ -59,6 +59,42 @@ def url_of(server: ThreadingHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/"
 
 
+#: What a mistyped index URL answers: an SSO proxy's sign-in page (200, for any path). Five
+#: of its links' texts are valid project names (Home, Docs, Blog, Login, Privacy); only one
+#: of its seven links ends with its own text, as a project link does (``/privacy``).
+PORTAL_PAGE = b"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Sign in - Acme SSO</title>
+<link rel="stylesheet" href="/oauth2/static/css/main.css">
+<script src="/oauth2/static/js/main.js"></script></head>
+<body><header><a href="/">Home</a> <a href="https://wiki.example.com/display/IT/Artifacts">Docs</a>
+<a href="https://blog.example.com/">Blog</a></header>
+<main><h1>Sign in to continue</h1>
+<a class="button" href="/oauth2/start?rd=%2Fsimple%2F">Login</a>
+<a href="/oauth2/help#reset">Forgot your password?</a></main>
+<footer><a href="/privacy">Privacy</a> <a href="mailto:it@example.com">it@example.com</a></footer>
+</body></html>
+"""
+
+
+@contextmanager
+def serving_page(body: bytes, content_type: str = "text/html") -> Iterator[str]:
+    """``body`` answered (200) for every path on 127.0.0.1; yields the server's root URL."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving(Handler) as server:
+        yield url_of(server)
+
+
 # -- `namekeeper serve` as a process ---------------------------------------------------------
 
 HOOK_SECRET = "webhook-SECRET-value"

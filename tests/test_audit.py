@@ -19,6 +19,7 @@ import pytest
 from _cli import write_config
 from _devpi import DevpiServer, make_sdist
 from _fake_public import FakePublicIndex
+from _servers import PORTAL_PAGE, serving_page
 from namekeeper.audit import budget_estimate, index_auth, reservation_order
 from namekeeper.cli import main
 from namekeeper.model import Action, Outcome, Severity, Verdict, utcnow
@@ -479,6 +480,24 @@ def test_an_unreadable_index_is_exit_3_and_the_others_are_still_reported(
     assert code == 3
     assert isinstance(doc, dict) and len(doc["unreadable"]) == 1 and dead in doc["unreadable"][0]
     assert verdicts(doc) == EXPECTED
+
+
+@pytest.mark.parametrize("reserve", [False, True])
+def test_a_page_that_is_no_index_is_unreadable_and_nothing_of_it_is_recorded_or_queued(
+        capsys: pytest.CaptureFixture[str], cfg: Path, private: FakePublicIndex,
+        tmp_path: Path, reserve: bool) -> None:
+    with serving_page(PORTAL_PAGE) as portal:  # the URL mistyped: a sign-in page
+        code, out, _ = audit(capsys, cfg, "--index", portal, "--index", private.simple_url,
+                             *(["--reserve"] if reserve else []), fmt="table")
+    assert code == 3
+    notes = [line for line in str(out).splitlines() if portal in line]
+    assert notes == [f"could not read {portal} does not look like a simple index: its links "
+                     "do not lead to project pages (is it the index's /simple/ root?)"]
+    assert "acme-billing" in str(out)  # the good index is still reported
+    store = Store(tmp_path / "state.sqlite3")
+    assert [r.name for r in store.all_names()] == sorted(EXPECTED)  # no Home, Blog, Login...
+    queued = sorted(item["name"] for item in store.queue_items())
+    assert queued == (["acme-billing", "acme-free-0ne"] if reserve else [])
 
 
 def test_an_unreachable_public_index_is_exit_3_in_one_line(

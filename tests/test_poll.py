@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -18,10 +19,11 @@ from hypothesis import strategies as st
 
 from _devpi import DevpiServer, make_sdist
 from _doubles import MemorySink
-from _servers import serving, url_of
+from _servers import PORTAL_PAGE, serving, url_of
 from namekeeper import config as nk_config
 from namekeeper.config import PollConfig, Secret
 from namekeeper.model import NameEvent
+from namekeeper.names import canonical
 from namekeeper.plugins import get_plugin_manager
 from namekeeper.simple_html import anchors
 from namekeeper.sources import poll
@@ -100,7 +102,7 @@ def local_index() -> Iterator[LocalIndex]:
 
 
 def html_listing(*anchor_texts: str) -> bytes:
-    anchors = "\n".join(f'<a href="/simple/{i}/">{t}</a><br>' for i, t in enumerate(anchor_texts))
+    anchors = "\n".join(f'<a href="/simple/{quote(t, safe="")}/">{t}</a><br>' for t in anchor_texts)
     return f"<!DOCTYPE html><html><body>\n{anchors}\n</body></html>".encode()
 
 
@@ -206,6 +208,78 @@ def test_list_projects_reads_pep_691_json_and_refuses_malformed_or_oversized_lis
         with pytest.raises(PollError, match="over the 10 bytes limit"):
             list_projects(undeclared, session, max_bytes=10)
         assert list_projects(undeclared, session) == [("Acme_Utils", "acme-utils")]
+
+
+# Root pages as each index writes them (their links' layouts; the names are ours).
+REAL_ROOTS = {
+    "warehouse": '<!DOCTYPE html><html><head><meta name="pypi:repository-version" content="1.3">'
+                 '<title>Simple index</title></head><body>\n'
+                 '<a href="/simple/acme-tools/">Acme_Tools</a>\n'
+                 '<a href="/simple/zope-interface/">zope.interface</a>\n</body></html>',
+    "devpi": '<html><head><title>acme/prod: simple list</title></head><body>\n'
+             '<a href="/acme/prod/+simple/acme-tools/">acme-tools</a><br>\n'
+             '<a href="/acme/prod/+simple/zope-interface/">zope-interface</a><br>\n</body></html>',
+    "artifactory, nexus": '<html><head><title>Simple Index</title></head><body>\n'
+                          '<a href="acme-tools/" rel="internal">acme-tools</a><br/>\n'
+                          '<a href="zope-interface/" rel="internal">zope-interface</a><br/>\n'
+                          '</body></html>',
+    "gitlab": '<!DOCTYPE html><html><head><title>Links for acme</title></head><body>'
+              '<h1>Links for acme</h1>'
+              '<a href="https://gitlab.example.com/api/v4/projects/1/packages/pypi/simple/'
+              'acme-tools" data-requires-python="">acme-tools</a><br>'
+              '<a href="https://gitlab.example.com/api/v4/projects/1/packages/pypi/simple/'
+              'zope-interface" data-requires-python="">zope.interface</a><br></body></html>',
+    "pypiserver": '<html><head><title>Simple Index</title></head><body>\n'
+                  '<h1>Simple Index</h1>\n<a href="acme-tools/">acme-tools</a><br>\n'
+                  "<a href='zope.interface/'>zope.interface</a><br>\n</body></html>",
+    "percent-encoded, with a query": '<a href="/simple/Acme%5FTools/?format=html">Acme_Tools</a>'
+                                     '<a href="/simple/zope.interface#top">zope.interface</a>',
+    "behind the parser (a comment)": '<!-- generated --><a href="/simple/acme-tools/">acme-tools'
+                                     '</a><a href="/simple/zope-interface/">zope.interface</a>',
+}
+
+
+@pytest.mark.parametrize("layout", REAL_ROOTS)
+def test_every_index_layout_links_its_projects_and_is_read(layout: str) -> None:
+    names = poll.listing_names(REAL_ROOTS[layout].encode(), "text/html", "idx")
+    assert [canonical(n) for n in names] == ["acme-tools", "zope-interface"]
+
+
+def test_a_few_odd_links_among_project_links_are_read_and_no_links_is_an_empty_index() -> None:
+    odd = ['<a href="../">Parent Directory</a>', '<a href="/">Home</a>',
+           '<a href="/ui/login?next=%2F">Login</a>']
+    projects = [f'<a href="acme-{i}/">acme-{i}</a>' for i in range(3)]
+    assert poll.listing_names("".join(odd + projects).encode(), "text/html", "idx") == [
+        "Parent Directory", "Home", "Login", "acme-0", "acme-1", "acme-2"]  # half: accepted
+    assert poll.listing_names(b"<html><body></body></html>", "text/html", "idx") == []
+
+
+@pytest.mark.parametrize("page", [PORTAL_PAGE,  # a script: read by the HTML parser
+                                  PORTAL_PAGE.replace(b"<script", b"<noscript"),  # the fast path
+                                  b'<a href="../">../</a><a href="acme-tools/">acme-tools/</a>'
+                                  b'<a href="zope/">zope/</a>'],  # a repository's folders
+                         ids=["sign-in page", "sign-in page, no script", "folder listing"])
+def test_a_page_whose_links_lead_elsewhere_is_refused(page: bytes) -> None:
+    with pytest.raises(PollError) as refused:
+        poll.listing_names(page, "text/html; charset=utf-8", "http://127.0.0.1:1/")
+    assert str(refused.value) == (
+        "http://127.0.0.1:1/ does not look like a simple index: its links do not lead to "
+        "project pages (is it the index's /simple/ root?)")
+
+
+def test_a_poller_of_a_page_that_is_no_index_fails_and_emits_nothing(
+        local_index: LocalIndex) -> None:
+    url = local_index.serve("/", Page(body=PORTAL_PAGE))
+    poller = SimpleIndexPoller(PollConfig(url=url, interval=60), timeout=5)
+    sink = MemorySink()
+    with pytest.raises(PollError, match="does not look like a simple index"):
+        poller.poll_once(sink)
+    assert sink.names == set() and poller.seen == set()
+    assert (poller.polls_ok, poller.polls_failed) == (0, 1)
+    assert poller.last_error is not None and poller.last_error.startswith(
+        f"{url} does not look like a simple index: its links do not lead to project pages")
+    [problem] = poller.problems(time.time() + 61)
+    assert "does not look like a simple index" in problem and "\n" not in problem
 
 
 # --- auth -----------------------------------------------------------------------------------
@@ -370,14 +444,17 @@ def test_each_poll_entry_of_the_config_becomes_a_poller_source(
     assert pollers[0].name == "poll" and pollers[1].label == "artifactory"
 
 
-def _parsed_by_the_html_parser(page: str) -> list[str]:
-    return [anchor.text for anchor in anchors(page)]
+def _parsed_by_the_html_parser(page: str) -> list[tuple[str, str]]:
+    return [(anchor.href, anchor.text) for anchor in anchors(page)]
 
 
 _ANCHOR_TEXT = st.lists(st.sampled_from([*"aZ09._- \t\n&;#x<>\"'/=", "&amp;", "&lt;", "&#65;",
                                           "\u00e9"]), max_size=12).map("".join)
 _ATTRS = st.sampled_from(['', ' href="/simple/x/"', " href='/a>b/'", ' data-x="1" href=/y/',
-                          ' href="a"b"', ' href=/y/', ' href=x/', ' HREF = "z" '])
+                          ' href="a"b"', ' href=/y/', ' href=x/', ' HREF = "z" ',
+                          ' href="/simple/x/" data-requires-python=""', ' rel="internal" href="x/"',
+                          ' href="/a/" href=\'/b/\'', ' href="/a/" HREF=b', ' href', ' href=""',
+                          ' href="/s/a&amp;b/?x=1&#38;y"', ' data-href="q" href="&lt;"'])
 
 
 @settings(max_examples=1000, deadline=None)
@@ -388,4 +465,4 @@ def test_the_fast_listing_reader_gives_what_the_html_parser_gives(
         anchors: list[tuple[str, str]], head: str) -> None:
     page = f"<!DOCTYPE html><html><head>{head}</head><body>\n" + "".join(
         f"<a{attrs}>{text}</a><br/>\n" for attrs, text in anchors) + "</body></html>"
-    assert poll.listing_names(page.encode(), "text/html", "idx") == _parsed_by_the_html_parser(page)
+    assert poll.html_links(page) == _parsed_by_the_html_parser(page)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from _fake_public import FakePublicIndex, FaultPlan
+from _servers import PORTAL_PAGE
 from namekeeper.config import PublicConfig
 from namekeeper.http import new_session
 from namekeeper.public import listing as listing_module
@@ -120,6 +121,18 @@ def test_damaged_cache_is_downloaded_again(fake_public: FakePublicIndex, tmp_pat
     assert fake_public.listing_answers == [200, 200]
     last = [h for m, p, h in fake_public.request_headers if p == "/simple/"][-1]
     assert "If-None-Match" not in last  # no validators for a cache we cannot read
+
+
+def test_an_html_page_whose_links_lead_elsewhere_is_refused_not_read_as_all_free(
+        fake_public: FakePublicIndex, tmp_path: Path) -> None:
+    fake_public.serve_json = False
+    fake_public._listing_cache = (0, b"{}", PORTAL_PAGE, '"portal"')  # a portal's sign-in page
+    with pytest.raises(ListingUnavailable) as refused:
+        fetch_listing(config_for(fake_public), cache_dir=tmp_path)
+    assert str(refused.value) == (
+        f"the public index's listing {fake_public.url}simple/ does not look like a simple "
+        "index: its links do not lead to project pages (is it the index's /simple/ root?)")
+    assert cached_listing(config_for(fake_public), cache_dir=tmp_path) is None
 
 
 def test_html_only_index_gives_names(fake_public: FakePublicIndex, tmp_path: Path) -> None:

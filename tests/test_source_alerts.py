@@ -19,7 +19,7 @@ import pytest
 
 from _fake_public import FakePublicIndex
 from _notify_servers import HttpReceiver, serving_http
-from _servers import serving, url_of, wait_for
+from _servers import PORTAL_PAGE, serving, url_of, wait_for
 from namekeeper import config as cfg
 from namekeeper.server import Service
 from namekeeper.sources.interface import EventSink, EventSource
@@ -36,6 +36,7 @@ class PrivateIndex:
     url: str = ""
     status: int = 500
     polls: int = 0
+    page: bytes = b'<html><body><a href="acme-a/">acme-a</a></body></html>'  # when 200
 
 
 @pytest.fixture
@@ -45,8 +46,7 @@ def private_index() -> Iterator[PrivateIndex]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             index.polls += 1
-            body = (b'<html><body><a href="acme-a/">acme-a</a></body></html>'
-                    if index.status == 200 else b"upstream broken")
+            body = index.page if index.status == 200 else b"upstream broken"
             self.send_response(index.status)
             self.send_header("Content-Type", "text/html")
             self.send_header("Content-Length", str(len(body)))
@@ -134,6 +134,24 @@ def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_i
         wait_for(lambda: not any("acme-private" in r for r in reasons(service)), 5,
                  "/healthz to stop saying so")
         assert len(source_alerts(receiver)) == 1  # over: no second alert
+    finally:
+        stop(service)
+
+
+def test_a_private_index_url_answered_by_a_sign_in_page_is_alerted_and_nothing_is_recorded(
+        tmp_path: Path, fake_public: FakePublicIndex, private_index: PrivateIndex,
+        receiver: HttpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    private_index.status, private_index.page = 200, PORTAL_PAGE
+    service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
+    service.start()
+    try:
+        wait_for(lambda: source_alerts(receiver), 15, "an alert about the private index")
+        [alert] = source_alerts(receiver)
+        assert f"({private_index.url} does not look like a simple index: its links do not " \
+               "lead to project pages" in alert
+        assert any("does not look like a simple index" in r for r in reasons(service))
+        assert [c.key for c in service.store.conditions()] == [KEY]
+        assert service.store.all_names() == [] and service.store.queue_items() == []
     finally:
         stop(service)
 

@@ -71,6 +71,12 @@ def canonical(name: str) -> str:
     return canonicalize_name(validate_name(name))
 
 
+def same_name(a: str, b: str) -> bool:
+    """Whether ``a`` and ``b`` are one name in the PEP 503 canonical form, valid names or not
+    (a link's text and the last segment of its href)."""
+    return a == b or canonicalize_name(a) == canonicalize_name(b)
+
+
 def canonical_pattern(pattern: str) -> str:
     """A configured prefix or glob (``Acme_Fork_*``) in the form canonical names take
     (``acme-fork-*``), so that it matches every spelling of the names it means."""

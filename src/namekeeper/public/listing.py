@@ -43,7 +43,7 @@ import requests
 from ..config import PublicConfig
 from ..http import copy_capped, new_session, public_url
 from ..names import ultranormalize
-from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, listing_names
+from ..sources.poll import MAX_LISTING_BYTES, MAX_LISTING_SECONDS, PollError, listing_names
 from .interface import PublicIndexUnavailable
 from .listing_index import PackedLines
 from .simple import SIMPLE_JSON
@@ -352,8 +352,13 @@ def _parse(body: IO[bytes], content_type: str,
     media_type = content_type.split(";", 1)[0].strip().lower()
     data = body.read()
     if not media_type.endswith("json"):
-        # PEP 503 HTML: the poller's parser, one implementation of that format.
-        names = listing_names(data, content_type, url)
+        # PEP 503 HTML: the poller's parser, one implementation of that format, and its
+        # refusal of a page whose links lead elsewhere (a portal's): believed, every
+        # private name would be FREE.
+        try:
+            names = listing_names(data, content_type, f"the public index's listing {url}")
+        except PollError as exc:
+            raise ListingUnavailable(str(exc)) from None
         return [[n.encode("utf-8", "replace") for n in names], [b""] * len(names)], None
     pairs = _PROJECT.findall(data)
     last = data.rfind(b'"name"')

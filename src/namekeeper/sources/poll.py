@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
 
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
@@ -35,7 +36,7 @@ from ..errors import IndexUnreachable
 from ..hookspecs import hookimpl
 from ..http import copy_capped, new_session, public_url
 from ..model import NameEvent
-from ..names import InvalidName, canonical, shown
+from ..names import InvalidName, canonical, same_name, shown
 from ..simple_html import anchors
 from ..store.interface import MAX_CLOCK_OFFSET
 from .interface import CONDITION_PREFIX, EventSink, EventSource, SourceMetrics
@@ -109,7 +110,11 @@ def _charset(content_type: str) -> str:
 
 
 def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
-    """The project names a listing states, unvalidated, in the listing's order."""
+    """The project names a listing states, unvalidated, in the listing's order.
+
+    Raises `PollError` for a page that is no listing: JSON without a ``projects`` list, or
+    HTML whose links do not lead to project pages (`leads_to_projects`).
+    """
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type.endswith("json"):
         try:
@@ -121,35 +126,91 @@ def listing_names(body: bytes, content_type: str, where: str) -> list[str]:
             raise PollError(f"{where} sent JSON without a 'projects' list (not a PEP 691 index?)")
         return [p["name"] if isinstance(p, dict) and isinstance(p.get("name"), str) else ""
                 for p in projects]
-    text = body.decode(_charset(content_type), errors="replace")
-    simple = _simple_anchor_texts(text)
+    links = html_links(body.decode(_charset(content_type), errors="replace"))
+    if not leads_to_projects(links):
+        # A mistyped URL (a web UI's front page, a wiki, an SSO login answering 200) would
+        # otherwise make every navigation link a private name: alarmed, recorded, reserved.
+        raise PollError(f"{where} does not look like a simple index: its links do not lead "
+                        "to project pages (is it the index's /simple/ root?)")
+    return [text for _, text in links]
+
+
+def html_links(text: str) -> list[tuple[str, str]]:
+    """(href, text) of every anchor of an HTML page, in order (`simple_html.anchors`)."""
+    simple = _simple_anchors(text)
     if simple is not None:
         return simple
-    return [anchor.text for anchor in anchors(text)]
+    return [(anchor.href, anchor.text) for anchor in anchors(text)]
+
+
+def leads_to_projects(links: list[tuple[str, str]]) -> bool:
+    """Whether ``links`` (href, text) can be a simple index's root: at least half of them
+    lead to the page of the project they name.
+
+    PEP 503 has an anchor's text name its project and its href lead to that project's page;
+    every index (warehouse, devpi, Artifactory, Nexus, GitLab, pypiserver) ends that URL
+    with the name, spelt some way.  The few odd links a real index may add are tolerated
+    (and skipped later as invalid names); no anchors at all is an empty index.
+    """
+    needed, leading = (len(links) + 1) // 2, 0
+    for href, text in links:
+        if text and same_name(_last_segment(href), text):
+            leading += 1
+            if leading >= needed:  # 10,000 names: the first half tells
+                return True
+    return not links
+
+
+def _last_segment(href: str) -> str:
+    """The last segment of ``href``'s path, trailing slash stripped, percent-decoded ("" for
+    ``https://host/``, which has none)."""
+    if "?" in href or "#" in href:
+        href = href.partition("#")[0].partition("?")[0]
+    head, _, segment = href.rstrip("/").rpartition("/")
+    if head.endswith("/") and "/" not in head[:-1]:  # ``scheme://host``: a host, no path
+        return ""
+    return unquote(segment) if "%" in segment else segment
 
 
 # A listing page as every index writes it (``<a href="...">name</a>``, nothing inside the
 # anchor) is read with one regex pass; any other page goes through the HTML parser, which
-# is ten times slower on 10,000 names and gives the same names on such a page.
+# is ten times slower on 10,000 names and gives the same links on such a page.
 # Attributes must be well formed (name, optionally = a quoted or bare value, whitespace
 # between): anything odd (``href="a"b"``) is left to the parser, which has its own rules.
+# The pass takes a first attribute ``href="..."``, as indexes write it, on its own.
+_ATTRIBUTES = r"""(?:\s+[\w:.-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`/]+))?)*"""
 _PLAIN_ANCHOR = re.compile(
-    r"""<a((?:\s+[\w:.-]+(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s"'=<>`/]+))?)*)\s*>([^<]*)</a\s*>""",
-    re.I)
+    rf"""<a(?:\s+href\s*=\s*"([^"]*)")?({_ATTRIBUTES})\s*>([^<]*)</a\s*>""", re.I)
+_ATTRIBUTE = re.compile(r"""\s+([\w:.-]+)(?:\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s"'=<>`/]+)))?""")
 _ANY_ANCHOR = re.compile(r"<a[\s>/]", re.I)
 _RAW_TEXT = re.compile(r"<(?:script|style|xmp|plaintext|!--|!\[CDATA\[)", re.I)
 # Python versions differ on whether markup inside these is markup: plain text only.
 _TEXT_ONLY = re.compile(r"<(title|textarea)\b[^>]*>(.*?)</\1", re.I | re.S)
 
 
-def _simple_anchor_texts(text: str) -> list[str] | None:
-    """The anchors' texts when every anchor of ``text`` is plain, else None (use the parser)."""
+def _simple_anchors(text: str) -> list[tuple[str, str]] | None:
+    """The anchors' (href, text) when every anchor of ``text`` is plain, else None (use the
+    parser)."""
     if _RAW_TEXT.search(text) or any("<" in m[1] for m in _TEXT_ONLY.findall(text)):
         return None
-    texts = [t for _, t in _PLAIN_ANCHOR.findall(text)]
-    if len(texts) != len(_ANY_ANCHOR.findall(text)):
+    found = _PLAIN_ANCHOR.findall(text)
+    if len(found) != len(_ANY_ANCHOR.findall(text)):
         return None
-    return [(html.unescape(t) if "&" in t else t).strip() for t in texts]
+    links = []
+    for href, more, name in found:
+        if more and "href" in more.lower():
+            href = _last_href(more, href)
+        links.append((html.unescape(href) if "&" in href else href,
+                      (html.unescape(name) if "&" in name else name).strip()))
+    return links
+
+
+def _last_href(attributes: str, href: str) -> str:
+    """The value of the last href among ``attributes`` (the parser's choice), else ``href``."""
+    for name, double, single, bare in _ATTRIBUTE.findall(attributes):
+        if name.lower() == "href":
+            href = double or single or bare
+    return href
 
 
 def _download(url: str, session: requests.Session, *, timeout: float, auth: AuthBase | None,
