@@ -152,3 +152,23 @@ def test_a_garbage_2xx_is_not_believed_until_a_lookup_confirms_it(
     assert fake_public.project("acme-garbage") is None
     alerted = [json.dumps(m.text) for m in recorder.messages if "failed" in m.tags]
     assert alerted and "acme-garbage" in alerted[-1]
+
+
+def test_unprintable_owner_names_from_the_index_are_stored_shown_and_alerted_cleanly(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # A lone surrogate cannot be written as UTF-8 (SQLite refused the row), a NUL cannot be
+    # PostgreSQL text, an escape sequence would paint the terminal: none is a user's name.
+    rig = Rig.start(tmp_path, fake_public, monkeypatch, "max-attempts = 1")
+    fake_public.add_project("acme-hostile", owners=["mallory\ud800", "eve\x00x", "\x1b[31mred"],
+                            organization="org\udfff")
+    rig.store.accept(NameEvent(name="acme-hostile", display_name="acme-hostile", source="t",
+                               index="x", key="k"))
+    assert rig.pool.run_once()
+    record = rig.store.get("acme-hostile")
+    assert record is not None and record.verdict == "taken" and record.action == "taken"
+    assert record.owners == ("mallory", "evex", "[31mred")
+    [message] = rig.recorder.messages
+    assert "mallory" in message.text and "\x1b" not in message.text
+    main(["--config", str(rig.path), "--format", "json", "status"])
+    assert "mallory" in capsys.readouterr().out

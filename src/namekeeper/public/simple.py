@@ -25,7 +25,7 @@ from ..config import Config, PublicConfig
 from ..hookspecs import hookimpl
 from ..http import new_session, public_url
 from ..model import PublicProject
-from ..names import InvalidName, name_from_filename
+from ..names import InvalidName, name_from_filename, one_line
 from ..simple_html import anchors
 from .interface import PublicIndex, PublicIndexUnavailable
 
@@ -188,10 +188,10 @@ class SimplePublicIndex(PublicIndex):
         roles = ownership.get("roles")
         owners: list[str] = []
         for role in roles if isinstance(roles, list) else []:
-            user = role.get("user") if isinstance(role, dict) else None
-            if isinstance(user, str) and user.lower() not in owners:
-                owners.append(user.lower())
-        organization = ownership.get("organization")
+            user = _text(role.get("user") if isinstance(role, dict) else None).lower()
+            if user and user not in owners:
+                owners.append(user)
+        organization = _text(ownership.get("organization"))
         releases = data.get("releases")
         releases = releases if isinstance(releases, dict) else {}
         times = [
@@ -203,7 +203,7 @@ class SimplePublicIndex(PublicIndex):
             name=name,
             exists=True,
             owners=tuple(owners),
-            organization=organization if isinstance(organization, str) and organization else None,
+            organization=organization or None,
             versions=tuple(
                 str(v) for v, files in releases.items() if isinstance(files, list)
                 and any(isinstance(f, dict) and not f.get("yanked") for f in files)
@@ -212,6 +212,13 @@ class SimplePublicIndex(PublicIndex):
             ownership_known=ownership_known,
             url=url,
         )
+
+
+def _text(value: object) -> str:
+    """An owner's or an organisation's name as the index sent it, less what no name holds: a
+    lone surrogate (no UTF-8 spelling: the store refuses the row), a NUL (PostgreSQL's text
+    has none), an escape sequence (it would paint the terminal)."""
+    return one_line(value, 100) if isinstance(value, str) else ""
 
 
 @hookimpl(trylast=True)
