@@ -118,8 +118,8 @@ def test_a_private_index_that_stops_answering_is_alerted_once_and_cleared_when_i
     try:
         wait_for(lambda: source_alerts(receiver), 15, "an alert about the private index")
         [alert] = source_alerts(receiver)
-        assert "the private index acme-private has not answered" in alert and "500" in alert
-        assert any("acme-private has not answered" in r for r in reasons(service))
+        assert "the private index acme-private could not be read" in alert and "500" in alert
+        assert any("acme-private could not be read" in r for r in reasons(service))
         assert [c.key for c in service.store.conditions()] == [KEY]
         # The problem lasts, its words are brought up to date: still one alert.
         service.source_restate_every = 0.2
@@ -185,7 +185,7 @@ def test_a_replica_that_does_not_poll_is_red_too_and_a_restart_does_not_alert_ag
     try:
         wait_for(lambda: source_alerts(receiver), 15, "an alert about the private index")
         other.start()  # the poll's lease is held: this one never polls
-        wait_for(lambda: any("acme-private has not answered" in r for r in reasons(other)), 10,
+        wait_for(lambda: any("acme-private could not be read" in r for r in reasons(other)), 10,
                  "the replica that does not poll to be red")
         assert other.sources[0].problems(1e12) == []  # it knows only what the store says
         stop(polling)  # the holder goes; the problem stays until a round works
@@ -210,8 +210,8 @@ def test_a_condition_of_a_source_no_longer_configured_is_cleared_at_start(
     private_index.status = 200
     service = make_service(tmp_path, fake_public, private_index, receiver, monkeypatch)
     service.store.raise_condition("source:poll:retired-index", "the private index retired-index "
-                                  "has not answered for 900 s (HTTP 500)")
-    service.store.raise_condition(KEY, "the private index acme-private has not answered")
+                                  "could not be read for 900 s (HTTP 500)")
+    service.store.raise_condition(KEY, "the private index acme-private could not be read")
     service.start()
     try:
         assert "source:poll:retired-index" not in {c.key for c in service.store.conditions()}

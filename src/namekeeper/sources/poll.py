@@ -373,7 +373,7 @@ class SimpleIndexPoller(EventSource):
         return f"{CONDITION_PREFIX}poll:{self.label}"
 
     def problems(self, now: float) -> list[str]:
-        """The private index has not answered for longer than the poll interval.
+        """The private index could not be read for longer than the poll interval.
 
         Not once this process's turn lapsed (a backoff outlasts it): another replica may poll
         now, and its first good round clears the problem; the condition already raised keeps
@@ -384,7 +384,7 @@ class SimpleIndexPoller(EventSource):
         since = max(self.last_poll_at or 0.0, self._in_charge_since)
         if now - since <= self.config.interval:
             return []
-        return [f"the private index {self.label} has not answered for {now - since:.0f} s "
+        return [f"the private index {self.label} could not be read for {now - since:.0f} s "
                 f"({self.last_error})"]
 
     def _not_in_charge(self) -> None:
