@@ -183,8 +183,10 @@ def _configure(conn: psycopg.Connection[Any]) -> None:
     # PostgreSQL's text cannot hold a NUL, which outside text (a public index's answer, an
     # exception quoting it) may carry: refused, the write is a DataError, which stops every
     # worker (StoreUnusable), of every replica that claims the name.  SQLite keeps it.
-    conn.adapters.register_dumper(str, _TextDumper)
+    # The text dumper last: the one registered last is the default (psycopg's own default,
+    # an untyped literal that PostgreSQL types by its column).
     conn.adapters.register_dumper(str, _TextBinaryDumper)
+    conn.adapters.register_dumper(str, _TextDumper)
 
 
 class PooledConnection(psycopg.Connection[dict[str, Any]]):
