@@ -14,7 +14,7 @@ from _fake_public import FakePublicIndex
 from _servers import wait_for
 from namekeeper import config as cfg
 from namekeeper.app import build_keeper
-from namekeeper.model import NameEvent
+from namekeeper.model import Action, NameEvent
 from namekeeper.store.interface import BUDGET_WINDOW
 from namekeeper.store.sqlite import Store
 from namekeeper.worker import WorkerPool
@@ -192,25 +192,8 @@ def test_two_threads_of_one_process_never_both_upload_a_name(
     assert record is not None and record.reserved
 
 
-class Killed(BaseException):
-    """The process dies here (kill -9): nothing after this point runs."""
-
-
-@pytest.mark.parametrize("failure", ["an exception", "the index's answer"])
-def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_ends_it(
-        failure: str, tmp_path: Path, fake_public: FakePublicIndex,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    from _fake_public import FaultPlan
-    from namekeeper.model import Action
-
-    clock = Clock()
-    pool = make_pool(tmp_path, fake_public, monkeypatch, clock, "[queue]\nmax-attempts = 1\n")
-    if failure == "an exception":
-        def broken(*args: Any) -> Any:
-            raise RuntimeError("the reservation backend broke")
-        monkeypatch.setattr(pool.keeper.backend, "upload", broken)
-    else:
-        fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/legacy/",))
+def failed_alerts(pool: WorkerPool, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names whose FAILED outcome ``pool``'s keeper alerts from now on, in order."""
     alerted: list[str] = []
     notify = pool.keeper.notify
 
@@ -220,6 +203,28 @@ def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_e
         return notify(outcome)
 
     monkeypatch.setattr(pool.keeper, "notify", recorded)
+    return alerted
+
+
+class Killed(BaseException):
+    """The process dies here (kill -9): nothing after this point runs."""
+
+
+@pytest.mark.parametrize("failure", ["an exception", "the index's answer"])
+def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_ends_it(
+        failure: str, tmp_path: Path, fake_public: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from _fake_public import FaultPlan
+
+    clock = Clock()
+    pool = make_pool(tmp_path, fake_public, monkeypatch, clock, "[queue]\nmax-attempts = 1\n")
+    if failure == "an exception":
+        def broken(*args: Any) -> Any:
+            raise RuntimeError("the reservation backend broke")
+        monkeypatch.setattr(pool.keeper.backend, "upload", broken)
+    else:
+        fake_public.faults = FaultPlan(rate=1.0, kinds=("500",), paths=("/legacy/",))
+    alerted = failed_alerts(pool, monkeypatch)
     real_release = pool.store.release
 
     def dies_on_the_last_release(*args: Any, **kwargs: Any) -> Any:
@@ -247,8 +252,6 @@ def test_a_name_ending_failed_is_alerted_even_if_the_process_dies_as_the_queue_e
 
 def test_a_last_attempt_whose_lease_was_lost_is_not_reported_failed(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
-    from namekeeper.model import Action
-
     clock = Clock()
     pool = make_pool(tmp_path, fake_public, monkeypatch, clock, "[queue]\nmax-attempts = 1\n")
     others: list[Any] = []
@@ -262,15 +265,7 @@ def test_a_last_attempt_whose_lease_was_lost_is_not_reported_failed(
         raise RuntimeError("the reservation backend broke")
 
     monkeypatch.setattr(pool.keeper.backend, "upload", slow_then_broken)
-    alerted: list[str] = []
-    notify = pool.keeper.notify
-
-    def recorded(outcome: Any) -> Any:
-        if outcome.action is Action.FAILED:
-            alerted.append(outcome.name)
-        return notify(outcome)
-
-    monkeypatch.setattr(pool.keeper, "notify", recorded)
+    alerted = failed_alerts(pool, monkeypatch)
     pool.store.accept(NameEvent(name="acme-a", display_name="acme-a", source="t", index="x",
                                 key="a"))
     assert pool.run_once()
