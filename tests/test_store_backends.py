@@ -208,3 +208,23 @@ def test_a_deadlock_lost_on_every_retry_is_the_store_unavailable(postgres: Postg
         assert len(tries) == 5
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_no_statement_is_prepared_on_the_server_so_a_transaction_pooler_can_sit_between(
+        postgres: PostgresServer) -> None:
+    # PgBouncer in transaction mode hands each transaction to any server connection: a
+    # statement psycopg prepared on one (after 5 uses) is unknown to the next, and every
+    # error but a lost connection stops the workers.
+    from namekeeper.store.postgres import PostgresStore
+
+    store = PostgresStore(postgres.new_database(), password=postgres.password, max_size=1)
+    try:
+        for _ in range(20):
+            store.get("acme-a")
+            store.claim("holder")
+        with store._pool.connection() as conn:  # the one connection all of that went through
+            assert conn.execute("SELECT count(*) AS n FROM pg_prepared_statements"
+                                ).fetchone()["n"] == 0
+    finally:
+        store.close()

@@ -265,10 +265,14 @@ class PostgresStore(PostgresIntake, SqlStore):
         # Autocommit: a read is one statement, not BEGIN, the statement and the pool's
         # ROLLBACK; `_transaction` still opens its own (BEGIN ... COMMIT).  A connection
         # broken by a database restart is replaced at checkout (`_connection`) instead of
-        # failing the request that drew it.
+        # failing the request that drew it.  No statement is prepared on the server (psycopg
+        # does after 5 uses): behind a transaction-mode pooler (PgBouncer) the next
+        # transaction may run on a server connection that never saw it.  It costs nothing
+        # measurable here: the statements are short and simple to plan.
         self._pool: ConnectionPool[PooledConnection] = ConnectionPool(
             url, connection_class=PooledConnection,
-            kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True},
+            kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True,
+                    "prepare_threshold": None},
             min_size=min_size, max_size=max_size, timeout=timeout, open=False,
             configure=_configure, reset=PooledConnection.given_back,
             name="namekeeper-store")
