@@ -330,6 +330,38 @@ def test_auth_is_sent_and_a_refused_poll_fails_without_leaking_the_secret(
         assert secret not in text
 
 
+@pytest.mark.parametrize("kind", ["bearer", "basic", "url-userinfo"])
+def test_a_refusal_that_echoes_the_authorization_header_never_shows_the_secret(kind: str) -> None:
+    import base64
+
+    secret = "s3cr3t-Value-42"
+
+    class Echo(BaseHTTPRequestHandler):  # a proxy's debug answer: the request's header back
+        def do_GET(self) -> None:
+            self.send_response(401, f"Unauthorized: {self.headers.get('Authorization')}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    with serving(Echo) as server:
+        url = url_of(server) + "simple/"
+        if kind == "bearer":
+            config = PollConfig(url=url, token=Secret(secret))
+        elif kind == "basic":
+            config = PollConfig(url=url, username="bot", password=Secret(secret))
+        else:
+            config = PollConfig(url=url.replace("http://", f"http://bot:{secret}@"))
+        with pytest.raises(PollError, match="401") as failure:
+            list_projects(config.url, requests.Session(), auth=poll.auth_for(config))
+        with pytest.raises(PollError, match="401") as polled:
+            SimpleIndexPoller(config).poll_once(MemorySink())
+    header = base64.b64encode(f"bot:{secret}".encode()).decode()
+    for text in (str(failure.value), str(polled.value)):
+        assert secret not in text and header not in text and "***" in text
+
+
 # --- the loop -------------------------------------------------------------------------------
 
 

@@ -90,6 +90,18 @@ def auth_for(config: PollConfig) -> AuthBase | None:
     return None
 
 
+def _auth_secrets(url: str, auth: AuthBase | None) -> tuple[str, ...]:
+    """The secret text a request sends, for `redact`: a server may echo its headers."""
+    if isinstance(auth, BearerAuth):
+        return (auth._token,)
+    if isinstance(auth, HTTPBasicAuth) and isinstance(auth.password, str):
+        username, password = str(auth.username), auth.password
+    else:  # requests sends a URL's userinfo as basic auth
+        username, password = requests.utils.get_auth_from_url(url)
+    # The pair too: its base64 is the header's whole value.
+    return (password, f"{username}:{password}") if password else ()
+
+
 def _describe(exc: Exception, secrets: tuple[str, ...] = ()) -> str:
     """One line about a failure, its credentials redacted before it is cut short."""
     if isinstance(exc, PollError):
@@ -223,8 +235,11 @@ def _download(url: str, session: requests.Session, *, timeout: float, auth: Auth
         with session.get(url, headers={"Accept": accept}, auth=auth, stream=True,
                          timeout=(timeout, timeout)) as response:
             if response.status_code != 200:
+                # A proxy's or SSO page's reason phrase may echo the Authorization header;
+                # the audit and the pollers show this message as it is.
+                reason = redact(response.reason or "", _auth_secrets(url, auth))
                 raise PollError(f"GET {where} answered {response.status_code} "
-                                f"{shown(response.reason or '', 80)}")
+                                f"{shown(reason, 80)}")
             chunks: list[bytes] = []
             copy_capped(response, chunks.append, where=where, max_bytes=max_bytes,
                         max_seconds=max_seconds, started=started, error=PollError)
