@@ -491,7 +491,7 @@ def test_a_page_that_is_no_index_is_unreadable_and_nothing_of_it_is_recorded_or_
                              *(["--reserve"] if reserve else []), fmt="table")
     assert code == 3
     notes = [line for line in str(out).splitlines() if portal in line]
-    assert notes == [f"could not read {portal} does not look like a simple index: its links "
+    assert notes == [f"private index not read: {portal} does not look like a simple index: its links "
                      "do not lead to project pages (is it the index's /simple/ root?)"]
     assert "acme-billing" in str(out)  # the good index is still reported
     store = Store(tmp_path / "state.sqlite3")

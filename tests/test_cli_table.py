@@ -61,3 +61,16 @@ def test_outside_text_brings_no_escape_sequence_or_line_break_to_the_terminal() 
         out = render([hostile], COLUMNS, width=200, terminal=terminal, color=False)
         assert "\x1b" not in out and "\r" not in out
         assert len(out.strip().splitlines()) == (3 if terminal else 2)  # header (+rule), a row
+
+
+def test_an_audit_whose_only_index_is_unreadable_says_so_without_an_empty_table() -> None:
+    import io
+
+    from namekeeper.audit import AuditResult
+    from namekeeper.audit_report import render
+
+    result = AuditResult(unreadable=["GET http://127.0.0.1:1/simple/ failed: ConnectionError"])
+    out, _ = render(result, "table", stream=io.StringIO())
+    assert out.splitlines() == [
+        "0 FREE — at risk, 0 OURS, 0 TAKEN — of which 0 critical, 0 PROTECTED, 0 EXCLUDED",
+        "private index not read: GET http://127.0.0.1:1/simple/ failed: ConnectionError"]

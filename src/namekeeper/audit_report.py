@@ -86,7 +86,7 @@ def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
     rows = ordered(result.rows if listed is None else listed)
     counts = summary(result.rows)
     line = summary_line(counts)
-    notes = [f"could not read {u}" for u in result.unreadable]
+    notes = [f"private index not read: {u}" for u in result.unreadable]
     if estimate:
         notes.append(f"queued for reservation: {estimate}")
     if fmt == "json":
@@ -143,6 +143,8 @@ def _table(rows: list[dict[str, Any]], stream: IO[str]) -> str:
     from .cli_table import Columns
     from .cli_table import render as render_table
 
+    if not rows:  # a header over nothing reads as a report; the summary says "0" alone
+        return ""
     terminal = stream.isatty()
     return render_table(rows, Columns(key=("name", "verdict", "severity"),
                                       optional=("owners", "index"), text="reason"),
