@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from namekeeper.cli_table import Columns, render
 
 ROWS = [
@@ -74,3 +76,30 @@ def test_an_audit_whose_only_index_is_unreadable_says_so_without_an_empty_table(
     assert out.splitlines() == [
         "0 FREE — at risk, 0 OURS, 0 TAKEN — of which 0 critical, 0 PROTECTED, 0 EXCLUDED",
         "private index not read: GET http://127.0.0.1:1/simple/ failed: ConnectionError"]
+
+
+def test_a_warning_during_the_audit_progress_bar_is_printed_above_it_not_through_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import logging
+    import sys
+
+    from namekeeper import cli
+    from namekeeper.audit_report import terminal_progress
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setenv("COLUMNS", "200")
+    cli._configure_logging(0)
+    with terminal_progress() as progress:
+        progress.stage("listing http://127.0.0.1:1/simple/")
+        logging.getLogger("namekeeper.sources.poll").warning("lists 3 invalid project name(s)")
+    drawn = terminal.getvalue()
+    assert "━" in drawn  # the bar was drawn before the warning
+    # What the terminal shows of the warning's line: what follows the line's last \r.
+    lines = [line.rsplit("\r", 1)[-1] for line in drawn.split("\n") if "invalid project" in line]
+    assert len(lines) == 1 and "━" not in lines[0], drawn

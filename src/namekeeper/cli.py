@@ -465,9 +465,23 @@ def _watch(args: argparse.Namespace, config: Config) -> int:
         return EXIT_ATTENTION if new else EXIT_OK
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record arrives: while the audit's progress
+    bar is drawn, that is rich's proxy, which prints the line above the bar instead of
+    through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("namekeeper")
     root.handlers[:] = [handler]
