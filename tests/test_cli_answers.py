@@ -160,7 +160,8 @@ def test_notify_alone_shows_its_help(capsys: pytest.CaptureFixture[str], cfg: Pa
     assert code == 0 and "--test" in out and "usage:" in out and err == ""
 
 
-@pytest.mark.parametrize("command", ["check", "reserve", "status", "forget", "notify", "serve"])
+@pytest.mark.parametrize("command", ["check", "reserve", "status", "forget", "notify", "serve",
+                                     "plugins"])
 def test_every_subcommand_has_a_description_an_example_and_its_exit_codes(
         capsys: pytest.CaptureFixture[str], command: str) -> None:
     from namekeeper.cli import main
@@ -172,6 +173,8 @@ def test_every_subcommand_has_a_description_an_example_and_its_exit_codes(
     assert "examples:" in out and f"namekeeper {command}" in out.split("examples:")[1]
     assert "exit codes:" in out and "  2  " in out
     assert len(out.split("usage:")[1].split("\n\n")[1]) > 40  # a description paragraph
+    # Only the commands that ask an index exit 3, and only they may say so.
+    assert ("  3  " in out) == (command in ("check", "reserve")), out
 
 
 def test_json_rows_are_valid_json_with_quiet_and_all_safe(

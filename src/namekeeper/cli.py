@@ -123,8 +123,7 @@ def make_parser() -> argparse.ArgumentParser:
                    help="never report public names matching this glob again (kept in the store)")
     _common(p, top=False, formats=WATCH_FORMATS)
 
-    p = sub.add_parser("plugins", help="list every loaded plugin (built-in or installed) and "
-                                       "every broken one; exit 1 when one is broken")
+    p = add_command(sub, "plugins")
     _common(p, top=False)
     cli_store.add_parser(sub, _common)
     return parser

@@ -44,7 +44,11 @@ COMMANDS = {
         "what the store knows about every name",
         "List every name in the store with its last verdict, action, queue state and error; "
         "service-wide conditions (budget paused, index unreachable) follow on stderr.",
-        ("namekeeper status", "namekeeper status --format json")),
+        ("namekeeper status", "namekeeper status --format json"),
+        "exit codes:\n  0  every name is safe (ours, protected, excluded) and no\n"
+        "     service-wide condition holds\n"
+        "  1  a name needs attention (free, taken, failed) or a condition holds\n"
+        "  2  usage, configuration or store error"),
     "forget": Help(
         "remove names from the store",
         "Remove every trace of the names from the store (verdicts, history, queue, alerts "
@@ -66,6 +70,16 @@ COMMANDS = {
         ("namekeeper serve", "namekeeper serve --host 0.0.0.0 --port 8480"),
         "exit codes:\n  0  stopped cleanly\n  2  usage or configuration error (e.g. the port "
         "is in use)"),
+    "plugins": Help(
+        "list every loaded plugin (built-in or installed) and every broken one; exit 1 when "
+        "one is broken",
+        "List every plugin of the 'namekeeper' entry-point group, built-in or installed: its "
+        "name, distribution, version and hooks, and every plugin that failed to load with its "
+        "error (it is skipped, the others keep working). NAMEKEEPER_DISABLE_PLUGINS=1 loads "
+        "the built-ins only.",
+        ("namekeeper plugins", "namekeeper plugins --format json"),
+        "exit codes:\n  0  every plugin loaded\n  1  at least one plugin is broken\n"
+        "  2  usage or configuration error"),
 }
 
 
