@@ -152,3 +152,19 @@ def test_title_severity_and_advice_agree_for_every_severity():
             assert message.title.startswith(f"namekeeper [{severity.value.upper()}]")
         else:
             assert "[" not in message.title.split(":")[0]
+
+
+def test_a_condition_alert_is_titled_in_words_not_by_its_internal_key():
+    from namekeeper.notify.render import render_condition
+
+    text = ("the private index https://nexus.example.com/simple/ could not be read for 10 s "
+            "(GET https://nexus.example.com/simple/ answered 401 'Unauthorized')")
+    message = render_condition("source:poll:https://nexus.example.com/simple/", text,
+                               frozenset({"failed"}))
+    assert message.title.startswith("namekeeper needs attention: the private index "
+                                    "https://nexus.example.com/simple/ could not be read")
+    assert "source:poll" not in message.title + message.text
+    assert "not seen, so not protected" in message.text  # not "kept in the queue"
+    paused = render_condition("budget-paused", "the public index paused new projects for 1 h",
+                              frozenset({"paused"}))
+    assert "budget-paused" not in paused.title and "kept in the queue" in paused.text

@@ -18,6 +18,8 @@ from urllib.parse import quote, urlsplit
 
 from ..config import redact
 from ..model import Action, Outcome, Severity, Verdict
+from ..names import one_line
+from ..sources.interface import CONDITION_PREFIX as SOURCE_CONDITION_PREFIX
 from .interface import (
     TAG_CRITICAL,
     TAG_FAILED,
@@ -292,10 +294,14 @@ def render_condition(key: str, text: str, tags: frozenset[str],
                      secrets: Iterable[str] = ()) -> Message:
     """A service-wide condition (budget paused, public index unreachable...) as one alert."""
     clean = " ".join(redact_text(text, secrets).split())
-    headline = f"namekeeper needs attention: {key}"
-    lines = [("Condition", clean),
-             ("What happens now", "Names are kept in the queue and handled when this is over; "
-                                  "/healthz reports it until then.")]
+    # The key is an internal slug ("source:poll:<url>"); the title is the first thing read.
+    headline = one_line(f"namekeeper needs attention: {clean}", 160)
+    if key.startswith(SOURCE_CONDITION_PREFIX):
+        now = ("Names published there are not seen, so not protected, until it works again; "
+               "/healthz reports it until then.")
+    else:
+        now = "Names are kept in the queue and handled when this is over; /healthz reports it until then."
+    lines = [("Condition", clean), ("What happens now", now)]
     return Message(title=headline, text=_as_text(headline, lines, None),
                    markdown=_as_markdown(headline, lines, None),
                    html=_as_html(headline, lines, None), tags=tags)
