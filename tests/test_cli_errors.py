@@ -220,3 +220,19 @@ def test_a_wrong_store_password_or_database_is_libpqs_reason_in_one_line(
     one_line_error(answer.stderr)
     assert answer.stderr == f"namekeeper: error: cannot connect to the store at {url}: {reason}\n"
     assert password not in answer.stderr
+
+
+def test_a_store_copy_option_with_a_password_names_the_option_not_the_config_file(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from namekeeper.store.sqlite import Store
+
+    Store(tmp_path / "a.sqlite3").close()
+    for option, args in (("--from", ["--from", "postgresql://bot:hunter2@db.example.com/nk",
+                                      "--to", str(tmp_path / "b.sqlite3")]),
+                         ("--to", ["--from", str(tmp_path / "a.sqlite3"),
+                                   "--to", "postgresql://bot:hunter2@db.example.com/nk"])):
+        code, _, err = run(capsys, "store", "copy", *args)
+        one_line_error(err)
+        assert code == 2 and err.startswith(f"namekeeper: error: {option}: the store URL must "
+                                            "not contain a password: set NAMEKEEPER_STORE_PASSWORD")
+        assert "hunter2" not in err and "[store]" not in err

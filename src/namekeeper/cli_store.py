@@ -48,7 +48,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
                 if version.found != version.known else
                 f"store at {store.location}: schema version {version.known}, nothing to do")
         return 0
-    source_config = store_config_for(args.source)
+    source_config = store_config_for(args.source, "--from")
     if source_config.url is None and not source_config.path.exists():
         # Opening it would create an empty store, and copying that would look like success.
         raise StoreError(f"--from {args.source}: no such store (no file at {source_config.path})")
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         problem = source.schema_version().problem()
         if problem:
             raise StoreError(f"the store at {source.location}: {problem}")
-        target = open_store(replace(config, store=store_config_for(args.target)), any_schema=True)
+        target = open_store(replace(config, store=store_config_for(args.target, "--to")), any_schema=True)
         try:
             if target.schema_version().found == 0:
                 target.migrate()  # a brand-new database

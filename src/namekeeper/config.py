@@ -484,11 +484,14 @@ def load(path: str | os.PathLike[str] | None = None, *, required: bool = False) 
     return from_dict(read_toml(file, "config file", ConfigError), file)
 
 
-def store_config_for(location: str) -> StoreConfig:
-    """The `StoreConfig` for a store named on the command line (as ``[store] url`` takes it)."""
+def store_config_for(location: str, option: str) -> StoreConfig:
+    """The `StoreConfig` for a store named on the command line by ``option`` (``--to``), as
+    ``[store] url`` takes it."""
     problems = _Problems()
     store = _store_config(_Table({"url": location}, "store", {"url"}, problems), None, problems)
-    problems.raise_if_any(None)
+    if problems.messages:  # the user typed an option, not the config file's [store] url
+        raise ConfigError(f"{option}: " + "; ".join(
+            m.replace("[store] url", "the store URL", 1) for m in problems.messages))
     return store
 
 
