@@ -191,6 +191,18 @@ def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
     assert code == 1
 
 
+def test_status_says_why_a_reservation_of_the_command_line_failed(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-not-the-token")
+    code, by_name = reserve_then_status(capsys, cfg, "acme-billing")
+    row = by_name["acme-billing"]
+    assert code == 1 and row["action"] == "failed" and row["queue"] is None
+    assert "refused our credentials" in (row["last_error"] or "")
+    _, out, _ = run(capsys, "--config", str(cfg), "status")  # the table shows it too
+    assert "refused our credentials" in str(out)
+
+
 def test_status_table_shows_the_queue_state_in_words(capsys: pytest.CaptureFixture[str],
                                                       tmp_path: Path, cfg: Path) -> None:
     from namekeeper.model import NameEvent

@@ -32,6 +32,7 @@ EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 AUDIT_FORMATS = ("table", "json", "csv", "markdown")
 WATCH_FORMATS = ("table", "json", "csv")
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
+_FAILED_STATUS_ACTIONS = {Action.FAILED.value, Action.RATE_LIMITED.value}
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool,
@@ -275,7 +276,10 @@ def _status(args: argparse.Namespace, config: Config) -> int:
                 "first_seen_private": rec.first_seen_private.isoformat()
                 if rec.first_seen_private else None,
                 "first_source": rec.first_source, "queue": q.get("state"),
-                "attempts": q.get("attempts", rec.attempts), "last_error": q.get("last_error"),
+                "attempts": q.get("attempts", rec.attempts),
+                # A `reserve` run's failure is never queued: its outcome's message is the error.
+                "last_error": q.get("last_error") or (
+                    rec.message if rec.action in _FAILED_STATUS_ACTIONS else None),
                 "message": rec.message,
             })
             if rec.verdict in (Verdict.TAKEN.value, Verdict.FREE.value) or q.get("state") == "failed":
