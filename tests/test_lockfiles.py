@@ -177,3 +177,16 @@ def test_a_name_known_only_by_its_files_is_asked_once_per_lock(tmp_path: Path) -
                     f'source = {{ registry = "{PRIVATE}" }}\n')
     [package] = private_packages([pip_lock("a.toml", "aa"), uv_lock], PUBLIC)
     assert (package.index, package.digests) == (PRIVATE, frozenset())
+
+
+@pytest.mark.parametrize("control", ["\x1b[2J", "\n", "\x00", "\u2028"])
+def test_an_index_url_with_a_control_character_is_refused_not_reported(
+        tmp_path: Path, control: str) -> None:
+    import json
+
+    url = json.dumps(f"https://devpi.example.com/simple/{control}x")  # TOML reads its \uXXXX
+    lock = write(tmp_path, "uv.lock", 'version = 1\n[[package]]\nname = "acme-a"\n'
+                 f'source = {{ registry = {url} }}\n')
+    with pytest.raises(LockFileError, match="has an index that is not a URL") as refused:
+        private_packages([lock], PUBLIC)
+    assert control not in str(refused.value)

@@ -107,7 +107,9 @@ def new_session(*, purpose: str | None = None, retries: int | None = None,
 def web_url(value: object, schemes: tuple[str, ...] = ("http", "https")) -> bool:
     """Whether ``value`` is a URL of one of ``schemes`` with a host (``file`` needs none)
     that `urlsplit` can take apart (not an unclosed IPv6 bracket, not a malformed port)."""
-    if not isinstance(value, str):
+    # No URL holds a control character; one from a lock file would reach terminals and
+    # reports (an escape sequence) as the index's name.
+    if not isinstance(value, str) or not value.isprintable():
         return False
     try:
         parts = urlsplit(value)
