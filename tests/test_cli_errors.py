@@ -236,3 +236,35 @@ def test_a_store_copy_option_with_a_password_names_the_option_not_the_config_fil
         assert code == 2 and err.startswith(f"namekeeper: error: {option}: the store URL must "
                                             "not contain a password: set NAMEKEEPER_STORE_PASSWORD")
         assert "hunter2" not in err and "[store]" not in err
+
+
+def test_ctrl_c_during_the_public_listing_download_ends_the_audit_at_once(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+    import threading
+    import time
+
+    from namekeeper.public import listing
+
+    released = threading.Event()
+
+    def slow_download(*args: object, **kwargs: object) -> None:
+        released.wait(30)  # a 40 MB listing on a slow link
+
+    monkeypatch.setattr(listing, "fetch_listing", slow_download)
+    lock = tmp_path / "uv.lock"
+    lock.write_text('version = 1\n[[package]]\nname = "acme-a"\n'
+                    'source = { registry = "https://devpi.example.com/simple/" }\n')
+    cfg = write_config(tmp_path, '[public]\nsimple-url = "http://127.0.0.1:9/simple/"\n')
+    main_thread = threading.main_thread().ident
+    assert main_thread is not None
+    timer = threading.Timer(0.5, signal.pthread_kill, (main_thread, signal.SIGINT))  # Ctrl-C
+    timer.start()
+    started = time.monotonic()
+    try:
+        code = run(capsys, "--config", str(cfg), "audit", "--lock", str(lock))[0]
+    finally:
+        released.set()
+        timer.cancel()
+    assert code == 130 and time.monotonic() - started < 10

@@ -15,15 +15,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import requests
 from requests.auth import AuthBase, HTTPBasicAuth
@@ -41,6 +44,7 @@ from .sources.poll import BearerAuth, PollError, auth_for, list_projects
 from .store.interface import StoreBackend
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ENV_INDEX_TOKEN = "NAMEKEEPER_INDEX_TOKEN"  # noqa: S105 - a variable name, not a secret
 ENV_INDEX_USERNAME = "NAMEKEEPER_INDEX_USERNAME"
@@ -115,19 +119,18 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
     result = AuditResult()
     with ExitStack() as resources:
         # The public listing downloads while the private indexes are read and the plugins load.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="namekeeper-listing") as pool:
-            listing = pool.submit(fetch_listing, config.public, cache_dir=cache_dir)
-            for url in urls:
-                progress.stage(f"listing {public_url(url)}")
-                try:
-                    private += names_of_index(url, config)
-                except PollError as exc:
-                    result.unreadable.append(str(exc))
-            log.info("%d private names read in %.2f s", len(private), time.perf_counter() - started)
-            keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
-            resources.enter_context(store)
-            progress.stage("public index: full listing")
-            result.listing = listing.result()
+        listing = in_background(fetch_listing, config.public, cache_dir=cache_dir)
+        for url in urls:
+            progress.stage(f"listing {public_url(url)}")
+            try:
+                private += names_of_index(url, config)
+            except PollError as exc:
+                result.unreadable.append(str(exc))
+        log.info("%d private names read in %.2f s", len(private), time.perf_counter() - started)
+        keeper, store = build_keeper(config, with_notifiers=False, with_listing=False)
+        resources.enter_context(store)
+        progress.stage("public index: full listing")
+        result.listing = listing.result()
         info = result.listing.info
         log.info("public listing of %d projects %s in %.2f s", info.count,
                  "downloaded" if info.downloaded else "revalidated", time.perf_counter() - started)
@@ -141,6 +144,34 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
             result.queued = queue_free(store, result.rows)
         log.info("audit of %d names done in %.2f s", len(result.rows), time.perf_counter() - started)
         return result
+
+
+def in_background(function: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    """``function`` run in a daemon thread: Ctrl-C ends the audit at once, not after a
+    download of the whole public listing (an executor's worker is joined at exit)."""
+    future: Future[T] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="namekeeper-listing", daemon=True).start()
+    return future
+
+
+@contextlib.contextmanager
+def _lookups(workers: int) -> Iterator[ThreadPoolExecutor]:
+    """A pool of public-index lookups that Ctrl-C (any exception) abandons: the names not
+    yet asked are never asked, rather than thousands waited for."""
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="namekeeper-audit")
+    try:
+        yield pool
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # -- collecting private names ------------------------------------------------------------------
@@ -213,8 +244,7 @@ def without_public_files(private: Sequence[PrivateName], public: PublicIndex, *,
     project it does not have, came from somewhere else.  Raises `PublicIndexUnavailable`.
     """
     asked = list(dict.fromkeys(p.name for p in private if p.digests))
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(asked))),
-                            thread_name_prefix="namekeeper-audit") as pool:
+    with _lookups(max(1, min(workers, len(asked)))) as pool:
         served = dict(zip(asked, pool.map(public.file_digests, asked), strict=True))
     return [p for p in private if not (p.digests and p.digests & (served[p.name] or set()))]
 
@@ -240,8 +270,7 @@ def classify_all(keeper: Keeper, store: StoreBackend, private: Sequence[PrivateN
         except PublicIndexUnavailable as exc:
             return name, None, str(exc)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(to_ask) or 1)),
-                            thread_name_prefix="namekeeper-audit") as pool:
+    with _lookups(max(1, min(workers, len(to_ask) or 1))) as pool:
         answers = pool.map(ask, to_ask)
         now = utcnow()
         events = [NameEvent(name=p.name, display_name=p.display_name, source=p.source,
