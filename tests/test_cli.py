@@ -191,6 +191,18 @@ def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],
     assert code == 1
 
 
+def test_a_taken_verdict_without_an_owner_configured_says_it_may_be_ours(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, tmp_path: Path) -> None:
+    fake.add_project("acme-billing", owners=["acme-security"])
+    unowned = write_config(tmp_path, fake.config_toml(), ours="")
+    code, _, err = run(capsys, "--config", str(unowned), "check", "acme-billing")
+    assert code == 1 and "may be one of your own projects: set [public] owners" in err
+    assert err.count("\n") == 1
+    owned = write_config(tmp_path, fake.config_toml())
+    code, _, err = run(capsys, "--config", str(owned), "check", "acme-billing")
+    assert code == 0 and err == ""
+
+
 def test_status_says_why_a_reservation_of_the_command_line_failed(
         capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:

@@ -257,6 +257,8 @@ def _run_names(args: argparse.Namespace, config: Config) -> int:
             print(json.dumps(rows, indent=2))
         elif rows:
             _print_table(rows, _RESERVE_COLUMNS if reserving else _CHECK_COLUMNS)
+        if not reserving:  # a reserve run has said so already (or stopped)
+            _note_missing_owner(config, taken=any(o.verdict is Verdict.TAKEN for o in outcomes))
         return _exit_code(outcomes, unreachable)
 
 
@@ -418,11 +420,25 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
         out, err = render(result, args.format, estimate=estimate, listed=listed)
         sys.stdout.write(out)
         sys.stderr.write(err)
+    _note_missing_owner(config, taken=any(
+        r.outcome.verdict is Verdict.TAKEN for r in result.rows if r.outcome), queued=result.queued)
     if result.unreadable or any(r.outcome is None for r in result.rows):
         return EXIT_UNREACHABLE
     if any(r.outcome.verdict in (Verdict.FREE, Verdict.TAKEN) for r in result.rows if r.outcome):
         return EXIT_ATTENTION
     return EXIT_OK
+
+
+def _note_missing_owner(config: Config, *, taken: bool, queued: Sequence[str] = ()) -> None:
+    """Without an owner, our own public projects read as TAKEN and `serve` refuses to start:
+    say so next to the verdicts, before anyone acts on a false alarm."""
+    from .keeper_ours import missing_owner
+
+    missing = missing_owner(config) if taken or queued else None
+    if missing:
+        then = "; `namekeeper serve` will not reserve the queued names until then" if queued else ""
+        print(f"namekeeper: note: a TAKEN name may be one of your own projects: {missing}{then}",
+              file=sys.stderr)
 
 
 def _watch(args: argparse.Namespace, config: Config) -> int:
