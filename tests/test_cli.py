@@ -178,6 +178,7 @@ def test_our_own_budget_is_never_exceeded(capsys: pytest.CaptureFixture[str], tm
                         "acme-a", "acme-b", "acme-c")
     assert [r["action"] for r in rows] == ["reserved", "reserved", "rate-limited"]
     assert sum(fake.uploads.values()) == 2 and code == 1
+    assert rows[2]["message"].endswith("; next slot in 60 min.")  # not "in 3600 s"
 
 
 def test_status_shows_what_the_store_knows(capsys: pytest.CaptureFixture[str],

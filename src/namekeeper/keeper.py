@@ -8,6 +8,7 @@ speaks HTTP itself.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -294,7 +295,7 @@ class Keeper(OwnPlaceholders):
                 if wait is not None:
                     return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
                                                  f"The budget of new public projects is spent; "
-                                                 f"next slot in {wait:.0f} s.", event),
+                                                 f"next slot in {_wait_words(wait)}.", event),
                                    retry_after=wait)
             if claim is None:
                 self.store.mark_upload_started(cls.name, display)
@@ -456,3 +457,9 @@ class Keeper(OwnPlaceholders):
             self.alerts.dispatch(outcome)
         except Exception:
             log.exception("notifying about %s failed", outcome.name)
+
+
+def _wait_words(seconds: float) -> str:
+    """``3600`` → ``60 min``: a budget's wait, as a person reads it ("3600 s" is a sum to do)."""
+    return f"{seconds:.0f} s" if seconds < 120 else f"{math.ceil(seconds / 60)} min"
+
