@@ -66,8 +66,9 @@ _ADVICE = {
         "Nothing to do: the public index refuses this name to everyone, so nobody can take it."
     ),
     TAG_FAILED: (
-        "namekeeper will retry. If this keeps failing, check the error above and the "
-        "public-index token and account namekeeper uses."
+        "The name is not held yet. Check the error above and the public-index token and "
+        "account namekeeper uses; `namekeeper serve` tries the name again at its next "
+        "re-check, or run `namekeeper reserve NAME` once the cause is fixed."
     ),
     TAG_RATE_LIMITED: (
         "Nothing to do yet: the public index limits how many new projects an account may "
