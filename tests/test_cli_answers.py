@@ -161,13 +161,13 @@ def test_notify_alone_shows_its_help(capsys: pytest.CaptureFixture[str], cfg: Pa
 
 
 @pytest.mark.parametrize("command", ["check", "reserve", "status", "forget", "notify", "serve",
-                                     "plugins"])
+                                     "plugins", "store migrate", "store copy"])
 def test_every_subcommand_has_a_description_an_example_and_its_exit_codes(
         capsys: pytest.CaptureFixture[str], command: str) -> None:
     from namekeeper.cli import main
 
     with pytest.raises(SystemExit) as done:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     out = capsys.readouterr().out
     assert done.value.code == 0
     assert "examples:" in out and f"namekeeper {command}" in out.split("examples:")[1]

@@ -80,6 +80,25 @@ COMMANDS = {
         ("namekeeper plugins", "namekeeper plugins --format json"),
         "exit codes:\n  0  every plugin loaded\n  1  at least one plugin is broken\n"
         "  2  usage or configuration error"),
+    # `namekeeper store ACTION`
+    "migrate": Help(
+        "create or upgrade the configured store's schema (refuses a schema newer than this "
+        "namekeeper)",
+        "Create the schema in an empty store, or upgrade an older one to this namekeeper's; "
+        "run it once after upgrading namekeeper, before starting the replicas. A store whose "
+        "schema is newer than this namekeeper knows is refused and left as it is.",
+        ("namekeeper store migrate", "namekeeper store migrate --config namekeeper.toml"),
+        "exit codes:\n  0  the schema is this namekeeper's (upgraded, or already)\n"
+        "  2  usage, configuration or store error (a newer schema, no connection)"),
+    "copy": Help(
+        "copy everything from one store into a new, empty one (e.g. SQLite into PostgreSQL)",
+        "Copy names, history, event journal, queue, budget and delivery log from --from into "
+        "--to, which must be empty (a database without a schema gets one). Stop `serve` "
+        "first: writes made during the copy are not in it.",
+        ("namekeeper store copy --from /var/lib/namekeeper/namekeeper.sqlite3 \\",
+         "    --to postgresql://namekeeper@db.internal/namekeeper"),
+        "exit codes:\n  0  copied\n"
+        "  2  usage, configuration or store error (no such store, --to not empty)"),
 }
 
 

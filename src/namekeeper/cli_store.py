@@ -11,6 +11,7 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 
+from .cli_help import add_command
 from .config import Config, store_config_for
 from .errors import StoreError
 
@@ -20,11 +21,9 @@ def add_parser(sub: argparse._SubParsersAction,
     p = sub.add_parser("store", help="create, upgrade or copy the store")
     actions = p.add_subparsers(dest="store_command", metavar="ACTION")
     actions.required = True
-    m = actions.add_parser("migrate", help="create or upgrade the configured store's schema "
-                                           "(refuses a schema newer than this namekeeper)")
+    m = add_command(actions, "migrate")
     common(m, top=False)
-    c = actions.add_parser("copy", help="copy everything from one store into a new, empty one "
-                                        "(e.g. SQLite into PostgreSQL)")
+    c = add_command(actions, "copy")
     c.add_argument("--from", dest="source", required=True, metavar="STORE",
                    help="path, sqlite:///path or postgresql://user@host/db")
     c.add_argument("--to", dest="target", required=True, metavar="STORE",
