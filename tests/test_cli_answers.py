@@ -175,6 +175,8 @@ def test_every_subcommand_has_a_description_an_example_and_its_exit_codes(
     assert len(out.split("usage:")[1].split("\n\n")[1]) > 40  # a description paragraph
     # Only the commands that ask an index exit 3, and only they may say so.
     assert ("  3  " in out) == (command in ("check", "reserve")), out
+    if command == "check":  # it never uploads: no exit code of its speaks of reserving
+        assert "reserv" not in out.split("exit codes:")[1]
 
 
 def test_json_rows_are_valid_json_with_quiet_and_all_safe(

@@ -12,6 +12,12 @@ EXIT_CODES = """exit codes:
   2  usage, configuration or input error; nothing was uploaded
   3  the public index (or a private index) could not be asked; the names
      that were answered are still printed"""
+CHECK_EXIT_CODES = """exit codes:
+  0  every name is safe (ours, protected, excluded)
+  1  at least one name needs attention (free, taken)
+  2  usage, configuration or input error
+  3  the public index could not be asked; the names that were answered are
+     still printed"""
 
 
 @dataclass(frozen=True)
@@ -30,7 +36,8 @@ COMMANDS = {
         "to everyone) or EXCLUDED by policy. Uploads nothing and writes nothing.",
         ("namekeeper check acme-utils acme-billing",
          "namekeeper check -r private-names.txt --format json",
-         "pip list --format freeze | cut -d= -f1 | namekeeper check -")),
+         "pip list --format freeze | cut -d= -f1 | namekeeper check -"),
+        CHECK_EXIT_CODES),
     "reserve": Help(
         "upload the placeholder for every free name",
         "Check each name and upload namekeeper's placeholder for every FREE one, within the "
