@@ -266,13 +266,12 @@ class WorkerPool:
                     report=lambda: self.keeper.notify(replace(outcome, retry_after=None)))
 
     def _retry(self, item: WorkItem, error: str, retry_after: float | None, *,
-               count_attempt: bool = True, report: Callable[[], object] | None = None
-               ) -> Released:
+               report: Callable[[], object]) -> None:
         """Give ``item`` back to be tried again later, or end it FAILED after its last
         attempt; ``report`` (record and alert the failure) runs before a last release."""
         backoff = min(self.queue.backoff_base ** (item.attempts + 1), self.queue.backoff_max)
         delay = max(backoff, retry_after or 0.0)
-        if (report is not None and count_attempt and item.attempts + 1 >= self.queue.max_attempts
+        if (item.attempts + 1 >= self.queue.max_attempts
                 and self.store.renew(item.name, item.claim, self.queue.lease)):
             # Before the queue records the end, not after: a process killed in between
             # would leave a name FAILED in the queue that nobody was told about.  Killed
@@ -282,7 +281,7 @@ class WorkerPool:
             report()
         state = self.store.release(item.name, item.claim, not_before=self.clock() + delay,
                                    error=error, max_attempts=self.queue.max_attempts,
-                                   count_attempt=count_attempt, confirming=item.confirming)
+                                   confirming=item.confirming)
         if state is Released.FAILED:
             log.error("giving up on %s after %d attempts: %s", item.name,
                       self.queue.max_attempts, error)
@@ -290,7 +289,6 @@ class WorkerPool:
             log.warning("%s: our lease was lost; its new holder decides", item.name)
         else:
             log.warning("%s will be tried again in %.1f s: %s", item.name, delay, error)
-        return state
 
     # -- the public index's availability ------------------------------------------------------
 
