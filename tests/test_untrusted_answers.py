@@ -102,6 +102,27 @@ def test_the_one_redaction_helper_finds_every_form() -> None:
         assert not leaked(redact(text, [TOKEN])), text
 
 
+@pytest.mark.parametrize("user", ["u", "ab", "abc", "__token__", "deploy-bot"])
+@pytest.mark.parametrize("password", ["12345678", "abcdefghi", "abcdefghij", "s3cret-passw0rd"])
+def test_basic_auth_credentials_leave_no_character_of_the_password(user: str,
+                                                                  password: str) -> None:
+    basic = base64.b64encode(f"{user}:{password}".encode()).decode()
+    # In a header's echo: hidden whole, even the group that mixes the user's last bytes
+    # with the password's first ones, and even when the password is not one we know.
+    for known in ([password], []):
+        assert redact(f"proxy saw 'Authorization: Basic {basic}'.", known) == \
+            "proxy saw 'Authorization: Basic ***'."
+        assert redact(f"authorization: basic {basic}", known) == "authorization: basic ***"
+    # Bare base64 of the pair: nothing after the redaction, not even the padded last group.
+    assert redact(f"seen {basic}", [password]).endswith("***")
+
+
+def test_prose_about_basic_auth_is_left_alone() -> None:
+    for text in ("Basic authentication failed", "use Basic auth over TLS",
+                 "Basic dXNlcg== is only a user name"):
+        assert redact(text, ["unrelated-secret"]) == text
+
+
 def test_a_token_echoed_by_the_index_reaches_no_log_store_status_or_alert(
         tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:

@@ -77,8 +77,24 @@ def _base64_cores(secret: str) -> list[str]:
         whole = (offset + len(raw)) // 3 * 4  # groups made of secret bytes only
         core = encoded[start:whole]
         if len(core) >= 8:
-            cores.append(core)
+            # Its last group and padding too, for a secret that ends the text, as the
+            # password does in Basic auth: they depend on the secret alone there.
+            cores += [core, base64.b64encode(b"\0" * offset + raw).decode("ascii")[start:]]
     return cores
+
+
+#: ``Basic <base64 of user:password>``, whoever's credentials they are.
+_BASIC_AUTH = re.compile(r"\b((?i:basic)\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])")
+
+
+def _basic_auth_hidden(match: re.Match[str]) -> str:
+    try:
+        credentials = base64.b64decode(match[2], validate=True)
+    except ValueError:
+        return match[0]
+    # Decoded, the group that mixes the user name with the password's first bytes would
+    # give those away; prose ("Basic authentication") is no base64 of "user:password".
+    return match[1] + "***" if b":" in credentials else match[0]
 
 
 def _replace_all(text: str, forms: list[str]) -> str:
@@ -92,7 +108,8 @@ def redact(text: str, secrets: Iterable[str], *, min_length: int = 1) -> str:
 
     The one redaction helper: call it on the whole text *before* cutting it short.
     Besides the secret itself it finds its URL-quoted and base64 forms (Basic auth),
-    a secret split by markup (``tok<b>en</b>``) or written with HTML entities.
+    a secret split by markup (``tok<b>en</b>``) or written with HTML entities; and any
+    ``Basic`` credentials, known or not, are hidden whole.
     Longest first, so a secret that contains another is never half-replaced.
     """
     forms: list[str] = []
@@ -101,6 +118,7 @@ def redact(text: str, secrets: Iterable[str], *, min_length: int = 1) -> str:
             forms += [secret, quote(secret, safe="")]
             if len(secret) >= 8:
                 forms += _base64_cores(secret)
+    text = _BASIC_AUTH.sub(_basic_auth_hidden, text)
     if not forms:
         return text
     forms = sorted(set(forms), key=len, reverse=True)
