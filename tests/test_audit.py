@@ -183,13 +183,19 @@ def test_reserve_queues_one_name_per_class_in_order_and_uploads_nothing(
         private: FakePublicIndex, tmp_path: Path) -> None:
     code, out, err = audit(capsys, cfg, "--index", private.simple_url, "--reserve", fmt="table")
     assert code == 1
-    assert "queued for reservation: 2 names at 20/hour: about 6 min" in str(out)
+    assert ("queued for reservation: 2 names at 20/hour: at once, within this hour's free "
+            "slots") in " ".join(str(out).split())
     store = Store(tmp_path / "state.sqlite3")
     queued = [item["name"] for item in store.queue_items()]
     assert sorted(queued) == ["acme-billing", "acme-free-0ne"]  # one of the o/0 class
     assert [store.claim("w1").name, store.claim("w1").name] == ["acme-billing",  # type: ignore[union-attr]
                                                                 "acme-free-0ne"]
     assert sum(public.attempts.values()) == 0 and not public.uploads
+    # The hour nearly spent: one goes at once, the other when the oldest slot frees.
+    for i in range(19):
+        assert store.take_budget(f"acme-earlier-{i}", 20) is None
+    code, out, err = audit(capsys, cfg, "--index", private.simple_url, "--reserve", fmt="table")
+    assert "queued for reservation: 2 names at 20/hour: about 60 min" in str(out)
 
 
 def test_reservation_order_is_riskiest_then_oldest_then_by_name() -> None:
@@ -209,11 +215,29 @@ def test_reservation_order_is_riskiest_then_oldest_then_by_name() -> None:
 
 
 def test_budget_estimate_reads_like_a_person_wrote_it() -> None:
-    assert budget_estimate(240, 20) == "240 names at 20/hour: about 12 h"
-    assert budget_estimate(1, 20) == "1 name at 20/hour: about 3 min"
-    assert budget_estimate(30, 20) == "30 names at 20/hour: about 1.5 h"
-    assert budget_estimate(2000, 20) == "2000 names at 20/hour: about 4.2 days"
+    # An unspent hour: its 20 slots go at once, then 20 more each hour.
+    assert budget_estimate(240, 20) == "240 names at 20/hour: about 11 h"
+    assert budget_estimate(1, 20) == "1 name at 20/hour: at once, within this hour's free slots"
+    assert budget_estimate(20, 20) == "20 names at 20/hour: at once, within this hour's free slots"
+    assert budget_estimate(30, 20) == "30 names at 20/hour: about 1.0 h"
+    assert budget_estimate(2000, 20) == "2000 names at 20/hour: about 4.1 days"
     assert budget_estimate(0, 20) == "0 names: nothing to queue"
+
+
+def test_budget_estimate_counts_the_slots_spent_and_a_pause() -> None:
+    now = 10_000.0
+    # The hour is spent (the oldest slot 10 min ago): nothing goes before it frees, in 50 min.
+    assert budget_estimate(3, 20, spent_at=[now - 600] * 20, now=now) == \
+        "3 names at 20/hour: about 50 min"
+    # Two slots left: two go at once, the third when the oldest of the others is an hour old.
+    spent = [now - 3000] + [now - 60] * 17
+    assert budget_estimate(2, 20, spent_at=spent, now=now).endswith("at once, within this "
+                                                                    "hour's free slots")
+    assert budget_estimate(3, 20, spent_at=spent, now=now) == "3 names at 20/hour: about 10 min"
+    # Slots older than the hour are free again; a pause the index asked for delays everything.
+    assert budget_estimate(5, 20, spent_at=[now - 4000] * 20, now=now).endswith("free slots")
+    assert budget_estimate(1, 20, now=now, paused_until=now + 1800) == \
+        "1 name at 20/hour: about 30 min"
 
 
 def test_lock_files_with_two_indexes_classify_only_the_private_packages(

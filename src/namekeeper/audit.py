@@ -20,6 +20,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -42,6 +43,7 @@ from .public.interface import PublicIndex, PublicIndexUnavailable
 from .public.listing import PublicListing
 from .sources.poll import BearerAuth, PollError, auth_for, list_projects
 from .store.interface import StoreBackend
+from .store.schema import BUDGET_WINDOW
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -86,6 +88,8 @@ class AuditResult:
     unreadable: list[str] = field(default_factory=list)
     #: Names queued for reservation, in queue order.
     queued: list[str] = field(default_factory=list)
+    #: With ``reserve``: how long the budget takes to let them out (`budget_estimate`).
+    estimate: str | None = None
     listing: PublicListing | None = None
 
 
@@ -142,6 +146,10 @@ def run_audit(config: Config, *, indexes: Sequence[str] = (), locks: Sequence[Pa
                                    advance=progress.advance)
         if reserve:
             result.queued = queue_free(store, result.rows)
+            result.estimate = budget_estimate(
+                len(result.queued), config.queue.new_projects_per_hour,
+                spent_at=store.budget_spent_at(), now=time.time(),
+                paused_until=store.budget_paused_until())
         log.info("audit of %d names done in %.2f s", len(result.rows), time.perf_counter() - started)
         return result
 
@@ -348,12 +356,29 @@ def queue_free(store: StoreBackend, rows: Sequence[AuditRow]) -> list[str]:
     return [e.name for e in events]
 
 
-def budget_estimate(count: int, per_hour: int) -> str:
-    """``240 names at 20/hour: about 12 h``; ``0 names: nothing to queue``."""
-    if count == 0:  # not "about 1 min": the minimum below is for one name or more
+def budget_estimate(count: int, per_hour: int, *, spent_at: Sequence[float] = (),
+                    now: float = 0.0, paused_until: float | None = None) -> str:
+    """How long the budget takes to let ``count`` more names out, from ``now``:
+    ``240 names at 20/hour: about 11 h``; ``3 names at 20/hour: at once, ...``.
+
+    The budget's hour slides (`StoreBackend.take_budget`): the hour's free slots go at
+    once, and each later name when the oldest slot of its hour is an hour old; slots
+    spent at ``spent_at`` count, and a pause the index asked for delays every name.
+    """
+    if count == 0:
         return "0 names: nothing to queue"
-    hours = count / per_hour
-    if hours < 1:
+    at = max(now, paused_until or now)
+    hour = deque(sorted(t for t in spent_at if t > at - BUDGET_WINDOW))
+    for _ in range(count):
+        while len(hour) >= per_hour:
+            at = max(at, hour[0] + BUDGET_WINDOW)
+            while hour and hour[0] <= at - BUDGET_WINDOW:
+                hour.popleft()
+        hour.append(at)
+    hours = (at - now) / 3600
+    if hours * 60 < 1:
+        span = "at once, within this hour's free slots"
+    elif hours < 1:
         span = f"about {max(1, round(hours * 60))} min"
     elif hours < 48:
         span = f"about {hours:.0f} h" if hours >= 10 else f"about {hours:.1f} h"

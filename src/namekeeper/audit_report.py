@@ -76,8 +76,7 @@ def summary_line(counts: dict[str, int]) -> str:
     return line
 
 
-def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
-           stream: IO[str] | None = None,
+def render(result: AuditResult, fmt: str, *, stream: IO[str] | None = None,
            listed: Sequence[AuditRow] | None = None) -> tuple[str, str]:
     """(stdout text, stderr text) of the report in ``fmt``; a table fits ``stream``.
 
@@ -87,11 +86,12 @@ def render(result: AuditResult, fmt: str, *, estimate: str | None = None,
     counts = summary(result.rows)
     line = summary_line(counts)
     notes = [f"private index not read: {u}" for u in result.unreadable]
-    if estimate:
-        notes.append(f"queued for reservation: {estimate}")
+    if result.estimate:
+        notes.append(f"queued for reservation: {result.estimate}")
     if fmt == "json":
         doc = {"summary": {**counts, "line": line}, "names": rows,
-               "unreadable": result.unreadable, "queued": result.queued, "estimate": estimate}
+               "unreadable": result.unreadable, "queued": result.queued,
+               "estimate": result.estimate}
         return _json_document(doc, "names"), ""
     if fmt == "csv":
         out = io.StringIO()

@@ -401,7 +401,7 @@ def _plugins(args: argparse.Namespace, config: Config) -> int:
 
 
 def _audit(args: argparse.Namespace, config: Config) -> int:
-    from .audit import budget_estimate, run_audit
+    from .audit import run_audit
     from .audit_report import render, terminal_progress
 
     if not args.index and not args.lock:
@@ -411,13 +411,11 @@ def _audit(args: argparse.Namespace, config: Config) -> int:
     with terminal_progress() as progress:
         result = run_audit(config, indexes=args.index, locks=args.lock, reserve=args.reserve,
                            workers=args.workers, progress=progress)
-    estimate = (budget_estimate(len(result.queued), config.queue.new_projects_per_hour)
-                if args.reserve else None)
     listed = result.rows
     if args.quiet:  # as `check -q`: only the names that need attention are listed
         listed = [r for r in result.rows if r.outcome is None or needs_attention(r.outcome)]
     if listed or result.unreadable or not args.quiet or args.format == "json":
-        out, err = render(result, args.format, estimate=estimate, listed=listed)
+        out, err = render(result, args.format, listed=listed)
         sys.stdout.write(out)
         sys.stderr.write(err)
     _note_missing_owner(config, taken=any(
