@@ -268,3 +268,34 @@ def test_ctrl_c_during_the_public_listing_download_ends_the_audit_at_once(
         released.set()
         timer.cancel()
     assert code == 130 and time.monotonic() - started < 10
+
+
+def test_a_password_rotated_while_the_store_is_open_says_so(postgres: PostgresServer) -> None:
+    # At run time the pool kept libpq's reason to itself too: "couldn't get a connection
+    # after 1.00 sec" was all a replica's log and /healthz said of a rotated password.
+    import secrets
+
+    from namekeeper.store.interface import StoreUnavailable
+    from namekeeper.store.postgres import PostgresStore
+
+    url = postgres.new_database()
+    database = url.rsplit("/", 1)[1]
+    role, password = f"rotated_{secrets.token_hex(4)}", f"pw-{secrets.token_hex(8)}"
+    with postgres.connect() as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        conn.execute(f"ALTER DATABASE {database} OWNER TO {role}")
+    own = url.replace(f"//{postgres.user}@", f"//{role}@")
+    store = PostgresStore(own, password=password, timeout=1.0)
+    try:
+        store.raise_condition("k", "before")
+        with postgres.connect() as conn:
+            conn.execute(f"ALTER ROLE {role} PASSWORD 'rotated-{secrets.token_hex(8)}'")
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                         "WHERE usename = %s", (role,))
+        with pytest.raises(StoreUnavailable) as caught:
+            store.raise_condition("k", "after")
+        assert str(caught.value) == (f"the store at {own} is unavailable: password "
+                                     f'authentication failed for user "{role}"')
+        assert password not in str(caught.value)
+    finally:
+        store.close()

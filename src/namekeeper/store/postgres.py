@@ -359,7 +359,13 @@ class PostgresStore(PostgresIntake, SqlStore):
         """psycopg's errors as the store's (`store_error`): callers need not know psycopg."""
         try:
             yield
-        except psycopg.Error as exc:  # PoolTimeout too
+        except PoolTimeout:
+            # The database went away, or refuses us now (a password rotated while we run):
+            # say which, as at start, rather than the pool's "couldn't get a connection".
+            why = self._why_no_connection()
+            raise StoreUnavailable(f"the store at {self.location} is unavailable: "
+                                   + (why or "no connection came free in time")) from None
+        except psycopg.Error as exc:
             raise store_error(self.location, exc, self._secrets) from None
 
     def close(self) -> None:
