@@ -364,6 +364,18 @@ def test_outside_text_with_a_nul_byte_is_stored_not_refused(open_store: OpenStor
     assert len(store.placeholder_owners("acme-a")) == 1
 
 
+def test_an_event_key_with_a_nul_byte_is_journaled_once(open_store: OpenStore) -> None:
+    # A webhook's key holds its path, outside text: PostgreSQL keeps U+FFFD for the NUL, and
+    # the key it gave back did not match the one sent, so the event was answered as a
+    # duplicate and never recorded or queued.
+    store = open_store()
+    assert store.accept_many([ev("acme-a", key="artifactory:libs:a\x00b"),
+                              ev("acme-b", key="artifactory:libs:c\x00d")]) == [True, True]
+    assert store.accept(ev("acme-a", key="artifactory:libs:a\x00b")) is False
+    assert {item["name"] for item in store.queue_items()} == {"acme-a", "acme-b"}
+    assert store.get("acme-b") is not None
+
+
 def test_release_counts_attempts_and_fails_visibly(open_store: OpenStore) -> None:
     clock = Clock(1_000_000.0)
     store = open_store(clock=clock)

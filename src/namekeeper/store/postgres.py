@@ -53,7 +53,7 @@ from .interface import (
     StoreUnavailable,
     StoreUnusable,
 )
-from .postgres_intake import WORK_CHANNEL, PostgresIntake
+from .postgres_intake import WORK_CHANNEL, PostgresIntake, stored_text
 from .schema import POSTGRESQL, tables, ultranormalized
 from .sql import Sql, T
 from .sql_store import SqlStore
@@ -171,12 +171,12 @@ def migrate(conn: psycopg.Connection[Any]) -> tuple[int, int]:
 
 class _TextDumper(StrDumperUnknown):
     def dump(self, obj: str) -> Any:
-        return super().dump(obj.replace("\x00", "\ufffd"))
+        return super().dump(stored_text(obj))
 
 
 class _TextBinaryDumper(StrBinaryDumper):
     def dump(self, obj: str) -> Any:
-        return super().dump(obj.replace("\x00", "\ufffd"))
+        return super().dump(stored_text(obj))
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:

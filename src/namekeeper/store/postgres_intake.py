@@ -40,6 +40,12 @@ from .sql import SIGHTING_COLUMNS, Sql, SqlBase, created_row, fold_sightings, se
 WORK_CHANNEL = "namekeeper_work"
 
 
+def stored_text(text: str) -> str:
+    """``text`` as PostgreSQL keeps it: its text cannot hold a NUL, which outside text
+    (a webhook's path, an index's answer) may carry; U+FFFD stands in for it."""
+    return text.replace("\x00", "\ufffd")
+
+
 class PostgresIntake(SqlBase):
     """The shared SQL store's intake and sightings, a batch at a time on PostgreSQL."""
 
@@ -133,8 +139,9 @@ def _journal(cur: Sql, events: list[NameEvent], order: list[int],
          [now + i * step for i in keyed])).fetchall()
     inserted = {row["key"] for row in rows}
     for i in keyed:  # a key twice in the batch: its first event is the new one
-        if events[i].key in inserted:
-            inserted.discard(events[i].key)
+        key = stored_text(events[i].key or "")  # as the database gives it back
+        if key in inserted:
+            inserted.discard(key)
             new[i] = True
     return new
 
