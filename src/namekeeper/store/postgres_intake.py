@@ -18,6 +18,11 @@ the whole batch at once (arrays, ``unnest``):
    excluded) that re-queues only a settled item (done or failed), and
    notifies the work channel once if it queued anything.
 
+The arrays travel in binary (psycopg's ``%b`` placeholder; the rest keep the shared
+SQL's ``?``): in text form psycopg escapes every element with a regular expression,
+which took more of the client's time than all else a batch does (3.3 against 2.1 ms
+of CPU for a batch of 8, measured).
+
 The answers are those of `accept` called once per event, in name order: the
 first event with a key is the new one, the first event of a name decides its
 queue row.  Rows are locked in name order in each table, as they were one event
@@ -88,12 +93,12 @@ class PostgresIntake(SqlBase):
             "WITH created AS ("
             " INSERT INTO names(name, display_name, first_seen_private, first_source, first_index,"
             "  highest_private_version, updated_at)"
-            " SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[],"
-            "  ?::text[], ?::text[])"
+            " SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[],"
+            "  %b::text[], %b::text[])"
             " ON CONFLICT (name) DO NOTHING RETURNING name) "
             "INSERT INTO history(name, at, kind, detail) "
             "SELECT name, ?::text, 'seen', detail FROM created"
-            " JOIN unnest(?::text[], ?::text[]) AS seen(name, detail) USING (name) "
+            " JOIN unnest(%b::text[], %b::text[]) AS seen(name, detail) USING (name) "
             "RETURNING name",
             (new_names, [e.display_name for e in newcomers], seen_at,
              [e.source for e in newcomers], [e.index for e in newcomers],
@@ -107,7 +112,7 @@ class PostgresIntake(SqlBase):
             for row in cur.execute(
                     "SELECT name, first_seen_private, first_source, first_index,"
                     " highest_private_version, reserved_at FROM names"
-                    " WHERE name = ANY(?) ORDER BY name FOR UPDATE", (known,)).fetchall():
+                    " WHERE name = ANY(%b::text[]) ORDER BY name FOR UPDATE", (known,)).fetchall():
                 state[row["name"]] = row
         changed = fold_sightings(state, events, {first[name] for name in created})
         if changed:
@@ -116,7 +121,7 @@ class PostgresIntake(SqlBase):
                 "UPDATE names SET first_seen_private = u.first_seen_private,"
                 " first_source = u.first_source, first_index = u.first_index,"
                 " highest_private_version = u.highest_private_version "
-                "FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::text[])"
+                "FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[])"
                 " AS u(name, first_seen_private, first_source, first_index,"
                 "  highest_private_version) WHERE names.name = u.name",
                 (names, *([state[n][c] for n in names] for c in SIGHTING_COLUMNS)))
@@ -132,7 +137,7 @@ def _journal(cur: Sql, events: list[NameEvent], order: list[int],
         return new
     rows = cur.execute(
         "INSERT INTO events(key, name, source, idx, received_at) "
-        "SELECT * FROM unnest(?::text[], ?::text[], ?::text[], ?::text[], ?::float8[]) "
+        "SELECT * FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::float8[]) "
         "ON CONFLICT DO NOTHING RETURNING key",
         ([events[i].key for i in keyed], [events[i].name for i in keyed],
          [events[i].source for i in keyed], [events[i].index for i in keyed],
@@ -159,7 +164,7 @@ def _queue(cur: Sql, events: list[NameEvent], fresh: list[int],
         "WITH queued AS ("
         " INSERT INTO queue(name, state, event, enqueued_at, updated_at)"
         " SELECT name, ?, event, at, at"
-        " FROM unnest(?::text[], ?::text[], ?::float8[]) AS u(name, event, at)"
+        " FROM unnest(%b::text[], %b::text[], %b::float8[]) AS u(name, event, at)"
         " ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state, attempts = 0, not_before = 0,"
         "  event = EXCLUDED.event, last_error = NULL, updated_at = EXCLUDED.updated_at"
         # A name we could not hold (taken, failed) is looked at again on new evidence.
