@@ -227,6 +227,7 @@ def test_without_a_token_nothing_is_sent(fake: FakePublicIndex, tmp_path: Path) 
     result = upload(backend, tmp_path, "acme-utils")
     assert result.action is Action.FAILED
     assert "no upload token" in result.message and "NAMEKEEPER_PUBLIC_TOKEN" in result.message
+    assert result.credentials_problem == backend.unready_reason()  # one text, start or upload
     assert not is_transient(result)
     assert not fake.attempts
     assert not fake.requests
@@ -377,6 +378,8 @@ def test_answers_map_to_actions(scripted: _ScriptedServer, tmp_path: Path, statu
     assert result.action is action
     assert says in result.message
     assert is_transient(result) == (status == 503)
+    # Only a refusal of our credentials is no fault of the name (`serve` holds every upload).
+    assert (result.credentials_problem is not None) == (status == 401)
 
 
 def test_a_retry_after_http_date_is_converted_to_seconds(scripted: _ScriptedServer,
@@ -396,6 +399,18 @@ def test_a_token_echoed_by_the_index_is_scrubbed(scripted: _ScriptedServer,
     assert result.action is Action.FAILED
     assert "***" in result.message
     assert scripted.posts == 1
+
+
+def test_a_refusal_of_our_credentials_says_so_without_the_name_or_the_token(
+        scripted: _ScriptedServer, tmp_path: Path) -> None:
+    scripted.script = (403, "Invalid or non-existent authentication information.", {}, "")
+    scripted.echo = True
+    result = upload(backend_for(scripted.upload_url), tmp_path, "acme-utils")
+    assert result.action is Action.FAILED and "acme-utils" in result.message  # the CLI's words
+    problem = result.credentials_problem or ""
+    assert "refuses our upload credentials (403 Invalid or non-existent" in problem
+    assert "account-wide" in problem and "acme-utils" not in problem
+    assert TOKEN not in problem and "***" in problem and TOKEN not in result.message
 
 
 @pytest.mark.parametrize(("header", "expected"), [

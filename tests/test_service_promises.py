@@ -283,7 +283,9 @@ def test_names_that_end_failed_turn_healthz_red_and_say_which(
 
     clock = Clock()
     pool, alerts = watched_pool(tmp_path, fake_public, monkeypatch, clock)
-    fake_public.revoke_tokens()  # every upload refused from now on
+    for name in ("acme-a", "acme-b"):  # removed, their file names used for ever: refused
+        fake_public.add_project(name, owners=["acme-security"], versions=["0.0.0"])
+        fake_public.remove_project(name)
     accept(pool, "acme-a", "acme-b")
     drain(pool, clock, until=clock.t + 3600)
     assert {o.name for o in alerts.outcomes if o.action is Action.FAILED} == {"acme-a", "acme-b"}
@@ -293,4 +295,4 @@ def test_names_that_end_failed_turn_healthz_red_and_say_which(
     # ...and the queue (`status`, /metrics) counts them as failed, not done.
     failed = pool.store.queue_items("failed")
     assert [i["name"] for i in failed] == ["acme-a", "acme-b"]
-    assert all("403" in i["last_error"] for i in failed), failed
+    assert all("400" in i["last_error"] for i in failed), failed

@@ -50,7 +50,8 @@ COMMANDS = {
     "status": Help(
         "what the store knows about every name",
         "List every name in the store with its last verdict, action, queue state and error; "
-        "service-wide conditions (budget paused, index unreachable) follow on stderr.",
+        "service-wide conditions (budget paused, index unreachable, upload credentials "
+        "refused or missing) follow on stderr.",
         ("namekeeper status", "namekeeper status --format json"),
         "exit codes:\n  0  every name is safe (ours, protected, excluded) and no\n"
         "     service-wide condition holds\n"

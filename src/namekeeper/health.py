@@ -85,15 +85,17 @@ class StoreProbe:
             return self._integrity or self._problem
 
 
-def startup_problems(config: Config, credentials_problem: str | None) -> list[str]:
-    """Problems the configuration has from the start (each logged once at WARNING by `serve`)."""
+def startup_problems(config: Config) -> list[str]:
+    """Problems the configuration has from the start (each logged once at WARNING by `serve`).
+
+    Missing upload credentials are not one of them: they may be found later (a token in the
+    keyring), so they are a condition of the queue's (`upload_hold.CONDITION_MISSING`).
+    """
     found = []
     af = config.artifactory
     if af.repos and af.secret is None:
         found.append(f"[artifactory] is configured but {ENV_ARTIFACTORY_SECRET} is not set: its "
                      "webhook cannot accept deliveries")
-    if credentials_problem and not config.policy.dry_run:
-        found.append(credentials_problem)
     return found
 
 

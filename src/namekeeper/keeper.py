@@ -39,6 +39,7 @@ from .public.listing import FRESH_FOR, PublicListing, cached_listing
 from .reserve.interface import ReservationBackend
 from .store.interface import LeaseLost, NameRecord, StoreBackend
 from .store.sql_budget import CONDITION_PAUSED
+from .upload_hold import UploadGate
 
 if TYPE_CHECKING:
     from .notify.dispatch import Dispatcher
@@ -244,7 +245,8 @@ class Keeper(OwnPlaceholders):
     def reserve_name(self, name: str, display_name: str | None = None, *,
                      event: NameEvent | None = None, dry_run: bool | None = None,
                      budget: Callable[[str], float | None] | None = None,
-                     claim: str | None = None, record_it: bool = True) -> Outcome:
+                     claim: str | None = None, record_it: bool = True,
+                     gate: UploadGate | None = None) -> Outcome:
         """Make sure the public name is held; upload the placeholder when it is free.
 
         ``record_it=False`` (the command line's dry run) writes nothing to the store and
@@ -255,6 +257,9 @@ class Keeper(OwnPlaceholders):
         wait; a name that must wait gets `Action.RATE_LIMITED` and no upload.
         ``claim``: the queue claim this work runs under (`WorkItem.claim`); the upload
         starts only while its lease is held (`LeaseLost` otherwise).
+        ``gate`` (the queue's): asked whether the upload may go now; one that must wait, or
+        that fails on our credentials, is `Action.DEFERRED` (the gate's service-wide
+        condition, not this name's failure), never FAILED, and alerts nobody by name.
         """
         display = display_name or (event.display_name if event else name)
         dry_run = self.config.policy.dry_run if dry_run is None else dry_run
@@ -269,7 +274,8 @@ class Keeper(OwnPlaceholders):
                     and record is not None and record.upload_started_at and not dry_run):
                 # We uploaded before a crash and the index cannot say whose it is:
                 # upload again and let its answer ("File already exists") decide.
-                return self._upload(cls, record, display, event, budget=None, claim=claim)
+                return self._upload(cls, record, display, event, budget=None, claim=claim,
+                                    gate=gate)
             action = {Verdict.OURS: Action.ALREADY_OURS, Verdict.TAKEN: Action.TAKEN,
                       Verdict.PROTECTED: Action.PROTECTED, Verdict.EXCLUDED: Action.SKIPPED
                       }[cls.verdict]
@@ -280,32 +286,45 @@ class Keeper(OwnPlaceholders):
             return self._finish(self._outcome(cls, record, display, Action.DRY_RUN,
                                               "Dry run: the placeholder would be uploaded.",
                                               event), record_it=record_it)
-        return self._upload(cls, record, display, event, budget=budget, claim=claim)
+        return self._upload(cls, record, display, event, budget=budget, claim=claim, gate=gate)
 
     def _upload(self, cls: Classification, record: NameRecord | None, display: str,
                 event: NameEvent | None, *, budget: Callable[[str], float | None] | None,
-                claim: str | None = None) -> Outcome:
+                claim: str | None = None, gate: UploadGate | None = None) -> Outcome:
         if self.builder is None or self.backend is None:
             raise RuntimeError("reserving needs a placeholder builder and a reservation backend")
-        with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
-            # Built before a slot is taken: a broken template must not spend the budget.
-            files = self.builder.build(cls.name, display, Path(tmp))
-            if budget is not None:
-                wait = budget(cls.name)
-                if wait is not None:
-                    return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
-                                                 f"The budget of new public projects is spent; "
-                                                 f"next slot in {_wait_words(wait)}.", event),
-                                   retry_after=wait)
-            if claim is None:
-                self.store.mark_upload_started(cls.name, display)
-            elif not self.store.begin_upload(cls.name, claim, display):
+        waits = gate.admit(cls.name) if gate is not None else None
+        if waits is not None:  # nothing built, spent or sent: it would meet the same refusal
+            return self._finish(self._deferred(cls, record, display, waits, event))
+        result: UploadResult | None = None
+        try:
+            with tempfile.TemporaryDirectory(prefix="namekeeper-") as tmp:
+                # Built before a slot is taken: a broken template must not spend the budget.
+                files = self.builder.build(cls.name, display, Path(tmp))
                 if budget is not None:
-                    self.store.refund_budget(cls.name)  # nothing was sent
-                raise LeaseLost(f"{cls.name}: the queue lease expired before the upload")
-            result = self.backend.upload(cls.name, files)
+                    wait = budget(cls.name)
+                    if wait is not None:
+                        return replace(self._outcome(cls, record, display, Action.RATE_LIMITED,
+                                                     f"The budget of new public projects is "
+                                                     f"spent; next slot in {_wait_words(wait)}.",
+                                                     event),
+                                       retry_after=wait)
+                if claim is None:
+                    self.store.mark_upload_started(cls.name, display)
+                elif not self.store.begin_upload(cls.name, claim, display):
+                    if budget is not None:
+                        self.store.refund_budget(cls.name)  # nothing was sent
+                    raise LeaseLost(f"{cls.name}: the queue lease expired before the upload")
+                result = self.backend.upload(cls.name, files)
+        finally:
+            if gate is not None:
+                gate.finished(cls.name, result)
+        assert result is not None  # the block returns or raises wherever it sends nothing
         if result.action not in _HELD and budget is not None and not result.outcome_unknown:
             self.store.refund_budget(cls.name)  # a definite answer: no project was created
+        if result.credentials_problem is not None and gate is not None:
+            # Not this name's failure: the gate has raised it as the service's condition.
+            return self._finish(self._deferred(cls, record, display, result.message, event))
         if result.action is Action.RATE_LIMITED:
             result = replace(result, retry_after=self._pause(result.retry_after))
         outcome = self._finish(self._after_upload(cls, record, display, result, event),
@@ -315,6 +334,12 @@ class Keeper(OwnPlaceholders):
             # owners then; a command-line run has no later, so it asks now.
             self._learn_owners_now(cls.name)
         return outcome
+
+    def _deferred(self, cls: Classification, record: NameRecord | None, display: str,
+                  why: str, event: NameEvent | None) -> Outcome:
+        """The name waits for a service-wide condition (`UploadGate`); the queue decides when."""
+        return replace(self._outcome(cls, record, display, Action.DEFERRED, why, event),
+                       retry_after=0.0)
 
     def _pause(self, asked: float | None) -> float:
         """Obey the index's 429 for at most ``[queue] max-pause``; raise the pause condition."""
@@ -445,7 +470,9 @@ class Keeper(OwnPlaceholders):
         self.store.record_outcome(outcome, reserved=held)
         log.info("%s: %s (%s) — %s", outcome.name, outcome.verdict.value, outcome.action.value,
                  outcome.message)
-        if outcome.retry_after is None or self.notify_transient:
+        # A DEFERRED name waits for a condition, which is alerted instead (once, not per name).
+        if outcome.action is not Action.DEFERRED and (
+                outcome.retry_after is None or self.notify_transient):
             self.notify(outcome)
         return outcome
 

@@ -55,7 +55,7 @@ class Action(str, enum.Enum):
     FAILED = "failed"
     DRY_RUN = "dry-run"
     SKIPPED = "skipped"
-    DEFERRED = "deferred"
+    DEFERRED = "deferred"  # waits for a service-wide condition, which is alerted instead
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,11 @@ class UploadResult:
     # True when the index may have created the project although no success came back
     # (timeout or reset after sending, 5xx): the budget slot stays spent, a lookup confirms.
     outcome_unknown: bool = False
+    # Set when the upload failed on our credentials, not on the name (none found, or the index
+    # refused them): what is wrong and what to do, in one line that names no project.  Every
+    # upload fails the same way until a person fixes them, so `serve` holds uploads back
+    # behind one condition (`upload_hold`) instead of failing each name.
+    credentials_problem: str | None = None
 
 
 @dataclass(frozen=True)

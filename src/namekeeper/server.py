@@ -161,8 +161,7 @@ class Service:
             self._watch_thread: threading.Thread | None = None
             self.watch_scans = 0  # look-alike scans finished (for tests and /metrics readers)
             self.health = Health(config, self.store, self.workers, self.sources,
-                                 startup_problems(config, self.keeper.missing_credentials()),
-                                 wall=clock)
+                                 startup_problems(config), wall=clock)
             #: Who holds this process's leases, on queue items and on periodic jobs alike.
             self.holder = self.workers.holder
         except BaseException:
@@ -172,6 +171,8 @@ class Service:
     def start(self) -> None:
         for problem in self.health.fixed:
             log.warning("%s", problem)
+        # Before /healthz first answers: with no upload credentials it is red from the start.
+        self.workers.look_for_credentials()
         self._maintenance = self.store.background_maintenance(self.stop)
         # /healthz answers from memory; this loop keeps the store's part of it fresh.
         self._health_thread = self.health.run_in_background(self.stop)

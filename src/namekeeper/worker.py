@@ -9,7 +9,10 @@ Work is leased, not owned (`store_queue`): a heartbeat thread renews the
 leases this process holds, reclaims expired ones (any process's), and queues
 the confirmations that are due.  A public index that cannot be reached is one
 condition for the whole service, not a failure of each name: names wait,
-without spending attempts, and resume when it answers again.
+without spending attempts, and resume when it answers again.  So are upload
+credentials that the index refuses, or that are missing (`upload_hold`):
+uploads wait behind one condition, one of them at a time finding out whether
+the credentials work again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from .store.interface import (
     WorkItem,
     holder_id,
 )
+from .upload_hold import CredentialsHold
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +75,20 @@ class WorkerPool:
         self._lookups_ok = 0
         self._failed_at: dict[str, int] = {}  # name -> _lookups_ok when its lookup last failed
         self._secrets = keeper.config.secret_values()
+        #: Holds uploads back while our credentials are refused or missing (one condition).
+        self.credentials = CredentialsHold(keeper, queue, clock=clock, wake=self.wake.set)
 
     # -- lifecycle -----------------------------------------------------------------------------
+
+    def look_for_credentials(self) -> None:
+        """Before work starts: no upload credentials at all is the condition at once, names or
+        not; credentials found end a 'none found' left by an earlier start (`upload_hold`)."""
+        if self.keeper.config.policy.dry_run:
+            return  # a dry run uploads nothing: it needs no credentials
+        try:
+            self.credentials.look_for_credentials()
+        except StoreError as exc:  # the workers meet it too, and say so
+            log.warning("could not record whether upload credentials are found: %s", exc)
 
     def start(self) -> None:
         for i in range(self.threads_wanted):
@@ -218,7 +234,7 @@ class WorkerPool:
                 return
             outcome = self.keeper.reserve_name(item.name, display, event=item.event,
                                                budget=self.keeper.budget_spender(),
-                                               claim=item.claim)
+                                               claim=item.claim, gate=self.credentials)
         except LeaseLost as exc:
             log.warning("%s", exc)
             return
@@ -248,6 +264,12 @@ class WorkerPool:
                         item.name)
 
     def _settle(self, item: WorkItem, outcome: Outcome) -> None:
+        if outcome.action is Action.DEFERRED:
+            # Waiting for the credentials (`upload_hold`) is no failure of this name: no
+            # attempt is counted, and the condition was alerted, not the name.
+            self.store.release(item.name, item.claim, not_before=self.credentials.resume_at(),
+                               error=outcome.message, count_attempt=False)
+            return
         if outcome.retry_after is None:
             # A 2xx is confirmed by a lookup a little later (the index may not hold it after all).
             confirm = (self.clock() + self.queue.confirm_after

@@ -28,7 +28,12 @@ Transient or final?  A failure worth retrying later (5xx, 408, network error,
 timeout) and every rate-limit come back with ``UploadResult.transient`` set;
 `is_transient` says the same for any backend's result.  Any other failure is
 final: retrying cannot help until a human changes something (a token, a
-config, a name).
+config, a name).  A failure on our credentials (none found, or a 401/403 that is
+not "isn't allowed to upload to project") also sets
+``UploadResult.credentials_problem``: it is no fault of the name, and every
+upload fails so until the credentials are fixed.  The refused credentials are
+then forgotten, so the next upload looks for them again (a new token in the
+keyring or ``.pypirc`` is used without a restart).
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ log = logging.getLogger(__name__)
 _MAX_DETAIL = 240  # characters of the index's answer quoted in a message
 _MAX_BODY = 4000  # characters of a response body searched for the answer's text
 _TRANSIENT_STATUSES = frozenset({408, 425, 500, 502, 503, 504})
+_NO_TOKEN = (f"no upload token for the public index: set {ENV_PUBLIC_TOKEN}, or give twine one "
+             "through .pypirc or keyring")
 
 
 def is_transient(result: UploadResult) -> bool:
@@ -152,6 +159,10 @@ class _Answer:
 # mistaking one of those for a protected name would leave the name unreserved, silently.
 _PROHIBITED_NAME = re.compile(r"\bname\b.{0,300}\bis(?:n't| not) allowed")
 
+_CREDENTIALS_ADVICE = ("check that the token is valid and account-wide (project-scoped tokens "
+                       "cannot create projects) and that the account has 2FA and a verified "
+                       "email")
+
 _GENERIC_REASONS = frozenset({
     "bad request", "forbidden", "unauthorized", "not found", "conflict", "too many requests",
     "internal server error", "bad gateway", "service unavailable", "gateway timeout", "ok",
@@ -215,11 +226,12 @@ def _result_for_answer(name: str, filename: str, answer: _Answer,
                                 f"{name} is protected on the public index: {why}; nobody can "
                                 f"register it ({detail})")
     if status == 401 or status == 403:
+        # Not about the name: every upload meets the same refusal until a person acts.
         return UploadResult(Action.FAILED,
                             f"the public index refused our credentials for {name} ({detail}): "
-                            "check that the token is valid and account-wide (project-scoped "
-                            "tokens cannot create projects) and that the account has 2FA and a "
-                            "verified email")
+                            f"{_CREDENTIALS_ADVICE}",
+                            credentials_problem=f"the public index refuses our upload "
+                                                f"credentials ({detail}): {_CREDENTIALS_ADVICE}")
     if status in _TRANSIENT_STATUSES or status >= 500:
         # A 5xx says nothing about whether the project was created before the failure.
         return UploadResult(Action.FAILED,
@@ -267,8 +279,7 @@ class TwineReservationBackend(ReservationBackend):
     def unready_reason(self) -> str | None:
         if self.has_credentials():
             return None
-        return ("no upload token for the public index: set NAMEKEEPER_PUBLIC_TOKEN, or give "
-                "twine one through .pypirc or keyring")
+        return _NO_TOKEN
 
     def _resolve_credentials(self) -> Credentials | None:
         with self._lock:
@@ -287,7 +298,14 @@ class TwineReservationBackend(ReservationBackend):
             Action.FAILED,
             f"no upload token: set {ENV_PUBLIC_TOKEN} (or give twine a password for "
             f"{self._url}{where} or in the system keyring); nothing was uploaded",
+            credentials_problem=_NO_TOKEN,
         )
+
+    def _forget_credentials(self) -> None:
+        """Look for credentials again at the next upload: the refused ones may be replaced
+        meanwhile (a new token in the keyring or .pypirc) without a restart."""
+        with self._lock:
+            self._credentials = None
 
     def _check_files(self, name: str, files: list[Path]) -> UploadResult | None:
         """A reason not to upload at all: a non-canonical name, or files that are not its own."""
@@ -326,6 +344,10 @@ class TwineReservationBackend(ReservationBackend):
         started = time.perf_counter()
         with capturing(secrets):
             result = self._upload_all(name, [Path(f) for f in files], credentials, secrets)
+        if result.credentials_problem is not None:
+            self._forget_credentials()
+            result = dataclasses.replace(
+                result, credentials_problem=redact(result.credentials_problem, secrets))
         result = dataclasses.replace(result, message=redact(result.message, secrets))
         log.log(logging.INFO if result.action is not Action.FAILED else logging.WARNING,
                 "%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)

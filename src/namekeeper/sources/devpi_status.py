@@ -120,6 +120,7 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
 
 def _health(face: DevpiFace) -> dict[str, Any]:
     from ..store.interface import QueueState
+    from ..upload_hold import CONDITION_MISSING
     from ..worker import CONDITION_UNREACHABLE
     from .interface import CONDITION_PREFIX, LOOP_DIED_PREFIX
 
@@ -156,7 +157,7 @@ def _health(face: DevpiFace) -> dict[str, Any]:
     data["budget_limit"] = limit
     missing = keeper.missing_credentials()
     data["token_present"] = missing is None
-    if missing:
+    if missing and not any(c.key == CONDITION_MISSING for c in conditions):  # said once
         problems.append(missing)
     unreachable = [i for i in pending if "public index unavailable" in (i.get("last_error") or "")]
     data["public_index_reachable"] = not unreachable and not any(
