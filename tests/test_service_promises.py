@@ -8,6 +8,7 @@ store write failure during in-flight uploads.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +22,7 @@ from _fake_public import FakePublicIndex, FaultPlan
 from _servers import Service, payload, wait_for
 from namekeeper.model import Action, NameEvent, Outcome
 from namekeeper.public.simple import SimplePublicIndex
+from namekeeper.sources.interface import EventSink, EventSource
 from namekeeper.store.interface import BUDGET_WINDOW
 from namekeeper.worker import WorkerPool
 from test_worker import make_pool
@@ -296,3 +298,82 @@ def test_names_that_end_failed_turn_healthz_red_and_say_which(
     failed = pool.store.queue_items("failed")
     assert [i["name"] for i in failed] == ["acme-a", "acme-b"]
     assert all("400" in i["last_error"] for i in failed), failed
+
+
+class _StuckRound(EventSource):
+    """A source whose round in hand does not end when the service stops (a slow index)."""
+
+    name = "stuck-round"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def run(self, sink: EventSink, stop: threading.Event) -> None:
+        self.release.wait(60)
+
+
+def test_a_stop_that_cannot_wait_ends_by_one_deadline_says_why_and_the_next_start_resumes(
+        tmp_path: Path, fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from namekeeper import config as cfg
+    from namekeeper.server import Service as InProcess
+
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", "pypi-stop-token")
+    fake_public.add_user("acme-security", "pypi-stop-token")
+    path = tmp_path / "nk.toml"
+    path.write_text(fake_public.config_toml(owners=["acme-security"])
+                    + f'[store]\npath = "{(tmp_path / "s.sqlite3").as_posix()}"\n')
+    service = InProcess(cfg.load(path))
+    stuck = _StuckRound()
+    service.sources.append(stuck)
+    in_upload, cut_off = threading.Event(), threading.Event()
+
+    def upload_cut_off(name: str, files: Any) -> Any:
+        in_upload.set()
+        cut_off.wait(60)
+        raise ConnectionError("the process ended mid-upload")
+
+    monkeypatch.setattr(service.keeper.backend, "upload", upload_cut_off)
+    service.start()
+    joins: list[tuple[str, float | None]] = []
+    join = threading.Thread.join
+    try:
+        service.sink.accept(NameEvent(name="acme-cut", display_name="acme-cut", source="t",
+                                      index="x", key="cut"))
+        assert in_upload.wait(30)
+
+        def recorded(thread: threading.Thread, timeout: float | None = None) -> None:
+            joins.append((thread.name, timeout))
+            join(thread, timeout)
+
+        monkeypatch.setattr(threading.Thread, "join", recorded)
+        with caplog.at_level(logging.WARNING, logger="namekeeper"):
+            still = service.shutdown(1.0)
+        monkeypatch.setattr(threading.Thread, "join", join)
+    finally:
+        cut_off.set()
+        stuck.release.set()
+    # One deadline for every join: once the stuck worker has used it up, no loop waits.
+    assert joins and all(timeout is not None and timeout <= 1.0 for _, timeout in joins), joins
+    last_worker = max(i for i, (name, _) in enumerate(joins) if name.startswith("namekeeper-worker"))
+    assert all(timeout is not None and timeout < 0.5 for _, timeout in joins[last_worker + 1:]), joins
+    # The operator reads why the stop did not wait, and what becomes of the work.
+    assert "namekeeper-source-stuck-round" in still
+    [warning] = [r.getMessage() for r in caplog.records if "still running" in r.getMessage()]
+    assert "namekeeper-source-stuck-round" in warning and "1 queue worker(s)" in warning
+    assert "queued again" in warning
+    wait_for(lambda: service.workers.alive_count() == 0, 30, "the cut-off worker to end")
+    service.store.close()
+    # Nothing accepted is lost: the next start reserves the name, with one upload in all.
+    restarted = InProcess(cfg.load(path))
+    restarted.start()
+    try:
+        def reserved() -> bool:
+            record = restarted.store.get("acme-cut")
+            return record is not None and record.reserved
+
+        wait_for(reserved, 60, "the next start to reserve the cut-off name")
+    finally:
+        assert restarted.shutdown(10) == []
+        restarted.store.close()
+    assert fake_public.uploads["acme-cut"] == 1

@@ -2,8 +2,9 @@
 
 The HTTP side only accepts and journals events (sources' routes), reports
 health and metrics; the workers do the public-index work.  SIGTERM stops
-intake first, then lets each worker finish the item in its hands; anything
-not finished is still in the durable queue for the next start.
+intake first, then lets each worker finish the item in its hands and each
+periodic loop its round, within one deadline (`STOP_WITHIN`); anything not
+finished is still in the durable queue for the next start.
 
 ``wsgi_app()`` is the same service without waitress, for gunicorn & co.:
 ``gunicorn 'namekeeper.server:wsgi_app()'`` (config from ``NAMEKEEPER_CONFIG``).
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 #: commit, so a commit can only batch as many deliveries as there are threads: with
 #: waitress's default of 4, a burst was committed 3 or 4 events at a time.
 HTTP_THREADS = 16
+#: Seconds `serve` gives its workers and periodic jobs, together, to finish after SIGTERM:
+#: well within a supervisor's patience (systemd waits 90 s by default, then kills).
+STOP_WITHIN = 20.0
 
 
 class _Waiter:
@@ -349,10 +353,23 @@ class Service:
                 if self._job_failed(exc, "retrying notifications"):
                     return
 
-    def shutdown(self, timeout: float = 30.0) -> None:
-        """Stop intake, let workers finish the item in hand; what is left stays queued."""
+    def shutdown(self, timeout: float = STOP_WITHIN) -> list[str]:
+        """Stop intake; let the workers and the periodic jobs finish what they hold, all of
+        them within ``timeout`` seconds together.  Nothing accepted is lost: what is not
+        finished stays in the durable queue.
+
+        Returns what was still running at the deadline, [] after a clean stop.  Past the
+        deadline nothing more waits: that is logged at WARNING, a worker's name in hand goes
+        back to the queue (`WorkerPool.shutdown`), and this process's job leases lapse on
+        their own.
+        """
+        deadline = time.monotonic() + timeout
+
+        def left() -> float:
+            return max(0.0, deadline - time.monotonic())
+
         self.stop.set()
-        self.workers.shutdown(timeout)
+        self.workers.shutdown(left())
         # Each loop ends the round in hand first: the source watch could state a dead loop
         # again, and a round still running when its job is given up would run twice (another
         # replica takes it at once).
@@ -360,24 +377,31 @@ class Service:
             self._source_watch_thread, self._recheck_thread, self._watch_thread,
             self._notify_thread) if t is not None)]
         for t in loops:
-            t.join(5.0)
-        self._forget_own_dead_loops()
-        running = [t.name for t in loops if t.is_alive()]
-        if running:
-            log.info("the periodic jobs' leases lapse on their own: %s still running",
-                     ", ".join(running))
-            return
-        try:  # another replica takes over the polls and rounds now, not when the leases lapse
-            self.store.release_jobs(self.holder)
-        except StoreError as exc:
-            log.warning("could not give up this process's periodic jobs at stop: %s", exc)
+            t.join(left())
+        workers = self.workers.alive_count()
+        running = [t.name for t in loops if t.is_alive()] + (
+            [f"{workers} queue worker(s) (the name in hand is queued again)"] if workers else [])
+        if not running and self.sink.conditions_lock.acquire(timeout=left()):
+            try:
+                self._forget_own_dead_loops()
+            finally:
+                self.sink.conditions_lock.release()
+            try:  # another replica takes over the polls and rounds now, not when the leases lapse
+                self.store.release_jobs(self.holder)
+            except StoreError as exc:
+                log.warning("could not give up this process's periodic jobs at stop: %s", exc)
+            return []
+        running = running or ["a source clearing its condition"]
+        log.warning("stopping after %.0f s without waiting any longer; still running: %s; "
+                    "this process's periodic jobs are taken over once their leases lapse",
+                    timeout, ", ".join(running))
+        return running
 
     def _forget_own_dead_loops(self) -> None:
         """A loop that died here is over with this process (a later start says so again)."""
-        try:
-            with self.sink.conditions_lock:
-                for source in self.sources:
-                    self.store.clear_condition(self.health.died_key(source))
+        try:  # under `GroupCommitSink.conditions_lock`, held by the caller
+            for source in self.sources:
+                self.store.clear_condition(self.health.died_key(source))
         except StoreError as exc:
             log.warning("could not clear this process's problems at stop: %s", exc)
 
@@ -569,8 +593,8 @@ def serve(config: Config) -> int:
             if not http.is_alive():
                 log.error("the HTTP server stopped unexpectedly")
                 break
-        service.shutdown(timeout=20.0)
+        cut_off = service.shutdown(STOP_WITHIN)
     finally:
         service.store.close()
-    log.warning("namekeeper stopped cleanly")
+    log.warning("namekeeper stopped" if cut_off else "namekeeper stopped cleanly")
     return 0
