@@ -179,6 +179,30 @@ def test_every_subcommand_has_a_description_an_example_and_its_exit_codes(
         assert "reserv" not in out.split("exit codes:")[1]
 
 
+@pytest.mark.parametrize("where", ["before the subcommand", "after it"])
+def test_format_is_taken_in_either_place_and_one_the_command_cannot_print_is_refused(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, where: str) -> None:
+    config = tmp_path / "nk.toml"
+    config.write_text('[store]\npath = "s.sqlite3"\n')
+
+    def run_with(fmt: str, *command: str) -> tuple[int, list | str, str]:
+        option = ["--format", fmt]
+        words = [*option, *command] if where == "before the subcommand" else [*command, *option]
+        return run(capsys, "--config", str(config), *words)
+
+    assert run_with("json", "status")[:2] == (0, [])
+    for fmt, command, error in [
+            ("csv", ["status"], "status cannot print 'csv': --format is table or json"),
+            ("markdown", ["watch", "--once"],
+             "watch cannot print 'markdown': --format is table, json or csv"),
+            ("csv", ["store", "migrate"],
+             "store migrate cannot print 'csv': --format is table or json"),
+            ("xml", ["check", "acme-x"], "check cannot print 'xml': --format is table or json"),
+            ("json", ["serve"], "serve takes no --format: what it prints is its log")]:
+        code, out, err = run_with(fmt, *command)
+        assert (code, out, err) == (2, "", f"namekeeper: error: {error}\n"), command
+
+
 def test_json_rows_are_valid_json_with_quiet_and_all_safe(
         capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
     code, out, _ = run(capsys, "--config", str(cfg), "--format", "json", "check", "-q",

@@ -28,7 +28,8 @@ from .model import Action, NameEvent, Outcome, Verdict, iso
 log = logging.getLogger("namekeeper")
 
 EXIT_OK, EXIT_ATTENTION, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
-#: `audit` speaks two more formats; the other commands print csv/markdown as a table.
+#: What each command can print; `serve` prints its log, and takes no --format.
+FORMATS = ("table", "json")
 AUDIT_FORMATS = ("table", "json", "csv", "markdown")
 WATCH_FORMATS = ("table", "json", "csv")
 _FAILED_ACTIONS = {Action.FAILED, Action.RATE_LIMITED, Action.TAKEN}
@@ -36,19 +37,45 @@ _FAILED_STATUS_ACTIONS = {Action.FAILED.value, Action.RATE_LIMITED.value}
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool,
-            formats: tuple[str, ...] = ("table", "json")) -> None:
+            formats: tuple[str, ...] = FORMATS) -> None:
     # Accepted before and after the subcommand; SUPPRESS keeps a subcommand's
     # absent option from overwriting the value given before it.
     default = None if top else argparse.SUPPRESS
     parser.add_argument("--config", metavar="PATH", default=default,
                         help="config file (TOML); default: $NAMEKEEPER_CONFIG")
-    parser.add_argument("--format", choices=formats,
-                        default="table" if top else argparse.SUPPRESS, help="output format")
+    # Any word parses, in either place: `_check_format` refuses, in one line, a format the
+    # command cannot print, wherever it was given.
+    parser.add_argument(
+        "--format", default=default, metavar="{" + ",".join(formats) + "}",
+        help=("output format: table (the default) or json; audit also csv and markdown, "
+              "watch also csv" if top else
+              f"output format: {_words(formats)} (default table)" if formats
+              else argparse.SUPPRESS))
+    if not top:
+        parser.set_defaults(formats=formats)
     parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
                         help="more log output on stderr (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true",
                         default=False if top else argparse.SUPPRESS,
                         help="print only what needs attention (nothing when all is well)")
+
+
+def _words(formats: Sequence[str]) -> str:
+    return ", ".join(formats[:-1]) + f" or {formats[-1]}" if len(formats) > 1 else formats[0]
+
+
+def _check_format(args: argparse.Namespace) -> None:
+    """``args.format`` is one the command prints ("table" when none was given), or a
+    one-line usage error: a format is never silently ignored."""
+    command = " ".join(filter(None, (args.command, getattr(args, "store_command", None))))
+    given, formats = args.format, args.formats
+    args.format = given or "table"
+    if given is None or given in formats:
+        return
+    if not formats:
+        raise UsageError(f"{command} takes no --format: what it prints is its log")
+    raise UsageError(f"{command} cannot print {names.shown(given)}: --format is "
+                     f"{_words(formats)}")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -88,7 +115,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = add_command(sub, "serve")
     p.add_argument("--host", help="address to listen on (overrides [serve] host)")
     p.add_argument("--port", type=int, help="port to listen on (overrides [serve] port)")
-    _common(p, top=False)
+    _common(p, top=False, formats=())
 
     p = sub.add_parser(
         "audit", help="classify every private name of an index or lock file (start here)",
@@ -519,6 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "audit": _audit, "watch": _watch, "store": cli_store.run}
     config = None
     try:
+        _check_format(args)
         config = load(args.config)
         return commands[args.command](args, config)
     except IndexUnreachable as exc:
