@@ -24,10 +24,12 @@ def test_notify_test_reports_each_target(capsys: pytest.CaptureFixture[str],
         cfg.write_text(f'[notify]\nurls = ["{receiver.url()}", "json://127.0.0.1:{dead}/x"]\n'
                        f'[store]\npath = "s.sqlite3"\n')
         code = main(["--config", str(cfg), "--format", "json", "notify", "--test"])
-        rows = json.loads(capsys.readouterr().out)
+        out, err = capsys.readouterr()
+        rows = json.loads(out)
         assert code == 1  # one target failed
         assert [r["delivered"] for r in rows] == [True, False]
         assert rows[1]["error"]
+        assert err == ""  # the row says why; no log line says it again
         [got] = receiver.wait_for(1)
         assert "test" in json.dumps(got.json()).lower()
 

@@ -187,8 +187,10 @@ class AppriseNotifier(Notifier):
         reasons = "; ".join(_MASK.mask(entry.message) for entry in result.logs()
                             if entry.level in ("WARNING", "ERROR", "CRITICAL"))
         self._last_failure = reasons or None
-        log.warning("notification %r about %s was not delivered: %s", self.name, outcome.name,
-                    reasons or "the service reported a failure")
+        # At INFO, as a delivery is: the caller says it once, with what happens next (the
+        # dispatcher's retry or giving up, in the log; `notify --test`, in its row).
+        log.info("notification %r about %s was not delivered: %s", self.name, outcome.name,
+                 reasons or "the service reported a failure")
         return False
 
 
