@@ -234,6 +234,32 @@ def test_a_failed_reservation_is_said_once_in_its_row_and_logged_by_serve_or_wit
     assert "WARNING namekeeper.reserve.twine: the public index refused" in capsys.readouterr().err
 
 
+def test_a_name_reserved_from_the_command_line_shows_its_owners_as_one_the_service_reserved(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake: FakePublicIndex, cfg: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from _doubles import Clock
+    from test_service_promises import accept, drain, make_pool
+
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "reserve",
+                        "acme-billing")
+    assert code == 0 and rows[0]["owners"] == ["acme-security"]  # the row says it too
+    _, [row], _ = run(capsys, "--config", str(cfg), "--format", "json", "status")
+    assert (row["action"], row["owners"]) == ("reserved", ["acme-security"])
+    # The service's confirmation records the same, and no second outcome.
+    clock = Clock()
+    served = tmp_path / "served"
+    served.mkdir()
+    pool = make_pool(served, fake, monkeypatch, clock)
+    accept(pool, "acme-invoices")
+    drain(pool, clock, until=clock.t + 3600)
+    record = pool.store.get("acme-invoices")
+    assert record is not None and (record.action, record.owners) == ("reserved",
+                                                                     ("acme-security",))
+    assert [h["kind"] for h in pool.store.history("acme-invoices")] == [
+        "seen", "upload-started", "outcome"]
+
+
 def test_status_table_shows_the_queue_state_in_words(capsys: pytest.CaptureFixture[str],
                                                       tmp_path: Path, cfg: Path) -> None:
     from namekeeper.model import NameEvent

@@ -22,7 +22,7 @@ import pytest
 from _doubles import Clock
 from _notify_helpers import Recorder, simple
 from _postgres import PostgresServer
-from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
+from namekeeper.model import Action, NameEvent, Outcome, PublicProject, Severity, Verdict
 from namekeeper.names import ultranormalize
 from namekeeper.notify.dispatch import Dispatcher
 from namekeeper.store.interface import (
@@ -436,6 +436,25 @@ def test_upload_started_and_outcome_are_on_record(open_store: OpenStore) -> None
     later = store.get("acme-x")
     assert later is not None and later.verdict == "taken" and later.reserved_at == rec.reserved_at
     assert [h["detail"]["action"] for h in store.history("acme-x")[1:]] == ["reserved", "skipped"]
+
+
+def test_what_the_index_shows_of_our_upload_is_kept_with_its_outcome_and_history(
+        open_store: OpenStore) -> None:
+    store = open_store()
+    store.mark_upload_started("acme-x", "acme-x")
+    store.record_outcome(outcome("acme-x"), reserved=True)
+    before = store.get("acme-x")
+    store.record_public("acme-x", PublicProject(
+        name="acme-x", exists=True, owners=("Acme-Security",), organization="acme",
+        versions=("0.0.0",), first_release=datetime(2026, 1, 2, tzinfo=timezone.utc)))
+    after = store.get("acme-x")
+    assert after is not None and before is not None
+    assert (after.owners, after.organization) == (("Acme-Security",), "acme")
+    assert (after.verdict, after.action, after.message, after.reserved_at) == (
+        before.verdict, before.action, before.message, before.reserved_at)
+    assert [h["kind"] for h in store.history("acme-x")] == ["upload-started", "outcome"]
+    store.record_public("acme-unknown", PublicProject(name="acme-unknown", exists=True))
+    assert store.get("acme-unknown") is None  # only a name the store knows
 
 
 def test_the_history_keeps_changes_not_repeats(open_store: OpenStore) -> None:

@@ -331,8 +331,11 @@ class Keeper(OwnPlaceholders):
                                held=result.action in _HELD)
         if result.action in _HELD and claim is None:
             # The queue confirms every upload by a later lookup (`confirm`), which learns the
-            # owners then; a command-line run has no later, so it asks now.
-            self._learn_owners_now(cls.name)
+            # owners then; a command-line run has no later, so it asks now, and its row
+            # shows them as `status` will.
+            shown = self._learn_owners_now(cls.name)
+            if shown is not None:
+                outcome = replace(outcome, public=shown)
         return outcome
 
     def _deferred(self, cls: Classification, record: NameRecord | None, display: str,
@@ -402,6 +405,7 @@ class Keeper(OwnPlaceholders):
         self.learn_placeholder_owners(name, public, record)
         cls = self.judge(name, public, record)
         if cls.verdict is Verdict.OURS:
+            self.show_upload(name, public, record)
             if public.exists or record is None or record.reserved_at is None:
                 return None, None
             # Not visible yet: the CDN may lag; ask again once the grace is over.

@@ -93,13 +93,24 @@ class OwnPlaceholders:
         if not self.store.placeholder_owners(name):
             self.store.record_placeholder_owners(name, public.owners)
 
-    def _learn_owners_now(self, name: str) -> None:
-        """Right after our upload, ask who the index says owns it (a CDN-stale 404 says nothing)."""
+    def show_upload(self, name: str, public: PublicProject, record: NameRecord | None) -> None:
+        """Record what the index shows of the placeholder we uploaded (owners, organisation,
+        versions) as the name's public project, as `status` shows it: the upload's outcome
+        was decided before the index had the project, and showed no owners."""
+        if record is not None and record.reserved_at is not None and public.exists:
+            self.store.record_public(name, public)
+
+    def _learn_owners_now(self, name: str) -> PublicProject | None:
+        """Right after our upload, ask who the index says owns it (a CDN-stale 404 says
+        nothing): what the index shows, when it shows the project and its owners."""
         if not self.public.publishes_owners():
-            return
+            return None
         try:
             public = self.public.lookup(name)
         except IndexUnreachable as exc:
             log.info("%s: could not ask for the placeholder's owners yet: %s", name, exc)
-            return
-        self.learn_placeholder_owners(name, public, self.store.get(name))
+            return None
+        record = self.store.get(name)
+        self.learn_placeholder_owners(name, public, record)
+        self.show_upload(name, public, record)
+        return public if public.exists else None

@@ -35,7 +35,7 @@ from enum import Enum
 from typing import Any
 
 from ..errors import StoreError
-from ..model import Action, NameEvent, Outcome, Verdict, outcome_from_json
+from ..model import Action, NameEvent, Outcome, PublicProject, Verdict, outcome_from_json
 from ..names import ultranormalize
 from .schema import BUDGET_WINDOW, NameRecord, WorkItem
 
@@ -311,6 +311,13 @@ class StoreBackend(ABC):
         (a re-check finding what the last one found) updates the row's time, no history;
         an upload's outcome (reserved, failed) is always an entry.
         """
+
+    @abstractmethod
+    def record_public(self, name: str, public: PublicProject) -> None:
+        """What the index shows of ``name`` now (owners, organisation, versions, first
+        release), kept with its last outcome, whose verdict, action, message and history
+        stay: the index showing a placeholder we just uploaded, which the upload's outcome,
+        decided before the index had it, could not say."""
 
     @abstractmethod
     def history(self, name: str) -> list[dict[str, Any]]:

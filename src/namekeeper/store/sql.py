@@ -21,10 +21,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from ..model import Action, NameEvent, Outcome, from_iso, iso
+from ..model import Action, NameEvent, Outcome, PublicProject, from_iso, iso
 from ..names import highest_version
 from .interface import Condition, DeliveryLog, NameRecord, StoreBackend
-from .schema import Dialect, name_record, outcome_values
+from .schema import Dialect, list_json, name_record, outcome_values
 from .sql_delivery import SqlDeliveryLog
 
 T = TypeVar("T")
@@ -242,6 +242,13 @@ class SqlBase(StoreBackend):
 
     def record_outcome(self, outcome: Outcome, *, reserved: bool = False) -> None:
         self._transaction(lambda tx: self._record_outcomes(tx, [outcome], reserved))
+
+    def record_public(self, name: str, public: PublicProject) -> None:
+        self._transaction(lambda tx: tx.execute(
+            "UPDATE names SET owners = ?, organization = ?, public_versions = ?, "
+            "public_first_release = ? WHERE name = ?",
+            (list_json(public.owners), public.organization, list_json(public.versions),
+             iso(public.first_release), name)), one_statement=True)
 
     def _record_outcomes(self, tx: Sql, outcomes: Sequence[Outcome], reserved: bool) -> None:
         # One upsert per name, and a history row where the outcome changed: an audit records
