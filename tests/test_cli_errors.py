@@ -135,7 +135,7 @@ def test_a_url_urllib_cannot_take_apart_is_one_line_exit_2(
     code, _, err = run(capsys, "--config", str(path), "check", "acme-x")
     assert code == 2
     one_line_error(err)
-    assert "[[poll]] entry 1: url must be an http(s) URL" in err
+    assert "[[poll]] entry 1 url must be an http(s) URL" in err
 
 
 def test_a_database_that_turned_read_only_is_one_line_exit_2(

@@ -189,3 +189,33 @@ def test_explicit_urls_override_the_preset_and_an_unknown_preset_is_an_error(
     path.write_text("[public]\nindex = 'warehouse'\n")
     with pytest.raises(cfg.ConfigError, match="index must be one of 'pypi', 'testpypi'"):
         cfg.load(path)
+
+
+def test_every_problem_of_a_poll_entry_is_reported_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    path.write_text("[[poll]]\nurl = 'ftp://nexus.example.com/'\ninterval = 'soon'\n"
+                    "token-env = 3\nnaem = 'x'\n[[poll]]\ninterval = '10x'\n")
+    with pytest.raises(cfg.ConfigError) as err:
+        cfg.load(path)
+    message = str(err.value)
+    assert message.startswith(f"config file {path} has 6 problems: "), message
+    for fragment in ("[[poll]] entry 1 has an unknown key 'naem' (did you mean 'name'?)",
+                     "[[poll]] entry 1 url must be an http(s) URL, got 'ftp://nexus.example.com/'",
+                     "[[poll]] entry 1 interval: expected a duration",
+                     "[[poll]] entry 1 token-env must be a string, got 3",
+                     "[[poll]] entry 2 needs a url", "[[poll]] entry 2 interval: expected"):
+        assert fragment in message, fragment
+
+
+def test_a_bad_notify_url_is_named_after_its_config_file_as_every_config_error(
+        tmp_path: Path) -> None:
+    from namekeeper.app import notifiers_for
+
+    path = tmp_path / "nk.toml"
+    path.write_text("[notify]\nurls = ['json://127.0.0.1:9/x', 'nosuch://a', 'also bad', "
+                    "'mailto://']\n")
+    with pytest.raises(cfg.ConfigError) as err:
+        notifiers_for(cfg.load(path))
+    assert str(err.value) == (f"config file {path}: [notify] urls entries 2, 3 and 4 are not "
+                              "valid apprise URLs (see apprise's list of supported services)")
+

@@ -305,6 +305,11 @@ class Config:
         """
         return self.plugins.get(name, MappingProxyType({}))
 
+    def error(self, problem: str) -> ConfigError:
+        """A problem of this config found after loading (a plugin checking its settings),
+        named as loading names every problem: after the file it is in."""
+        return ConfigError(f"{_where(self.source)}: {problem}")
+
     def secrets(self) -> list[Secret]:
         """Every secret this config holds (ours and the plugins'), so none slips into text."""
         found: list[Secret | None] = [self.public.token, self.artifactory.secret,
@@ -339,6 +344,11 @@ def parse_duration(value: Any, key: str) -> float:
     return seconds
 
 
+def _where(source: Path | None) -> str:
+    """How an error names the config it is about (before the colon)."""
+    return f"config file {source}" if source else "the configuration"
+
+
 class _Problems:
     """Every problem of one config file, so the user fixes them all in one go."""
 
@@ -359,7 +369,7 @@ class _Problems:
     def raise_if_any(self, source: Path | None) -> None:
         if not self.messages:
             return
-        where = f"config file {source}" if source else "the configuration"
+        where = _where(source)
         if len(self.messages) == 1:
             raise ConfigError(f"{where}: {self.messages[0]}")
         raise ConfigError(f"{where} has {len(self.messages)} problems: "
@@ -405,10 +415,12 @@ class _Table:
     """
 
     def __init__(self, data: Any, where: str, known: set[str], problems: _Problems,
-                 *, sections: bool = False) -> None:
+                 *, sections: bool = False, label: str | None = None) -> None:
         self.where, self.problems = where, problems
+        #: How messages name the table: ``[queue]``; ``[[poll]] entry 2`` for an array's.
+        self.label = label or f"[{where}]"
         if not isinstance(data, dict):
-            problems.add(f"[{where}] must be a table")
+            problems.add(f"{self.label} must be a table")
             data = {}
         for key in sorted(set(data) - known):
             close = _closest(key, known, where)
@@ -416,7 +428,7 @@ class _Table:
                 problems.add(f"unknown section [{key}]"
                              + (f" (did you mean [{close}]?)" if close else ""))
             else:
-                problems.add(f"[{where}] has an unknown key {key!r}"
+                problems.add(f"{self.label} has an unknown key {key!r}"
                              + (f" (did you mean {close!r}?)" if close else ""))
         self.data = {k: v for k, v in data.items() if k in known}
 
@@ -428,7 +440,7 @@ class _Table:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         wrong_bool = bool not in kinds and isinstance(value, bool)
         if wrong_bool or not isinstance(value, kind):
-            self.problems.add(f"[{self.where}] {key} must be {what or _kind_words(kind)}, "
+            self.problems.add(f"{self.label} {key} must be {what or _kind_words(kind)}, "
                               f"got {_shown_value(value)}")
             return default
         return value
@@ -438,7 +450,7 @@ class _Table:
         if value is None:
             return default
         if not all(isinstance(v, str) for v in value):
-            self.problems.add(f"[{self.where}] {key} must be a list of strings")
+            self.problems.add(f"{self.label} {key} must be a list of strings")
             return default
         return tuple(value)
 
@@ -588,7 +600,8 @@ def from_dict(data: dict[str, Any], source: Path | None = None) -> Config:
     artifactory = _artifactory_config(section("artifactory"))
     polls = []
     for i, entry in enumerate(top.get("poll", list, [], what="a list of [[poll]] tables")):
-        poll = _poll_config(_Table(entry, f"poll {i + 1}", _POLL_KEYS, problems), i + 1, problems)
+        where = f"[[poll]] entry {i + 1}"
+        poll = _poll_config(_Table(entry, "poll", _POLL_KEYS, problems, label=where), where)
         if poll is not None:
             polls.append(poll)
     queue = _queue_config(section("queue"))
@@ -771,27 +784,29 @@ def _public_config(pub: _Table) -> PublicConfig:
     )
 
 
-def _poll_config(p: _Table, number: int, problems: _Problems) -> PollConfig | None:
+def _poll_config(p: _Table, where: str) -> PollConfig | None:
+    """One ``[[poll]]`` entry (``where`` names it), or None when its url is unusable; every
+    problem of the entry is noted, not only the first."""
+    problems = p.problems
     url = p.get("url", str)
     if not url:
-        problems.add(f"[[poll]] entry {number} needs a url")
-        return None
-    if not web_url(url):
-        problems.add(f"[[poll]] entry {number}: url must be an http(s) URL, got {url!r}")
-        return None
-    if urlsplit(url).username or urlsplit(url).password:
-        problems.add(f"[[poll]] entry {number}: put credentials in environment variables "
+        problems.add(f"{where} needs a url")
+    elif not web_url(url):
+        problems.add(f"{where} url must be an http(s) URL, got {url!r}")
+        url = None
+    elif urlsplit(url).username or urlsplit(url).password:
+        problems.add(f"{where}: put credentials in environment variables "
                      "(token-env, username + password-env), not in the url")
+        url = None
+    interval = problems.checked(parse_duration, p.get("interval", _DURATION_KINDS, "10m"),
+                                f"{where} interval", default=600.0)
+    token_env, password_env = p.get("token-env", str), p.get("password-env", str)
+    username, name = p.get("username", str), p.get("name", str)
+    if not url:
         return None
-    return PollConfig(
-        url=problems.checked(_url, url, f"[[poll]] {number} url", default=url),
-        interval=problems.checked(parse_duration, p.get("interval", _DURATION_KINDS, "10m"),
-                                  f"[[poll]] {number} interval", default=600.0),
-        token=_env_secret(p.get("token-env", str)),
-        username=p.get("username", str),
-        password=_env_secret(p.get("password-env", str)),
-        name=p.get("name", str),
-    )
+    return PollConfig(url=_url(url, f"{where} url"), interval=interval,
+                      token=_env_secret(token_env), username=username,
+                      password=_env_secret(password_env), name=name)
 
 
 def _check_version(version: str) -> str:

@@ -206,18 +206,24 @@ def notifiers_from_urls(urls: Iterable[str]) -> list[AppriseNotifier]:
     import apprise as apprise_lib
     from apprise.config.base import ConfigBase
 
-    notifiers = []
+    notifiers, bad = [], []
     asset = _asset()
     for number, raw in enumerate(urls, start=1):
         _MASK.register(_raw_secrets(raw))
         services, _ = ConfigBase.config_parse_text(raw.strip(), asset=asset)
-        # The URL may hold credentials: the error names the entry, never its text.
         if len(services) != 1 or not isinstance(services[0], apprise_lib.NotifyBase):
-            raise ConfigError(f"[notify] urls entry {number} is not a valid apprise URL "
-                              "(see apprise's list of supported services)")
+            bad.append(str(number))
+            continue
         service = services[0]
         name = f"apprise:{_schema_of(service)}#{number}"
         notifiers.append(AppriseNotifier(name, service, _secret_parts(service)))
+    # A URL may hold credentials: the error names the entries, never their text.
+    if len(bad) == 1:
+        raise ConfigError(f"[notify] urls entry {bad[0]} is not a valid apprise URL "
+                          "(see apprise's list of supported services)")
+    if bad:
+        raise ConfigError(f"[notify] urls entries {', '.join(bad[:-1])} and {bad[-1]} are "
+                          "not valid apprise URLs (see apprise's list of supported services)")
     return notifiers
 
 
@@ -245,7 +251,10 @@ def notifiers_from_config_file(path: Path) -> list[AppriseNotifier]:
 def namekeeper_notifiers(config: Config) -> list[Notifier]:
     """Every configured apprise target; a bad URL or a missing config file stops start-up."""
     notifiers: list[Notifier] = []
-    notifiers.extend(notifiers_from_urls(u.reveal() for u in config.notify.urls))
-    if config.notify.config is not None:
-        notifiers.extend(notifiers_from_config_file(config.notify.config))
+    try:
+        notifiers.extend(notifiers_from_urls(u.reveal() for u in config.notify.urls))
+        if config.notify.config is not None:
+            notifiers.extend(notifiers_from_config_file(config.notify.config))
+    except ConfigError as exc:  # found now, not by `config.load`: named the same way
+        raise config.error(str(exc)) from None
     return notifiers
