@@ -523,20 +523,10 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def _not_in_the_result(record: logging.LogRecord) -> bool:
-    """False for a reservation backend's warning about an upload: a command's result row
-    says it already (its message is the index's answer), and one fact is said once."""
-    return not (record.name.startswith("namekeeper.reserve") and record.levelno == logging.WARNING)
-
-
-def _configure_logging(verbosity: int, *, terminal: bool = True) -> None:
-    """``terminal``: a command that prints its results (every one but `serve`, whose log is
-    its output); without -v its log leaves out what its results say."""
+def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING - 10 * min(verbosity, 2)
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    if terminal and not verbosity:
-        handler.addFilter(_not_in_the_result)
     root = logging.getLogger("namekeeper")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -550,8 +540,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
-    serving = args.command == "serve"
-    _configure_logging(max(args.verbose, 1) if serving else args.verbose, terminal=not serving)
+    _configure_logging(args.verbose if args.command != "serve" else max(args.verbose, 1))
     commands = {"check": _run_names, "reserve": _run_names, "status": _status, "forget": _forget,
                 "notify": _notify_test, "serve": _serve, "plugins": _plugins,
                 "audit": _audit, "watch": _watch, "store": cli_store.run}

@@ -332,13 +332,15 @@ class TwineReservationBackend(ReservationBackend):
     def upload(self, name: str, files: list[Path]) -> UploadResult:
         """Upload ``files`` one by one; the index's answer decides the `Action`."""
         refusal = self._check_files(name, [Path(f) for f in files])
+        # The result at INFO, whatever it is: its caller says it once, with what happens next
+        # (a command's row; serve's worker, retrying or giving up, or its condition).
         if refusal is not None:
-            log.warning("%s", refusal.message)
+            log.info("%s", refusal.message)
             return refusal
         credentials = self._resolve_credentials()
         if credentials is None:
             result = self._missing_credentials()
-            log.error("%s", result.message)
+            log.info("%s", result.message)
             return result
         secrets = credentials.secrets()
         started = time.perf_counter()
@@ -349,8 +351,7 @@ class TwineReservationBackend(ReservationBackend):
             result = dataclasses.replace(
                 result, credentials_problem=redact(result.credentials_problem, secrets))
         result = dataclasses.replace(result, message=redact(result.message, secrets))
-        log.log(logging.INFO if result.action is not Action.FAILED else logging.WARNING,
-                "%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)
+        log.info("%s (%.0f ms)", result.message, (time.perf_counter() - started) * 1000)
         return result
 
     def _upload_all(self, name: str, files: list[Path], credentials: Credentials,
