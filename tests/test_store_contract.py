@@ -346,6 +346,24 @@ def test_names_whose_last_outcome_failed_are_counted_until_one_succeeds(
     assert store.failed_names(sample=10) == (3, ["acme-b", "acme-c", "acme-d"])
 
 
+def test_a_failure_the_queue_will_try_again_has_not_ended_failed(open_store: OpenStore) -> None:
+    # A 5xx on the upload: the outcome is FAILED, the queue tries again later. /healthz said
+    # "1 name(s) ended FAILED and are not held" meanwhile: a page for a retry under way.
+    store = open_store()
+    assert store.accept(ev("acme-a", key="1"))
+    item = store.claim("w")
+    assert item is not None
+    store.record_outcome(outcome("acme-a", Verdict.FREE, Action.FAILED))
+    assert store.release("acme-a", item.claim, not_before=0, error="503",
+                         max_attempts=2) is Released.PENDING
+    assert store.failed_names() == (0, [])
+    item = store.claim("w")  # the last attempt fails too: ended
+    assert item is not None
+    assert store.release("acme-a", item.claim, not_before=0, error="503",
+                         max_attempts=2) is Released.FAILED
+    assert store.failed_names() == (1, ["acme-a"])
+
+
 def test_outside_text_with_a_nul_byte_is_stored_not_refused(open_store: OpenStore) -> None:
     # A public index's answer (an owner's name) and the errors quoting one are outside text:
     # PostgreSQL refusing it was a DataError that stopped every worker on the store.

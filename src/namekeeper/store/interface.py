@@ -297,7 +297,8 @@ class StoreBackend(ABC):
 
     @abstractmethod
     def failed_names(self, sample: int = 3) -> tuple[int, list[str]]:
-        """How many names' last outcome is FAILED (not held), and the first ``sample`` of them."""
+        """How many names' last outcome is FAILED (not held), and the first ``sample`` of them;
+        a name the queue is about to try again (pending: a 5xx's retry) has not ended FAILED."""
 
     @abstractmethod
     def mark_upload_started(self, name: str, display_name: str) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..model import Action, NameEvent, Outcome, PublicProject, from_iso, iso
 from ..names import highest_version
-from .interface import Condition, DeliveryLog, NameRecord, StoreBackend
+from .interface import Condition, DeliveryLog, NameRecord, QueueState, StoreBackend
 from .schema import Dialect, list_json, name_record, outcome_values
 from .sql_delivery import SqlDeliveryLog
 
@@ -225,8 +225,11 @@ class SqlBase(StoreBackend):
     def failed_names(self, sample: int = 3) -> tuple[int, list[str]]:
         with self._read() as sql:
             rows = sql.execute("SELECT name, COUNT(*) OVER () AS n FROM names "
-                               "WHERE action = ? ORDER BY name LIMIT ?",
-                               (Action.FAILED.value, sample)).fetchall()
+                               "WHERE action = ? AND NOT EXISTS (SELECT 1 FROM queue "
+                               "WHERE queue.name = names.name AND queue.state = ?) "
+                               "ORDER BY name LIMIT ?",
+                               (Action.FAILED.value, QueueState.PENDING.value, sample)
+                               ).fetchall()
         return (int(rows[0]["n"]) if rows else 0), [r["name"] for r in rows]
 
     def _upload_started(self, tx: Sql, name: str, display_name: str,
