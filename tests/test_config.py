@@ -207,6 +207,19 @@ def test_every_problem_of_a_poll_entry_is_reported_at_once(tmp_path: Path) -> No
         assert fragment in message, fragment
 
 
+def test_a_url_refused_for_its_scheme_is_shown_without_its_password(tmp_path: Path) -> None:
+    path = tmp_path / "nk.toml"
+    for text, shown in (
+            ("[[poll]]\nurl = 'ftp://deploy:hunter2-pw@nexus.example.com/simple/'\n",
+             "[[poll]] entry 1 url must be an http(s) URL, got 'ftp://nexus.example.com/simple/'"),
+            ("[public]\nsimple-url = 'ftp://deploy:hunter2-pw@mirror.example.com/simple/'\n",
+             "must be an http(s) URL, got 'ftp://mirror.example.com/simple/'")):
+        path.write_text(text)
+        with pytest.raises(cfg.ConfigError) as err:
+            cfg.load(path)
+        assert shown in str(err.value) and "hunter2-pw" not in str(err.value)
+
+
 def test_a_bad_notify_url_is_named_after_its_config_file_as_every_config_error(
         tmp_path: Path) -> None:
     from namekeeper.app import notifiers_for

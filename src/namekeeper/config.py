@@ -24,7 +24,7 @@ import platformdirs
 from twine import utils as twine_utils
 
 from .errors import ConfigError
-from .http import web_url
+from .http import public_url, web_url
 from .toml_file import read_toml
 
 log = logging.getLogger(__name__)
@@ -561,7 +561,8 @@ def _store_config(st: _Table, source: Path | None, problems: _Problems) -> Store
 
 def _url(value: str, key: str) -> str:
     if not web_url(value):
-        raise ConfigError(f"{key} must be an http(s) URL, got {value!r}")
+        # Shown without its userinfo: a URL refused for its scheme may still hold a password.
+        raise ConfigError(f"{key} must be an http(s) URL, got {public_url(value)!r}")
     return value if value.endswith("/") else value + "/"
 
 
@@ -792,7 +793,7 @@ def _poll_config(p: _Table, where: str) -> PollConfig | None:
     if not url:
         problems.add(f"{where} needs a url")
     elif not web_url(url):
-        problems.add(f"{where} url must be an http(s) URL, got {url!r}")
+        problems.add(f"{where} url must be an http(s) URL, got {public_url(url)!r}")
         url = None
     elif urlsplit(url).username or urlsplit(url).password:
         problems.add(f"{where}: put credentials in environment variables "
