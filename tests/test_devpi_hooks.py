@@ -247,3 +247,70 @@ def test_the_status_leaves_another_processes_dead_loop_to_that_process(nk_mapp: 
     problems = nk_mapp.getjson("/+namekeeper/status")["plugin"]["problems"]
     assert "the look-alike scan failed" in problems  # a service-wide one is shown
     assert text not in problems
+
+
+class _Stopped(Exception):
+    """Ends a `DevpiWorker.thread_run` the way devpi's Shutdown does."""
+
+
+class _PoolThread:
+    """devpi's thread object as the worker sees it: ``sleep`` runs ``at_sleep`` per call, then
+    raises `_Stopped` once ``at_sleep`` returns False (the server stopping)."""
+
+    def __init__(self, at_sleep: Any) -> None:
+        self.at_sleep = at_sleep
+        self.sleeps = 0
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        if not self.at_sleep(self.sleeps):
+            raise _Stopped
+
+
+@pytest.mark.notransaction
+@pytest.mark.with_notifier
+def test_a_store_unreachable_when_devpi_starts_is_connected_later_and_no_upload_is_lost(
+        makexom: Any, maketestapp: Any, makemapp: Any, tmp_path: Path,
+        fake_public: FakePublicIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    from _postgres import running_postgres
+    from namekeeper.store.postgres import PostgresStore
+
+    with running_postgres() as pg:
+        url = pg.new_database()
+        monkeypatch.setenv("NAMEKEEPER_STORE_PASSWORD", pg.password)
+        config = tmp_path / "namekeeper.toml"
+        config.write_text(fake_public.config_toml(owners=["acme-security"])
+                          + f'[store]\nurl = "{url}"\n[policy]\ndry-run = true\n')
+        pg.stop()  # the database is down (a restart, a failover) while devpi-server starts
+        xom = makexom(["--namekeeper-config", str(config)], plugins=[devpi_plugin])
+        mapp = makemapp(maketestapp(xom))
+        face = face_for(xom)
+        assert face is not None and face.service is None
+        assert "cannot connect to the store" in (face.problem or "")
+        report = mapp.getjson("/+namekeeper/status")["plugin"]
+        assert not report["healthy"] and any("cannot connect" in p for p in report["problems"])
+        [worker] = [o for o in xom.thread_pool._objects if isinstance(o, devpi_face.DevpiWorker)]
+        mapp.create_and_login_user("acme")
+        mapp.create_index("prod", indexconfig={INDEX_KEY: True})
+        mapp.upload_file_pypi("Acme_Early-1.0.tar.gz", b"early", "Acme_Early", "1.0",
+                              waithooks=True)
+        assert face.unrecorded_count() == 1  # kept until the store answers
+
+        def at_sleep(n: int) -> bool:
+            if n == 1:
+                pg.start()  # the database is back before the worker's next try
+            return n == 1
+
+        worker.thread = _PoolThread(at_sleep)
+        with pytest.raises(_Stopped):
+            worker.thread_run()
+        assert face.service is not None and face.problem is None and face.running
+        assert face.unrecorded_count() == 0
+        worker.thread_shutdown()
+        store = PostgresStore(url, password=pg.password, create_schema=False)
+        try:
+            record = store.get("acme-early")
+            assert record is not None and record.display_name == "Acme_Early"
+            assert (record.first_source, record.first_index) == ("devpi", "acme/prod")
+        finally:
+            store.close()

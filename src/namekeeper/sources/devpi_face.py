@@ -19,6 +19,7 @@ from typing import Any
 from ..config import Config, load
 from ..model import NameEvent
 from ..names import highest_version
+from ..store.interface import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,8 @@ OPTION_DEST = "namekeeper_config"
 SOURCE = "devpi"
 #: How often the worker thread looks for newly opted-in indexes and retries unrecorded uploads.
 SCAN_INTERVAL = 2.0
+#: How often the worker thread tries again to open a store it could not reach at start-up.
+STORE_RETRY = 10.0
 
 _FACES: weakref.WeakKeyDictionary[Any, DevpiFace] = weakref.WeakKeyDictionary()
 
@@ -70,6 +73,8 @@ class DevpiFace:
         #: The last failure to record an upload (None once recorded again).
         self.intake_error: str | None = None
         self.running = False
+        #: True while the store could not be reached: the worker thread tries again.
+        self.waiting_for_store = False
         self._unrecorded: list[NameEvent] = []
         self._backfilled: set[str] = set()
         self._lock = threading.Lock()
@@ -84,6 +89,11 @@ class DevpiFace:
         try:
             self.config = load(config_path, required=True)
             self.service = Service(self.config)
+        except StoreUnavailable as exc:  # a database down while devpi starts: tried again
+            self.waiting_for_store = True
+            self.problem = f"cannot start: {exc}"
+            log.error("namekeeper plugin %s; uploads are kept and recorded once it answers "
+                      "(tried again every %.0f s)", self.problem, STORE_RETRY)
         except Exception as exc:  # noqa: BLE001 - devpi must start and take uploads regardless
             self.problem = f"cannot start: {exc}"
             log.error("namekeeper plugin %s; uploads are not protected", self.problem)
@@ -97,8 +107,31 @@ class DevpiFace:
         return face
 
     def will_work(self) -> bool:
-        """True when this process reserves names (a configured primary)."""
-        return self.service is not None
+        """True when this process reserves names (a configured primary), or will once its
+        store answers."""
+        return self.service is not None or self.waiting_for_store
+
+    def connect(self) -> None:
+        """Try again to start the `Service` on a store that could not be reached."""
+        from ..server import Service
+
+        assert self.config is not None
+        try:
+            self.service = Service(self.config)
+        except StoreUnavailable as exc:
+            problem = f"cannot start: {exc}"
+            if problem != self.problem:
+                log.error("namekeeper plugin %s", problem)
+            self.problem = problem
+            return
+        except Exception as exc:  # noqa: BLE001 - devpi must go on regardless
+            self.waiting_for_store = False
+            self.problem = f"cannot start: {exc}"
+            log.error("namekeeper plugin %s; uploads are not protected", self.problem)
+            return
+        self.waiting_for_store = False
+        self.problem = None
+        log.warning("namekeeper plugin: the store answers again; reserving names")
 
     def worker_thread(self) -> DevpiWorker:
         return DevpiWorker(self)
@@ -108,6 +141,9 @@ class DevpiFace:
     def accept(self, event: NameEvent) -> None:
         """Journal ``event`` durably; on failure keep it for the worker thread to retry."""
         if self.service is None:
+            if self.waiting_for_store:
+                with self._lock:
+                    self._unrecorded.append(event)
             return
         try:
             self.service.sink.accept(event)
@@ -220,7 +256,11 @@ class DevpiWorker:
         self.face = face
 
     def thread_run(self) -> None:
-        face, service = self.face, self.face.service
+        face = self.face
+        while face.service is None and face.waiting_for_store:
+            self.thread.sleep(STORE_RETRY)  # raises devpi's Shutdown when the server stops
+            face.connect()
+        service = face.service
         if service is None:
             return
         try:
