@@ -141,6 +141,21 @@ def test_allow_on_the_command_line_is_kept_and_silences_a_reported_name(
     assert Store(cfg.parent / "state.sqlite3").watch_allowed() == ["acme-payments-*"]
 
 
+def test_public_projects_of_our_own_accounts_or_organisation_are_not_lookalikes(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex) -> None:
+    # Our own open-source releases sit in our prefix and next to our private names.
+    public.add_project("acme-open-sdk", owners=["acme-security"])       # our account
+    public.add_project("acme-billing-cli", owners=["jane"], organization="ACME")  # our org
+    public.add_project("acme-billing-tools", owners=["mallory"], organization="evil")
+    cfg.write_text(cfg.read_text().replace('owners = ["acme-security"]',
+                                           'owners = ["Acme-Security"]\norganization = "acme"'))
+    code, doc = watch(capsys, cfg, "--once")
+    assert code == 1
+    shown = {r["public"] for r in doc["lookalikes"]}
+    assert "acme-billing-tools" in shown and "acme-brand-new" in shown
+    assert not shown & {"acme-open-sdk", "acme-billing-cli"}
+
+
 def test_csv_and_table_formats(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
     code, out = watch(capsys, cfg, "--once", fmt="csv")
     assert code == 1

@@ -10,7 +10,8 @@ One scan:
    allow-list, thresholds); otherwise only projects new since the last scan: the
    difference between this listing and the names the last scan saw (kept in the store).
 4. For look-alikes not reported before: owners, organisation and first-release time from
-   the JSON API (one request each, reported names only), recorded in the store.
+   the JSON API (one request each, reported names only), recorded in the store, unless
+   they show the project is ours (``[public] owners`` or ``organization``).
 5. Each look-alike not alerted yet goes to the notifiers with tag ``lookalike``, once per
    target and state (the delivery log); a failed delivery is tried again on the next scan.
 """
@@ -122,8 +123,10 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
     elif state.words is not None and todo:
         state.words.update(word_counts(todo))
     fresh = [hit for hit in raw if hit.public not in known]
-    store.add_lookalikes(_with_facts(fresh, public))
-    result.new = [hit.public for hit in fresh]
+    # Our own public projects (an open-source release in our prefix) imitate nothing.
+    found = [item for item in _with_facts(fresh, public) if not held_by_us(item, config)]
+    store.add_lookalikes(found)
+    result.new = [item.public for item in found]
     # Gone from the listing, or allowed since: forget, so a return is reported again.
     gone = [p for p in known if p not in listing or index.allowed(p)]
     if gone:
@@ -160,6 +163,17 @@ def _with_facts(found: list[Likeness], public: PublicIndex) -> list[StoredLookal
         organization=project.organization if project is not None else None,
         first_release=project.first_release if project is not None else None,
         found_at=now, alerted=False) for hit, project in zip(found, projects, strict=True)]
+
+
+def held_by_us(item: StoredLookalike, config: Config) -> bool:
+    """True when one of our public accounts or our organisation holds the project, as the
+    keeper judges OURS (`Keeper.judge`); an index that did not say who holds it: False."""
+    if item.owners is None:
+        return False
+    mine = {o.lower() for o in config.public.owners}
+    org = config.public.organization
+    return bool(mine & {o.lower() for o in item.owners}) or bool(
+        org and item.organization and org.lower() == item.organization.lower())
 
 
 def about(item: StoredLookalike, url: str | None = None) -> Outcome:
