@@ -256,6 +256,25 @@ def test_a_lookalike_that_leaves_the_listing_and_returns_is_new_again(
     assert scan([*base, "acme-biling"]) == ["acme-biling"]  # back: reported again
 
 
+def test_a_lookalike_of_what_is_no_longer_ours_is_forgotten(tmp_path: Path) -> None:
+    _store_ours(tmp_path, OURS)
+    store = Store(tmp_path / "state.sqlite3")
+    listing = _listing([*public_names(2_000), "acme-biling", "zorbit-synk", "acmeister"])
+
+    def scan(prefix: str) -> set[str]:
+        config = from_dict({"store": {"path": str(tmp_path / "state.sqlite3")},
+                            "watch": {"prefixes": [prefix]}})
+        result = run_watch(config, store, _Facts(), listing=listing)
+        return {item.public for item in result.lookalikes}
+
+    assert {"acme-biling", "zorbit-synk", "acmeister"} <= scan("acme")
+    store.forget(["zorbit-sync"])  # not ours after all
+    on_record = scan("acme-")  # and the prefix made narrower
+    assert "acme-biling" in on_record
+    assert not on_record & {"zorbit-synk", "acmeister"}
+    assert not {item.public for item in store.lookalikes()} & {"zorbit-synk", "acmeister"}
+
+
 def test_lookalike_alerts_are_routed_by_their_tag(capsys: pytest.CaptureFixture[str],
                                                  cfg: Path) -> None:
     with serving_http() as receiver:

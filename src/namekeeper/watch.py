@@ -111,6 +111,9 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
     result.scanned = len(todo)
     known = {item.public for item in store.lookalikes()}
     raw = [hit for hit in map(index.match, todo) if hit is not None]
+    # A full scan asks about every listed project: one on record that now looks like nothing
+    # of ours (a name forgotten, a prefix narrowed) is no look-alike any more.
+    unmatched = known - {hit.public for hit in raw} if result.full else set()
     if raw:
         if state.words is None or result.full:
             state.words = word_counts(listing)
@@ -127,8 +130,8 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
     found = [item for item in _with_facts(fresh, public) if not held_by_us(item, config)]
     store.add_lookalikes(found)
     result.new = [item.public for item in found]
-    # Gone from the listing, or allowed since: forget, so a return is reported again.
-    gone = [p for p in known if p not in listing or index.allowed(p)]
+    # Gone from the listing, allowed or no longer like ours: forget, so a return is reported again.
+    gone = [p for p in known if p not in listing or index.allowed(p) or p in unmatched]
     if gone:
         store.forget_lookalikes(gone)
     if result.full or gone:  # a project gone from the listing must be new when it returns

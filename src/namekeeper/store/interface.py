@@ -527,7 +527,8 @@ class StoreBackend(ABC):
 
     @abstractmethod
     def forget_lookalikes(self, publics: Iterable[str]) -> None:
-        """Drop rows (the project left the listing, or was allowed): a return is new again."""
+        """Drop rows (the project left the listing, was allowed, or no longer looks like a name
+        of ours): a return is new again."""
 
     @abstractmethod
     def watch_allowed(self) -> list[str]: ...
