@@ -214,6 +214,21 @@ def test_the_lookalike_alert_goes_out_once_with_the_facts(
         assert "acme-paymentss" in json.dumps(got[-1].json())
 
 
+def test_a_lookalike_taken_down_and_registered_again_is_alerted_again(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex) -> None:
+    with serving_http() as receiver:
+        _notify_cfg(cfg, receiver)
+        assert watch(capsys, cfg, "--once")[0] == 1
+        receiver.wait_for(len(PLANTED))
+        public.remove_project("acme-biling")  # reported, and taken down by the index
+        assert watch(capsys, cfg, "--once")[0] == 0
+        public.add_project("acme-biling", owners=["mallory"])  # the same account, again
+        code, doc = watch(capsys, cfg, "--once")
+        assert code == 1 and [r["public"] for r in doc["lookalikes"] if r["new"]] == ["acme-biling"]
+        got = receiver.wait_for(len(PLANTED) + 1)
+        assert "acme-biling" in got[-1].json()["title"]
+
+
 def test_a_failed_alert_is_sent_again_on_the_next_scan(
         capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
     with serving_http() as receiver:

@@ -26,8 +26,10 @@ _ADVICE = (
 
 
 def lookalike_fingerprint(item: StoredLookalike) -> str:
-    """What makes two look-alike alerts the same: the names, the kind, the owners."""
-    state = [item.public, item.ours, item.kind, sorted(o.lower() for o in item.owners or ())]
+    """What makes two look-alike alerts the same: the names, the kind, the owners, and when it
+    was found (a project taken down and registered again is found again: a new alert)."""
+    state = [item.public, item.ours, item.kind, sorted(o.lower() for o in item.owners or ()),
+             item.found_at.timestamp()]
     return hashlib.sha256(json.dumps(state).encode()).hexdigest()
 
 
