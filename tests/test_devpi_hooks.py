@@ -314,3 +314,37 @@ def test_a_store_unreachable_when_devpi_starts_is_connected_later_and_no_upload_
             assert (record.first_source, record.first_index) == ("devpi", "acme/prod")
         finally:
             store.close()
+
+
+@pytest.mark.notransaction
+@pytest.mark.with_notifier
+def test_the_status_names_failed_names_only_of_indexes_the_requester_may_read(
+        makexom: Any, maketestapp: Any, makemapp: Any, nk_config: Path) -> None:
+    from namekeeper.model import Action, Outcome, Severity, Verdict
+
+    xom = makexom(["--namekeeper-config", str(nk_config)],
+                  plugins=[devpi_plugin, OnlyAcmeReadsSecretIndexes()])
+    mapp = makemapp(maketestapp(xom))
+    mapp.create_and_login_user("acme")
+    mapp.create_index("hidden", indexconfig={INDEX_KEY: True, "title": "secret"})
+    mapp.upload_file_pypi("acme_hidden-1.0.tar.gz", b"h", "acme-hidden", "1.0", waithooks=True)
+    mapp.create_index("open", indexconfig={INDEX_KEY: True})
+    mapp.upload_file_pypi("acme_open-1.0.tar.gz", b"o", "acme-open", "1.0", waithooks=True)
+    face = face_for(xom)
+    assert face is not None and face.service is not None
+    for name in ("acme-hidden", "acme-open"):
+        face.service.store.record_outcome(Outcome(
+            name=name, display_name=name, verdict=Verdict.FREE, action=Action.FAILED,
+            severity=Severity.HIGH, reason="free", message="the upload failed"))
+    face.running = True  # as with the worker thread running: serve's reasons are shown too
+
+    def problems() -> str:
+        return "\n".join(mapp.getjson("/+namekeeper/status")["plugin"]["problems"])
+
+    assert "acme-hidden" in problems() and "acme-open" in problems()  # acme may read both
+    mapp.logout()
+    shown = problems()
+    assert "2 name(s) ended FAILED" in shown and "acme-open" in shown
+    assert "acme-hidden" not in shown
+    page = mapp.testapp.get("/+namekeeper/status", headers={"Accept": "text/html"}).text
+    assert "acme-open" in page and "acme-hidden" not in page

@@ -25,6 +25,9 @@ from .worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
+#: The words of the reason naming the FAILED names (the devpi status page lists them its own way).
+FAILED_REASON = "name(s) ended FAILED and are not held"
+
 
 def alive_job(holder: str) -> str:
     """The job a process whose loop died keeps leased while it runs (`StoreBackend.lease_job`)."""
@@ -298,7 +301,7 @@ class Health:
         failed, some = self.store.failed_names()
         if failed:
             more = f" and {failed - len(some)} more" if failed > len(some) else ""
-            found.append(f"{failed} name(s) ended FAILED and are not held: {', '.join(some)}"
+            found.append(f"{failed} {FAILED_REASON}: {', '.join(some)}"
                          f"{more} (`namekeeper status` says why)")
         clock_off = self._clock_problem()
         if clock_off:

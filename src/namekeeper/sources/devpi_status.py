@@ -58,7 +58,8 @@ def _response(request: Any, body: bytes, content_type: str) -> Any:
 def status_report(face: DevpiFace, request: Any) -> dict[str, Any]:
     """The status as plain data (runs inside devpi's request transaction)."""
     readable, indexes = _readable_indexes(face, request)
-    return {"plugin": _health(face), "indexes": indexes, "names": _names(face, readable)}
+    return {"plugin": _health(face, readable), "indexes": indexes,
+            "names": _names(face, readable)}
 
 
 def _readable_indexes(face: DevpiFace, request: Any) -> tuple[set[str], list[dict[str, Any]]]:
@@ -118,7 +119,8 @@ def whitelist_leaks(stage: Any) -> list[dict[str, str]]:
     return leaks
 
 
-def _health(face: DevpiFace) -> dict[str, Any]:
+def _health(face: DevpiFace, readable: set[str]) -> dict[str, Any]:
+    from ..health import FAILED_REASON
     from ..store.interface import QueueState
     from ..upload_hold import CONDITION_MISSING
     from ..worker import CONDITION_UNREACHABLE
@@ -165,12 +167,40 @@ def _health(face: DevpiFace) -> dict[str, Any]:
     if unreachable:
         problems.append(f"the public index is unreachable ({len(unreachable)} name(s) waiting)")
     if face.running:
-        # The same reasons `namekeeper serve` gives on /healthz (budget paused, stuck leases, ...).
-        problems += [r for r in service.healthy()[1]["reasons"] if r not in problems]
+        # The same reasons `namekeeper serve` gives on /healthz (budget paused, stuck leases, ...),
+        # but FAILED names only of indexes the requester may read, as in "names".
+        problems += [r for r in service.healthy()[1]["reasons"]
+                     if r not in problems and FAILED_REASON not in r]
+        failed = _failed_reason(face, readable)
+        if failed:
+            problems.append(failed)
     else:
         problems.append("the background worker is not running (--requests-only, or it stopped)")
     data["healthy"] = not problems
     return data
+
+
+def _failed_reason(face: DevpiFace, readable: set[str], sample: int = 3) -> str | None:
+    """How many names ended FAILED, naming only those of indexes the requester may read."""
+    from ..health import FAILED_REASON
+    from ..model import Action
+    from .devpi_face import SOURCE
+
+    assert face.service is not None
+    try:
+        failed = [rec for rec in face.service.store.all_names() if rec.action == Action.FAILED]
+    except Exception:  # noqa: BLE001 - reported in the health part
+        return None
+    if not failed:
+        return None
+    shown = [rec.name for rec in failed
+             if rec.first_source == SOURCE and rec.first_index in readable]
+    text = f"{len(failed)} {FAILED_REASON}"
+    if shown:
+        more = f" and {len(shown) - sample} more" if len(shown) > sample else ""
+        text += f": {', '.join(shown[:sample])}{more}"
+    hidden = len(failed) - len(shown)
+    return text + (f" ({hidden} not shown here: `namekeeper status` lists them)" if hidden else "")
 
 
 def _names(face: DevpiFace, readable: set[str]) -> list[dict[str, Any]]:
