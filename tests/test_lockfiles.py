@@ -190,3 +190,21 @@ def test_an_index_url_with_a_control_character_is_refused_not_reported(
     with pytest.raises(LockFileError, match="has an index that is not a URL") as refused:
         private_packages([lock], PUBLIC)
     assert control not in str(refused.value)
+
+
+@pytest.mark.parametrize("index", [
+    '{ url = "https://bot:s3cret@devpi.example.com/simple/" }',  # a table, not a string
+    '["https://bot:s3cret@devpi.example.com/simple/"]',
+    '"bot:s3cret@devpi.example.com/simple/"',  # no scheme
+    '"https:/bot:s3cret@devpi.example.com/simple/"',  # one slash: no host to take it from
+])
+def test_credentials_in_an_index_that_is_not_a_url_are_not_printed(tmp_path: Path,
+                                                                     index: str) -> None:
+    texts = [f'lock-version = "1.0"\n[[packages]]\nname = "acme-a"\nindex = {index}\n']
+    if not index.startswith('"'):  # uv reads a string without "://" as a directory
+        texts.append(f'version = 1\n[[package]]\nname = "acme-a"\nsource = {{ registry = {index} }}\n')
+    for text in texts:
+        lock = write(tmp_path, "some.lock", text)
+        with pytest.raises(LockFileError, match="has an index that is not a URL") as refused:
+            read_lock(lock)
+        assert "s3cret" not in str(refused.value)

@@ -125,6 +125,10 @@ def public_url(url: str) -> str:
         parts = urlsplit(url)
     except ValueError:  # an unclosed IPv6 bracket: what it holds may be a password
         return "(a malformed URL)"
+    if not parts.netloc and parts.scheme.lower() != "file" and "@" in url:
+        # No host to take a userinfo from ("bot:pw@host/", "https:/bot:pw@host/", a TOML
+        # table's text): what precedes the "@" may be a password.
+        return "(a malformed URL)"
     host = parts.hostname or ""
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
