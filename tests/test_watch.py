@@ -156,6 +156,17 @@ def test_public_projects_of_our_own_accounts_or_organisation_are_not_lookalikes(
     assert not shown & {"acme-open-sdk", "acme-billing-cli"}
 
 
+def test_a_lookalike_on_record_that_turns_out_to_be_ours_is_forgotten(
+        capsys: pytest.CaptureFixture[str], cfg: Path, public: FakePublicIndex) -> None:
+    public.add_project("acme-billing-cli", owners=["jane"], organization="acme")
+    assert watch(capsys, cfg, "--once")[0] == 1  # nothing says it is ours yet
+    cfg.write_text(cfg.read_text().replace('owners = ["acme-security"]',
+                                           'owners = ["acme-security"]\norganization = "acme"'))
+    code, doc = watch(capsys, cfg, "--once")
+    assert code == 0
+    assert "acme-billing-cli" not in {r["public"] for r in doc["lookalikes"]}
+
+
 def test_csv_and_table_formats(capsys: pytest.CaptureFixture[str], cfg: Path) -> None:
     code, out = watch(capsys, cfg, "--once", fmt="csv")
     assert code == 1

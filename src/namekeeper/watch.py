@@ -109,7 +109,10 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
         result.full = False
         todo = listing.names - previous
     result.scanned = len(todo)
-    known = {item.public for item in store.lookalikes()}
+    on_record = store.lookalikes()
+    known = {item.public for item in on_record}
+    # Recorded before [public] owners or organization said so: one of ours, no look-alike.
+    ours_now = {item.public for item in on_record if held_by_us(item, config)}
     raw = [hit for hit in map(index.match, todo) if hit is not None]
     # A full scan asks about every listed project: one on record that now looks like nothing
     # of ours (a name forgotten, a prefix narrowed) is no look-alike any more.
@@ -131,7 +134,8 @@ def run_watch(config: Config, store: StoreBackend, public: PublicIndex, *,
     store.add_lookalikes(found)
     result.new = [item.public for item in found]
     # Gone from the listing, allowed or no longer like ours: forget, so a return is reported again.
-    gone = [p for p in known if p not in listing or index.allowed(p) or p in unmatched]
+    gone = [p for p in known
+            if p not in listing or index.allowed(p) or p in unmatched or p in ours_now]
     if gone:
         store.forget_lookalikes(gone)
     if result.full or gone:  # a project gone from the listing must be new when it returns
