@@ -79,6 +79,17 @@ def test_unknown_private_version_is_high(keeper: Keeper) -> None:
     assert (cls.verdict, cls.severity) == (Verdict.TAKEN, Severity.HIGH)
 
 
+@pytest.mark.parametrize("version", ["1.0-SNAPSHOT-r5", "2019.03.05-custom"])
+def test_a_private_version_pip_cannot_compare_is_high_not_lower_than_ours(
+        keeper: Keeper, version: str) -> None:
+    # A legacy (non-PEP 440) version, as devpi and Artifactory keep them: nothing says the
+    # public one is lower (pip skips such a version altogether).
+    seen(keeper, "acme-a", version)
+    cls = keeper.judge("acme-a", project(versions=("0.1", "5.0")), keeper.store.get("acme-a"))
+    assert (cls.verdict, cls.severity) == (Verdict.TAKEN, Severity.HIGH)
+    assert "lower version than ours" not in cls.reason
+
+
 def test_author_email_never_decides_ownership(keeper: Keeper) -> None:
     # No JSON API (ownership unknown): existing and not reserved by us means TAKEN,
     # whatever the metadata claims.

@@ -226,7 +226,9 @@ class Keeper(OwnPlaceholders):
         if reasons:
             return Classification(name, Verdict.TAKEN, Severity.CRITICAL,
                                   f"Held by {who}; {' and '.join(reasons)}.", public)
-        if private_version is None or not public.ownership_known:
+        # An unparsable private version (a legacy one) cannot be compared: nothing says theirs
+        # is lower.
+        if names.parsed_version(private_version) is None or not public.ownership_known:
             return Classification(name, Verdict.TAKEN, Severity.HIGH,
                                   f"Held by {who}; we cannot tell whether it outranks our "
                                   "private package.", public)
