@@ -21,12 +21,14 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .app import build_keeper
-from .config import Config, load
+from .config import Config, load, redact
 from .errors import StoreError
 from .health import Health, StoreAnswer, alive_job, died_holder, startup_problems
 from .model import NameEvent
+from .names import one_line
 from .notify.dispatch import Dispatcher
 from .plugins import get_plugin_manager
+from .public.interface import PublicIndexUnavailable
 from .sources.interface import CONDITION_PREFIX, EventSource, WSGIApp
 from .store.interface import StoreBackend, StoreUnavailable, StoreUnusable
 from .worker import WorkerPool
@@ -40,6 +42,8 @@ log = logging.getLogger(__name__)
 #: commit, so a commit can only batch as many deliveries as there are threads: with
 #: waitress's default of 4, a burst was committed 3 or 4 events at a time.
 HTTP_THREADS = 16
+#: The condition of a look-alike scan that cannot run (`Service._watch`).
+CONDITION_WATCH = "watch-scan"
 #: Seconds `serve` gives its workers and periodic jobs, together, to finish after SIGTERM:
 #: well within a supervisor's patience (systemd waits 90 s by default, then kills).
 STOP_WITHIN = 20.0
@@ -320,11 +324,27 @@ class Service:
                 self.watch_scans += 1
                 log.info("watch: %d new look-alike(s) among %d public projects scanned",
                          len(result.new), result.scanned)
+                if self.store.clear_condition(CONDITION_WATCH):
+                    log.warning("the look-alike scan works again")
+            except PublicIndexUnavailable as exc:
+                self._watch_failed(str(exc))
             except Exception as exc:  # noqa: BLE001 - _job_failed logs it (a bug: with traceback)
                 if self._job_failed(exc, "the look-alike scan"):
                     return
+                if not isinstance(exc, StoreError):
+                    self._watch_failed(f"{type(exc).__name__}: {exc}")
             if self.stop.wait(self.config.watch.interval):
                 return
+
+    def _watch_failed(self, reason: str) -> None:
+        """A scan that cannot run is the service's condition (alerted once, /healthz red):
+        look-alikes registered meanwhile go unseen."""
+        text = one_line(f"the look-alike scan cannot run: {redact(reason, self.config.secret_values())}; new "
+                        "look-alikes of our names are not seen until it works", 500)
+        try:
+            self.keeper.raise_condition(CONDITION_WATCH, text)
+        except StoreError as exc:
+            log.warning("could not record that the look-alike scan cannot run: %s", exc)
 
     def _job_failed(self, exc: Exception, what: str) -> bool:
         """Report a periodic job's failure; True when the job must stop (a corrupt store).
