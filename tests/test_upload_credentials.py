@@ -145,6 +145,26 @@ def test_no_token_at_all_is_the_condition_from_the_start_and_sends_nothing(
         assert pool.store.conditions() == []
 
 
+def test_a_dry_run_started_after_no_token_is_not_red_for_it(tmp_path: Path) -> None:
+    # Started without a token, then switched to a dry run (which uploads nothing): /healthz
+    # and status said "no upload token ... names wait in the queue" for as long as it ran.
+    clock = Clock()
+    with FakePublicIndex(clock=clock) as fake:
+        pool, _alerts = tokenless_pool(tmp_path, fake, clock)
+        pool.look_for_credentials()
+        assert [c.key for c in pool.store.conditions()] == [CONDITION_MISSING]
+        path = tmp_path / "nk.toml"
+        path.write_text(path.read_text() + "\n[policy]\ndry-run = true\n")
+        keeper, store = build_keeper(cfg.load(path), with_notifiers=False, store=pool.store,
+                                     for_queue=True)
+        dry = WorkerPool(keeper, store, keeper.config.queue, threads=1, clock=clock)
+        dry.look_for_credentials()  # what `serve` does at start
+        assert store.conditions() == []
+        accept(dry, "acme-a")
+        drain(dry, clock, until=clock.t + 600)
+        assert not fake.attempts and store.conditions() == []
+
+
 # -- the service, with its real notification path -------------------------------------------
 
 

@@ -38,7 +38,7 @@ from .store.interface import (
     WorkItem,
     holder_id,
 )
-from .upload_hold import CredentialsHold
+from .upload_hold import CONDITION_MISSING, CONDITION_REFUSED, CredentialsHold
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +83,13 @@ class WorkerPool:
     def look_for_credentials(self) -> None:
         """Before work starts: no upload credentials at all is the condition at once, names or
         not; credentials found end a 'none found' left by an earlier start (`upload_hold`)."""
-        if self.keeper.config.policy.dry_run:
-            return  # a dry run uploads nothing: it needs no credentials
         try:
+            if self.keeper.config.policy.dry_run:
+                # A dry run uploads nothing: it needs no credentials, and no name waits for
+                # them; a condition an earlier start left would stand for as long as it runs.
+                for key in (CONDITION_REFUSED, CONDITION_MISSING):
+                    self.store.clear_condition(key)
+                return
             self.credentials.look_for_credentials()
         except StoreError as exc:  # the workers meet it too, and say so
             log.warning("could not record whether upload credentials are found: %s", exc)
