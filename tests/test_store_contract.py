@@ -364,6 +364,23 @@ def test_a_failure_the_queue_will_try_again_has_not_ended_failed(open_store: Ope
     assert store.failed_names() == (1, ["acme-a"])
 
 
+def test_names_deferred_for_a_condition_resume_at_once_when_it_ends(
+        open_store: OpenStore) -> None:
+    clock = Clock()
+    store = open_store(clock=clock)
+    for name in ("acme-a", "acme-b"):
+        assert store.accept(ev(name, key=name))
+        item = store.claim("w")
+        assert item is not None
+        action = Action.DEFERRED if name == "acme-a" else Action.RATE_LIMITED
+        store.record_outcome(outcome(name, Verdict.FREE, action))
+        store.release(name, item.claim, not_before=clock.t + 600, count_attempt=False)
+    assert store.resume_deferred() == 1  # the one waiting for the condition, not the budget's
+    item = store.claim("w")
+    assert item is not None and item.name == "acme-a"
+    assert store.claim("w") is None
+
+
 def test_outside_text_with_a_nul_byte_is_stored_not_refused(open_store: OpenStore) -> None:
     # A public index's answer (an owner's name) and the errors quoting one are outside text:
     # PostgreSQL refusing it was a DataError that stopped every worker on the store.

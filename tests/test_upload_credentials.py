@@ -145,6 +145,32 @@ def test_no_token_at_all_is_the_condition_from_the_start_and_sends_nothing(
         assert pool.store.conditions() == []
 
 
+def test_a_restart_with_a_token_the_index_takes_resumes_the_waiting_names_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The names waited for the next probe, up to backoff-max (10 min) away; restarted with a
+    # good token, nothing was tried and /healthz stayed red until then.
+    clock = Clock()
+    with FakePublicIndex(clock=clock) as fake:
+        pool, _alerts = watched_pool(tmp_path, fake, monkeypatch, clock)
+        fake.revoke_tokens()
+        names = [f"acme-r-{i}" for i in range(5)]
+        accept(pool, *names)
+        drain(pool, clock, until=clock.t + 3600)  # the probes are backoff-max apart by now
+        assert [c.key for c in pool.store.conditions()] == [CONDITION_REFUSED]
+        ready = pool.store.next_ready_at()
+        assert ready is not None and ready > clock.t + 60
+
+        fake.add_user("acme-security", TOKEN)  # the operator fixed the token and restarts
+        keeper, store = build_keeper(pool.keeper.config, with_notifiers=False, store=pool.store,
+                                     for_queue=True)
+        keeper.public = SimplePublicIndex(keeper.config.public, retries=0)
+        restarted = WorkerPool(keeper, store, keeper.config.queue, threads=1, clock=clock)
+        restarted.look_for_credentials()  # what `serve` does at start
+        drain(restarted, clock, until=clock.t + 5)
+        assert all(fake.uploads[n] == 1 for n in names)
+        assert store.conditions() == []
+
+
 def test_a_dry_run_started_after_no_token_is_not_red_for_it(tmp_path: Path) -> None:
     # Started without a token, then switched to a dry run (which uploads nothing): /healthz
     # and status said "no upload token ... names wait in the queue" for as long as it ran.

@@ -97,9 +97,15 @@ class CredentialsHold(UploadGate):
         if missing is not None:
             if not self._refused(missing, missing=True):
                 log.warning("%s", missing)  # raised before this start: said here all the same
-        elif self.keeper.store.clear_condition(CONDITION_MISSING):
+            return
+        if self.keeper.store.clear_condition(CONDITION_MISSING):
             log.warning("upload credentials for the public index are found now; waiting names "
                         "resume")
+        elif not any(c.key == CONDITION_REFUSED for c in self.keeper.store.conditions()):
+            return
+        # The names waited for a probe up to backoff-max away: the credentials of this start
+        # are tried at once (the first upload raises the condition again, or clears it).
+        self.keeper.store.resume_deferred()
 
     def admit(self, name: str) -> str | None:
         with self._lock:
@@ -163,4 +169,6 @@ class CredentialsHold(UploadGate):
         if was_held or cleared:
             log.warning("the public index accepts our upload credentials again; waiting names "
                         "resume")
+            # Those a replica deferred wait for its next probe otherwise, up to backoff-max.
+            self.keeper.store.resume_deferred()
             self.wake()

@@ -399,6 +399,11 @@ class StoreBackend(ABC):
         """``claim`` gives ``name`` back for a later try (`Released` says what became of it)."""
 
     @abstractmethod
+    def resume_deferred(self, *, now: float | None = None) -> int:
+        """Make ready now every pending name that waits, DEFERRED, for a service-wide condition
+        that ended (upload credentials taken again); how many."""
+
+    @abstractmethod
     def release_held(self, holder: str) -> int:
         """On a clean shutdown: every item a claim of ``holder`` still holds is pending again."""
 

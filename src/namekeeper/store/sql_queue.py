@@ -29,7 +29,7 @@ import secrets
 from dataclasses import replace
 from typing import Any
 
-from ..model import NameEvent, from_iso
+from ..model import Action, NameEvent, from_iso
 from .interface import DEFAULT_LEASE, QueueState, Released, WorkItem
 from .schema import event_from_json, event_to_json
 from .sql import Sql, SqlBase
@@ -141,6 +141,19 @@ class SqlQueue(SqlBase):
             if state is Released.FAILED:
                 self._history(tx, name, "failed", {"error": error, "attempts": attempts})
             return state
+        return self._transaction(work)
+
+    def resume_deferred(self, *, now: float | None = None) -> int:
+        at = self._clock() if now is None else now
+
+        def work(tx: Sql) -> int:
+            count: int = tx.execute(
+                "UPDATE queue SET not_before=?, updated_at=? WHERE state='pending' AND "
+                "not_before > ? AND name IN (SELECT name FROM names WHERE action=?)",
+                (at, at, at, Action.DEFERRED.value)).rowcount
+            if count:
+                self._work_queued(tx)
+            return count
         return self._transaction(work)
 
     def release_held(self, holder: str) -> int:
