@@ -119,7 +119,7 @@ def test_basic_auth_credentials_leave_no_character_of_the_password(user: str,
 
 def test_prose_about_basic_auth_is_left_alone() -> None:
     for text in ("Basic authentication failed", "use Basic auth over TLS",
-                 "Basic dXNlcg== is only a user name"):
+                 "Basic dXNlcg== is only a user name", "Basic Open", "Basic HttpOnly cookies"):
         assert redact(text, ["unrelated-secret"]) == text
 
 

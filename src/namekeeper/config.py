@@ -89,12 +89,14 @@ _BASIC_AUTH = re.compile(r"\b((?i:basic)\s+)([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0
 
 def _basic_auth_hidden(match: re.Match[str]) -> str:
     try:
-        credentials = base64.b64decode(match[2], validate=True)
-    except ValueError:
+        credentials = base64.b64decode(match[2], validate=True).decode()
+    except ValueError:  # UnicodeDecodeError too
         return match[0]
     # Decoded, the group that mixes the user name with the password's first bytes would
-    # give those away; prose ("Basic authentication") is no base64 of "user:password".
-    return match[1] + "***" if b":" in credentials else match[0]
+    # give those away.  Prose is no base64 of a readable "user:password" ("Basic
+    # authentication", "Basic HttpOnly", which decodes to bytes with a colon in them).
+    return (match[1] + "***" if ":" in credentials and credentials.isprintable()
+            else match[0])
 
 
 def _replace_all(text: str, forms: list[str]) -> str:
