@@ -170,19 +170,27 @@ class OnlyAcmeReadsSecretIndexes:
         return ["acme"] if ixconfig.get("title") == "secret" else None
 
 
-@pytest.mark.notransaction
-@pytest.mark.with_notifier
-def test_the_status_follows_devpis_read_access_json_and_html(makexom: Any, maketestapp: Any,
-                                                             makemapp: Any, nk_config: Path
-                                                             ) -> None:
-    lockdown = OnlyAcmeReadsSecretIndexes()
-    xom = makexom(["--namekeeper-config", str(nk_config)], plugins=[devpi_plugin, lockdown])
+def hidden_and_open_indexes(makexom: Any, maketestapp: Any, makemapp: Any,
+                            nk_config: Path) -> tuple[Any, Any]:
+    """(xom, mapp) of a devpi where acme has "hidden" (read by acme only) and "open", one
+    upload each (acme-hidden, acme-open), both opted in; logged in as acme."""
+    xom = makexom(["--namekeeper-config", str(nk_config)],
+                  plugins=[devpi_plugin, OnlyAcmeReadsSecretIndexes()])
     mapp = makemapp(maketestapp(xom))
     mapp.create_and_login_user("acme")
     mapp.create_index("hidden", indexconfig={INDEX_KEY: True, "title": "secret"})
     mapp.upload_file_pypi("acme_hidden-1.0.tar.gz", b"h", "acme-hidden", "1.0", waithooks=True)
     mapp.create_index("open", indexconfig={INDEX_KEY: True})
     mapp.upload_file_pypi("acme_open-1.0.tar.gz", b"o", "acme-open", "1.0", waithooks=True)
+    return xom, mapp
+
+
+@pytest.mark.notransaction
+@pytest.mark.with_notifier
+def test_the_status_follows_devpis_read_access_json_and_html(makexom: Any, maketestapp: Any,
+                                                             makemapp: Any, nk_config: Path
+                                                             ) -> None:
+    _xom, mapp = hidden_and_open_indexes(makexom, maketestapp, makemapp, nk_config)
 
     def shown() -> set[str]:
         return {row["name"] for row in mapp.getjson("/+namekeeper/status")["names"]}
@@ -322,14 +330,7 @@ def test_the_status_names_failed_names_only_of_indexes_the_requester_may_read(
         makexom: Any, maketestapp: Any, makemapp: Any, nk_config: Path) -> None:
     from namekeeper.model import Action, Outcome, Severity, Verdict
 
-    xom = makexom(["--namekeeper-config", str(nk_config)],
-                  plugins=[devpi_plugin, OnlyAcmeReadsSecretIndexes()])
-    mapp = makemapp(maketestapp(xom))
-    mapp.create_and_login_user("acme")
-    mapp.create_index("hidden", indexconfig={INDEX_KEY: True, "title": "secret"})
-    mapp.upload_file_pypi("acme_hidden-1.0.tar.gz", b"h", "acme-hidden", "1.0", waithooks=True)
-    mapp.create_index("open", indexconfig={INDEX_KEY: True})
-    mapp.upload_file_pypi("acme_open-1.0.tar.gz", b"o", "acme-open", "1.0", waithooks=True)
+    xom, mapp = hidden_and_open_indexes(makexom, maketestapp, makemapp, nk_config)
     face = face_for(xom)
     assert face is not None and face.service is not None
     for name in ("acme-hidden", "acme-open"):
