@@ -123,3 +123,26 @@ def test_notify_test_names_each_target_by_host_with_the_real_failure_reason(
     assert rows[0]["target"].startswith("json://127.0.0.1:")
     assert "Connection error" in rows[1]["error"]  # apprise's own reason, not a generic one
     assert "hunter2secret" not in out and "s3cr3t" not in out
+
+
+def test_a_command_leaves_a_failed_alert_to_the_service_and_says_so(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, fake_public: FakePublicIndex,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # It said "retrying in 30 s", and no command ever retries: a running serve (or the devpi
+    # plugin) on the same store does.
+    from namekeeper.store.sqlite import Store
+
+    monkeypatch.setenv("NAMEKEEPER_PUBLIC_TOKEN", TOKEN)
+    fake_public.add_user("acme-security", TOKEN)
+    fake_public.add_project("acme-taken", owners=["mallory"])
+    dead = free_port()
+    cfg = tmp_path / "nk.toml"
+    cfg.write_text(fake_public.config_toml(owners=["acme-security"])
+                   + f'[notify]\nurls = ["json://127.0.0.1:{dead}/x"]\n[store]\npath = "s.sqlite3"\n')
+    code = main(["--config", str(cfg), "reserve", "acme-taken"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "kept for 'namekeeper serve' (or the devpi plugin) on this store to retry in" in err
+    assert "retrying in" not in err
+    store = Store(tmp_path / "s.sqlite3")
+    assert [r.name for r in store.delivery_log().pending_retries(float("inf"))] == ["acme-taken"]

@@ -56,7 +56,8 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
     """A keeper wired to the plugins' lookup, builder, backend and (optionally) notifiers.
 
     ``for_queue``: the keeper of a `WorkerPool`, which retries transient failures itself and
-    alerts only when it gives up, so the keeper does not alert on them.
+    alerts only when it gives up, so the keeper does not alert on them; its service also
+    retries the deliveries that failed (a command leaves them to a service on its store).
     """
     pm = pm or get_plugin_manager()[0]  # it logs any broken plugin itself
     public = pm.hook.namekeeper_public_index(config=config)
@@ -70,7 +71,8 @@ def build_keeper(config: Config, *, with_notifiers: bool = True,
     if notifiers:
         from .notify.dispatch import Dispatcher
 
-        alerts = Dispatcher.from_config(config, notifiers, store.delivery_log())
+        alerts = Dispatcher.from_config(config, notifiers, store.delivery_log(),
+                                        retries_here=for_queue)
     keeper = Keeper(config, store, public, builder, backend, alerts, notify_transient=not for_queue)
     if with_listing:
         from .public.listing import cached_listing

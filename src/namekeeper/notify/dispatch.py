@@ -132,7 +132,10 @@ class Dispatcher:
         backoff_first: float = DEFAULT_BACKOFF_FIRST,
         backoff_max: float = DEFAULT_BACKOFF_MAX,
         clock: Callable[[], float] = time.time,
+        retries_here: bool = True,
     ) -> None:
+        """``retries_here``: this process runs `retry_due` (a service's); a command's
+        failed deliveries wait for a service on the same store."""
         names = [n.name for n in notifiers]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
@@ -146,6 +149,7 @@ class Dispatcher:
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
         self.clock = clock
+        self.retries_here = retries_here
 
     @classmethod
     def from_config(cls, config: Config, notifiers: Sequence[Notifier],
@@ -321,8 +325,11 @@ class Dispatcher:
             self.log.clear_retry(notifier.name, outcome.name, ours)
             return False
         delay = self.backoff(attempt)
-        log.warning("notifying %r about %s failed (attempt %d of %d): %s; retrying in %.0f s",
-                    notifier.name, outcome.name, attempt, self.max_attempts, error, delay)
+        log.warning("notifying %r about %s failed (attempt %d of %d): %s; %s in %.0f s",
+                    notifier.name, outcome.name, attempt, self.max_attempts, error,
+                    "retrying" if self.retries_here else
+                    "kept for 'namekeeper serve' (or the devpi plugin) on this store to retry",
+                    delay)
         self.log.schedule_retry(Retry(notifier.name, outcome.name, fp, payload, attempt,
                                       self.clock() + delay))
         return False
