@@ -33,7 +33,9 @@ COMMANDS = {
         "classify names against the public index (read-only)",
         "Say for each name whether it is FREE on the public index (anyone could register "
         "it), OURS, TAKEN by someone else (with a severity), PROTECTED (the index refuses it "
-        "to everyone) or EXCLUDED by policy. Uploads nothing and writes nothing.",
+        "to everyone) or EXCLUDED by policy. Uploads nothing, and writes nothing but the "
+        "account the index shows holding a placeholder namekeeper uploaded in the last two "
+        "days (so that it is known as ours).",
         ("namekeeper check acme-utils acme-billing",
          "namekeeper check -r private-names.txt --format json",
          "pip list --format freeze | cut -d= -f1 | namekeeper check -"),
