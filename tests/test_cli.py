@@ -136,6 +136,32 @@ def test_dry_run_uploads_nothing(capsys: pytest.CaptureFixture[str], fake: FakeP
     assert status == []
 
 
+def test_check_writes_only_the_owner_of_a_placeholder_we_just_uploaded(
+        capsys: pytest.CaptureFixture[str], fake: FakePublicIndex, cfg: Path) -> None:
+    # As its help says: the upload ran a moment ago under a bot account [public] owners does
+    # not list; check learns it as our placeholder's owner, and writes nothing else.
+    from datetime import timedelta
+
+    from namekeeper.model import Action, Outcome, Severity, Verdict, utcnow
+    from namekeeper.store.sqlite import Store
+
+    store = Store(cfg.parent / "state.sqlite3")
+    for name, ago in (("acme-newly", timedelta(0)), ("acme-older", timedelta(days=3))):
+        store.record_outcome(Outcome(
+            name=name, display_name=name, verdict=Verdict.OURS, action=Action.RESERVED,
+            severity=Severity.NONE, reason="reserved", message="reserved", at=utcnow() - ago),
+            reserved=True)
+        fake.add_project(name, owners=["acme-upload-bot"])
+    before = {n: store.history(n) for n in ("acme-newly", "acme-older")}
+    code, rows, _ = run(capsys, "--config", str(cfg), "--format", "json", "check",
+                        "acme-newly", "acme-older")
+    assert [(r["name"], r["verdict"]) for r in rows] == [("acme-newly", "ours"),
+                                                         ("acme-older", "taken")]
+    assert store.placeholder_owners("acme-newly") == {"acme-upload-bot"}
+    assert store.placeholder_owners("acme-older") == frozenset()  # too late to be sure
+    assert {n: store.history(n) for n in before} == before
+
+
 def test_every_upload_answer_is_reported(capsys: pytest.CaptureFixture[str],
                                          fake: FakePublicIndex, cfg: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
