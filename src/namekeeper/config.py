@@ -183,6 +183,14 @@ class PublicConfig:
     # Lookups retry connection errors, 5xx and 429 this many times (with backoff) before failing.
     retries: int = 3
 
+    def holds(self, owners: Iterable[str], organization: str | None) -> bool:
+        """Whether a public project with these owners and organisation is ours: one of
+        ``owners`` is one of our accounts, or the organisation is ours (case aside)."""
+        mine = {o.lower() for o in self.owners}
+        return bool(mine & {o.lower() for o in owners}) or bool(
+            self.organization and organization
+            and self.organization.lower() == organization.lower())
+
     @property
     def web_url(self) -> str | None:
         """Root of the human project pages (``<root>/project/<name>/``), when it is the JSON host."""

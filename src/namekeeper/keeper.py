@@ -183,10 +183,7 @@ class Keeper(OwnPlaceholders):
                                   "Nobody holds this name on the public index; anyone could "
                                   "register it.", public)
         if public.ownership_known:
-            mine = {o.lower() for o in self.config.public.owners}
-            org = self.config.public.organization
-            if mine & {o.lower() for o in public.owners} or (
-                    org and public.organization and org.lower() == public.organization.lower()):
+            if self.config.public.holds(public.owners, public.organization):
                 return Classification(name, Verdict.OURS, Severity.NONE,
                                       "The public project belongs to one of our accounts.", public)
             uploaders = self.store.placeholder_owners(name) if ours_in_store else frozenset()

@@ -175,12 +175,7 @@ def _with_facts(found: list[Likeness], public: PublicIndex) -> list[StoredLookal
 def held_by_us(item: StoredLookalike, config: Config) -> bool:
     """True when one of our public accounts or our organisation holds the project, as the
     keeper judges OURS (`Keeper.judge`); an index that did not say who holds it: False."""
-    if item.owners is None:
-        return False
-    mine = {o.lower() for o in config.public.owners}
-    org = config.public.organization
-    return bool(mine & {o.lower() for o in item.owners}) or bool(
-        org and item.organization and org.lower() == item.organization.lower())
+    return item.owners is not None and config.public.holds(item.owners, item.organization)
 
 
 def about(item: StoredLookalike, url: str | None = None) -> Outcome:
