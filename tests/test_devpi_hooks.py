@@ -328,15 +328,27 @@ def test_a_store_unreachable_when_devpi_starts_is_connected_later_and_no_upload_
 @pytest.mark.with_notifier
 def test_the_status_names_failed_names_only_of_indexes_the_requester_may_read(
         makexom: Any, maketestapp: Any, makemapp: Any, nk_config: Path) -> None:
-    from namekeeper.model import Action, Outcome, Severity, Verdict
+    from namekeeper.model import Action, NameEvent, Outcome, Severity, Verdict
 
     xom, mapp = hidden_and_open_indexes(makexom, maketestapp, makemapp, nk_config)
     face = face_for(xom)
     assert face is not None and face.service is not None
+    store = face.service.store
     for name in ("acme-hidden", "acme-open"):
-        face.service.store.record_outcome(Outcome(
+        store.record_outcome(Outcome(
             name=name, display_name=name, verdict=Verdict.FREE, action=Action.FAILED,
             severity=Severity.HIGH, reason="free", message="the upload failed"))
+    for _ in range(2):  # the queue ended both (failed for good), as after the last attempt
+        item = store.claim("test")
+        assert item is not None
+        assert store.complete(item.name, item.claim, error="the upload failed")
+    # A third failed, and the queue is to try it again: it has not ended FAILED (/healthz's
+    # count, which the page gives too).
+    assert store.accept(NameEvent(name="acme-retrying", display_name="acme-retrying",
+                                  source="devpi", index="acme/open", key="retrying"))
+    store.record_outcome(Outcome(
+        name="acme-retrying", display_name="acme-retrying", verdict=Verdict.FREE,
+        action=Action.FAILED, severity=Severity.HIGH, reason="free", message="a 503"))
     face.running = True  # as with the worker thread running: serve's reasons are shown too
 
     def problems() -> str:

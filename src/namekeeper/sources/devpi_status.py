@@ -183,23 +183,24 @@ def _health(face: DevpiFace, readable: set[str]) -> dict[str, Any]:
 def _failed_reason(face: DevpiFace, readable: set[str], sample: int = 3) -> str | None:
     """How many names ended FAILED, naming only those of indexes the requester may read."""
     from ..health import FAILED_REASON
-    from ..model import Action
     from .devpi_face import SOURCE
 
     assert face.service is not None
-    try:
-        failed = [rec for rec in face.service.store.all_names() if rec.action == Action.FAILED]
+    store = face.service.store
+    try:  # the store's own count, as /healthz gives it; the first thousand to choose from
+        count, some = store.failed_names(sample=1000)
+        failed = store.records(some).values()
     except Exception:  # noqa: BLE001 - reported in the health part
         return None
-    if not failed:
+    if not count:
         return None
-    shown = [rec.name for rec in failed
-             if rec.first_source == SOURCE and rec.first_index in readable]
-    text = f"{len(failed)} {FAILED_REASON}"
+    shown = sorted(rec.name for rec in failed
+                   if rec.first_source == SOURCE and rec.first_index in readable)
+    text = f"{count} {FAILED_REASON}"
     if shown:
         more = f" and {len(shown) - sample} more" if len(shown) > sample else ""
         text += f": {', '.join(shown[:sample])}{more}"
-    hidden = len(failed) - len(shown)
+    hidden = count - len(shown)
     return text + (f" ({hidden} not shown here: `namekeeper status` lists them)" if hidden else "")
 
 
