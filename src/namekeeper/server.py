@@ -339,8 +339,9 @@ class Service:
     def _watch_failed(self, reason: str) -> None:
         """A scan that cannot run is the service's condition (alerted once, /healthz red):
         look-alikes registered meanwhile go unseen."""
-        text = one_line(f"the look-alike scan cannot run: {redact(reason, self.config.secret_values())}; new "
-                        "look-alikes of our names are not seen until it works", 500)
+        reason = redact(reason, self.config.secret_values())  # before it is cut short
+        text = one_line(f"the look-alike scan cannot run: {reason}; new look-alikes of our "
+                        "names are not seen until it works", 500)
         try:
             self.keeper.raise_condition(CONDITION_WATCH, text)
         except StoreError as exc:

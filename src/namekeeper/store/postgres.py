@@ -267,8 +267,9 @@ class PostgresStore(PostgresIntake, SqlStore):
         # broken by a database restart is replaced at checkout (`_connection`) instead of
         # failing the request that drew it.  No statement is prepared on the server (psycopg
         # does after 5 uses): behind a transaction-mode pooler (PgBouncer) the next
-        # transaction may run on a server connection that never saw it.  It costs nothing
-        # measurable here: the statements are short and simple to plan.
+        # transaction may run on a server connection that never saw it.  That costs the
+        # planning of every statement: measured, about 1.5 ms of an intake batch of 8 events
+        # (5.9 against 4.4 ms), which a pooler in front of the database is worth.
         self._pool: ConnectionPool[PooledConnection] = ConnectionPool(
             url, connection_class=PooledConnection,
             kwargs={**self._conninfo_kwargs, "row_factory": dict_row, "autocommit": True,
