@@ -88,15 +88,11 @@ class DevpiFace:
             return
         try:
             self.config = load(config_path, required=True)
-            self.service = Service(self.config)
-        except StoreUnavailable as exc:  # a database down while devpi starts: tried again
-            self.waiting_for_store = True
-            self.problem = f"cannot start: {exc}"
-            log.error("namekeeper plugin %s; uploads are kept and recorded once it answers "
-                      "(tried again every %.0f s)", self.problem, STORE_RETRY)
         except Exception as exc:  # noqa: BLE001 - devpi must start and take uploads regardless
             self.problem = f"cannot start: {exc}"
             log.error("namekeeper plugin %s; uploads are not protected", self.problem)
+            return
+        self.connect()
 
     @classmethod
     def for_server(cls, xom: Any) -> DevpiFace:
@@ -112,26 +108,31 @@ class DevpiFace:
         return self.service is not None or self.waiting_for_store
 
     def connect(self) -> None:
-        """Try again to start the `Service` on a store that could not be reached."""
+        """Start the `Service`; on a store that cannot be reached (a database down while devpi
+        starts) the worker thread calls this again every `STORE_RETRY` s."""
         from ..server import Service
 
         assert self.config is not None
+        retrying = self.waiting_for_store
         try:
             self.service = Service(self.config)
         except StoreUnavailable as exc:
             problem = f"cannot start: {exc}"
-            if problem != self.problem:
+            if not retrying:
+                log.error("namekeeper plugin %s; uploads are kept and recorded once it answers "
+                          "(tried again every %.0f s)", problem, STORE_RETRY)
+            elif problem != self.problem:
                 log.error("namekeeper plugin %s", problem)
-            self.problem = problem
+            self.waiting_for_store, self.problem = True, problem
             return
-        except Exception as exc:  # noqa: BLE001 - devpi must go on regardless
+        except Exception as exc:  # noqa: BLE001 - devpi must start and take uploads regardless
             self.waiting_for_store = False
             self.problem = f"cannot start: {exc}"
             log.error("namekeeper plugin %s; uploads are not protected", self.problem)
             return
-        self.waiting_for_store = False
-        self.problem = None
-        log.warning("namekeeper plugin: the store answers again; reserving names")
+        self.waiting_for_store, self.problem = False, None
+        if retrying:
+            log.warning("namekeeper plugin: the store answers again; reserving names")
 
     def worker_thread(self) -> DevpiWorker:
         return DevpiWorker(self)
